@@ -1,0 +1,224 @@
+//! Observations: plain data about what the probes saw. No behaviour beyond small accessors.
+//!
+//! Probes (external, exec, host) produce these; the verdict engine reads them; the JSON report
+//! serialises them as they are.
+
+use serde::Serialize;
+
+/// Why a request got no HTTP answer. Stable names: they appear in JSON output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The name did not resolve (NXDOMAIN, no such host).
+    Dns,
+    /// The connection was refused: nothing listens there.
+    Refused,
+    /// The TLS handshake failed (protocol level).
+    Tls,
+    /// The peer's certificate was rejected (self-signed, expired, wrong name, unknown CA).
+    Certificate,
+    /// No answer within the time allowed.
+    Timeout,
+    /// The connection closed before any answer.
+    EmptyReply,
+    /// The connection broke while the answer was being read.
+    Receive,
+    /// The peer spoke something that is not HTTP, or broke the protocol.
+    Protocol,
+    /// A redirect pointed off the probed host; it was not followed.
+    Redirect,
+    /// Anything else.
+    Other,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Dns => "dns",
+            FailureKind::Refused => "refused",
+            FailureKind::Tls => "tls",
+            FailureKind::Certificate => "certificate",
+            FailureKind::Timeout => "timeout",
+            FailureKind::EmptyReply => "empty_reply",
+            FailureKind::Receive => "receive",
+            FailureKind::Protocol => "protocol",
+            FailureKind::Redirect => "redirect",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// curl's exit codes (a stable contract) mapped onto failure kinds.
+    pub fn from_curl_exit(code: i32) -> FailureKind {
+        match code {
+            5 | 6 => FailureKind::Dns,
+            7 => FailureKind::Refused,
+            28 => FailureKind::Timeout,
+            35 => FailureKind::Tls,
+            51 | 58 | 60 | 77 | 83 | 90 | 91 => FailureKind::Certificate,
+            52 => FailureKind::EmptyReply,
+            18 | 55 | 56 => FailureKind::Receive,
+            1 | 3 | 8 | 16 | 92 => FailureKind::Protocol,
+            _ => FailureKind::Other,
+        }
+    }
+}
+
+/// An HTTP answer, as far as the verdict engine needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Response headers that identify who answered and whether it is healthy, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The first bytes of the body, decoded lossily as UTF-8.
+    pub body: String,
+    /// The body was longer than what was kept.
+    pub body_truncated: bool,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+}
+
+/// The outcome of one probe: an answer, a failure, or not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Probe {
+    Response {
+        #[serde(flatten)]
+        response: HttpResponse,
+        elapsed_ms: u64,
+    },
+    Failed {
+        kind: FailureKind,
+        message: String,
+        elapsed_ms: u64,
+    },
+    /// The probe could not be run at all (reason says why); no evidence either way.
+    NotRun { reason: String },
+}
+
+impl Probe {
+    pub fn response(&self) -> Option<&HttpResponse> {
+        match self {
+            Probe::Response { response, .. } => Some(response),
+            _ => None,
+        }
+    }
+    pub fn failure(&self) -> Option<FailureKind> {
+        match self {
+            Probe::Failed { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+    pub fn not_run(reason: impl Into<String>) -> Probe {
+        Probe::NotRun {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Whether cmux-execd wants a token, judged from `GET /exec` (401: yes, 405: no).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    Required,
+    Off,
+    Unknown,
+}
+
+/// How the one exec round trip went (the internal channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ExecRun {
+    /// The stream was read; records per service are in the service observations.
+    Completed {
+        /// The `exit` event's code; `None` when the stream ended without one.
+        exit_code: Option<i32>,
+        /// `error` events and parser remarks (malformed lines skipped, ...).
+        notes: Vec<String>,
+        /// curl was missing in the container; the bash-only fallback was used.
+        used_fallback: bool,
+        elapsed_ms: u64,
+    },
+    /// The stream was cut by pvediag's own deadline; what had arrived is kept.
+    Incomplete { notes: Vec<String>, elapsed_ms: u64 },
+    /// execd answered with a status other than 200 (401 unauthorized, 415, 400, ...).
+    Rejected {
+        status: u16,
+        body: String,
+        /// Cloudflare or cloudflared made this answer, not execd.
+        from_edge: bool,
+    },
+    /// No HTTP answer at all.
+    Failed { kind: FailureKind, message: String },
+    /// Not attempted (no exec URL, exec not in catalog, --no-exec, ...).
+    NotRun { reason: String },
+}
+
+impl ExecRun {
+    /// The round trip went through tunnel and Caddy to execd and back.
+    pub fn reached_execd(&self) -> bool {
+        match self {
+            ExecRun::Completed { .. } | ExecRun::Incomplete { .. } => true,
+            ExecRun::Rejected {
+                status, from_edge, ..
+            } => !from_edge && matches!(status, 400 | 401 | 405 | 415),
+            _ => false,
+        }
+    }
+}
+
+/// The internal channel: exec health, auth mode and the one round trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecChannel {
+    /// The URL of execd used (secrets never appear in it).
+    pub url: String,
+    pub auth_mode: AuthMode,
+    /// A token was sent.
+    pub token_sent: bool,
+    pub run: ExecRun,
+}
+
+/// One service's observations from every vantage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceObservation {
+    pub name: String,
+    pub port: u16,
+    /// The public URL probed (None when the service is not routed).
+    pub url: Option<String>,
+    /// Through the tunnel, from where pvediag runs.
+    pub external: Probe,
+    /// Inside the container, `127.0.0.1:PORT`, through the exec channel.
+    pub internal: Probe,
+}
+
+/// The edge/tunnel/Caddy check that never touches the container: a request to a hostname under the
+/// domain that no service route matches, which Caddy itself answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OriginCheck {
+    pub url: String,
+    pub probe: Probe,
+}
+
+/// Everything observed about one target (VMID).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetObservation {
+    pub vmid: u32,
+    pub exec: ExecChannel,
+    pub origin: Option<OriginCheck>,
+    pub services: Vec<ServiceObservation>,
+}
+
+impl TargetObservation {
+    pub fn service(&self, name: &str) -> Option<&ServiceObservation> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
