@@ -4,4 +4,9 @@
 //! The verdict engine ([`verdict`]) is pure: no I/O.
 
 pub mod catalog;
+pub mod http;
 pub mod observation;
+pub mod probe;
+pub mod secret;
+pub mod target;
+pub mod verdict;

@@ -181,6 +181,8 @@ impl ExecRun {
 pub struct ExecChannel {
     /// The URL of execd used (secrets never appear in it).
     pub url: String,
+    /// The URL is the public one (through edge, tunnel and Caddy), so a round trip proves that chain.
+    pub via_public_url: bool,
     pub auth_mode: AuthMode,
     /// A token was sent.
     pub token_sent: bool,
@@ -208,6 +210,19 @@ pub struct OriginCheck {
     pub probe: Probe,
 }
 
+/// What Caddy's configuration says about one service's hostname (from a Caddyfile or the admin API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteObservation {
+    pub service: String,
+    /// The public hostname that was matched against the route table.
+    pub host: String,
+    /// Where Caddy dials for it, e.g. `cmux-202.lan`; `None` when no route matches.
+    pub upstream_host: Option<String>,
+    pub upstream_port: Option<u16>,
+    /// `file:line` (or admin API path) of the route.
+    pub source: Option<String>,
+}
+
 /// Everything observed about one target (VMID).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetObservation {
@@ -215,6 +230,9 @@ pub struct TargetObservation {
     pub exec: ExecChannel,
     pub origin: Option<OriginCheck>,
     pub services: Vec<ServiceObservation>,
+    /// Caddy's routes for this target's hostnames, when its configuration was read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteObservation>,
 }
 
 impl TargetObservation {

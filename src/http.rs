@@ -1,0 +1,229 @@
+//! The HTTP client edge: one reqwest client per run, `--connect-to`, TLS options, capped reads,
+//! and the classification of transport errors by walking the error's source chain.
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::observation::{FailureKind, HttpResponse, Probe};
+
+/// The User-Agent every request carries (Cloudflare's bot filter blocks some default ones).
+pub const USER_AGENT: &str = concat!("pvediag/", env!("CARGO_PKG_VERSION"));
+
+/// Response headers kept as evidence (names in lower case). Required catalog headers are added.
+pub const EVIDENCE_HEADERS: &[&str] = &[
+    "server",
+    "cf-ray",
+    "cf-error-type",
+    "cf-cache-status",
+    "via",
+    "content-type",
+    "location",
+    "retry-after",
+    "access-control-allow-origin",
+    "access-control-max-age",
+];
+
+/// How the client reaches the public URLs.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Dial this address for every URL, keeping Host and SNI (curl's --connect-to).
+    pub connect_to: Option<SocketAddr>,
+    /// Extra trusted CA certificates (PEM).
+    pub cacert_pem: Option<Vec<u8>>,
+    /// Accept any certificate.
+    pub insecure: bool,
+    /// Connection timeout (each probe also has an overall timeout).
+    pub connect_timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("--cacert: {0}")]
+    CaCert(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// Resolves every name to one address: `--connect-to`.
+struct FixedResolver(SocketAddr);
+
+impl reqwest::dns::Resolve for FixedResolver {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addr = self.0;
+        Box::pin(async move {
+            let it: reqwest::dns::Addrs = Box::new(std::iter::once(addr));
+            Ok(it)
+        })
+    }
+}
+
+/// Builds the one client of a run. Redirects are never followed: a redirect is evidence.
+pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(opts.connect_timeout.unwrap_or(Duration::from_secs(10)))
+        .pool_max_idle_per_host(8)
+        .tcp_nodelay(true);
+    if let Some(addr) = opts.connect_to {
+        b = b.dns_resolver(Arc::new(FixedResolver(addr))).no_proxy();
+    }
+    if let Some(pem) = &opts.cacert_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ClientError::CaCert(format!("not a PEM certificate bundle: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::CaCert(
+                "the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if opts.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| ClientError::Build(e.to_string()))
+}
+
+/// Classifies a transport error by walking its source chain (lychee's approach).
+pub fn classify_error(err: &reqwest::Error) -> (FailureKind, String) {
+    let mut kind = None;
+    let mut deepest = err.to_string();
+    let mut src: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(e) = src {
+        deepest = e.to_string();
+        if kind.is_none() {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                kind = match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => Some(FailureKind::Refused),
+                    std::io::ErrorKind::TimedOut => Some(FailureKind::Timeout),
+                    std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe => Some(FailureKind::Receive),
+                    std::io::ErrorKind::UnexpectedEof => Some(FailureKind::EmptyReply),
+                    _ => None,
+                };
+            }
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                kind = Some(match tls {
+                    rustls::Error::InvalidCertificate(_) => FailureKind::Certificate,
+                    _ => FailureKind::Tls,
+                });
+            }
+            if kind.is_none() {
+                let text = e.to_string().to_ascii_lowercase();
+                if text.contains("dns error") || text.contains("failed to lookup address") {
+                    kind = Some(FailureKind::Dns);
+                } else if text.contains("invalid peer certificate") || text.contains("certificate")
+                {
+                    kind = Some(FailureKind::Certificate);
+                } else if text.contains("connection closed before message completed") {
+                    kind = Some(FailureKind::EmptyReply);
+                }
+            }
+        }
+        src = e.source();
+    }
+    let kind = kind.unwrap_or(if err.is_timeout() {
+        FailureKind::Timeout
+    } else if err.is_connect() {
+        FailureKind::Other
+    } else if err.is_body() || err.is_decode() {
+        FailureKind::Receive
+    } else if err.is_request() {
+        FailureKind::Protocol
+    } else {
+        FailureKind::Other
+    });
+    (kind, clean_message(&deepest))
+}
+
+fn clean_message(s: &str) -> String {
+    let one: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
+    one
+}
+
+/// One request as a probe: sends it, reads at most `cap` body bytes, all within `timeout`.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub headers: &'a [(String, String)],
+    /// Extra response headers to keep (lower-case names).
+    pub keep_headers: &'a [String],
+    pub body_cap: usize,
+    pub timeout: Duration,
+}
+
+pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
+    let start = Instant::now();
+    let fut = fetch_inner(client, &req);
+    match tokio::time::timeout(req.timeout, fut).await {
+        Ok(Ok(response)) => Probe::Response {
+            response,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        },
+        Ok(Err(e)) => {
+            let (kind, message) = classify_error(&e);
+            Probe::Failed {
+                kind,
+                message,
+                elapsed_ms: start.elapsed().as_millis() as u64,
+            }
+        }
+        Err(_) => Probe::Failed {
+            kind: FailureKind::Timeout,
+            message: format!("no complete answer within {} ms", req.timeout.as_millis()),
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        },
+    }
+}
+
+async fn fetch_inner(
+    client: &reqwest::Client,
+    req: &Request<'_>,
+) -> Result<HttpResponse, reqwest::Error> {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut rb = client.request(method, req.url);
+    for (k, v) in req.headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    let mut resp = rb.send().await?;
+    let status = resp.status().as_u16();
+    let headers = keep_headers(resp.headers(), req.keep_headers);
+    let mut body = Vec::new();
+    let mut truncated = false;
+    while let Some(chunk) = resp.chunk().await? {
+        let room = req.body_cap.saturating_sub(body.len());
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        body_truncated: truncated,
+    })
+}
+
+/// Keeps the evidence headers (and the extra ones), each value capped.
+pub fn keep_headers(h: &reqwest::header::HeaderMap, extra: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in h {
+        let n = name.as_str();
+        if EVIDENCE_HEADERS.contains(&n) || extra.iter().any(|e| e == n) {
+            let v = String::from_utf8_lossy(value.as_bytes());
+            out.push((n.to_string(), v.chars().take(256).collect()));
+        }
+        if out.len() >= 32 {
+            break;
+        }
+    }
+    out
+}

@@ -1,0 +1,210 @@
+//! The internal channel: cmux-execd's `POST /exec` JSON-lines stream, and its auth-mode probe.
+
+use std::time::{Duration, Instant};
+
+use crate::http::classify_error;
+use crate::observation::{AuthMode, ExecRun, FailureKind, HttpResponse, Probe};
+use crate::probe::internal::{parse_record, Record};
+use crate::probe::jsonlines::{Event, Parser};
+use crate::secret::Secret;
+use crate::verdict::made_by_cloudflare;
+
+/// What one exec round trip gave: the channel outcome and the records that arrived.
+#[derive(Debug)]
+pub struct ExecResult {
+    pub run: ExecRun,
+    pub records: Vec<Record>,
+}
+
+/// `GET /exec`: 401 means auth is on, 405 means it is off. Side-effect free.
+pub async fn auth_mode(
+    client: &reqwest::Client,
+    exec_url: &str,
+    timeout: Duration,
+) -> (AuthMode, Probe) {
+    let probe = crate::http::fetch(
+        client,
+        crate::http::Request {
+            method: "GET",
+            url: &format!("{exec_url}/exec"),
+            headers: &[],
+            keep_headers: &[],
+            body_cap: 1024,
+            timeout,
+        },
+    )
+    .await;
+    let mode = match probe.response() {
+        Some(r) if r.status == 401 && !made_by_cloudflare(r) => AuthMode::Required,
+        Some(r) if r.status == 405 && !made_by_cloudflare(r) => AuthMode::Off,
+        _ => AuthMode::Unknown,
+    };
+    (mode, probe)
+}
+
+/// Runs `command` through `POST {exec_url}/exec` and collects the records of `nonce`.
+///
+/// The stream is read until the `exit` event (children of the command may keep the stream open
+/// after bash exits), the end of the stream, or `deadline`, whichever comes first.
+pub async fn run(
+    client: &reqwest::Client,
+    exec_url: &str,
+    token: Option<&Secret>,
+    command: &str,
+    nonce: &str,
+    exec_timeout: Duration,
+    deadline: Duration,
+) -> ExecResult {
+    let start = Instant::now();
+    let body = serde_json::json!({
+        "command": command,
+        "timeout_ms": exec_timeout.as_millis() as u64,
+    });
+    let mut rb = client
+        .post(format!("{exec_url}/exec"))
+        .header("content-type", "application/json")
+        .header("accept", "application/jsonlines")
+        .body(body.to_string());
+    if let Some(t) = token {
+        rb = rb.header("authorization", t.bearer_header());
+    }
+    let sent = tokio::time::timeout(deadline, rb.send()).await;
+    let mut resp = match sent {
+        Err(_) => {
+            return ExecResult {
+                run: ExecRun::Failed {
+                    kind: FailureKind::Timeout,
+                    message: format!("no answer within {} ms", deadline.as_millis()),
+                },
+                records: Vec::new(),
+            }
+        }
+        Ok(Err(e)) => {
+            let (kind, message) = classify_error(&e);
+            return ExecResult {
+                run: ExecRun::Failed { kind, message },
+                records: Vec::new(),
+            };
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let headers = crate::http::keep_headers(resp.headers(), &[]);
+        let remaining = deadline.saturating_sub(start.elapsed());
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout(remaining, async {
+            while let Ok(Some(c)) = resp.chunk().await {
+                body.extend_from_slice(&c[..c.len().min(4096 - body.len().min(4096))]);
+                if body.len() >= 4096 {
+                    break;
+                }
+            }
+        })
+        .await;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let from_edge = made_by_cloudflare(&HttpResponse {
+            status,
+            headers,
+            body: body.clone(),
+            body_truncated: false,
+        });
+        return ExecResult {
+            run: ExecRun::Rejected {
+                status,
+                body: body.chars().take(300).collect(),
+                from_edge,
+            },
+            records: Vec::new(),
+        };
+    }
+    let mut parser = Parser::new();
+    let mut records = Vec::new();
+    let mut notes = Vec::new();
+    let mut exit_code = None;
+    let mut stderr_lines = 0usize;
+    let mut cut = false;
+    let mut handle = |ev: Event, records: &mut Vec<Record>, notes: &mut Vec<String>| -> bool {
+        match ev {
+            Event::Stdout(line) => {
+                if let Some(r) = parse_record(&line, nonce) {
+                    records.push(r);
+                }
+            }
+            Event::Stderr(line) => {
+                stderr_lines += 1;
+                if stderr_lines <= 3 {
+                    notes.push(format!(
+                        "stderr: {}",
+                        line.chars().take(160).collect::<String>()
+                    ));
+                }
+            }
+            Event::Error(m) => notes.push(format!(
+                "execd error: {}",
+                m.chars().take(160).collect::<String>()
+            )),
+            Event::Exit(c) => {
+                exit_code = Some(c);
+                return true;
+            }
+        }
+        false
+    };
+    'read: loop {
+        let remaining = deadline.saturating_sub(start.elapsed());
+        match tokio::time::timeout(remaining, resp.chunk()).await {
+            Err(_) => {
+                cut = true;
+                break;
+            }
+            Ok(Ok(Some(chunk))) => {
+                for ev in parser.feed(&chunk) {
+                    if handle(ev, &mut records, &mut notes) {
+                        break 'read;
+                    }
+                }
+            }
+            Ok(Ok(None)) => {
+                if let Some(ev) = parser.finish() {
+                    handle(ev, &mut records, &mut notes);
+                }
+                break;
+            }
+            Ok(Err(e)) => {
+                let (kind, message) = classify_error(&e);
+                notes.push(format!(
+                    "the stream broke off ({}: {message})",
+                    kind.as_str()
+                ));
+                break;
+            }
+        }
+    }
+    if parser.malformed > 0 {
+        notes.push(format!("{} malformed line(s) skipped", parser.malformed));
+    }
+    if parser.oversized > 0 {
+        notes.push(format!("{} over-long line(s) skipped", parser.oversized));
+    }
+    let elapsed_ms = start.elapsed().as_millis() as u64;
+    let used_fallback = records.iter().any(|r| r.via_bash);
+    let run = if cut {
+        notes.push(format!(
+            "pvediag's deadline ({} ms) cut the stream",
+            deadline.as_millis()
+        ));
+        ExecRun::Incomplete { notes, elapsed_ms }
+    } else {
+        if exit_code.is_none() {
+            notes.push("the stream ended without an exit event".into());
+        }
+        ExecRun::Completed {
+            exit_code,
+            notes,
+            used_fallback,
+            elapsed_ms,
+        }
+    };
+    ExecResult { run, records }
+}

@@ -1,0 +1,408 @@
+//! The internal probe: one bash command that probes every service at `127.0.0.1:PORT` inside the
+//! container, concurrently, and prints one self-delimiting record per service.
+//!
+//! The command is read-only: it runs `curl` (or, where curl is missing, bash's `/dev/tcp`) against
+//! loopback and writes only to a private temporary directory it removes. Every value from the
+//! catalog is validated by the catalog loader and single-quoted here, so nothing reaches bash
+//! unquoted.
+//!
+//! A record is one line (execd splits output into lines, strips `\r` and drops empty lines):
+//! `@pvediag1 NONCE NAME via=curl rc=0 code=200 t=0.001 h=B64 b=B64 e=B64 end`
+//! (base64 has no spaces and no newlines, so the line survives execd unchanged).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::catalog::Service;
+use crate::observation::{FailureKind, HttpResponse, Probe};
+
+/// Body bytes kept per internal probe.
+pub const BODY_CAP: usize = 16 * 1024;
+/// Header bytes kept per internal probe.
+pub const HEADER_CAP: usize = 8 * 1024;
+
+/// Quotes a string for bash: `'...'` with every `'` written as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A fresh random nonce (hex), so records cannot be faked by other output.
+pub fn new_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+const PRELUDE: &str = r#"set +e
+n=__NONCE__
+T=__TIMEOUT__
+d=$(mktemp -d 2>/dev/null) || d=/tmp/pvediag.$$.$RANDOM
+mkdir -p "$d" && chmod 700 "$d"
+trap 'rm -rf "$d"' EXIT
+b64() { head -c "$1" "$2" 2>/dev/null | base64 -w0 2>/dev/null || head -c "$1" "$2" 2>/dev/null | base64 | tr -d '\n'; }
+if command -v curl >/dev/null 2>&1; then via=curl; else via=bash; fi
+p() {
+  local name=$1 port=$2 method=$3 path=$4 h rc code t0 t1
+  shift 4
+  local hargs=()
+  for h in "$@"; do hargs+=(-H "$h"); done
+  if [ "$via" = curl ]; then
+    local m=(-X "$method")
+    [ "$method" = HEAD ] && m=(-I)
+    code=$(curl -sS -o "$d/$name.b" -D "$d/$name.h" -w '%{http_code} %{time_total}' --max-time "$T" "${m[@]}" "${hargs[@]}" "http://127.0.0.1:$port$path" 2>"$d/$name.e")
+    rc=$?
+    printf '@pvediag1 %s %s via=curl rc=%s code=%s t=%s h=%s b=%s e=%s end\n' "$n" "$name" "$rc" "${code% *}" "${code#* }" "$(b64 __HCAP__ "$d/$name.h")" "$(b64 __BCAP__ "$d/$name.b")" "$(b64 512 "$d/$name.e")" > "$d/$name.rec"
+  else
+    t0=$EPOCHREALTIME
+    (
+      exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 7
+      printf '%s %s HTTP/1.0\r\nHost: 127.0.0.1:%s\r\nUser-Agent: pvediag\r\nConnection: close\r\n' "$method" "$path" "$port" >&3
+      for h in "$@"; do printf '%s\r\n' "$h" >&3; done
+      printf '\r\n' >&3
+      head -c __RAWCAP__ <&3 > "$d/$name.raw"
+    ) 2>"$d/$name.e" &
+    local pid=$!
+    ( sleep "$T"; kill -TERM "$pid" 2>/dev/null ) >/dev/null 2>&1 &
+    local killer=$!
+    wait "$pid"; rc=$?
+    kill "$killer" 2>/dev/null
+    [ "$rc" -gt 128 ] && rc=28
+    [ "$rc" = 1 ] && grep -qi refused "$d/$name.e" 2>/dev/null && rc=7
+    t1=$EPOCHREALTIME
+    printf '@pvediag1 %s %s via=bash rc=%s t0=%s t1=%s raw=%s e=%s end\n' "$n" "$name" "$rc" "$t0" "$t1" "$(b64 __RAWCAP__ "$d/$name.raw")" "$(b64 512 "$d/$name.e")" > "$d/$name.rec"
+  fi
+}
+"#;
+
+/// Builds the one bash command that probes `services` inside the container.
+pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> String {
+    let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
+    let mut cmd = PRELUDE
+        .replace("__NONCE__", &shell_quote(nonce))
+        .replace("__TIMEOUT__", &shell_quote(&secs))
+        .replace("__HCAP__", &HEADER_CAP.to_string())
+        .replace("__BCAP__", &BODY_CAP.to_string())
+        .replace("__RAWCAP__", &(HEADER_CAP + BODY_CAP).to_string());
+    for s in services {
+        let mut line = format!(
+            "p {} {} {} {}",
+            shell_quote(&s.name),
+            s.port,
+            shell_quote(&s.probe.method),
+            shell_quote(&s.probe.path)
+        );
+        for (k, v) in &s.probe.headers {
+            line.push(' ');
+            line.push_str(&shell_quote(&format!("{k}: {v}")));
+        }
+        line.push_str(" &\n");
+        cmd.push_str(&line);
+    }
+    cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nexit 0\n");
+    cmd
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub name: String,
+    pub via_bash: bool,
+    pub probe: Probe,
+}
+
+/// Parses one stdout line; `None` when it is not a complete record of this nonce.
+pub fn parse_record(line: &str, nonce: &str) -> Option<Record> {
+    let rest = line.strip_prefix("@pvediag1 ")?;
+    let mut it = rest.split(' ');
+    if it.next()? != nonce {
+        return None;
+    }
+    let name = it.next()?.to_string();
+    let mut fields = std::collections::HashMap::new();
+    let mut ended = false;
+    for f in it {
+        if f == "end" {
+            ended = true;
+            break;
+        }
+        let (k, v) = f.split_once('=')?;
+        fields.insert(k, v);
+    }
+    if !ended {
+        return None;
+    }
+    let dec = |k: &str| -> Option<Vec<u8>> {
+        let v = fields.get(k)?;
+        base64::engine::general_purpose::STANDARD.decode(v).ok()
+    };
+    let rc: i32 = fields.get("rc")?.parse().ok()?;
+    let stderr = String::from_utf8_lossy(&dec("e")?).trim().to_string();
+    let via = *fields.get("via")?;
+    match via {
+        "curl" => {
+            let t: f64 = fields.get("t").and_then(|t| t.parse().ok()).unwrap_or(0.0);
+            let elapsed_ms = (t * 1000.0).round().max(0.0) as u64;
+            let headers = dec("h")?;
+            let body = dec("b")?;
+            let code: u16 = fields.get("code").and_then(|c| c.parse().ok()).unwrap_or(0);
+            let probe = if rc == 0 && code >= 100 {
+                Probe::Response {
+                    response: response_from(code, &headers, &body),
+                    elapsed_ms,
+                }
+            } else {
+                curl_failure(rc, &stderr, elapsed_ms)
+            };
+            Some(Record {
+                name,
+                via_bash: false,
+                probe,
+            })
+        }
+        "bash" => {
+            let t0: f64 = fields.get("t0").and_then(|t| t.parse().ok()).unwrap_or(0.0);
+            let t1: f64 = fields.get("t1").and_then(|t| t.parse().ok()).unwrap_or(t0);
+            let elapsed_ms = ((t1 - t0) * 1000.0).round().max(0.0) as u64;
+            let raw = dec("raw")?;
+            let probe = match (rc, parse_raw_response(&raw)) {
+                (0, Some(r)) => Probe::Response {
+                    response: r,
+                    elapsed_ms,
+                },
+                (0, None) if raw.is_empty() => Probe::Failed {
+                    kind: FailureKind::EmptyReply,
+                    message: "the connection closed without an answer (bash /dev/tcp)".into(),
+                    elapsed_ms,
+                },
+                (0, None) => Probe::Failed {
+                    kind: FailureKind::Protocol,
+                    message: "the answer is not HTTP (bash /dev/tcp)".into(),
+                    elapsed_ms,
+                },
+                _ => curl_failure(rc, &stderr, elapsed_ms),
+            };
+            Some(Record {
+                name,
+                via_bash: true,
+                probe,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn curl_failure(rc: i32, stderr: &str, elapsed_ms: u64) -> Probe {
+    let kind = FailureKind::from_curl_exit(rc);
+    let mut message = format!("curl exit {rc}");
+    if !stderr.is_empty() {
+        message.push_str(": ");
+        message.push_str(&stderr.chars().take(200).collect::<String>());
+    }
+    Probe::Failed {
+        kind,
+        message,
+        elapsed_ms,
+    }
+}
+
+/// Builds the response from curl's `-D` header dump (the last header block wins: 100-continue and
+/// the like come first) and the body.
+fn response_from(code: u16, header_dump: &[u8], body: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(header_dump);
+    let mut headers = Vec::new();
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("HTTP/") {
+            headers.clear();
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if headers.len() < 64 {
+                headers.push((
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().chars().take(256).collect(),
+                ));
+            }
+        }
+    }
+    HttpResponse {
+        status: code,
+        headers,
+        body: String::from_utf8_lossy(body).into_owned(),
+        body_truncated: body.len() >= BODY_CAP,
+    }
+}
+
+/// Parses a raw HTTP/1.x response (the bash fallback's capture).
+pub fn parse_raw_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| {
+            raw.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, i + 2))
+        })?;
+    let head = String::from_utf8_lossy(&raw[..split.0]);
+    let mut lines = head.split('\n');
+    let status_line = lines.next()?.trim_end_matches('\r');
+    let mut parts = status_line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    let status: u16 = parts.next()?.parse().ok()?;
+    if !(100..=599).contains(&status) {
+        return None;
+    }
+    let headers = lines
+        .filter_map(|l| {
+            let (k, v) = l.trim_end_matches('\r').split_once(':')?;
+            Some((
+                k.trim().to_ascii_lowercase(),
+                v.trim().chars().take(256).collect(),
+            ))
+        })
+        .take(64)
+        .collect();
+    let body = &raw[split.1..];
+    Some(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body[..body.len().min(BODY_CAP)]).into_owned(),
+        body_truncated: body.len() > BODY_CAP,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn b64(s: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn curl_record_round_trip() {
+        let h = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
+        let line = format!(
+            "@pvediag1 abc xterm via=curl rc=0 code=200 t=0.012 h={} b={} e= end",
+            b64(h),
+            b64(br#"{"sessions":[]}"#)
+        );
+        let r = parse_record(&line, "abc").unwrap();
+        assert_eq!(r.name, "xterm");
+        let resp = r.probe.response().unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(resp.headers.len(), 2);
+        assert_eq!(resp.body, r#"{"sessions":[]}"#);
+        assert!(matches!(r.probe, Probe::Response { elapsed_ms: 12, .. }));
+    }
+
+    #[test]
+    fn curl_failures_map_exit_codes() {
+        for (rc, kind) in [
+            (7, FailureKind::Refused),
+            (28, FailureKind::Timeout),
+            (6, FailureKind::Dns),
+            (52, FailureKind::EmptyReply),
+            (56, FailureKind::Receive),
+            (35, FailureKind::Tls),
+            (99, FailureKind::Other),
+        ] {
+            let line = format!(
+                "@pvediag1 n vscode via=curl rc={rc} code=000 t=0 h= b= e={} end",
+                b64(b"curl: (7) Failed to connect")
+            );
+            let r = parse_record(&line, "n").unwrap();
+            assert_eq!(r.probe.failure(), Some(kind), "rc {rc}");
+        }
+    }
+
+    #[test]
+    fn records_of_other_nonces_or_cut_lines_are_ignored() {
+        let ok = format!(
+            "@pvediag1 n exec via=curl rc=0 code=200 t=0 h= b={} e= end",
+            b64(b"ok")
+        );
+        assert!(parse_record(&ok, "n").is_some());
+        assert!(parse_record(&ok, "m").is_none());
+        assert!(parse_record(&ok[..ok.len() - 4], "n").is_none());
+        assert!(parse_record(
+            "@pvediag1 n exec via=curl rc=0 code=200 h=!!! b= e= end",
+            "n"
+        )
+        .is_none());
+        assert!(parse_record("hello", "n").is_none());
+        assert!(parse_record("@pvediag1 n x via=ftp rc=0 e= end", "n").is_none());
+    }
+
+    #[test]
+    fn bash_fallback_records() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nok";
+        let line = format!(
+            "@pvediag1 n exec via=bash rc=0 t0=100.000 t1=100.250 raw={} e= end",
+            b64(raw)
+        );
+        let r = parse_record(&line, "n").unwrap();
+        assert!(r.via_bash);
+        assert_eq!(r.probe.response().unwrap().body, "ok");
+        assert!(matches!(
+            r.probe,
+            Probe::Response {
+                elapsed_ms: 250,
+                ..
+            }
+        ));
+        let refused = format!(
+            "@pvediag1 n exec via=bash rc=7 t0=1 t1=1 raw= e={} end",
+            b64(b"bash: connect: Connection refused")
+        );
+        assert_eq!(
+            parse_record(&refused, "n").unwrap().probe.failure(),
+            Some(FailureKind::Refused)
+        );
+        let empty = "@pvediag1 n exec via=bash rc=0 t0=1 t1=1 raw= e= end";
+        assert_eq!(
+            parse_record(empty, "n").unwrap().probe.failure(),
+            Some(FailureKind::EmptyReply)
+        );
+    }
+
+    #[test]
+    fn raw_response_parsing() {
+        assert!(parse_raw_response(b"garbage").is_none());
+        assert!(parse_raw_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_none());
+        let r = parse_raw_response(b"HTTP/1.0 404 Not Found\nX: y\n\nnope").unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("x"), Some("y"));
+    }
+
+    #[test]
+    fn command_quotes_every_catalog_value() {
+        let c = Catalog::embedded();
+        let svcs: Vec<&Service> = c.services.iter().collect();
+        let cmd = build_command(&svcs, "feed", Duration::from_secs(5));
+        assert!(cmd.contains("p 'xterm' 39383 'GET' '/sessions' &"));
+        assert!(cmd.contains("p 'proxy' 39379 'GET' '/healthz' 'X-Cmux-Port-Internal: 39375' &"));
+        assert!(cmd.contains("p 'worker' 39377 'GET' '/socket.io/?EIO=4&transport=polling' &"));
+        assert!(cmd.contains("T='5.000'"));
+    }
+}

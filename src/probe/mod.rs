@@ -1,0 +1,164 @@
+//! Probes: the I/O edge that turns a target into observations.
+//!
+//! For one VMID every probe runs at once: each routed service through its public URL, the origin
+//! check, execd's auth-mode probe, and the one exec round trip that probes every service inside.
+//! A diagnosis therefore takes about as long as its slowest probe.
+
+pub mod exec;
+pub mod external;
+pub mod internal;
+pub mod jsonlines;
+
+use std::time::Duration;
+
+use crate::catalog::{Catalog, Service};
+use crate::observation::{
+    AuthMode, ExecChannel, ExecRun, OriginCheck, Probe, ServiceObservation, TargetObservation,
+};
+use crate::secret::Secret;
+use crate::target::{origin_check_url, UrlTemplate};
+
+/// Everything the probes need, validated.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub catalog: Catalog,
+    pub template: UrlTemplate,
+    pub domain: String,
+    /// Per-probe timeout.
+    pub timeout: Duration,
+    pub exec_token: Option<Secret>,
+    /// Reach execd here instead of its public URL (`{vmid}` is replaced).
+    pub exec_url: Option<String>,
+    /// Skip the origin check.
+    pub no_origin_check: bool,
+}
+
+impl ProbeConfig {
+    pub fn public_url(&self, s: &Service, vmid: u32) -> String {
+        self.template.base_url(&s.name, vmid, s.port, &self.domain)
+    }
+
+    fn exec_base(&self, vmid: u32) -> Option<(String, bool)> {
+        if let Some(u) = &self.exec_url {
+            return Some((
+                u.replace("{vmid}", &vmid.to_string())
+                    .trim_end_matches('/')
+                    .to_string(),
+                false,
+            ));
+        }
+        let exec = self.catalog.exec()?;
+        Some((self.public_url(exec, vmid), true))
+    }
+}
+
+/// Probes one target: every probe concurrently, within about one probe timeout.
+pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> TargetObservation {
+    let routed: Vec<&Service> = cfg.catalog.services.iter().filter(|s| s.routed).collect();
+    let externals = futures_util::future::join_all(routed.iter().map(|s| {
+        let url = format!("{}{}", cfg.public_url(s, vmid), s.probe.path);
+        async move {
+            let p = external::probe(client, s, &url, cfg.timeout).await;
+            (s.name.clone(), url, p)
+        }
+    }));
+
+    let origin = async {
+        if cfg.no_origin_check {
+            return None;
+        }
+        let url = origin_check_url(&cfg.template, &cfg.domain);
+        let probe = crate::http::fetch(
+            client,
+            crate::http::Request {
+                method: "GET",
+                url: &url,
+                headers: &[],
+                keep_headers: &[],
+                body_cap: 4096,
+                timeout: cfg.timeout,
+            },
+        )
+        .await;
+        Some(OriginCheck { url, probe })
+    };
+
+    let exec_base = cfg.exec_base(vmid);
+    let nonce = internal::new_nonce();
+    let all: Vec<&Service> = cfg.catalog.services.iter().collect();
+    let command = internal::build_command(&all, &nonce, cfg.timeout);
+    let channel = async {
+        let Some((base, via_public)) = &exec_base else {
+            return (
+                AuthMode::Unknown,
+                exec::ExecResult {
+                    run: ExecRun::NotRun {
+                        reason: "the catalog has no exec service and no --exec-url was given"
+                            .into(),
+                    },
+                    records: Vec::new(),
+                },
+                String::new(),
+                false,
+            );
+        };
+        let auth = exec::auth_mode(client, base, cfg.timeout);
+        let run = exec::run(
+            client,
+            base,
+            cfg.exec_token.as_ref(),
+            &command,
+            &nonce,
+            cfg.timeout + Duration::from_secs(2),
+            cfg.timeout + Duration::from_secs(5),
+        );
+        let ((mode, _), result) = tokio::join!(auth, run);
+        (mode, result, base.clone(), *via_public)
+    };
+
+    let (externals, origin, (auth_mode, result, exec_url, via_public_url)) =
+        tokio::join!(externals, origin, channel);
+
+    let services = cfg
+        .catalog
+        .services
+        .iter()
+        .map(|s| {
+            let (url, external) = match externals.iter().find(|(n, _, _)| *n == s.name) {
+                Some((_, url, p)) => (Some(url.clone()), p.clone()),
+                None => (None, Probe::not_run("not routed through the tunnel")),
+            };
+            let internal = match result.records.iter().find(|r| r.name == s.name) {
+                Some(r) => r.probe.clone(),
+                None => Probe::not_run(match &result.run {
+                    ExecRun::Completed { .. } => "no record from the exec round trip".to_string(),
+                    ExecRun::Incomplete { .. } => {
+                        "the exec stream was cut before this record".to_string()
+                    }
+                    _ => "the exec channel is unavailable".to_string(),
+                }),
+            };
+            ServiceObservation {
+                name: s.name.clone(),
+                port: s.port,
+                url,
+                external,
+                internal,
+            }
+        })
+        .collect();
+
+    TargetObservation {
+        vmid,
+        exec: ExecChannel {
+            url: exec_url,
+            via_public_url,
+            auth_mode,
+            token_sent: cfg.exec_token.is_some(),
+            run: result.run,
+        },
+        origin,
+        services,
+        routes: Vec::new(),
+    }
+}

@@ -1,0 +1,281 @@
+//! Targets: which container, under which domain, at which public URLs.
+
+use crate::verdict::Layout;
+
+/// The placeholders a URL template may use.
+pub const PLACEHOLDERS: &[&str] = &["service", "vmid", "port", "domain"];
+
+/// The default: the seed layout, one hostname per service.
+pub const DEFAULT_TEMPLATE: &str = "https://{service}-{vmid}.{domain}";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("--url-template {template:?}: unknown placeholder {{{name}}}; known: {{service}}, {{vmid}}, {{port}}, {{domain}}")]
+    UnknownPlaceholder { template: String, name: String },
+    #[error("--url-template {template:?}: unbalanced brace; write placeholders as {{name}}")]
+    Unbalanced { template: String },
+    #[error(
+        "--url-template {template:?}: must start with https:// or http://, e.g. {DEFAULT_TEMPLATE}"
+    )]
+    Scheme { template: String },
+    #[error("--url-template {template:?}: must contain {{vmid}} (or {{service}} and {{port}}) so each target gets its own URL")]
+    NoVmid { template: String },
+    #[error("--url-template {template:?}: gives the invalid URL {url:?}: {reason}")]
+    BadUrl {
+        template: String,
+        url: String,
+        reason: String,
+    },
+    #[error("--domain {domain:?} is not a hostname: expected something like sandbox.example.com")]
+    BadDomain { domain: String },
+    #[error("VMID {value:?} is not a container ID: expected a positive integer such as 202")]
+    BadVmid { value: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    Var(&'static str),
+}
+
+/// A parsed, validated URL template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTemplate {
+    raw: String,
+    pieces: Vec<Piece>,
+}
+
+impl UrlTemplate {
+    pub fn parse(raw: &str) -> Result<UrlTemplate, TargetError> {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' => {
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        if c == '{' {
+                            break;
+                        }
+                        name.push(c);
+                    }
+                    if !closed {
+                        return Err(TargetError::Unbalanced {
+                            template: raw.into(),
+                        });
+                    }
+                    let known = PLACEHOLDERS.iter().find(|p| **p == name).ok_or_else(|| {
+                        TargetError::UnknownPlaceholder {
+                            template: raw.into(),
+                            name: name.clone(),
+                        }
+                    })?;
+                    if !lit.is_empty() {
+                        pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+                    }
+                    pieces.push(Piece::Var(known));
+                }
+                '}' => {
+                    return Err(TargetError::Unbalanced {
+                        template: raw.into(),
+                    })
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        if !(raw.starts_with("https://") || raw.starts_with("http://")) {
+            return Err(TargetError::Scheme {
+                template: raw.into(),
+            });
+        }
+        let t = UrlTemplate {
+            raw: raw.into(),
+            pieces,
+        };
+        if !t.uses("vmid") {
+            return Err(TargetError::NoVmid {
+                template: raw.into(),
+            });
+        }
+        // Render a sample to prove the result is a URL whose path we can append to.
+        let sample = t.render("xterm", 202, 39383, "example.com");
+        match url::Url::parse(&sample) {
+            Ok(u) if u.host_str().is_some() && u.query().is_none() && u.fragment().is_none() => {}
+            Ok(_) => {
+                return Err(TargetError::BadUrl {
+                    template: raw.into(),
+                    url: sample,
+                    reason: "it must be a base URL without query or fragment".into(),
+                })
+            }
+            Err(e) => {
+                return Err(TargetError::BadUrl {
+                    template: raw.into(),
+                    url: sample,
+                    reason: e.to_string(),
+                })
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    fn uses(&self, name: &str) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Var(v) if *v == name))
+    }
+
+    /// The port is part of the hostname: Caddy's generic rule (later layout).
+    pub fn layout(&self) -> Layout {
+        if self.uses("port") {
+            Layout::PortInHost
+        } else {
+            Layout::PerService
+        }
+    }
+
+    pub fn render(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Var("service") => out.push_str(service),
+                Piece::Var("vmid") => out.push_str(&vmid.to_string()),
+                Piece::Var("port") => out.push_str(&port.to_string()),
+                Piece::Var(_) => out.push_str(domain),
+            }
+        }
+        out
+    }
+
+    /// The base URL of a service, without a trailing slash.
+    pub fn base_url(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
+        self.render(service, vmid, port, domain)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The scheme of the rendered URLs.
+    pub fn scheme(&self) -> &str {
+        if self.raw.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// A hostname: labels of letters, digits and '-', dot-separated, at least two labels.
+pub fn validate_domain(domain: &str) -> Result<String, TargetError> {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    if ok {
+        Ok(d)
+    } else {
+        Err(TargetError::BadDomain {
+            domain: domain.into(),
+        })
+    }
+}
+
+/// A VMID: a positive integer (Proxmox uses 100..=999999999).
+pub fn parse_vmid(s: &str) -> Result<u32, TargetError> {
+    match s.parse::<u32>() {
+        Ok(v) if v > 0 && s.bytes().all(|c| c.is_ascii_digit()) => Ok(v),
+        _ => Err(TargetError::BadVmid { value: s.into() }),
+    }
+}
+
+/// The hostname pvediag uses for the origin check: under the domain, matching no service route,
+/// so Caddy answers it itself (seed layout: an empty 200; later layout: its 404 catch-all).
+pub fn origin_check_url(template: &UrlTemplate, domain: &str) -> String {
+    format!("{}://pvediag-origin-check.{domain}/", template.scheme())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_template_renders_the_seed_urls() {
+        let t = UrlTemplate::parse(DEFAULT_TEMPLATE).unwrap();
+        assert_eq!(
+            t.base_url("xterm", 202, 39383, "alphasolves.com"),
+            "https://xterm-202.alphasolves.com"
+        );
+        assert_eq!(t.layout(), Layout::PerService);
+    }
+
+    #[test]
+    fn later_layout_template() {
+        let t = UrlTemplate::parse("https://port-{port}-cmux-{vmid}.{domain}").unwrap();
+        assert_eq!(
+            t.base_url("xterm", 202, 39383, "x.io"),
+            "https://port-39383-cmux-202.x.io"
+        );
+        assert_eq!(t.layout(), Layout::PortInHost);
+    }
+
+    #[test]
+    fn bad_templates() {
+        for (raw, want) in [
+            ("https://{svc}-{vmid}.{domain}", "unknown placeholder {svc}"),
+            ("https://{service-{vmid}.{domain}", "unbalanced"),
+            ("https://service}-{vmid}.{domain}", "unbalanced"),
+            (
+                "ftp://{service}-{vmid}.{domain}",
+                "must start with https://",
+            ),
+            ("{service}-{vmid}.{domain}", "must start with https://"),
+            ("https://{service}.{domain}", "must contain {vmid}"),
+            ("https://{service}-{vmid}.{domain}/?a=1", "without query"),
+            ("https:// {vmid}", "invalid URL"),
+        ] {
+            let e = UrlTemplate::parse(raw).unwrap_err().to_string();
+            assert!(e.contains(want), "{raw}: {e}");
+        }
+    }
+
+    #[test]
+    fn domains_and_vmids() {
+        assert_eq!(validate_domain("Example.COM.").unwrap(), "example.com");
+        for bad in [
+            "",
+            "localhost",
+            "a..b",
+            "-a.b",
+            "a b.c",
+            "a/b.c",
+            "ex_ample.com",
+            "é.com",
+        ] {
+            assert!(validate_domain(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_vmid("202").unwrap(), 202);
+        for bad in ["0", "-1", "+5", "abc", "", "99999999999", "2 02", "1e3"] {
+            assert!(parse_vmid(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,868 @@
+//! Table tests: one case per row of the decision table (docs/diagnosis.md).
+
+use super::*;
+use crate::catalog::Catalog;
+use crate::observation::*;
+
+fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Probe {
+    Probe::Response {
+        response: HttpResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+            body_truncated: false,
+        },
+        elapsed_ms: 5,
+    }
+}
+
+fn cf(status: u16, body: &str) -> Probe {
+    resp(
+        status,
+        &[("server", "cloudflare"), ("cf-ray", "8f00000000000000-LAB")],
+        body,
+    )
+}
+
+fn caddy(status: u16) -> Probe {
+    resp(status, &[("server", "Caddy")], "")
+}
+
+fn failed(kind: FailureKind) -> Probe {
+    Probe::Failed {
+        kind,
+        message: "x".into(),
+        elapsed_ms: 1,
+    }
+}
+
+fn healthy_answer(name: &str, through_edge: bool) -> Probe {
+    let mut h: Vec<(&str, &str)> = Vec::new();
+    if through_edge {
+        h.push(("server", "cloudflare"));
+        h.push(("cf-ray", "8f00000000000000-LAB"));
+    }
+    let body = match name {
+        "exec" | "proxy" => "ok",
+        "worker" => r#"0{"sid":"abc","upgrades":["websocket"]}"#,
+        "vscode" => "0123456789abcdef0123456789abcdef01234567",
+        "vnc" => {
+            h.push(("content-type", "text/html"));
+            "<html><title>noVNC</title></html>"
+        }
+        "cdp" => r#"{"Browser":"Chrome/120","webSocketDebuggerUrl":"ws://x"}"#,
+        "xterm" => {
+            h.push(("content-type", "application/json"));
+            h.push(("access-control-allow-origin", "*"));
+            r#"{"sessions":[]}"#
+        }
+        _ => "<html>vite</html>",
+    };
+    resp(200, &h, body)
+}
+
+fn healthy_target(c: &Catalog) -> TargetObservation {
+    TargetObservation {
+        vmid: 202,
+        exec: ExecChannel {
+            url: "https://exec-202.example.test".into(),
+            via_public_url: true,
+            auth_mode: AuthMode::Required,
+            token_sent: true,
+            run: ExecRun::Completed {
+                exit_code: Some(0),
+                notes: vec![],
+                used_fallback: false,
+                elapsed_ms: 10,
+            },
+        },
+        origin: Some(OriginCheck {
+            url: "https://pvediag-origin-check.example.test/".into(),
+            probe: resp(200, &[("server", "cloudflare"), ("cf-ray", "1-LAB")], ""),
+        }),
+        services: c
+            .services
+            .iter()
+            .map(|s| ServiceObservation {
+                name: s.name.clone(),
+                port: s.port,
+                url: s
+                    .routed
+                    .then(|| format!("https://{}-202.example.test{}", s.name, s.probe.path)),
+                external: if s.routed {
+                    healthy_answer(&s.name, true)
+                } else {
+                    Probe::not_run("not routed through the tunnel")
+                },
+                internal: healthy_answer(&s.name, false),
+            })
+            .collect(),
+        routes: vec![],
+    }
+}
+
+fn set_ext(t: &mut TargetObservation, name: &str, p: Probe) {
+    t.services
+        .iter_mut()
+        .find(|s| s.name == name)
+        .unwrap()
+        .external = p;
+}
+fn set_int(t: &mut TargetObservation, name: &str, p: Probe) {
+    t.services
+        .iter_mut()
+        .find(|s| s.name == name)
+        .unwrap()
+        .internal = p;
+}
+fn no_internal(t: &mut TargetObservation, run: ExecRun) {
+    t.exec.run = run;
+    for s in &mut t.services {
+        s.internal = Probe::not_run("the exec channel is unavailable");
+    }
+}
+fn all_ext(t: &mut TargetObservation, p: Probe) {
+    for s in &mut t.services {
+        if s.url.is_some() {
+            s.external = p.clone();
+        }
+    }
+}
+
+fn verdict_of(c: &Catalog, t: &TargetObservation, name: &str) -> Verdict {
+    verdict_with(c, t, name, Layout::PerService)
+}
+
+fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) -> Verdict {
+    let ctx = Context {
+        catalog: c,
+        layout,
+        caddyfile: "/etc/caddy/Caddyfile.cmux",
+    };
+    let tv = diagnose(&ctx, t);
+    let i = t.services.iter().position(|s| s.name == name).unwrap();
+    tv.services[i].clone()
+}
+
+type Setup = fn(&mut TargetObservation);
+
+struct Case {
+    row: &'static str,
+    service: &'static str,
+    setup: Setup,
+    status: Status,
+    layer: Option<Layer>,
+}
+
+const fn case(
+    row: &'static str,
+    service: &'static str,
+    setup: Setup,
+    status: Status,
+    layer: Option<Layer>,
+) -> Case {
+    Case {
+        row,
+        service,
+        setup,
+        status,
+        layer,
+    }
+}
+
+use Layer::*;
+use Status::*;
+
+const UNAUTHORIZED: ExecRun = ExecRun::Rejected {
+    status: 401,
+    body: String::new(),
+    from_edge: false,
+};
+
+fn edge502(t: &mut TargetObservation, name: &str) {
+    set_ext(t, name, cf(502, "error code: 502"));
+}
+
+const CASES: &[Case] = &[
+    case("healthy", "xterm", |_| {}, Healthy, None),
+    case("healthy-inside-only", "cdp", |_| {}, Healthy, None),
+    case(
+        "healthy-inside-only",
+        "xterm",
+        |t| set_ext(t, "xterm", Probe::not_run("--no-external")),
+        Healthy,
+        None,
+    ),
+    case(
+        "optional-not-running",
+        "preview",
+        |t| {
+            edge502(t, "preview");
+            set_int(t, "preview", failed(FailureKind::Refused));
+        },
+        Skipped,
+        None,
+    ),
+    case(
+        "optional-not-running",
+        "preview",
+        |t| {
+            edge502(t, "preview");
+            no_internal(t, UNAUTHORIZED);
+        },
+        Skipped,
+        None,
+    ),
+    case(
+        "header-dropped-by-proxy",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"sessions":[]}"#,
+                ),
+            );
+        },
+        Degraded,
+        Some(Caddy),
+    ),
+    case(
+        "header-missing-at-service",
+        "xterm",
+        |t| {
+            let p = resp(
+                200,
+                &[("content-type", "application/json")],
+                r#"{"sessions":[]}"#,
+            );
+            set_ext(t, "xterm", p.clone());
+            set_int(t, "xterm", p);
+        },
+        Degraded,
+        Some(Service),
+    ),
+    case(
+        "header-missing-at-service",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", Probe::not_run("--no-external"));
+            set_int(t, "xterm", resp(200, &[], r#"{"sessions":[]}"#));
+        },
+        Degraded,
+        Some(Service),
+    ),
+    case(
+        "header-missing-unknown-origin",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", resp(200, &[], r#"{"sessions":[]}"#));
+            no_internal(t, UNAUTHORIZED);
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "tunnel-down",
+        "xterm",
+        |t| all_ext(t, cf(530, "error code: 1033")),
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "tunnel-down",
+        "vscode",
+        |t| set_ext(t, "vscode", cf(530, "<html>Cloudflare Tunnel error</html>")),
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "tunnel-no-ingress",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(404, &[("server", "cloudflare"), ("cf-ray", "1-LAB")], ""),
+            )
+        },
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "dns-missing",
+        "xterm",
+        |t| set_ext(t, "xterm", failed(FailureKind::Dns)),
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "edge-tls",
+        "xterm",
+        |t| set_ext(t, "xterm", failed(FailureKind::Certificate)),
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "edge-tls",
+        "vnc",
+        |t| set_ext(t, "vnc", failed(FailureKind::Tls)),
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "edge-refused",
+        "xterm",
+        |t| set_ext(t, "xterm", failed(FailureKind::Refused)),
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "caddy-no-route",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(200, &[("server", "cloudflare"), ("cf-ray", "1-LAB")], ""),
+            )
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "caddy-no-route",
+        "vscode",
+        |t| {
+            set_ext(
+                t,
+                "vscode",
+                resp(
+                    404,
+                    &[("server", "Caddy")],
+                    "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN",
+                ),
+            )
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "caddy-route-misses-live-service",
+        "xterm",
+        |t| edge502(t, "xterm"),
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "caddy-route-misses-live-service",
+        "vnc",
+        |t| set_ext(t, "vnc", caddy(502)),
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "caddy-route-misses-live-service",
+        "xterm",
+        |t| {
+            // exec's round trip failed, but another service answered through the chain
+            edge502(t, "xterm");
+            t.exec.via_public_url = false;
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "gateway-error-service-ok-unproven-chain",
+        "xterm",
+        |t| {
+            all_ext(t, cf(502, "error code: 502"));
+            t.exec.via_public_url = false;
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "service-down",
+        "vscode",
+        |t| {
+            edge502(t, "vscode");
+            set_int(t, "vscode", failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-down",
+        "proxy",
+        |t| set_int(t, "proxy", failed(FailureKind::Refused)),
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-hangs",
+        "worker",
+        |t| {
+            set_ext(t, "worker", cf(504, "error code: 504"));
+            set_int(t, "worker", failed(FailureKind::Timeout));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-hangs",
+        "worker",
+        |t| {
+            set_ext(t, "worker", failed(FailureKind::Timeout));
+            set_int(t, "worker", failed(FailureKind::Timeout));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-hangs",
+        "cdp",
+        |t| set_int(t, "cdp", failed(FailureKind::Timeout)),
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-hangs",
+        "vnc",
+        |t| {
+            set_ext(t, "vnc", resp(200, &[], "hello"));
+            set_int(t, "vnc", failed(FailureKind::Timeout));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-error-status",
+        "vscode",
+        |t| {
+            edge502(t, "vscode");
+            set_int(t, "vscode", resp(503, &[], "starting"));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-error-status",
+        "vscode",
+        |t| {
+            set_ext(
+                t,
+                "vscode",
+                resp(
+                    500,
+                    &[("server", "cloudflare"), ("cf-ray", "1-LAB")],
+                    "Internal error",
+                ),
+            );
+            set_int(t, "vscode", resp(500, &[], "Internal error"));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-error-status",
+        "cdp",
+        |t| set_int(t, "cdp", resp(500, &[], "")),
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "other-process-on-port",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            set_int(t, "xterm", resp(200, &[], "<html>something else</html>"));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "other-process-on-port",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", resp(200, &[], "<html>something else</html>"));
+            set_int(t, "xterm", resp(200, &[], "<html>something else</html>"));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "other-process-on-port",
+        "cdp",
+        |t| set_int(t, "cdp", resp(200, &[], "hello")),
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "gateway-error-internal-transport",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            set_int(t, "xterm", failed(FailureKind::EmptyReply));
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "gateway-error-no-internal",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            no_internal(t, UNAUTHORIZED);
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "container-unreachable",
+        "xterm",
+        |t| {
+            all_ext(t, cf(502, "error code: 502"));
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "origin-unreachable",
+        "xterm",
+        |t| {
+            all_ext(t, cf(502, "error code: 502"));
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+            t.origin.as_mut().unwrap().probe = cf(502, "error code: 502");
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "gateway-error-unknown",
+        "xterm",
+        |t| {
+            all_ext(t, cf(502, "error code: 502"));
+            no_internal(
+                t,
+                ExecRun::Failed {
+                    kind: FailureKind::Timeout,
+                    message: "x".into(),
+                },
+            );
+            t.origin = None;
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "caddy-route-to-wrong-service",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[
+                        ("server", "cloudflare"),
+                        ("cf-ray", "1-LAB"),
+                        ("content-type", "text/html"),
+                    ],
+                    "<!doctype html><script type=module src=/@vite/client>",
+                ),
+            );
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "caddy-route-to-wrong-service",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    404,
+                    &[("server", "cloudflare"), ("cf-ray", "1-LAB")],
+                    "Cannot GET /sessions",
+                ),
+            );
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "service-down-other-answers",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", resp(200, &[], "<html>vite</html>"));
+            set_int(t, "xterm", failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "wrong-answer-no-internal",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", resp(200, &[], "<html>vite</html>"));
+            no_internal(t, UNAUTHORIZED);
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "public-timeout-service-ok",
+        "xterm",
+        |t| set_ext(t, "xterm", failed(FailureKind::Timeout)),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "public-timeout",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", failed(FailureKind::Timeout));
+            no_internal(t, UNAUTHORIZED);
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "service-down-timeout",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", failed(FailureKind::Timeout));
+            set_int(t, "xterm", failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "public-transport-error",
+        "xterm",
+        |t| set_ext(t, "xterm", failed(FailureKind::Receive)),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "internal-transport-error",
+        "cdp",
+        |t| set_int(t, "cdp", failed(FailureKind::EmptyReply)),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "not-checkable",
+        "proxy",
+        |t| no_internal(t, UNAUTHORIZED),
+        Inconclusive,
+        None,
+    ),
+];
+
+#[test]
+fn every_row_of_the_decision_table() {
+    let c = Catalog::embedded();
+    let mut failures = Vec::new();
+    for (n, k) in CASES.iter().enumerate() {
+        let mut t = healthy_target(&c);
+        (k.setup)(&mut t);
+        let v = verdict_of(&c, &t, k.service);
+        let want_rule = k.row;
+        if v.status != k.status || v.layer != k.layer || v.rule != want_rule {
+            failures.push(format!(
+                "case {n} ({} / {}): want {:?} {:?} {}, got {:?} {:?} {} — {}",
+                k.row,
+                k.service,
+                k.status,
+                k.layer,
+                want_rule,
+                v.status,
+                v.layer,
+                v.rule,
+                v.summary
+            ));
+        }
+        // Invariants of every verdict.
+        assert!(!v.summary.is_empty(), "case {n}: empty summary");
+        assert!(!v.evidence.is_empty(), "case {n}: no evidence");
+        match v.status {
+            Broken | Degraded => {
+                assert!(v.layer.is_some(), "case {n}: broken without layer");
+                assert!(v.next_step.is_some(), "case {n}: broken without next step");
+            }
+            Inconclusive => {
+                assert!(v.layer.is_none(), "case {n}: inconclusive with a layer");
+            }
+            _ => assert!(v.layer.is_none(), "case {n}: {:?} with a layer", v.status),
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Every rule id named in docs/diagnosis.md has a case here, and every case's rule is documented.
+#[test]
+fn decision_table_doc_matches_the_cases() {
+    let doc = include_str!("../docs/diagnosis.md");
+    let documented: std::collections::BTreeSet<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|id| !id.is_empty() && id.bytes().all(|c| c.is_ascii_lowercase() || c == b'-'))
+        .collect();
+    let tested: std::collections::BTreeSet<&str> = CASES.iter().map(|c| c.row).collect();
+    let missing_doc: Vec<_> = tested.difference(&documented).collect();
+    let missing_test: Vec<_> = documented.difference(&tested).collect();
+    assert!(
+        missing_doc.is_empty(),
+        "rows tested but not documented: {missing_doc:?}"
+    );
+    assert!(
+        missing_test.is_empty(),
+        "rows documented but not tested: {missing_test:?}"
+    );
+}
+
+#[test]
+fn the_seed_incident_names_caddy_and_the_live_port() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    edge502(&mut t, "xterm");
+    let v = verdict_of(&c, &t, "xterm");
+    assert_eq!((v.status, v.layer), (Broken, Some(Caddy)));
+    assert!(v.summary.contains("39383"), "{}", v.summary);
+    assert!(v
+        .next_step
+        .as_deref()
+        .unwrap()
+        .contains("cmux-{re.vmid.1}.lan:39383"));
+    assert!(v
+        .next_step
+        .as_deref()
+        .unwrap()
+        .contains("systemctl reload caddy-cmux"));
+    assert!(v
+        .evidence
+        .iter()
+        .any(|e| e.contains("exec call through the same tunnel")));
+    // With Caddy's route known, the summary names both ports and the line.
+    t.routes.push(RouteObservation {
+        service: "xterm".into(),
+        host: "xterm-202.example.test".into(),
+        upstream_host: Some("cmux-202.lan".into()),
+        upstream_port: Some(39376),
+        source: Some("Caddyfile.cmux:17".into()),
+    });
+    let v = verdict_of(&c, &t, "xterm");
+    assert!(
+        v.summary.contains("cmux-202.lan:39376")
+            && v.summary.contains("39383")
+            && v.summary.contains("Caddyfile.cmux:17"),
+        "{}",
+        v.summary
+    );
+    // Every other service stays healthy.
+    let ctx = Context {
+        catalog: &c,
+        layout: Layout::PerService,
+        caddyfile: "x",
+    };
+    let tv = diagnose(&ctx, &t);
+    for (s, v) in t.services.iter().zip(&tv.services) {
+        if s.name != "xterm" {
+            assert_eq!(v.status, Healthy, "{}: {}", s.name, v.summary);
+        }
+    }
+}
+
+#[test]
+fn later_layout_next_step_checks_the_bind_address() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    edge502(&mut t, "xterm");
+    let v = verdict_with(&c, &t, "xterm", Layout::PortInHost);
+    assert_eq!(v.layer, Some(Caddy));
+    assert!(v.next_step.unwrap().contains("ss -ltnp"));
+}
+
+#[test]
+fn channel_verdicts() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    assert_eq!(channel_verdict(&t).status, Healthy);
+    t.exec.run = UNAUTHORIZED;
+    let v = channel_verdict(&t);
+    assert_eq!(v.status, Inconclusive);
+    assert!(v.summary.contains("rejected the exec token"));
+    assert!(v.next_step.unwrap().contains("CMUX_EXECD_AUTH_TOKEN"));
+    t.exec.token_sent = false;
+    assert!(channel_verdict(&t).summary.contains("none was given"));
+    t.exec.run = ExecRun::Completed {
+        exit_code: None,
+        notes: vec!["the stream ended without an exit event".into()],
+        used_fallback: true,
+        elapsed_ms: 1,
+    };
+    let v = channel_verdict(&t);
+    assert!(v.summary.contains("fallback") && v.summary.contains("without an exit event"));
+}
+
+#[test]
+fn classify_recognises_who_answered() {
+    let c = Catalog::embedded();
+    let x = c.get("xterm").unwrap();
+    assert_eq!(
+        classify(x, &cf(530, "error code: 1033")),
+        Answer::TunnelDown
+    );
+    assert_eq!(
+        classify(x, &cf(502, "error code: 502")),
+        Answer::EdgeError {
+            status: 502,
+            code: Some("502".into())
+        }
+    );
+    assert_eq!(classify(x, &caddy(502)), Answer::CaddyBadGateway(502));
+    assert_eq!(classify(x, &caddy(504)), Answer::CaddyBadGateway(504));
+    // A 502 with a body from the service itself, through Cloudflare without CF's error marks, is the service's.
+    assert_eq!(
+        classify(x, &resp(502, &[("server", "nginx")], "bad upstream")),
+        Answer::BadStatus(502)
+    );
+    assert_eq!(
+        cloudflare_error_code("<span>Error code 1033</span>"),
+        Some("1033".into())
+    );
+    assert_eq!(cloudflare_error_code("hello"), None);
+}
+
+#[test]
+fn worst_status_orders_broken_last() {
+    assert!(
+        Broken > Degraded && Degraded > Inconclusive && Inconclusive > Skipped && Skipped > Healthy
+    );
+}
