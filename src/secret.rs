@@ -126,7 +126,7 @@ mod tests {
     fn never_printed() {
         let s = Secret::new("s3cr3t-token");
         assert!(!format!("{s:?} {s}").contains("s3cr3t"));
-        assert!(bool::from(s.bearer_header().is_sensitive()));
+        assert!(s.bearer_header().is_sensitive());
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub fn cloudflare_error_code(body: &str) -> Option<String> {
     let i = lower.find("error code")?;
     let rest = &body[i + "error code".len()..];
     let digits: String = rest
-        .trim_start_matches(|c: char| c == ':' || c == ' ' || c == '\u{a0}')
+        .trim_start_matches([':', ' ', '\u{a0}'])
         .chars()
         .take_while(|c| c.is_ascii_digit())
         .collect();
@@ -392,12 +392,12 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         }
     }
     let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
-        Probe::Response { response, .. } => Some(
-            !made_by_cloudflare(response)
-                && !(response.status == 404
-                    && response.body.trim().is_empty()
-                    && !header_is(response, "server", "caddy")),
-        ),
+        Probe::Response { response, .. } => {
+            let catch_all_404 = response.status == 404
+                && response.body.trim().is_empty()
+                && !header_is(response, "server", "caddy");
+            Some(!made_by_cloudflare(response) && !catch_all_404)
+        }
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,
     });
