@@ -10,3 +10,8 @@ pub mod probe;
 pub mod secret;
 pub mod target;
 pub mod verdict;
+pub mod report;
+pub mod cli;
+pub mod run;
+pub mod output;
+pub mod demo;

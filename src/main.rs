@@ -1,1 +1,54 @@
-fn main() {}
+//! pvediag's entry point: `main() -> ExitCode` around `run() -> Result<u8>`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use pvediag::cli::{Cli, Command, DiagnoseConfig, UsageError};
+use pvediag::report::{exit, Report};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version on stdout (exit 0) and usage errors on stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pvediag: error: {e}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UsageError::new(format!("cannot start the async runtime: {e}")))
+}
+
+fn env_token() -> Option<String> {
+    std::env::var("CMUX_EXECD_AUTH_TOKEN").ok().filter(|t| !t.is_empty())
+}
+
+fn run(cli: Cli) -> Result<u8, UsageError> {
+    match cli.command {
+        Some(Command::Demo(args)) => pvediag::demo::run(args, &runtime()?),
+        None => {
+            let cfg = cli.diag.validate(&cli.vmids, env_token().as_deref())?;
+            let rt = runtime()?;
+            let report = rt.block_on(pvediag::run::run(&cfg))?;
+            emit(&cfg, &report)
+        }
+    }
+}
+
+/// Prints warnings, renders the report, writes it, and returns the exit code.
+pub fn emit(cfg: &DiagnoseConfig, report: &Report) -> Result<u8, UsageError> {
+    pvediag::output::emit(cfg, report)
+}

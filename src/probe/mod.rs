@@ -31,6 +31,9 @@ pub struct ProbeConfig {
     pub exec_url: Option<String>,
     /// Skip the origin check.
     pub no_origin_check: bool,
+    /// How much longer than `timeout` the exec round trip may take (execd's own start-up, the
+    /// stream's way back).
+    pub exec_grace: Duration,
 }
 
 impl ProbeConfig {
@@ -109,8 +112,8 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
             cfg.exec_token.as_ref(),
             &command,
             &nonce,
-            cfg.timeout + Duration::from_secs(2),
-            cfg.timeout + Duration::from_secs(5),
+            cfg.timeout + cfg.exec_grace / 2,
+            cfg.timeout + cfg.exec_grace,
         );
         let ((mode, _), result) = tokio::join!(auth, run);
         (mode, result, base.clone(), *via_public)

@@ -1,0 +1,144 @@
+//! `pvediag demo`: start the built-in lab on loopback and run the ordinary diagnosis against it,
+//! through the same code path as a real run (only the domain, `--connect-to`, `--cacert` and the
+//! exec token point at the lab).
+
+use std::io::Write;
+
+use crate::cli::{DemoArgs, DiagnoseArgs, UsageError};
+use crate::lab::{self, Lab};
+use crate::report::exit;
+
+/// Writes the client's exec token into the lab's directory, readable by the owner only.
+fn write_token(lab: &Lab, token: &str) -> Result<std::path::PathBuf, UsageError> {
+    let path = lab.dir.join("exec-token");
+    let io = |e: std::io::Error| UsageError::new(format!("lab: cannot write the token file: {e}"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode_owner_only()
+        .open(&path)
+        .map_err(io)?;
+    f.write_all(token.as_bytes()).map_err(io)?;
+    Ok(path)
+}
+
+trait OwnerOnly {
+    fn mode_owner_only(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for std::fs::OpenOptions {
+    fn mode_owner_only(&mut self) -> &mut Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            self.mode(0o600);
+        }
+        self
+    }
+}
+
+/// The diagnosis options that point at a running lab.
+pub fn lab_args(base: &DiagnoseArgs, lab: &Lab, token_file: Option<std::path::PathBuf>) -> DiagnoseArgs {
+    let mut d = base.clone();
+    d.domain = Some(lab.domain.clone());
+    d.connect_to = Some(lab.edge_addr.to_string());
+    d.cacert = Some(lab.ca_cert_path.clone());
+    d.exec_token_file = token_file;
+    d
+}
+
+pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
+    if args.list {
+        for name in lab::SCENARIOS {
+            if let Some(s) = lab::scenario(name) {
+                println!("{:<18} {}", s.name, s.description);
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let scenario = lab::scenario(&args.scenario).ok_or_else(|| {
+        UsageError::new(format!(
+            "--scenario {:?} is not a lab scenario; one of: {}",
+            args.scenario,
+            lab::SCENARIOS.join(", ")
+        ))
+    })?;
+    let vmids: Vec<String> = scenario
+        .config
+        .containers
+        .iter()
+        .map(|c| c.vmid.to_string())
+        .collect();
+    rt.block_on(async {
+        let lab = Lab::start(scenario.config.clone())
+            .await
+            .map_err(|e| UsageError::new(format!("lab: cannot start: {e:#}")))?;
+        let token_file = match &scenario.client_token {
+            Some(t) => Some(write_token(&lab, t)?),
+            None => None,
+        };
+        let diag = lab_args(&args.diag, &lab, token_file.clone());
+        if args.serve {
+            return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
+        }
+        let cfg = diag.validate(&vmids, None)?;
+        if !cfg.quiet {
+            eprintln!(
+                "pvediag demo: lab scenario `{}` — {}",
+                scenario.name, scenario.description
+            );
+        }
+        let report = crate::run::run(&cfg).await?;
+        let code = crate::output::emit(&cfg, &report)?;
+        lab.shutdown().await;
+        Ok(code)
+    })
+}
+
+/// Keeps the lab up and says how to diagnose it by hand, until Ctrl-C.
+async fn serve(
+    lab: &Lab,
+    scenario: &lab::Scenario,
+    vmids: &[String],
+    token_file: Option<&std::path::Path>,
+) -> Result<u8, UsageError> {
+    let mut cmd = format!(
+        "pvediag {} --domain {} --connect-to {} --cacert {}",
+        vmids.join(" "),
+        lab.domain,
+        lab.edge_addr,
+        lab.ca_cert_path.display()
+    );
+    if let Some(t) = token_file {
+        cmd.push_str(&format!(" --exec-token-file {}", t.display()));
+    }
+    println!("lab scenario `{}` — {}", scenario.name, scenario.description);
+    println!("edge (Cloudflare + cloudflared): https://{} (TLS, lab CA)", lab.edge_addr);
+    println!("host proxy (Caddy):              http://{}", lab.caddy_addr);
+    println!("Caddyfile:                       {}", lab.caddyfile_path.display());
+    println!();
+    println!("diagnose it with:");
+    println!("  {cmd}");
+    println!("or, with the environment:");
+    println!(
+        "  PVE_PUBLIC_DOMAIN={} {}pvediag {} --connect-to {} --cacert {}",
+        lab.domain,
+        if token_file.is_some() {
+            format!(
+                "CMUX_EXECD_AUTH_TOKEN=\"$(cat {})\" ",
+                token_file.map(|p| p.display().to_string()).unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
+        vmids.join(" "),
+        lab.edge_addr,
+        lab.ca_cert_path.display()
+    );
+    println!();
+    println!("press Ctrl-C to stop the lab");
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(exit::OK)
+}

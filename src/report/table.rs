@@ -1,0 +1,181 @@
+//! The human format: a table per target, then a diagnosis block for every service that is not healthy.
+
+use colored::Colorize;
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+
+use super::{Format, Report, TargetReport};
+use crate::observation::Probe;
+use crate::verdict::{Status, Verdict};
+
+pub struct TableFormat {
+    pub color: bool,
+}
+
+fn status_color(s: Status) -> Color {
+    match s {
+        Status::Healthy => Color::Green,
+        Status::Skipped => Color::DarkGrey,
+        Status::Inconclusive => Color::Yellow,
+        Status::Degraded => Color::Yellow,
+        Status::Broken => Color::Red,
+    }
+}
+
+fn paint(text: &str, s: Status, on: bool) -> String {
+    if !on {
+        return text.to_string();
+    }
+    match s {
+        Status::Healthy => text.green().to_string(),
+        Status::Skipped => text.dimmed().to_string(),
+        Status::Inconclusive | Status::Degraded => text.yellow().bold().to_string(),
+        Status::Broken => text.red().bold().to_string(),
+    }
+}
+
+/// A short cell for one probe: `200 · 35 ms`, `502 cloudflare`, `refused`.
+pub fn probe_cell(p: &Probe) -> String {
+    match p {
+        Probe::NotRun { .. } => "—".into(),
+        Probe::Failed { kind, .. } => kind.as_str().replace('_', " "),
+        Probe::Response {
+            response,
+            elapsed_ms,
+        } => {
+            let who = match response.header("server") {
+                Some(s) if s.eq_ignore_ascii_case("cloudflare") && response.status >= 500 => {
+                    let code = crate::verdict::cloudflare_error_code(&response.body);
+                    match code {
+                        Some(c) if c != response.status.to_string() => format!(" cloudflare {c}"),
+                        _ => " cloudflare".into(),
+                    }
+                }
+                Some(s) if s.eq_ignore_ascii_case("caddy") && response.body.trim().is_empty() => {
+                    " caddy".into()
+                }
+                _ => String::new(),
+            };
+            format!("{}{who} · {elapsed_ms} ms", response.status)
+        }
+    }
+}
+
+fn verdict_cell(v: &Verdict) -> String {
+    match (v.status, v.layer) {
+        (s, Some(l)) => format!("{} ({})", s.as_str(), l.as_str()),
+        (Status::Inconclusive, None) if !v.candidates.is_empty() => format!(
+            "inconclusive ({})",
+            v.candidates
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join("|")
+        ),
+        (s, None) => s.as_str().to_string(),
+    }
+}
+
+impl TableFormat {
+    fn target(&self, out: &mut String, t: &TargetReport, report: &Report) {
+        let o = &t.observation;
+        let v = &t.verdict;
+        let head = format!(
+            "VMID {} — {} — {}",
+            o.vmid,
+            report.template.replace("{vmid}", &o.vmid.to_string()).replace("{domain}", &report.domain),
+            v.worst().as_str()
+        );
+        out.push_str(&paint(&head, v.worst(), self.color));
+        out.push('\n');
+        let mut table = Table::new();
+        table
+            .load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header(vec!["SERVICE", "PORT", "EXTERNAL", "INTERNAL", "VERDICT"]);
+        if self.color {
+            table.enforce_styling();
+        } else {
+            table.force_no_tty();
+        }
+        for (so, sv) in o.services.iter().zip(&v.services) {
+            let mut vc = Cell::new(verdict_cell(sv));
+            if self.color {
+                vc = vc.fg(status_color(sv.status));
+            }
+            table.add_row(vec![
+                Cell::new(&so.name),
+                Cell::new(so.port),
+                Cell::new(probe_cell(&so.external)),
+                Cell::new(probe_cell(&so.internal)),
+                vc,
+            ]);
+        }
+        out.push_str(&table.to_string());
+        out.push('\n');
+        let exec_line = format!("exec channel: {}", v.exec.summary);
+        out.push_str(&paint(&exec_line, v.exec.status, self.color));
+        out.push('\n');
+        if let Some(n) = &v.exec.next_step {
+            out.push_str(&format!("  next: {n}\n"));
+        }
+        for (so, sv) in o.services.iter().zip(&v.services) {
+            if matches!(sv.status, Status::Healthy | Status::Skipped) {
+                continue;
+            }
+            out.push('\n');
+            let title = format!("{} {} — {}", mark(sv.status), so.name, verdict_cell(sv));
+            out.push_str(&paint(&title, sv.status, self.color));
+            out.push('\n');
+            out.push_str(&format!("  {}\n", sv.summary));
+            for e in &sv.evidence {
+                out.push_str(&format!("  · {e}\n"));
+            }
+            if let Some(n) = &sv.next_step {
+                let line = format!("  next: {n}");
+                out.push_str(&if self.color { line.bold().to_string() } else { line });
+                out.push('\n');
+            }
+        }
+        for (so, sv) in o.services.iter().zip(&v.services) {
+            if sv.status == Status::Skipped {
+                out.push_str(&format!("\n– {}: {}\n", so.name, sv.summary));
+            }
+        }
+    }
+}
+
+fn mark(s: Status) -> &'static str {
+    match s {
+        Status::Broken => "✗",
+        Status::Degraded => "!",
+        Status::Inconclusive => "?",
+        Status::Skipped => "–",
+        Status::Healthy => "✓",
+    }
+}
+
+impl Format for TableFormat {
+    fn render(&self, report: &Report) -> String {
+        let mut out = String::new();
+        for (i, t) in report.targets.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            self.target(&mut out, t, report);
+        }
+        let counts: Vec<String> = report
+            .counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{n} {}", s.as_str()))
+            .collect();
+        out.push_str(&format!(
+            "\n{} target(s): {} — {:.2} s, exit {}\n",
+            report.targets.len(),
+            counts.join(", "),
+            report.duration_ms as f64 / 1000.0,
+            report.exit_code()
+        ));
+        out
+    }
+}
