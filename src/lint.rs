@@ -1,0 +1,1 @@
+//! Static check before deploy (stub, filled below).
