@@ -180,7 +180,10 @@ impl Walker {
             })
             .unwrap_or_default();
         if dials.is_empty() {
-            self.warn(path, "reverse_proxy without a static upstream; no route recorded");
+            self.warn(
+                path,
+                "reverse_proxy without a static upstream; no route recorded",
+            );
             return;
         }
         if dials.len() > 1 {
@@ -496,7 +499,10 @@ mod tests {
             "does not compile",
             "not an object",
         ] {
-            assert!(msgs.iter().any(|m| m.contains(needle)), "{needle}: {msgs:#?}");
+            assert!(
+                msgs.iter().any(|m| m.contains(needle)),
+                "{needle}: {msgs:#?}"
+            );
         }
     }
 
@@ -548,7 +554,7 @@ mod tests {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
-            any::<i32>().prop_map(|n| Value::from(n)),
+            any::<i32>().prop_map(Value::from),
             prop_oneof![
                 Just("subroute".to_string()),
                 Just("reverse_proxy".to_string()),

@@ -418,7 +418,9 @@ impl Interp<'_> {
                 }
                 Some(_) if name.starts_with('(') && name.ends_with(')') => self.warn(
                     n.line,
-                    format!("snippet {name} ignored: routes imported from snippets are not checked"),
+                    format!(
+                        "snippet {name} ignored: routes imported from snippets are not checked"
+                    ),
                 ),
                 Some(body) => {
                     let ctx = self.site_ctx(n);
@@ -473,9 +475,12 @@ impl Interp<'_> {
                 }
                 let m = self.matcher_def(n);
                 if ctx.matchers.insert(name.to_string(), m).is_some()
-                    && parent.matchers.get(name).is_none()
+                    && !parent.matchers.contains_key(name)
                 {
-                    self.warn(n.line, format!("matcher @{name} defined twice; the last one wins"));
+                    self.warn(
+                        n.line,
+                        format!("matcher @{name} defined twice; the last one wins"),
+                    );
                 }
             }
         }
@@ -491,7 +496,7 @@ impl Interp<'_> {
                 .iter()
                 .position(|d| *d == name)
                 .unwrap_or(DIRECTIVE_ORDER.len());
-            let has_matcher = n.args.get(1).is_some_and(|t| is_matcher_token(t));
+            let has_matcher = n.args.get(1).is_some_and(is_matcher_token);
             order.push((rank, !has_matcher, i));
         }
         order.sort();
@@ -634,7 +639,10 @@ impl Interp<'_> {
                 if n.args.len() > next {
                     self.warn(
                         n.line,
-                        format!("{name}: unexpected arguments `{}`", rest_text(&n.args[next..])),
+                        format!(
+                            "{name}: unexpected arguments `{}`",
+                            rest_text(&n.args[next..])
+                        ),
                     );
                 }
                 match &n.block {
@@ -679,7 +687,10 @@ impl Interp<'_> {
             }
         }
         if ups.is_empty() {
-            self.warn(n.line, "reverse_proxy without an upstream; no route recorded");
+            self.warn(
+                n.line,
+                "reverse_proxy without an upstream; no route recorded",
+            );
             return;
         }
         if ups.len() > 1 {
@@ -975,7 +986,8 @@ pub(crate) mod tests {
 
     #[test]
     fn tokenizer_quotes_comments_continuations() {
-        let text = "a \"b c\" `d \"e\"` f#g # comment\n\"x \\\"y\\\" \\z\" \\\n  cont\n#whole\nlast";
+        let text =
+            "a \"b c\" `d \"e\"` f#g # comment\n\"x \\\"y\\\" \\z\" \\\n  cont\n#whole\nlast";
         let toks = tokenize(text);
         let got: Vec<(&str, usize, bool, bool)> = toks
             .iter()
@@ -1032,7 +1044,10 @@ xterm.example.com:9090, http://other.example.com {
             t.routes[1].hosts,
             vec!["xterm.example.com".to_string(), "other.example.com".into()]
         );
-        assert_eq!(t.routes[1].site, "xterm.example.com:9090, http://other.example.com");
+        assert_eq!(
+            t.routes[1].site,
+            "xterm.example.com:9090, http://other.example.com"
+        );
         let r = t.resolve("other.example.com").unwrap();
         assert_eq!(r.dial(), "10.0.0.5:39383");
         assert!(t.resolve("nope.example.com").is_none());
@@ -1077,10 +1092,7 @@ xterm.example.com:9090, http://other.example.com {
             t.resolve("vnc.example.com").unwrap().dial(),
             "127.0.0.1:6080"
         );
-        assert_eq!(
-            t.resolve("pty-3.x").unwrap().dial(),
-            "cmux-3.lan:39383"
-        );
+        assert_eq!(t.resolve("pty-3.x").unwrap().dial(), "cmux-3.lan:39383");
     }
 
     #[test]
@@ -1096,7 +1108,10 @@ xterm.example.com:9090, http://other.example.com {
     fn single_site_without_braces() {
         let t = parse("c", ":8080\nreverse_proxy localhost:3000\n");
         assert_eq!(t.warnings, vec![]);
-        assert_eq!(summary(&t), vec![(String::new(), None, fixed("localhost", 3000), 2)]);
+        assert_eq!(
+            summary(&t),
+            vec![(String::new(), None, fixed("localhost", 3000), 2)]
+        );
     }
 
     #[test]
@@ -1150,7 +1165,10 @@ xterm.example.com:9090, http://other.example.com {
         // Routes are still recorded (first upstream), the broken regexp never matches.
         assert_eq!(t.routes.len(), 3);
         assert_eq!(t.routes[0].upstream, fixed("a.lan", 1));
-        assert_eq!(t.routes[1].conditions, vec!["@undefined (undefined)".to_string()]);
+        assert_eq!(
+            t.routes[1].conditions,
+            vec!["@undefined (undefined)".to_string()]
+        );
         // The broken regexp never matches: the site-level proxy (evaluated last) answers.
         let r = t.resolve("xterm-1.a").unwrap();
         assert_eq!(r.index, 2);

@@ -459,8 +459,14 @@ mod tests {
             substitute("cmux-{http.regexp.vmid.1}.lan", Some("vmid"), &caps),
             "cmux-202.lan"
         );
-        assert_eq!(substitute("{re.other.1}", Some("vmid"), &caps), "{re.other.1}");
-        assert_eq!(substitute("{re.vmid.7}", Some("vmid"), &caps), "{re.vmid.7}");
+        assert_eq!(
+            substitute("{re.other.1}", Some("vmid"), &caps),
+            "{re.other.1}"
+        );
+        assert_eq!(
+            substitute("{re.vmid.7}", Some("vmid"), &caps),
+            "{re.vmid.7}"
+        );
         assert_eq!(substitute("{http.regexp.1}", None, &caps), "202");
         assert_eq!(substitute("a{b", None, &caps), "a{b");
     }
