@@ -565,22 +565,19 @@ EOF
 
     #[test]
     fn admin_routes_carry_their_json_path() {
-        let json = r#"{"apps":{"http":{"servers":{"srv0":{"routes":[
-            {"match":[{"header_regexp":{"Host":{"name":"vmid","pattern":"^xterm-(\\d+)\\."}}}],
-             "handle":[{"handler":"subroute","routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"cmux-{http.regexp.vmid.1}.lan:39376"}]}]}]}]}
-        ]}}}}}"#;
-        let t = admin::parse(json).unwrap();
+        let seed = crate::caddy::admin::tests::SEED_JSON;
+        assert_eq!(lint(&cat(), &[admin::parse(seed).unwrap()], &[]), vec![]);
+        let t = admin::parse(&seed.replace("39383", "39376")).unwrap();
         let f = lint(&cat(), &[t], &[]);
-        let mism: Vec<&Finding> = f
-            .iter()
-            .filter(|f| f.kind == FindingKind::RoutePortMismatch)
-            .collect();
-        assert_eq!(mism.len(), 1);
-        assert_eq!(mism[0].file, "caddy admin API");
-        assert_eq!(mism[0].line, 0);
-        assert!(mism[0].message.starts_with(
-            "apps.http.servers.srv0.routes[0].handle[0].routes[0].handle[0]: route for xterm dials cmux-{http.regexp.vmid.1}.lan:39376"
-        ), "{}", mism[0].message);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].kind, FindingKind::RoutePortMismatch);
+        assert_eq!(f[0].file, "caddy admin API");
+        assert_eq!(f[0].line, 0);
+        assert_eq!(
+            f[0].message,
+            "apps.http.servers.srv0.routes[2].handle[0].routes[0].handle[0]: route for xterm dials \
+             cmux-{http.regexp.vmid.1}.lan:39376; the catalog says cmux-pty listens on 39383"
+        );
     }
 
     #[test]

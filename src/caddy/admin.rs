@@ -223,7 +223,8 @@ impl Walker {
         let service = infer_service(&host_pattern, None, &upstream);
         self.routes.push(Route {
             host_pattern,
-            matcher: capture_name.clone(),
+            // The JSON keeps no matcher names.
+            matcher: None,
             capture_name,
             service,
             upstream,
@@ -313,13 +314,13 @@ fn kind(v: &Value) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// What `caddy adapt --adapter caddyfile` prints for the seed Caddyfile (shortened to the
-    /// vscode, worker and xterm routes; the rest have the same shape), with the wrong xterm port.
-    const SEED_JSON: &str = r#"{
+    /// What `caddy adapt --adapter caddyfile` prints for the seed Caddyfile (the seed document's,
+    /// with the correct xterm port 39383).
+    pub(crate) const SEED_JSON: &str = r#"{
   "apps": {
     "http": {
       "servers": {
@@ -338,7 +339,22 @@ mod tests {
             },
             {
               "match": [{"header_regexp": {"Host": {"name": "vmid", "pattern": "^xterm-(\\d+)\\."}}}],
-              "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "cmux-{http.regexp.vmid.1}.lan:39376"}]}]}]}],
+              "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "cmux-{http.regexp.vmid.1}.lan:39383"}]}]}]}],
+              "group": "group6"
+            },
+            {
+              "match": [{"header_regexp": {"Host": {"name": "vmid", "pattern": "^exec-(\\d+)\\."}}}],
+              "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "cmux-{http.regexp.vmid.1}.lan:39375"}]}]}]}],
+              "group": "group6"
+            },
+            {
+              "match": [{"header_regexp": {"Host": {"name": "vmid", "pattern": "^vnc-(\\d+)\\."}}}],
+              "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "cmux-{http.regexp.vmid.1}.lan:39380"}]}]}]}],
+              "group": "group6"
+            },
+            {
+              "match": [{"header_regexp": {"Host": {"name": "vmid", "pattern": "^preview-(\\d+)\\."}}}],
+              "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "cmux-{http.regexp.vmid.1}.lan:5173"}]}]}]}],
               "group": "group6"
             }
           ]
@@ -394,57 +410,57 @@ mod tests {
     fn seed_layout() {
         let t = parse(SEED_JSON).unwrap();
         assert_eq!(t.warnings, vec![]);
-        let got: Vec<(&str, Option<&str>, Option<u16>, &str)> = t
+        let got: Vec<(String, Option<&str>, Option<u16>, String)> = t
             .routes
             .iter()
             .map(|r| {
                 (
-                    r.host_pattern.as_str(),
+                    r.host_pattern.clone(),
                     r.service.as_deref(),
                     r.upstream.fixed_port(),
-                    r.source.json_path.as_deref().unwrap(),
+                    r.source.json_path.clone().unwrap(),
                 )
             })
             .collect();
-        assert_eq!(
-            got,
-            vec![
-                (
-                    r"^vscode-(\d+)\.",
-                    Some("vscode"),
-                    Some(39378),
-                    "apps.http.servers.srv0.routes[0].handle[0].routes[0].handle[0]"
-                ),
-                (
-                    r"^worker-(\d+)\.",
-                    Some("worker"),
-                    Some(39377),
-                    "apps.http.servers.srv0.routes[1].handle[0].routes[0].handle[0]"
-                ),
-                (
-                    r"^xterm-(\d+)\.",
-                    Some("xterm"),
-                    Some(39376),
-                    "apps.http.servers.srv0.routes[2].handle[0].routes[0].handle[0]"
-                ),
-            ]
-        );
+        let want: Vec<(String, Option<&str>, Option<u16>, String)> = [
+            ("vscode", 39378),
+            ("worker", 39377),
+            ("xterm", 39383),
+            ("exec", 39375),
+            ("vnc", 39380),
+            ("preview", 5173),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (s, p))| {
+            (
+                format!(r"^{s}-(\d+)\."),
+                Some(*s),
+                Some(*p),
+                format!("apps.http.servers.srv0.routes[{i}].handle[0].routes[0].handle[0]"),
+            )
+        })
+        .collect();
+        assert_eq!(got, want);
         let x = &t.routes[2];
         assert_eq!(x.source.file, "caddy admin API");
         assert_eq!(x.source.line, 0);
         assert_eq!(x.capture_name.as_deref(), Some("vmid"));
+        assert_eq!(x.matcher, None);
         assert_eq!(x.site, "srv0 (:8080)");
         assert_eq!(
             x.upstream,
             Upstream::Fixed {
                 host_template: "cmux-{http.regexp.vmid.1}.lan".into(),
-                port: 39376
+                port: 39383
             }
         );
+        let r = t.resolve("xterm-202.example.com").unwrap();
         assert_eq!(
-            t.resolve("xterm-202.example.com").unwrap().dial(),
-            "cmux-202.lan:39376"
+            (r.upstream_host.as_str(), r.port),
+            ("cmux-202.lan", Some(39383))
         );
+        assert_eq!(t.routes_for_service("xterm").len(), 1);
     }
 
     #[test]
