@@ -3,15 +3,18 @@
 //! Data flows one way: catalog and targets -> probes -> observations -> verdicts -> reports.
 //! The verdict engine ([`verdict`]) is pure: no I/O.
 
+pub mod caddy;
 pub mod catalog;
+pub mod cli;
+pub mod demo;
 pub mod http;
+pub mod lab;
+pub mod lint;
 pub mod observation;
+pub mod output;
 pub mod probe;
+pub mod report;
+pub mod run;
 pub mod secret;
 pub mod target;
 pub mod verdict;
-pub mod report;
-pub mod cli;
-pub mod run;
-pub mod output;
-pub mod demo;
