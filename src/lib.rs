@@ -4,4 +4,5 @@
 //! The verdict engine ([`verdict`]) is pure: no I/O.
 
 pub mod catalog;
+pub mod lab;
 pub mod observation;
