@@ -102,7 +102,7 @@ pub async fn start(
 ) -> anyhow::Result<(Arc<ContainerRuntime>, Vec<JoinHandle<()>>, Vec<TcpSocket>)> {
     let dir = lab_dir.join(format!("ct-{}", spec.vmid));
     let (closed, closed_addr) = refusing_socket()?;
-    let mut keep = vec![closed];
+    let keep = vec![closed];
     let mut ports = BTreeMap::new();
     let mut tasks = Vec::new();
     if !spec.running {
@@ -125,11 +125,7 @@ pub async fn start(
     let mut pending = Vec::new();
     for svc in &spec.services {
         if ports.contains_key(&svc.port) {
-            anyhow::bail!(
-                "container {}: two services on port {}",
-                spec.vmid,
-                svc.port
-            );
+            anyhow::bail!("container {}: two services on port {}", spec.vmid, svc.port);
         }
         let sock = TcpSocket::new_v4()?;
         sock.bind("127.0.0.1:0".parse()?)?;
@@ -179,7 +175,6 @@ pub async fn start(
             }
         }
     }
-    let _ = &mut keep;
     Ok((ct, tasks, keep))
 }
 
@@ -476,7 +471,10 @@ fn answer(kind: ServiceKind, behaviour: Behaviour, req: &Request) -> Vec<u8> {
             let mut h: Vec<(&str, &str)> = Vec::new();
             if cors {
                 h.push(("access-control-allow-origin", "*"));
-                h.push(("vary", "origin, access-control-request-method, access-control-request-headers"));
+                h.push((
+                    "vary",
+                    "origin, access-control-request-method, access-control-request-headers",
+                ));
             }
             h.push(("date", &d));
             if req.method == "OPTIONS" {
@@ -729,7 +727,10 @@ fn output_event(stream: &str, line: &str) -> String {
 }
 
 fn error_event(msg: &str) -> String {
-    format!("{{\"type\":\"error\",\"message\":{}}}\n", go_json_string(msg))
+    format!(
+        "{{\"type\":\"error\",\"message\":{}}}\n",
+        go_json_string(msg)
+    )
 }
 
 fn exit_event(code: i32) -> String {
@@ -742,7 +743,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let head = vec![
-        ("Content-Type".to_string(), "application/jsonlines".to_string()),
+        (
+            "Content-Type".to_string(),
+            "application/jsonlines".to_string(),
+        ),
         ("Date".to_string(), date()),
         ("Transfer-Encoding".to_string(), "chunked".to_string()),
     ];
@@ -761,8 +765,11 @@ where
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            http::write_chunk(w, error_event(&format!("failed to start command: {e}")).as_bytes())
-                .await?;
+            http::write_chunk(
+                w,
+                error_event(&format!("failed to start command: {e}")).as_bytes(),
+            )
+            .await?;
             http::write_chunk(w, exit_event(127).as_bytes()).await?;
             return http::write_last_chunk(w).await;
         }
@@ -823,11 +830,7 @@ async fn pump<R: AsyncRead + Unpin>(r: Option<R>, stream: &'static str, tx: mpsc
             Some(output_event(stream, text))
         }
     };
-    loop {
-        let buf = match r.fill_buf().await {
-            Ok(b) => b,
-            Err(_) => break,
-        };
+    while let Ok(buf) = r.fill_buf().await {
         if buf.is_empty() {
             if !skipping {
                 if let Some(ev) = emit(&line) {

@@ -53,8 +53,7 @@ pub fn make_tls(domain: &str) -> anyhow::Result<EdgeTls> {
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf_params =
-        CertificateParams::new(vec![format!("*.{domain}"), domain.to_string()])?;
+    let mut leaf_params = CertificateParams::new(vec![format!("*.{domain}"), domain.to_string()])?;
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, domain.to_string());
@@ -84,7 +83,11 @@ pub struct EdgeCtx {
     pub delay_ms: u64,
 }
 
-pub fn start(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: EdgeCtx) -> JoinHandle<()> {
+pub fn start(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: EdgeCtx,
+) -> JoinHandle<()> {
     let ctx = Arc::new(ctx);
     let acceptor = TlsAcceptor::from(tls);
     serve(listener, move |stream| {
@@ -216,7 +219,10 @@ where
         ("Cf-Ray".to_string(), ray.clone()),
         ("Cf-Connecting-Ip".to_string(), "127.0.0.1".to_string()),
         ("Cf-Ipcountry".to_string(), "XX".to_string()),
-        ("Cf-Visitor".to_string(), "{\"scheme\":\"https\"}".to_string()),
+        (
+            "Cf-Visitor".to_string(),
+            "{\"scheme\":\"https\"}".to_string(),
+        ),
         ("X-Forwarded-For".to_string(), "127.0.0.1".to_string()),
         ("X-Forwarded-Proto".to_string(), "https".to_string()),
         ("Cdn-Loop".to_string(), "cloudflare".to_string()),
@@ -245,7 +251,11 @@ where
     };
     if head.status == 502 || head.status == 504 {
         // The origin's own error is hidden behind Cloudflare's page.
-        http::send(s, &cf_error(head.status, u32::from(head.status), &ray, true)).await?;
+        http::send(
+            s,
+            &cf_error(head.status, u32::from(head.status), &ray, true),
+        )
+        .await?;
         return Ok(true);
     }
     let framing = http::response_framing(&req.method, &head);

@@ -9,7 +9,9 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+};
 
 /// Longest request/status line or header line accepted.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -245,7 +247,9 @@ where
         _ => return Err(ReadError::Malformed(format!("bad request line {line:?}"))),
     };
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(ReadError::Malformed(format!("unsupported version {version:?}")));
+        return Err(ReadError::Malformed(format!(
+            "unsupported version {version:?}"
+        )));
     }
     let headers = read_headers(s).await?;
     let mut req = Request {
@@ -354,7 +358,10 @@ pub fn reason(status: u16) -> &'static str {
 
 /// An RFC 9110 IMF-fixdate for `Date` headers.
 pub fn http_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -440,7 +447,12 @@ pub async fn write_last_chunk<W: AsyncWrite + Unpin>(w: &mut W) -> io::Result<()
 
 /// Writes a request (as a client / proxy). `Content-Length` is set from the body when the method
 /// carries one or the body is not empty.
-pub fn request_bytes(method: &str, target: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+pub fn request_bytes(
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut out = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
     for (k, v) in headers {
         out.extend_from_slice(k.as_bytes());
@@ -632,13 +644,12 @@ pub async fn forward(
     connect_timeout: std::time::Duration,
     head_timeout: std::time::Duration,
 ) -> Result<(tokio::io::BufReader<tokio::net::TcpStream>, ResponseHead), ForwardError> {
-    let stream = match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
-        .await
-    {
-        Err(_) => return Err(ForwardError::ConnectTimeout),
-        Ok(Err(e)) => return Err(ForwardError::Connect(e)),
-        Ok(Ok(s)) => s,
-    };
+    let stream =
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Err(_) => return Err(ForwardError::ConnectTimeout),
+            Ok(Err(e)) => return Err(ForwardError::Connect(e)),
+            Ok(Ok(s)) => s,
+        };
     let _ = stream.set_nodelay(true);
     let mut up = tokio::io::BufReader::new(stream);
     let mut h: Vec<(String, String)> = headers.to_vec();
@@ -663,39 +674,18 @@ pub async fn read_body<R: AsyncBufRead + Unpin>(
     let mut sink = LimitedSink {
         buf: Vec::new(),
         limit,
+        chunked: framing == Framing::Chunked || framing == Framing::Close,
     };
-    // Decode by piping into an in-memory writer that keeps only the payload.
-    match framing {
-        Framing::Chunked => {
-            let mut out = Vec::new();
-            loop {
-                let line = read_line(r, MAX_LINE)
-                    .await?
-                    .ok_or_else(|| ReadError::Malformed("closed in chunked body".into()))?;
-                let size = parse_chunk_size(&line)? as usize;
-                if size == 0 {
-                    read_headers(r).await?;
-                    return Ok(out);
-                }
-                if out.len() + size > limit {
-                    return Err(ReadError::TooLarge("body"));
-                }
-                let start = out.len();
-                out.resize(start + size, 0);
-                r.read_exact(&mut out[start..]).await?;
-                read_line(r, 2).await?;
-            }
-        }
-        _ => {
-            pipe_body(r, framing, &mut sink).await?;
-            Ok(sink.buf)
-        }
-    }
+    pipe_body(r, framing, &mut sink).await?;
+    Ok(sink.buf)
 }
 
+/// Collects what [`pipe_body`] writes; for chunked output it keeps only the payload (pipe_body
+/// writes one `size CRLF data CRLF` frame per call, and `0 CRLF CRLF` at the end).
 struct LimitedSink {
     buf: Vec<u8>,
     limit: usize,
+    chunked: bool,
 }
 
 impl AsyncWrite for LimitedSink {
@@ -704,10 +694,19 @@ impl AsyncWrite for LimitedSink {
         _cx: &mut std::task::Context<'_>,
         data: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        if self.buf.len() + data.len() > self.limit {
+        let payload = if self.chunked {
+            // `{size:x}\r\n{data}\r\n` or the last chunk `0\r\n\r\n`.
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) if data.len() >= i + 3 => &data[i + 1..data.len() - 2],
+                _ => &data[..0],
+            }
+        } else {
+            data
+        };
+        if self.buf.len() + payload.len() > self.limit {
             return std::task::Poll::Ready(Err(io::Error::other("body over limit")));
         }
-        self.buf.extend_from_slice(data);
+        self.buf.extend_from_slice(payload);
         std::task::Poll::Ready(Ok(data.len()))
     }
     fn poll_flush(
@@ -764,7 +763,10 @@ mod tests {
 
     #[test]
     fn lab_host_without_port() {
-        assert_eq!(host_without_port("Xterm-202.Example.test:8443"), "xterm-202.example.test");
+        assert_eq!(
+            host_without_port("Xterm-202.Example.test:8443"),
+            "xterm-202.example.test"
+        );
         assert_eq!(host_without_port("example.test"), "example.test");
         assert_eq!(host_without_port("[::1]:80"), "[::1]");
     }
@@ -782,13 +784,29 @@ mod tests {
         assert_eq!(req.cookie("_cmux_auth").as_deref(), Some("tok"));
         assert_eq!(req.body, b"abcde");
 
-        let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab\ncd\r\n0\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab\ncd\r\n0\r\n\r\n";
         let mut r = tokio::io::BufReader::new(&resp[..]);
         let head = read_response_head(&mut r).await.unwrap().unwrap();
         let framing = response_framing("GET", &head);
         assert_eq!(framing, Framing::Chunked);
         let mut out = Vec::new();
         pipe_body(&mut r, framing, &mut out).await.unwrap();
-        assert_eq!(out, b"4\r\nab\ncd\r\n0\r\n\r\n");
+        assert_eq!(out, b"5\r\nab\ncd\r\n0\r\n\r\n");
+
+        let mut r = tokio::io::BufReader::new(&resp[..]);
+        let head = read_response_head(&mut r).await.unwrap().unwrap();
+        let body = read_body(&mut r, response_framing("GET", &head), 1024)
+            .await
+            .unwrap();
+        assert_eq!(body, b"ab\ncd");
+        let close = b"HTTP/1.1 200 OK\r\n\r\nuntil close";
+        let mut r = tokio::io::BufReader::new(&close[..]);
+        let head = read_response_head(&mut r).await.unwrap().unwrap();
+        assert_eq!(response_framing("GET", &head), Framing::Close);
+        let body = read_body(&mut r, Framing::Close, 1024).await.unwrap();
+        assert_eq!(body, b"until close");
+        let mut r = tokio::io::BufReader::new(&close[..]);
+        read_response_head(&mut r).await.unwrap().unwrap();
+        assert!(read_body(&mut r, Framing::Close, 4).await.is_err());
     }
 }

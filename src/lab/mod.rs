@@ -301,7 +301,11 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         "cors-missing" => {
             let mut c = base;
             let mut ct = ct;
-            for s in ct.services.iter_mut().filter(|s| s.kind == ServiceKind::Xterm) {
+            for s in ct
+                .services
+                .iter_mut()
+                .filter(|s| s.kind == ServiceKind::Xterm)
+            {
                 s.behaviour = Behaviour::NoCors;
             }
             c.containers = vec![ct];
