@@ -109,13 +109,69 @@ pub fn cf_ray() -> String {
     format!("{:016x}-LAB", http::rand_u64())
 }
 
-/// A response Cloudflare itself makes (`error code: N` to non-browser clients).
-fn cf_error(status: u16, code: u32, ray: &str, origin_error: bool) -> Vec<u8> {
+/// What a Cloudflare-made error is called, per code (1033, 502, 504, 524, ...).
+fn cf_error_title(code: u32) -> (&'static str, &'static str) {
+    match code {
+        1033 => (
+            "Cloudflare Tunnel error",
+            "The host is configured as a Cloudflare Tunnel, and Cloudflare is currently unable to resolve it.",
+        ),
+        502 => (
+            "Bad gateway",
+            "The web server reported a bad gateway error.",
+        ),
+        504 => (
+            "Gateway time-out",
+            "The web server reported a gateway time-out error.",
+        ),
+        524 => (
+            "A timeout occurred",
+            "The origin web server timed out responding to this request.",
+        ),
+        _ => ("Error", "Cloudflare could not serve this request."),
+    }
+}
+
+/// A response Cloudflare itself makes: `error code: N` as plain text to non-browser clients, an
+/// HTML page when `Accept` has `text/html`, an RFC 9457-style JSON object (with `error_code`) when
+/// `Accept` has `application/json`.
+fn cf_error(
+    status: u16,
+    code: u32,
+    ray: &str,
+    origin_error: bool,
+    accept: Option<&str>,
+) -> Vec<u8> {
     let d = http::now_date();
-    let body = format!("error code: {code}");
+    let accept = accept.unwrap_or("").to_ascii_lowercase();
+    let (title, detail) = cf_error_title(code);
+    let (content_type, body) = if accept.contains("text/html") {
+        (
+            "text/html; charset=UTF-8",
+            format!(
+                "<!DOCTYPE html>\n<html lang=\"en-US\">\n<head><title>{title} | error code: {code}</title></head>\n<body>\n<h1>Error {code}</h1>\n<h2>{title}</h2>\n<p>{detail}</p>\n<p>Cloudflare Ray ID: <strong>{ray_id}</strong></p>\n</body>\n</html>\n",
+                ray_id = ray.split('-').next().unwrap_or(ray)
+            ),
+        )
+    } else if accept.contains("application/json") {
+        let v = serde_json::json!({
+            "type": format!("https://developers.cloudflare.com/support/troubleshooting/http-status-codes/cloudflare-{}/error-{code}/",
+                if code >= 1000 { "1xxx-errors" } else { "5xx-errors" }),
+            "title": format!("Error {code}: {title}"),
+            "status": status,
+            "detail": detail,
+            "error_code": code,
+            "ray_id": ray.split('-').next().unwrap_or(ray),
+            "cloudflare_error": true,
+            "retryable": matches!(status, 502 | 504 | 524 | 530),
+        });
+        ("application/json; charset=UTF-8", v.to_string())
+    } else {
+        ("text/plain; charset=UTF-8", format!("error code: {code}"))
+    };
     let mut h: Vec<(&str, &str)> = vec![
         ("Date", &d),
-        ("Content-Type", "text/plain; charset=UTF-8"),
+        ("Content-Type", content_type),
         ("Connection", "keep-alive"),
         (
             "Cache-Control",
@@ -155,11 +211,11 @@ where
             Ok(None) => return Ok(()),
             Err(ReadError::Io(e)) => return Err(e),
             Err(ReadError::TooLarge(_)) => {
-                let b = cf_error(413, 413, &cf_ray(), false);
+                let b = cf_error(413, 413, &cf_ray(), false, None);
                 return http::send(&mut s, &b).await;
             }
             Err(ReadError::Malformed(_)) => {
-                let b = cf_error(400, 400, &cf_ray(), false);
+                let b = cf_error(400, 400, &cf_ray(), false, None);
                 return http::send(&mut s, &b).await;
             }
         };
@@ -178,8 +234,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ray = cf_ray();
+    let accept = req.header("accept");
     if !ctx.tunnel_up {
-        http::send(s, &cf_error(530, 1033, &ray, false)).await?;
+        http::send(s, &cf_error(530, 1033, &ray, false, accept)).await?;
         return Ok(true);
     }
     let host = req.host().unwrap_or_default();
@@ -240,12 +297,12 @@ where
     {
         Ok(x) => x,
         Err(ForwardError::HeadTimeout) => {
-            http::send(s, &cf_error(524, 524, &ray, true)).await?;
+            http::send(s, &cf_error(524, 524, &ray, true, accept)).await?;
             return Ok(true);
         }
         Err(_) => {
             // cloudflared: "Unable to reach the origin service".
-            http::send(s, &cf_error(502, 502, &ray, true)).await?;
+            http::send(s, &cf_error(502, 502, &ray, true, accept)).await?;
             return Ok(true);
         }
     };
@@ -253,7 +310,7 @@ where
         // The origin's own error is hidden behind Cloudflare's page.
         http::send(
             s,
-            &cf_error(head.status, u32::from(head.status), &ray, true),
+            &cf_error(head.status, u32::from(head.status), &ray, true, accept),
         )
         .await?;
         return Ok(true);

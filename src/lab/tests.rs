@@ -212,6 +212,24 @@ async fn lab_tunnel_down_answers_530_error_1033() {
         assert!(is_cf_ray(&hdr(&r, "cf-ray").unwrap()));
         assert_eq!(r.text().await.unwrap(), "error code: 1033");
     }
+    // Browsers get an HTML page, API clients RFC 9457-style JSON with error_code.
+    let r = c
+        .get(lab.url("xterm", VMID, "/"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 530);
+    assert!(r.text().await.unwrap().contains("Cloudflare Tunnel error"));
+    let r = c
+        .get(lab.url("xterm", VMID, "/"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 530);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["error_code"], 1033);
 }
 
 #[tokio::test]
@@ -351,7 +369,7 @@ async fn lab_exec_streams_json_lines_through_the_edge() {
         .post(lab.url("exec", VMID, "/exec"))
         .bearer_auth(SCENARIO_TOKEN)
         .header("content-type", "application/json")
-        .body(r#"{"command":"echo one; sleep 2; echo two"}"#)
+        .body(r#"{"command":"echo one; sleep 3; echo two"}"#)
         .send()
         .await
         .unwrap();
@@ -367,7 +385,7 @@ async fn lab_exec_streams_json_lines_through_the_edge() {
         "{first:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_millis(2500),
         "first line was buffered: {:?}",
         started.elapsed()
     );
