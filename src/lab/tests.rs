@@ -436,6 +436,17 @@ async fn lab_exec_output_rules() {
         "{body}"
     );
     assert_eq!(exit_code(&ev), 124);
+    // A line over 1 MiB: an error event, the stream goes on.
+    let (_, body) = exec(
+        &lab,
+        t,
+        serde_json::json!({"command": "head -c 1100000 /dev/zero | tr '\\0' a; echo; echo after"}),
+    )
+    .await;
+    let ev = events(&body);
+    assert!(ev.iter().any(|e| e["type"] == "error"), "no error event");
+    assert_eq!(stdout_lines(&ev), vec!["after"]);
+    assert_eq!(exit_code(&ev), 0);
     // Killed by a signal: -1.
     let (_, body) = exec(&lab, t, serde_json::json!({"command": "kill -9 $$"})).await;
     assert_eq!(exit_code(&events(&body)), -1);
