@@ -1,0 +1,197 @@
+//! The host proxy: Caddy on :8080 in the seed layout (one `header_regexp` matcher per service).
+//!
+//! Answers like Caddy: unknown/stopped `cmux-{vmid}.lan` or a closed upstream port -> 502 with an
+//! empty body and `Server: Caddy`; upstream silent for 10 s -> 504; no matching route -> Caddy's
+//! default empty 200. Proxied answers are streamed through piece by piece with `Server: Caddy` added.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::container::{serve, ContainerRuntime};
+use super::http::{self, ForwardError, ReadError};
+use super::RouteSpec;
+
+/// Caddy's upstream dial timeout in the later layout (`dial_timeout 10s`), also used as the lab's
+/// response-header timeout (then 504).
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct CaddyCtx {
+    pub routes: Vec<(Regex, RouteSpec)>,
+    pub containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
+    pub delay_ms: u64,
+}
+
+/// The matcher regex of a route, as written in the Caddyfile: `^{service}-(\d+)\.`.
+pub fn route_regex(service: &str) -> Regex {
+    Regex::new(&format!(r"^{}-(\d+)\.", regex::escape(service))).expect("valid route regex")
+}
+
+fn route_comment(service: &str, port: u16) -> String {
+    match service {
+        "vscode" => "VSCode service".into(),
+        "worker" => "Worker service (Socket.IO)".into(),
+        "xterm" => "Xterm service (cmux-pty)".into(),
+        "exec" => "Exec service (cmux-execd)".into(),
+        "vnc" => "VNC service (noVNC websockify)".into(),
+        "preview" => format!("Preview service (port {port})"),
+        "proxy" => "Proxy service (cmux-proxy)".into(),
+        "cdp" => "CDP service (Chrome DevTools)".into(),
+        other => format!("{other} service"),
+    }
+}
+
+/// `/etc/caddy/Caddyfile.cmux` for these routes, in the seed's exact layout.
+pub fn caddyfile(routes: &[RouteSpec]) -> String {
+    let mut out = String::from(":8080 {\n");
+    for (i, r) in routes.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "    # {}\n    @{svc} header_regexp vmid Host ^{svc}-(\\d+)\\.\n    handle @{svc} {{\n        reverse_proxy cmux-{{re.vmid.1}}.lan:{port}\n    }}\n",
+            route_comment(&r.service, r.port),
+            svc = r.service,
+            port = r.port
+        ));
+    }
+    out.push_str("}\n");
+    out
+}
+
+pub fn start(listener: TcpListener, ctx: CaddyCtx) -> JoinHandle<()> {
+    let ctx = Arc::new(ctx);
+    serve(listener, move |stream| {
+        let ctx = ctx.clone();
+        async move {
+            let peer = stream.peer_addr().ok();
+            let _ = conn(stream, peer, &ctx).await;
+        }
+    })
+}
+
+fn caddy_empty(status: u16) -> Vec<u8> {
+    let d = http::now_date();
+    http::response_bytes(
+        status,
+        &[("Server", "Caddy"), ("Date", &d), ("Content-Length", "0")],
+        b"",
+    )
+}
+
+async fn conn(stream: TcpStream, peer: Option<SocketAddr>, ctx: &CaddyCtx) -> io::Result<()> {
+    let mut s = BufReader::new(stream);
+    loop {
+        let req = match http::read_request(&mut s, http::MAX_BODY).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(ReadError::Io(e)) => return Err(e),
+            Err(ReadError::TooLarge(_)) => {
+                let b = http::response_bytes(413, &[("Connection", "close")], b"");
+                return http::send(&mut s, &b).await;
+            }
+            Err(ReadError::Malformed(_)) => {
+                // Go's net/http answer to garbage.
+                let b = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request";
+                return http::send(&mut s, b).await;
+            }
+        };
+        if ctx.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ctx.delay_ms)).await;
+        }
+        let Some(host_hdr) = req.header("host").map(str::to_string) else {
+            let b = b"HTTP/1.1 400 Bad Request: missing required Host header\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request: missing required Host header";
+            return http::send(&mut s, b).await;
+        };
+        let keep = handle(&mut s, &req, &host_hdr, peer, ctx).await?;
+        if !keep || req.wants_close() {
+            return Ok(());
+        }
+    }
+}
+
+/// Answers one request; `Ok(false)` when the client connection must close.
+async fn handle<S>(
+    s: &mut BufReader<S>,
+    req: &http::Request,
+    host_hdr: &str,
+    peer: Option<SocketAddr>,
+    ctx: &CaddyCtx,
+) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let matched = ctx.routes.iter().find_map(|(re, route)| {
+        re.captures(host_hdr)
+            .map(|c| (route, c.get(1).map(|m| m.as_str().to_string())))
+    });
+    let Some((route, vmid)) = matched else {
+        // No `handle` matched: Caddy's default is an empty 200.
+        http::send(s, &caddy_empty(200)).await?;
+        return Ok(true);
+    };
+    // `cmux-{vmid}.lan` resolves only for running containers.
+    let ct = vmid
+        .and_then(|v| v.parse::<u32>().ok())
+        .and_then(|v| ctx.containers.get(&v))
+        .filter(|c| c.running);
+    let Some(ct) = ct else {
+        http::send(s, &caddy_empty(502)).await?;
+        return Ok(true);
+    };
+    let addr = ct.dial_addr(route.port);
+
+    let mut headers = req.headers.clone();
+    http::strip_hop_by_hop(&mut headers);
+    let client_ip = peer
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let xff = match http::header(&headers, "x-forwarded-for") {
+        Some(prev) => format!("{prev}, {client_ip}"),
+        None => client_ip,
+    };
+    http::remove_header(&mut headers, "x-forwarded-for");
+    http::remove_header(&mut headers, "x-forwarded-proto");
+    http::remove_header(&mut headers, "x-forwarded-host");
+    headers.push(("X-Forwarded-For".into(), xff));
+    headers.push(("X-Forwarded-Proto".into(), "http".into()));
+    headers.push(("X-Forwarded-Host".into(), host_hdr.to_string()));
+
+    let (mut up, head) = match http::forward(
+        addr,
+        &req.method,
+        &req.target,
+        &headers,
+        &req.body,
+        UPSTREAM_TIMEOUT,
+        UPSTREAM_TIMEOUT,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(ForwardError::HeadTimeout) | Err(ForwardError::ConnectTimeout) => {
+            http::send(s, &caddy_empty(504)).await?;
+            return Ok(true);
+        }
+        Err(_) => {
+            http::send(s, &caddy_empty(502)).await?;
+            return Ok(true);
+        }
+    };
+    let framing = http::response_framing(&req.method, &head);
+    let mut out = http::downstream_headers(&head, framing);
+    out.push(("Server".into(), "Caddy".into()));
+    http::send(s, &http::head_bytes(head.status, &out)).await?;
+    match http::pipe_body(&mut up, framing, s).await {
+        Ok(()) => Ok(true),
+        // The upstream broke mid-body: all Caddy can do is drop the client connection.
+        Err(_) => Ok(false),
+    }
+}

@@ -1,0 +1,875 @@
+//! One simulated container: cmux-execd and the services, each on its own random loopback port.
+//!
+//! Answers follow the reference (§4 execd, §5 probes). Ports that do not listen map to a socket that
+//! is bound but not listening: connections to it are refused, and the port cannot be taken by anyone
+//! else while the lab lives (a dropped listener's port could be reused by a parallel test).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::http::{self, ReadError, Request};
+use super::{Behaviour, ContainerSpec, Delays, ServiceKind};
+
+/// The ports a cmux container may listen on (the seed's table, plus 39376 and 39382), all mapped
+/// in the container's `.curlrc`.
+pub const CONTAINER_PORTS: &[u16] = &[
+    5173, 39375, 39376, 39377, 39378, 39379, 39380, 39381, 39382, 39383,
+];
+
+/// Largest `POST /exec` body execd accepts.
+pub const EXEC_MAX_BODY: usize = 1024 * 1024;
+/// Longest output line execd passes on.
+pub const EXEC_MAX_LINE: usize = 1024 * 1024;
+
+/// The openvscode-server build the lab pretends to be.
+pub const VSCODE_COMMIT: &str = "f1e16e1e6214d7c44d078b1f0607b2388f29d729";
+
+/// What the rest of the lab knows about a started container.
+#[derive(Debug)]
+pub struct ContainerRuntime {
+    pub vmid: u32,
+    pub running: bool,
+    /// Container port -> where it really listens (or a refusing socket).
+    pub ports: BTreeMap<u16, SocketAddr>,
+    /// A refusing address, for any port the container does not have.
+    pub closed_addr: SocketAddr,
+    /// `<lab dir>/ct-<vmid>`: HOME and CURL_HOME of commands run by execd.
+    pub dir: PathBuf,
+}
+
+impl ContainerRuntime {
+    /// Where a connection to `cmux-{vmid}.lan:{port}` ends up.
+    pub fn dial_addr(&self, port: u16) -> SocketAddr {
+        self.ports.get(&port).copied().unwrap_or(self.closed_addr)
+    }
+}
+
+/// Bound, not listening: connections are refused, the port stays reserved.
+pub fn refusing_socket() -> io::Result<(TcpSocket, SocketAddr)> {
+    let s = TcpSocket::new_v4()?;
+    s.bind("127.0.0.1:0".parse().expect("valid addr"))?;
+    let addr = s.local_addr()?;
+    Ok((s, addr))
+}
+
+/// Runs an accept loop; connection tasks live in a JoinSet owned by the loop, so aborting the
+/// returned handle ends every connection too.
+pub fn serve<H, F>(listener: TcpListener, handler: H) -> JoinHandle<()>
+where
+    H: Fn(TcpStream) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut set = tokio::task::JoinSet::new();
+        loop {
+            while set.try_join_next().is_some() {}
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    set.spawn(handler(stream));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+}
+
+/// Everything a service connection needs.
+#[derive(Clone)]
+struct ServiceCtx {
+    kind: ServiceKind,
+    behaviour: Behaviour,
+    delays: Delays,
+    token: Option<String>,
+    ct: Arc<ContainerRuntime>,
+}
+
+/// Starts a container. Returns its runtime, the tasks, and sockets to keep alive (refusing ports).
+pub async fn start(
+    spec: &ContainerSpec,
+    lab_dir: &Path,
+    delays: Delays,
+) -> anyhow::Result<(Arc<ContainerRuntime>, Vec<JoinHandle<()>>, Vec<TcpSocket>)> {
+    let dir = lab_dir.join(format!("ct-{}", spec.vmid));
+    let (closed, closed_addr) = refusing_socket()?;
+    let keep = vec![closed];
+    let mut ports = BTreeMap::new();
+    let mut tasks = Vec::new();
+    if !spec.running {
+        let ct = Arc::new(ContainerRuntime {
+            vmid: spec.vmid,
+            running: false,
+            ports,
+            closed_addr,
+            dir,
+        });
+        return Ok((ct, tasks, keep));
+    }
+    std::fs::create_dir_all(&dir)?;
+
+    // Bind every socket first, so the port map is complete before any service runs.
+    enum Pending {
+        Now(TcpListener),
+        Later(TcpSocket, Duration),
+    }
+    let mut pending = Vec::new();
+    for svc in &spec.services {
+        if ports.contains_key(&svc.port) {
+            anyhow::bail!("container {}: two services on port {}", spec.vmid, svc.port);
+        }
+        let sock = TcpSocket::new_v4()?;
+        sock.bind("127.0.0.1:0".parse()?)?;
+        ports.insert(svc.port, sock.local_addr()?);
+        let p = match svc.behaviour {
+            Behaviour::RecoversAfter(d) => Pending::Later(sock, d),
+            _ => Pending::Now(sock.listen(1024)?),
+        };
+        pending.push((svc.clone(), p));
+    }
+    for p in CONTAINER_PORTS {
+        ports.entry(*p).or_insert(closed_addr);
+    }
+    write_curlrc(&dir, &ports)?;
+    let ct = Arc::new(ContainerRuntime {
+        vmid: spec.vmid,
+        running: true,
+        ports,
+        closed_addr,
+        dir,
+    });
+
+    for (svc, p) in pending {
+        let ctx = ServiceCtx {
+            kind: svc.kind,
+            behaviour: svc.behaviour,
+            delays,
+            token: spec.exec_token.clone(),
+            ct: ct.clone(),
+        };
+        match p {
+            Pending::Now(listener) => tasks.push(serve_service(listener, ctx)),
+            Pending::Later(sock, after) => {
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    match sock.listen(1024) {
+                        // The inner accept loop is aborted when this task is (its JoinHandle is
+                        // awaited here, and dropping a JoinHandle does not abort, so abort explicitly).
+                        Ok(listener) => {
+                            let h = serve_service(listener, ctx);
+                            let _guard = AbortOnDrop(h.abort_handle());
+                            let _ = h.await;
+                        }
+                        Err(e) => eprintln!("lab: cannot start delayed service: {e}"),
+                    }
+                }));
+            }
+        }
+    }
+    Ok((ct, tasks, keep))
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `.curlrc` so that `curl http://127.0.0.1:PORT/` inside the "container" reaches the lab's port.
+fn write_curlrc(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Result<()> {
+    let mut rc = String::from("# written by the pvediag lab: the container's loopback ports\n");
+    for (port, addr) in ports {
+        for host in ["127.0.0.1", "localhost"] {
+            rc.push_str(&format!(
+                "connect-to = \"{host}:{port}:{}:{}\"\n",
+                addr.ip(),
+                addr.port()
+            ));
+        }
+    }
+    std::fs::write(dir.join(".curlrc"), rc)
+}
+
+fn serve_service(listener: TcpListener, ctx: ServiceCtx) -> JoinHandle<()> {
+    let ctx = Arc::new(ctx);
+    serve(listener, move |stream| {
+        let ctx = ctx.clone();
+        async move {
+            let _ = service_conn(stream, &ctx).await;
+        }
+    })
+}
+
+async fn service_conn(stream: TcpStream, ctx: &ServiceCtx) -> io::Result<()> {
+    let mut s = BufReader::new(stream);
+    loop {
+        let req = match http::read_request(&mut s, http::MAX_BODY).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(ReadError::Io(e)) => return Err(e),
+            Err(ReadError::TooLarge(_)) => {
+                let b = http::response_bytes(413, &[("Connection", "close")], b"");
+                return http::send(&mut s, &b).await;
+            }
+            Err(ReadError::Malformed(_)) => {
+                let b = http::response_bytes(
+                    400,
+                    &[
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("Connection", "close"),
+                    ],
+                    b"400 Bad Request",
+                );
+                return http::send(&mut s, &b).await;
+            }
+        };
+        if ctx.behaviour == Behaviour::Hang {
+            // Accepts and reads, never answers; holds the connection until the lab stops.
+            std::future::pending::<()>().await;
+        }
+        let delay = if ctx.kind == ServiceKind::Exec {
+            ctx.delays.exec_ms
+        } else {
+            ctx.delays.service_ms
+        };
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if ctx.behaviour == Behaviour::Error500 {
+            let b = plain(500, "Internal Server Error\n", &[]);
+            http::send(&mut s, &b).await?;
+        } else {
+            match ctx.kind {
+                ServiceKind::Exec => execd(&mut s, &req, ctx).await?,
+                ServiceKind::Proxy => proxy(&mut s, &req, ctx).await?,
+                kind => {
+                    let b = answer(kind, ctx.behaviour, &req);
+                    http::send(&mut s, &b).await?;
+                }
+            }
+        }
+        if req.wants_close() {
+            return Ok(());
+        }
+    }
+}
+
+fn date() -> String {
+    http::now_date()
+}
+
+/// A text/plain answer in Go's `http.Error` style.
+fn plain(status: u16, body: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let d = date();
+    let mut h: Vec<(&str, &str)> = vec![("Content-Type", "text/plain; charset=utf-8")];
+    h.extend_from_slice(extra);
+    h.push(("Date", &d));
+    http::response_bytes(status, &h, body.as_bytes())
+}
+
+/// Go's `http.Error`: text/plain, nosniff, trailing newline.
+fn go_error(status: u16, msg: &str) -> Vec<u8> {
+    plain(
+        status,
+        &format!("{msg}\n"),
+        &[("X-Content-Type-Options", "nosniff")],
+    )
+}
+
+const VITE_INDEX: &str = "<!doctype html>\n<html lang=\"en\">\n  <head>\n    <script type=\"module\">import { injectIntoGlobalHook } from \"/@react-refresh\";\ninjectIntoGlobalHook(window);\nwindow.$RefreshReg$ = () => {};\nwindow.$RefreshSig$ = () => (type) => type;</script>\n\n    <script type=\"module\" src=\"/@vite/client\"></script>\n\n    <meta charset=\"UTF-8\" />\n    <link rel=\"icon\" type=\"image/svg+xml\" href=\"/vite.svg\" />\n    <meta name=\"viewport\" content=\"width=device-width, initial-scale=1.0\" />\n    <title>Vite + React + TS</title>\n  </head>\n  <body>\n    <div id=\"root\"></div>\n    <script type=\"module\" src=\"/src/main.tsx\"></script>\n  </body>\n</html>\n";
+
+const NOVNC_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\" class=\"noVNC_loading\">\n<head>\n    <!--\n    noVNC example: simple example using default UI\n    Copyright (C) 2019 The noVNC Authors\n    noVNC is licensed under the MPL 2.0 (see LICENSE.txt)\n    -->\n    <title>noVNC</title>\n    <meta charset=\"utf-8\">\n    <link rel=\"stylesheet\" href=\"app/styles/base.css\">\n    <script type=\"module\" crossorigin=\"anonymous\" src=\"app/ui.js\"></script>\n</head>\n<body>\n    <div id=\"noVNC_fallback_error\" class=\"noVNC_center\"></div>\n    <div id=\"noVNC_container\"><h1 class=\"noVNC_logo\" translate=\"no\"><span>no</span><br>VNC</h1></div>\n</body>\n</html>\n";
+
+const VSCODE_WORKBENCH: &str = "<!-- Copyright (C) Microsoft Corporation. All rights reserved. -->\n<!DOCTYPE html>\n<html>\n\t<head>\n\t\t<script>performance.mark('code/didStartRenderer');</script>\n\t\t<meta charset=\"utf-8\" />\n\t\t<meta name=\"mobile-web-app-capable\" content=\"yes\" />\n\t\t<link rel=\"stylesheet\" href=\"/stable/out/vs/workbench/workbench.web.main.css\">\n\t</head>\n\t<body aria-label=\"\">\n\t</body>\n\t<script src=\"/stable/out/vs/loader.js\"></script>\n\t<script src=\"/stable/out/vs/code/browser/workbench/workbench.js\"></script>\n</html>\n";
+
+const WEBSOCKIFY_SERVER: &str = "WebSockify Python/3.12.3";
+
+/// Python `http.server`'s error page (websockify serves noVNC with it).
+fn python_error(status: u16, message: &str) -> Vec<u8> {
+    let explain = match status {
+        404 => "Nothing matches the given URI",
+        _ => "",
+    };
+    let body = format!(
+        "<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <meta charset=\"utf-8\">\n        <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n        <p>Error code: {status}</p>\n        <p>Message: {message}.</p>\n        <p>Error code explanation: {status} - {explain}.</p>\n    </body>\n</html>\n"
+    );
+    let d = date();
+    http::response_bytes(
+        status,
+        &[
+            ("Server", WEBSOCKIFY_SERVER),
+            ("Date", &d),
+            ("Connection", "close"),
+            ("Content-Type", "text/html;charset=utf-8"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// The answer of a plain service (everything but execd and cmux-proxy).
+fn answer(kind: ServiceKind, behaviour: Behaviour, req: &Request) -> Vec<u8> {
+    let d = date();
+    let path = req.path();
+    match kind {
+        ServiceKind::Worker => {
+            if path == "/socket.io/" || path == "/socket.io" {
+                let json_err = |code: u8, msg: &str| {
+                    let body = format!("{{\"code\":{code},\"message\":\"{msg}\"}}");
+                    http::response_bytes(
+                        400,
+                        &[
+                            ("Content-Type", "application/json"),
+                            ("Date", &d),
+                            ("Connection", "keep-alive"),
+                        ],
+                        body.as_bytes(),
+                    )
+                };
+                let transport = req.query_param("transport");
+                if req.query_param("EIO").as_deref() != Some("4") {
+                    return json_err(5, "Unsupported protocol version");
+                }
+                if !matches!(transport.as_deref(), Some("polling") | Some("websocket")) {
+                    return json_err(0, "Transport unknown");
+                }
+                if req.query_param("sid").is_some() {
+                    return json_err(1, "Session ID unknown");
+                }
+                if transport.as_deref() == Some("websocket") {
+                    return json_err(3, "Bad request");
+                }
+                let sid = sid();
+                let body = format!(
+                    "0{{\"sid\":\"{sid}\",\"upgrades\":[\"websocket\"],\"pingInterval\":25000,\"pingTimeout\":20000,\"maxPayload\":1000000}}"
+                );
+                http::response_bytes(
+                    200,
+                    &[
+                        ("Content-Type", "text/plain; charset=UTF-8"),
+                        ("Date", &d),
+                        ("Connection", "keep-alive"),
+                        ("Keep-Alive", "timeout=5"),
+                    ],
+                    body.as_bytes(),
+                )
+            } else {
+                let body = format!(
+                    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>Cannot {} {}</pre>\n</body>\n</html>\n",
+                    req.method, path
+                );
+                http::response_bytes(
+                    404,
+                    &[
+                        ("X-Powered-By", "Express"),
+                        ("Content-Security-Policy", "default-src 'none'"),
+                        ("X-Content-Type-Options", "nosniff"),
+                        ("Content-Type", "text/html; charset=utf-8"),
+                        ("Date", &d),
+                        ("Connection", "keep-alive"),
+                    ],
+                    body.as_bytes(),
+                )
+            }
+        }
+        ServiceKind::Vscode => match path {
+            "/version" => http::response_bytes(
+                200,
+                &[
+                    ("Content-Type", "text/plain"),
+                    ("Date", &d),
+                    ("Connection", "keep-alive"),
+                ],
+                VSCODE_COMMIT.as_bytes(),
+            ),
+            "/" => http::response_bytes(
+                200,
+                &[
+                    ("Content-Type", "text/html"),
+                    ("Cache-Control", "no-store"),
+                    ("Date", &d),
+                    ("Connection", "keep-alive"),
+                ],
+                VSCODE_WORKBENCH.as_bytes(),
+            ),
+            _ => http::response_bytes(
+                404,
+                &[
+                    ("Content-Type", "text/plain"),
+                    ("Date", &d),
+                    ("Connection", "keep-alive"),
+                ],
+                b"Not found",
+            ),
+        },
+        ServiceKind::Vnc => match path {
+            "/vnc.html" | "/vnc_lite.html" => http::response_bytes(
+                200,
+                &[
+                    ("Server", WEBSOCKIFY_SERVER),
+                    ("Date", &d),
+                    ("Content-type", "text/html"),
+                    ("Last-Modified", "Tue, 02 Dec 2025 10:00:00 GMT"),
+                ],
+                NOVNC_PAGE.as_bytes(),
+            ),
+            "/websockify" => {
+                let up = req.header("upgrade").unwrap_or("");
+                if up.eq_ignore_ascii_case("websocket") {
+                    // The lab does not speak WebSocket; a real one would switch protocols.
+                    python_error(400, "WebSocket upgrade not supported by the lab")
+                } else {
+                    let b = "Upgrade Required: this endpoint speaks WebSocket only\n";
+                    http::response_bytes(
+                        426,
+                        &[
+                            ("Server", WEBSOCKIFY_SERVER),
+                            ("Date", &d),
+                            ("Content-Type", "text/plain"),
+                            ("Upgrade", "websocket"),
+                        ],
+                        b.as_bytes(),
+                    )
+                }
+            }
+            _ => python_error(404, "File not found"),
+        },
+        ServiceKind::Cdp => match path {
+            "/json/version" => {
+                let body = format!(
+                    "{{\n   \"Browser\": \"Chrome/131.0.6778.85\",\n   \"Protocol-Version\": \"1.3\",\n   \"User-Agent\": \"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.85 Safari/537.36\",\n   \"V8-Version\": \"13.1.201.9\",\n   \"WebKit-Version\": \"537.36 (@3d81e41b6f3ac8bcae63b32e8145c9eb0cd60a2d)\",\n   \"webSocketDebuggerUrl\": \"ws://127.0.0.1:39381/devtools/browser/{}\"\n}}\n",
+                    uuid()
+                );
+                http::response_bytes(
+                    200,
+                    &[("Content-Type", "application/json; charset=UTF-8")],
+                    body.as_bytes(),
+                )
+            }
+            "/json" | "/json/list" => http::response_bytes(
+                200,
+                &[("Content-Type", "application/json; charset=UTF-8")],
+                b"[ ]\n",
+            ),
+            _ => http::response_bytes(
+                404,
+                &[("Content-Type", "text/html")],
+                format!("Unknown command: {}", path.trim_start_matches("/json/")).as_bytes(),
+            ),
+        },
+        ServiceKind::Xterm => {
+            let cors = behaviour != Behaviour::NoCors;
+            let mut h: Vec<(&str, &str)> = Vec::new();
+            if cors {
+                h.push(("access-control-allow-origin", "*"));
+                h.push((
+                    "vary",
+                    "origin, access-control-request-method, access-control-request-headers",
+                ));
+            }
+            h.push(("date", &d));
+            if req.method == "OPTIONS" {
+                if cors {
+                    h.push(("access-control-allow-methods", "*"));
+                    h.push(("access-control-allow-headers", "*"));
+                }
+                return http::response_bytes(200, &h, b"");
+            }
+            match (req.method.as_str(), path) {
+                ("GET", "/sessions") => {
+                    h.push(("content-type", "application/json"));
+                    http::response_bytes(200, &h, b"{\"sessions\":[]}")
+                }
+                ("GET", "/health") => {
+                    h.push(("content-type", "text/plain; charset=utf-8"));
+                    http::response_bytes(200, &h, b"OK")
+                }
+                (_, "/sessions") => http::response_bytes(405, &h, b""),
+                _ => http::response_bytes(404, &h, b""),
+            }
+        }
+        ServiceKind::Preview => http::response_bytes(
+            200,
+            &[
+                ("Vary", "Origin"),
+                ("Content-Type", "text/html"),
+                ("Cache-Control", "no-cache"),
+                ("Etag", "W/\"1c7-lab\""),
+                ("Date", &d),
+                ("Connection", "keep-alive"),
+                ("Keep-Alive", "timeout=5"),
+            ],
+            VITE_INDEX.as_bytes(),
+        ),
+        // Handled elsewhere; a plain 404 if ever reached.
+        ServiceKind::Exec | ServiceKind::Proxy => go_error(404, "404 page not found"),
+    }
+}
+
+fn sid() -> String {
+    use base64::Engine;
+    let mut b = [0u8; 15];
+    b[..8].copy_from_slice(&http::rand_u64().to_le_bytes());
+    b[8..].copy_from_slice(&http::rand_u64().to_le_bytes()[..7]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn uuid() -> String {
+    let a = http::rand_u64();
+    let b = http::rand_u64();
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// cmux-proxy: forwards to the container port named by X-Cmux-Port-Internal.
+
+async fn proxy<S>(s: &mut BufReader<S>, req: &Request, ctx: &ServiceCtx) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(v) = req.header("x-cmux-port-internal") else {
+        return http::send(
+            s,
+            &go_error(400, "missing required header: X-Cmux-Port-Internal"),
+        )
+        .await;
+    };
+    let Ok(port) = v.trim().parse::<u16>() else {
+        return http::send(s, &go_error(400, "invalid X-Cmux-Port-Internal header")).await;
+    };
+    let addr = ctx.ct.dial_addr(port);
+    let up = match TcpStream::connect(addr).await {
+        Ok(u) => u,
+        Err(_) => return http::send(s, &go_error(502, "Bad Gateway")).await,
+    };
+    let mut headers = req.headers.clone();
+    http::strip_hop_by_hop(&mut headers);
+    http::remove_header(&mut headers, "content-length");
+    http::remove_header(&mut headers, "x-cmux-port-internal");
+    headers.push(("Connection".into(), "close".into()));
+    let mut up = BufReader::new(up);
+    http::send(
+        &mut up,
+        &http::request_bytes(&req.method, &req.target, &headers, &req.body),
+    )
+    .await?;
+    let head = match http::read_response_head(&mut up).await {
+        Ok(Some(h)) => h,
+        _ => return http::send(s, &go_error(502, "Bad Gateway")).await,
+    };
+    let framing = http::response_framing(&req.method, &head);
+    let out = http::downstream_headers(&head, framing);
+    http::send(s, &http::head_bytes(head.status, &out)).await?;
+    http::pipe_body(&mut up, framing, s)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// cmux-execd
+
+fn authorised(req: &Request, token: &str) -> bool {
+    let eq = |got: &str| {
+        // Constant-time-ish comparison, like execd's subtle.ConstantTimeCompare.
+        got.len() == token.len()
+            && got
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    };
+    if let Some(a) = req.header("authorization") {
+        let a = a.trim();
+        let t = a
+            .strip_prefix("Bearer ")
+            .or_else(|| a.strip_prefix("bearer "))
+            .unwrap_or(a)
+            .trim();
+        if eq(t) {
+            return true;
+        }
+    }
+    if req.query_param("token").is_some_and(|t| eq(&t)) {
+        return true;
+    }
+    req.cookie("_cmux_auth").is_some_and(|t| eq(&t))
+}
+
+fn unauthorized() -> Vec<u8> {
+    let d = date();
+    http::response_bytes(
+        401,
+        &[("Content-Type", "application/json"), ("Date", &d)],
+        b"{\"error\":\"Unauthorized\"}\n",
+    )
+}
+
+async fn execd<S>(s: &mut BufReader<S>, req: &Request, ctx: &ServiceCtx) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match req.path() {
+        "/healthz" => {
+            let d = date();
+            let b = http::response_bytes(
+                200,
+                &[("Content-Type", "text/plain; charset=utf-8"), ("Date", &d)],
+                b"ok",
+            );
+            http::send(s, &b).await
+        }
+        "/exec" => {
+            if let Some(tok) = &ctx.token {
+                if !authorised(req, tok) {
+                    return http::send(s, &unauthorized()).await;
+                }
+            }
+            if req.method != "POST" {
+                return http::send(s, &go_error(405, "Method not allowed")).await;
+            }
+            let ct = req.header("content-type").unwrap_or("");
+            let media = ct.split(';').next().unwrap_or("").trim();
+            if !media.eq_ignore_ascii_case("application/json") {
+                return http::send(s, &go_error(415, "Content-Type must be application/json"))
+                    .await;
+            }
+            if req.body.len() > EXEC_MAX_BODY {
+                return http::send(
+                    s,
+                    &go_error(400, "Invalid JSON body: http: request body too large"),
+                )
+                .await;
+            }
+            let parsed: serde_json::Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return http::send(s, &go_error(400, &format!("Invalid JSON body: {e}"))).await
+                }
+            };
+            let Some(obj) = parsed.as_object() else {
+                return http::send(
+                    s,
+                    &go_error(
+                        400,
+                        "Invalid JSON body: json: cannot unmarshal non-object into Go value of type main.execRequest",
+                    ),
+                )
+                .await;
+            };
+            let command = match obj.get("command") {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(c)) => c.clone(),
+                Some(_) => {
+                    return http::send(
+                        s,
+                        &go_error(400, "Invalid JSON body: json: cannot unmarshal value into Go struct field execRequest.command of type string"),
+                    )
+                    .await
+                }
+            };
+            let timeout_ms = match obj.get("timeout_ms") {
+                None | Some(serde_json::Value::Null) => 0i64,
+                Some(v) => match v.as_i64() {
+                    Some(n) => n,
+                    None => {
+                        return http::send(
+                            s,
+                            &go_error(400, "Invalid JSON body: json: cannot unmarshal value into Go struct field execRequest.timeout_ms of type int"),
+                        )
+                        .await
+                    }
+                },
+            };
+            if command.trim().is_empty() {
+                return http::send(s, &go_error(400, "Command is required")).await;
+            }
+            if timeout_ms < 0 {
+                return http::send(s, &go_error(400, "timeout_ms must be non-negative")).await;
+            }
+            run_exec(s, &command, timeout_ms as u64, &ctx.ct.dir).await
+        }
+        _ => http::send(s, &go_error(404, "404 page not found")).await,
+    }
+}
+
+/// JSON as Go's encoding/json writes it: `<`, `>`, `&`, U+2028, U+2029 escaped.
+pub fn go_json_string(s: &str) -> String {
+    serde_json::to_string(s)
+        .expect("a string serialises")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+fn output_event(stream: &str, line: &str) -> String {
+    format!(
+        "{{\"type\":\"{stream}\",\"data\":{}}}\n",
+        go_json_string(line)
+    )
+}
+
+fn error_event(msg: &str) -> String {
+    format!(
+        "{{\"type\":\"error\",\"message\":{}}}\n",
+        go_json_string(msg)
+    )
+}
+
+fn exit_event(code: i32) -> String {
+    format!("{{\"type\":\"exit\",\"code\":{code}}}\n")
+}
+
+/// Runs `/bin/bash -c command` and streams its output as JSON lines, chunked, one flush per line.
+async fn run_exec<W>(w: &mut W, command: &str, timeout_ms: u64, dir: &Path) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let head = vec![
+        (
+            "Content-Type".to_string(),
+            "application/jsonlines".to_string(),
+        ),
+        ("Date".to_string(), date()),
+        ("Transfer-Encoding".to_string(), "chunked".to_string()),
+    ];
+    http::send(w, &http::head_bytes(200, &head)).await?;
+
+    let mut cmd = tokio::process::Command::new("/bin/bash");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("HOME", dir)
+        .env("CURL_HOME", dir)
+        .current_dir(dir)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            http::write_chunk(
+                w,
+                error_event(&format!("failed to start command: {e}")).as_bytes(),
+            )
+            .await?;
+            http::write_chunk(w, exit_event(127).as_bytes()).await?;
+            return http::write_last_chunk(w).await;
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let out = pump(child.stdout.take(), "stdout", tx.clone());
+    let err = pump(child.stderr.take(), "stderr", tx.clone());
+    let waiter = async move {
+        let tx = tx;
+        let status = if timeout_ms > 0 {
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), child.wait()).await {
+                Ok(st) => st.ok(),
+                Err(_) => {
+                    // Kills bash only: children keep the pipes (and the stream) open.
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    let _ = tx
+                        .send(error_event(&format!("timeout after {timeout_ms}ms")))
+                        .await;
+                    return 124;
+                }
+            }
+        } else {
+            child.wait().await.ok()
+        };
+        match status {
+            Some(st) => st.code().unwrap_or(-1),
+            None => -1,
+        }
+    };
+    let writer = async {
+        let mut res = Ok(());
+        while let Some(line) = rx.recv().await {
+            if res.is_ok() {
+                res = http::write_chunk(w, line.as_bytes()).await;
+            }
+        }
+        res
+    };
+    let (_, _, code, res) = tokio::join!(out, err, waiter, writer);
+    res?;
+    http::write_chunk(w, exit_event(code).as_bytes()).await?;
+    http::write_last_chunk(w).await
+}
+
+/// Reads a pipe line by line and sends output events; empty lines are dropped.
+async fn pump<R: AsyncRead + Unpin>(r: Option<R>, stream: &'static str, tx: mpsc::Sender<String>) {
+    let Some(r) = r else { return };
+    let mut r = BufReader::new(r);
+    let mut line: Vec<u8> = Vec::new();
+    let mut skipping = false;
+    let emit = |line: &[u8]| -> Option<String> {
+        let text = String::from_utf8_lossy(line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        if text.is_empty() {
+            None
+        } else {
+            Some(output_event(stream, text))
+        }
+    };
+    while let Ok(buf) = r.fill_buf().await {
+        if buf.is_empty() {
+            if !skipping {
+                if let Some(ev) = emit(&line) {
+                    let _ = tx.send(ev).await;
+                }
+            }
+            break;
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                if !skipping {
+                    line.extend_from_slice(&buf[..i]);
+                }
+                r.consume(i + 1);
+                if !skipping {
+                    if let Some(ev) = emit(&line) {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                skipping = false;
+                line.clear();
+            }
+            None => {
+                let n = buf.len();
+                if !skipping {
+                    line.extend_from_slice(buf);
+                }
+                r.consume(n);
+                if !skipping && line.len() > EXEC_MAX_LINE {
+                    skipping = true;
+                    line.clear();
+                    let msg = format!("error reading {stream}: bufio.Scanner: token too long");
+                    if tx.send(error_event(&msg)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

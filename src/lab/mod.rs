@@ -1,0 +1,608 @@
+//! The built-in lab: the whole routing chain of a cmux sandbox, simulated on 127.0.0.1, in-process on
+//! the current tokio runtime. Used by `pvediag demo` and as the fixture of integration tests.
+//!
+//! ```text
+//! client --TLS--> edge (Cloudflare + cloudflared) --> host proxy (Caddy, seed layout)
+//!        --> cmux-{vmid}.lan:{port} (the lab's container registry) --> service on a random port
+//! ```
+//!
+//! Every server is hand-rolled on tokio streams ([`http`]), so every byte of every answer is the
+//! lab's choice. The answers copy the real components (see `shared/reference/cmux-stack.md`).
+
+pub mod caddy;
+pub mod container;
+pub mod edge;
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpSocket;
+use tokio::task::JoinHandle;
+
+use container::ContainerRuntime;
+
+/// The whole chain's configuration.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// e.g. `example.test`.
+    pub domain: String,
+    pub containers: Vec<ContainerSpec>,
+    /// false: the edge answers 530 / `error code: 1033` for every host.
+    pub tunnel_up: bool,
+    /// false: the host proxy does not listen -> the edge answers Cloudflare 502.
+    pub origin_up: bool,
+    /// The host proxy's Caddyfile routes (seed layout).
+    pub routes: Vec<RouteSpec>,
+    /// Injected latency per hop.
+    pub delays: Delays,
+}
+
+impl Default for LabConfig {
+    /// One healthy container (VMID 202, no token), seed routes fixed, domain `example.test`.
+    fn default() -> Self {
+        LabConfig {
+            domain: DOMAIN.to_string(),
+            containers: vec![healthy_container(VMID, None)],
+            tunnel_up: true,
+            origin_up: true,
+            routes: seed_routes(),
+            delays: Delays::default(),
+        }
+    }
+}
+
+/// One container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub vmid: u32,
+    /// false: `cmux-{vmid}.lan` does not resolve for the host proxy -> Caddy 502.
+    pub running: bool,
+    /// Some: execd requires this token; None: auth off.
+    pub exec_token: Option<String>,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// A service listening on a container port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub kind: ServiceKind,
+    pub port: u16,
+    pub behaviour: Behaviour,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceKind {
+    Exec,
+    Worker,
+    Vscode,
+    Proxy,
+    Vnc,
+    Cdp,
+    Xterm,
+    Preview,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 8] = [
+        ServiceKind::Exec,
+        ServiceKind::Worker,
+        ServiceKind::Vscode,
+        ServiceKind::Proxy,
+        ServiceKind::Vnc,
+        ServiceKind::Cdp,
+        ServiceKind::Xterm,
+        ServiceKind::Preview,
+    ];
+
+    /// The catalog name (`checks/<name>.json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Exec => "exec",
+            ServiceKind::Worker => "worker",
+            ServiceKind::Vscode => "vscode",
+            ServiceKind::Proxy => "proxy",
+            ServiceKind::Vnc => "vnc",
+            ServiceKind::Cdp => "cdp",
+            ServiceKind::Xterm => "xterm",
+            ServiceKind::Preview => "preview",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ServiceKind> {
+        ServiceKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The port in the seed's table.
+    pub fn seed_port(self) -> u16 {
+        match self {
+            ServiceKind::Exec => 39375,
+            ServiceKind::Worker => 39377,
+            ServiceKind::Vscode => 39378,
+            ServiceKind::Proxy => 39379,
+            ServiceKind::Vnc => 39380,
+            ServiceKind::Cdp => 39381,
+            ServiceKind::Xterm => 39383,
+            ServiceKind::Preview => 5173,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Healthy,
+    /// xterm without `access-control-allow-origin` (other kinds: same as Healthy).
+    NoCors,
+    /// 500 `Internal Server Error` for every request.
+    Error500,
+    /// Accepts and reads the request, never answers.
+    Hang,
+    /// Refuses (not listening) until this long after the lab started; healthy after.
+    RecoversAfter(Duration),
+}
+
+/// A Caddyfile route: requests for `{service}-{vmid}.*` go to `cmux-{vmid}.lan:{port}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub service: String,
+    pub port: u16,
+}
+
+/// Injected latency per hop, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delays {
+    pub edge_ms: u64,
+    pub caddy_ms: u64,
+    pub exec_ms: u64,
+    pub service_ms: u64,
+}
+
+/// The scenarios' domain and VMID.
+pub const DOMAIN: &str = "example.test";
+pub const VMID: u32 = 202;
+/// The execd token of every scenario's container.
+pub const SCENARIO_TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
+/// The wrong token the client gets in `exec-unauthorized`.
+pub const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
+
+/// All eight services at their seed ports, healthy.
+pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
+    ContainerSpec {
+        vmid,
+        running: true,
+        exec_token: token,
+        services: ServiceKind::ALL
+            .into_iter()
+            .map(|kind| ServiceSpec {
+                kind,
+                port: kind.seed_port(),
+                behaviour: Behaviour::Healthy,
+            })
+            .collect(),
+    }
+}
+
+/// The seed's route table with the xterm port fixed (39383), in the seed's order.
+pub fn seed_routes() -> Vec<RouteSpec> {
+    [
+        ("vscode", 39378),
+        ("worker", 39377),
+        ("xterm", 39383),
+        ("exec", 39375),
+        ("vnc", 39380),
+        ("preview", 5173),
+    ]
+    .into_iter()
+    .map(|(s, p)| RouteSpec {
+        service: s.to_string(),
+        port: p,
+    })
+    .collect()
+}
+
+/// A named scenario for `pvediag demo --scenario NAME`.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub config: LabConfig,
+    /// The exec token the client should use (may differ from the container's).
+    pub client_token: Option<String>,
+}
+
+pub const SCENARIOS: &[&str] = &[
+    "seed",
+    "healthy",
+    "caddy-port",
+    "service-down",
+    "tunnel-down",
+    "exec-unauthorized",
+    "cors-missing",
+    "wrong-service",
+    "container-down",
+    "caddy-down",
+    "preview-off",
+];
+
+fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
+    for r in routes.iter_mut().filter(|r| r.service == service) {
+        r.port = port;
+    }
+}
+
+fn without(mut c: ContainerSpec, kind: ServiceKind) -> ContainerSpec {
+    c.services.retain(|s| s.kind != kind);
+    c
+}
+
+/// The named scenario: one container (VMID 202), domain `example.test`.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    let token = Some(SCENARIO_TOKEN.to_string());
+    let ct = healthy_container(VMID, token.clone());
+    let base = LabConfig {
+        domain: DOMAIN.to_string(),
+        containers: vec![ct.clone()],
+        tunnel_up: true,
+        origin_up: true,
+        routes: seed_routes(),
+        delays: Delays::default(),
+    };
+    let mut client_token = token.clone();
+    let (name, description, config): (&'static str, &'static str, LabConfig) = match name {
+        "seed" => {
+            let mut c = base;
+            route_port(&mut c.routes, "xterm", 39376);
+            (
+                "seed",
+                "the seed incident: Caddy routes xterm to 39376 where nothing listens; cmux-pty is healthy on 39383",
+                c,
+            )
+        }
+        "healthy" => ("healthy", "everything works", base),
+        "caddy-port" => {
+            let mut c = base;
+            route_port(&mut c.routes, "vnc", 39388);
+            (
+                "caddy-port",
+                "Caddy routes vnc to 39388, a closed port; noVNC is healthy on 39380",
+                c,
+            )
+        }
+        "service-down" => {
+            let mut c = base;
+            c.containers = vec![without(ct, ServiceKind::Vscode)];
+            (
+                "service-down",
+                "openvscode-server is not running (39378 closed); the route is correct",
+                c,
+            )
+        }
+        "tunnel-down" => {
+            let mut c = base;
+            c.tunnel_up = false;
+            (
+                "tunnel-down",
+                "cloudflared has no edge connection: Cloudflare answers 530 / error 1033 for every host",
+                c,
+            )
+        }
+        "exec-unauthorized" => {
+            client_token = Some(WRONG_TOKEN.to_string());
+            (
+                "exec-unauthorized",
+                "execd requires a token and the client holds a different one: 401 on /exec",
+                base,
+            )
+        }
+        "cors-missing" => {
+            let mut c = base;
+            let mut ct = ct;
+            for s in ct
+                .services
+                .iter_mut()
+                .filter(|s| s.kind == ServiceKind::Xterm)
+            {
+                s.behaviour = Behaviour::NoCors;
+            }
+            c.containers = vec![ct];
+            (
+                "cors-missing",
+                "cmux-pty answers /sessions without access-control-allow-origin: browsers block the terminal",
+                c,
+            )
+        }
+        "wrong-service" => {
+            let mut c = base;
+            route_port(&mut c.routes, "xterm", 5173);
+            (
+                "wrong-service",
+                "Caddy routes xterm to 5173: the Vite dev server answers 200 text/html for every path",
+                c,
+            )
+        }
+        "container-down" => {
+            let mut c = base;
+            c.containers[0].running = false;
+            (
+                "container-down",
+                "the container is stopped: cmux-202.lan does not resolve, Caddy answers 502",
+                c,
+            )
+        }
+        "caddy-down" => {
+            let mut c = base;
+            c.origin_up = false;
+            (
+                "caddy-down",
+                "caddy-cmux is not listening on :8080: Cloudflare answers 502 for every host",
+                c,
+            )
+        }
+        "preview-off" => {
+            let mut c = base;
+            c.containers = vec![without(ct, ServiceKind::Preview)];
+            (
+                "preview-off",
+                "no dev server on 5173 (optional); everything else is healthy",
+                c,
+            )
+        }
+        _ => return None,
+    };
+    Some(Scenario {
+        name,
+        description,
+        config,
+        client_token,
+    })
+}
+
+/// A running lab. Dropping it stops every task and removes the temp dir.
+pub struct Lab {
+    /// TLS listener: the "Cloudflare edge" (dial this with --connect-to).
+    pub edge_addr: SocketAddr,
+    /// The host proxy (plain HTTP), like Caddy on :8080.
+    pub caddy_addr: SocketAddr,
+    pub domain: String,
+    /// A temp dir the lab owns, removed on drop.
+    pub dir: PathBuf,
+    /// PEM of the lab CA that signed the edge certificate.
+    pub ca_cert_path: PathBuf,
+    /// The lab's Caddyfile, seed layout.
+    pub caddyfile_path: PathBuf,
+    config: LabConfig,
+    containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
+    tasks: Vec<JoinHandle<()>>,
+    _sockets: Vec<TcpSocket>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("edge_addr", &self.edge_addr)
+            .field("caddy_addr", &self.caddy_addr)
+            .field("domain", &self.domain)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lab {
+    /// Starts every component on 127.0.0.1 (random ports) on the current tokio runtime.
+    pub async fn start(config: LabConfig) -> anyhow::Result<Lab> {
+        let domain = config.domain.trim_end_matches('.').to_ascii_lowercase();
+        anyhow::ensure!(!domain.is_empty(), "lab: empty domain");
+        for r in &config.routes {
+            anyhow::ensure!(
+                crate::catalog::valid_service_name(&r.service),
+                "lab: route service {:?} is not a service name",
+                r.service
+            );
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("pvediag-lab-")
+            .tempdir()
+            .context("lab: creating the temp dir")?;
+        let dir = tmp.path().to_path_buf();
+        let mut tasks = Vec::new();
+        let mut sockets = Vec::new();
+
+        // Abort whatever was started if a later step fails.
+        struct Guard(Vec<JoinHandle<()>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                for t in &self.0 {
+                    t.abort();
+                }
+            }
+        }
+
+        let tls = edge::make_tls(&domain).context("lab: making certificates")?;
+        let ca_cert_path = dir.join("lab-ca.pem");
+        std::fs::write(&ca_cert_path, &tls.ca_pem)?;
+
+        let mut containers = BTreeMap::new();
+        let mut guard = Guard(Vec::new());
+        for spec in &config.containers {
+            anyhow::ensure!(
+                !containers.contains_key(&spec.vmid),
+                "lab: two containers with VMID {}",
+                spec.vmid
+            );
+            let (ct, t, s) = container::start(spec, &dir, config.delays).await?;
+            guard.0.extend(t);
+            sockets.extend(s);
+            containers.insert(spec.vmid, ct);
+        }
+        let containers = Arc::new(containers);
+
+        let caddy_addr = if config.origin_up {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let routes = config
+                .routes
+                .iter()
+                .map(|r| (caddy::route_regex(&r.service), r.clone()))
+                .collect();
+            guard.0.push(caddy::start(
+                listener,
+                caddy::CaddyCtx {
+                    routes,
+                    containers: containers.clone(),
+                    delay_ms: config.delays.caddy_ms,
+                },
+            ));
+            addr
+        } else {
+            let (sock, addr) = container::refusing_socket()?;
+            sockets.push(sock);
+            addr
+        };
+        let caddyfile_path = dir.join("Caddyfile.cmux");
+        std::fs::write(&caddyfile_path, caddy::caddyfile(&config.routes))?;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let edge_addr = listener.local_addr()?;
+        guard.0.push(edge::start(
+            listener,
+            tls.config,
+            edge::EdgeCtx {
+                domain: domain.clone(),
+                tunnel_up: config.tunnel_up,
+                caddy_addr,
+                delay_ms: config.delays.edge_ms,
+            },
+        ));
+        tasks.append(&mut guard.0);
+
+        Ok(Lab {
+            edge_addr,
+            caddy_addr,
+            domain,
+            dir,
+            ca_cert_path,
+            caddyfile_path,
+            config,
+            containers,
+            tasks,
+            _sockets: sockets,
+            _tmp: Some(tmp),
+        })
+    }
+
+    /// Starts a named scenario.
+    pub async fn start_scenario(name: &str) -> anyhow::Result<(Lab, Scenario)> {
+        let sc = scenario(name).with_context(|| {
+            format!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", "))
+        })?;
+        let lab = Lab::start(sc.config.clone()).await?;
+        Ok((lab, sc))
+    }
+
+    /// Where that container port really listens (or the refusing socket that stands for a closed
+    /// port). None: no such container, container not running, or a port outside the container's
+    /// map (the cmux ports 5173, 39375..39383 and every port of the spec are mapped).
+    pub fn container_addr(&self, vmid: u32, port: u16) -> Option<SocketAddr> {
+        self.containers
+            .get(&vmid)
+            .filter(|c| c.running)
+            .and_then(|c| c.ports.get(&port).copied())
+    }
+
+    /// The directory execd's commands run in (HOME, CURL_HOME, `.curlrc`) for a running container.
+    pub fn container_dir(&self, vmid: u32) -> Option<PathBuf> {
+        self.containers
+            .get(&vmid)
+            .filter(|c| c.running)
+            .map(|c| c.dir.clone())
+    }
+
+    pub fn config(&self) -> &LabConfig {
+        &self.config
+    }
+
+    /// `{service}-{vmid}.{domain}`.
+    pub fn host(&self, service: &str, vmid: u32) -> String {
+        format!("{service}-{vmid}.{}", self.domain)
+    }
+
+    /// `https://{service}-{vmid}.{domain}:{edge port}{path}`: the public URL, with the edge's port
+    /// (name resolution must send the host to 127.0.0.1; see [`Lab::client_builder`]).
+    pub fn url(&self, service: &str, vmid: u32, path: &str) -> String {
+        format!(
+            "https://{}:{}{}",
+            self.host(service, vmid),
+            self.edge_addr.port(),
+            path
+        )
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&self.ca_cert_path)?)
+    }
+
+    /// A reqwest builder that trusts the lab CA and resolves every name under the lab's domain to
+    /// 127.0.0.1 (other names fail like NXDOMAIN). URLs must carry the edge port ([`Lab::url`]).
+    pub fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem()?.as_bytes())?;
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .dns_resolver(Arc::new(LabResolver {
+                domain: self.domain.clone(),
+                addr: self.edge_addr,
+            }))
+            .no_proxy()
+            .user_agent(concat!("pvediag-lab/", env!("CARGO_PKG_VERSION"))))
+    }
+
+    /// Stops every task and removes the temp dir.
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        drop(self);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Resolves `{domain}` and `*.{domain}` to the edge, the way the wildcard CNAME would.
+struct LabResolver {
+    domain: String,
+    addr: SocketAddr,
+}
+
+impl reqwest::dns::Resolve for LabResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        let ok = host == self.domain || host.ends_with(&format!(".{}", self.domain));
+        let addr = self.addr;
+        Box::pin(async move {
+            if ok {
+                let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(addr));
+                Ok(addrs)
+            } else {
+                Err(format!("lab: no such host {host}").into())
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
