@@ -276,11 +276,19 @@ impl DiagnoseArgs {
             Some(d) => parse_duration("--deadline", d)?,
             None => timeout * 2 + Duration::from_secs(15),
         };
-        let connect_to = self.connect_to.as_deref().map(parse_connect_to).transpose()?;
+        let connect_to = self
+            .connect_to
+            .as_deref()
+            .map(parse_connect_to)
+            .transpose()?;
         let cacert_pem = match &self.cacert {
             Some(p) => {
                 let bytes = std::fs::read(p).map_err(|e| {
-                    UsageError::new(format!("--cacert {}: cannot read: {}", p.display(), e.kind()))
+                    UsageError::new(format!(
+                        "--cacert {}: cannot read: {}",
+                        p.display(),
+                        e.kind()
+                    ))
                 })?;
                 if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(UsageError::new(format!(
@@ -378,10 +386,15 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("t", "10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("t", "1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("t", "1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("t", "2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("t", "3").unwrap(), Duration::from_secs(3));
-        for bad in ["", "0", "-1s", "abc", "1x", "NaNs", "infs", "100000h", "0.0001ms"] {
+        for bad in [
+            "", "0", "-1s", "abc", "1x", "NaNs", "infs", "100000h", "0.0001ms",
+        ] {
             assert!(parse_duration("--timeout", bad).is_err(), "{bad}");
         }
     }
@@ -394,7 +407,13 @@ mod tests {
         );
         assert!(parse_connect_to("[::1]:8443").is_ok());
         assert!(parse_connect_to("localhost:8443").is_ok());
-        for bad in ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", ":80", "a b:80"] {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            ":80",
+            "a b:80",
+        ] {
             assert!(parse_connect_to(bad).is_err(), "{bad}");
         }
     }

@@ -39,7 +39,11 @@ impl OwnerOnly for std::fs::OpenOptions {
 }
 
 /// The diagnosis options that point at a running lab.
-pub fn lab_args(base: &DiagnoseArgs, lab: &Lab, token_file: Option<std::path::PathBuf>) -> DiagnoseArgs {
+pub fn lab_args(
+    base: &DiagnoseArgs,
+    lab: &Lab,
+    token_file: Option<std::path::PathBuf>,
+) -> DiagnoseArgs {
     let mut d = base.clone();
     d.domain = Some(lab.domain.clone());
     d.connect_to = Some(lab.edge_addr.to_string());
@@ -113,10 +117,19 @@ async fn serve(
     if let Some(t) = token_file {
         cmd.push_str(&format!(" --exec-token-file {}", t.display()));
     }
-    println!("lab scenario `{}` — {}", scenario.name, scenario.description);
-    println!("edge (Cloudflare + cloudflared): https://{} (TLS, lab CA)", lab.edge_addr);
+    println!(
+        "lab scenario `{}` — {}",
+        scenario.name, scenario.description
+    );
+    println!(
+        "edge (Cloudflare + cloudflared): https://{} (TLS, lab CA)",
+        lab.edge_addr
+    );
     println!("host proxy (Caddy):              http://{}", lab.caddy_addr);
-    println!("Caddyfile:                       {}", lab.caddyfile_path.display());
+    println!(
+        "Caddyfile:                       {}",
+        lab.caddyfile_path.display()
+    );
     println!();
     println!("diagnose it with:");
     println!("  {cmd}");
@@ -127,7 +140,9 @@ async fn serve(
         if token_file.is_some() {
             format!(
                 "CMUX_EXECD_AUTH_TOKEN=\"$(cat {})\" ",
-                token_file.map(|p| p.display().to_string()).unwrap_or_default()
+                token_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             )
         } else {
             String::new()

@@ -13,7 +13,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap prints help/version on stdout (exit 0) and usage errors on stderr (exit 2).
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     match run(cli) {
@@ -33,7 +37,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
 }
 
 fn env_token() -> Option<String> {
-    std::env::var("CMUX_EXECD_AUTH_TOKEN").ok().filter(|t| !t.is_empty())
+    std::env::var("CMUX_EXECD_AUTH_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
 fn run(cli: Cli) -> Result<u8, UsageError> {

@@ -32,7 +32,9 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     let budget = cfg.deadline.saturating_sub(Duration::from_millis(200));
     if probe.timeout + probe.exec_grace > budget {
         probe.exec_grace = (budget / 5).min(probe.exec_grace);
-        probe.timeout = budget.saturating_sub(probe.exec_grace).max(Duration::from_millis(1));
+        probe.timeout = budget
+            .saturating_sub(probe.exec_grace)
+            .max(Duration::from_millis(1));
     }
 
     let sem = tokio::sync::Semaphore::new(CONCURRENCY);

@@ -82,7 +82,10 @@ impl TableFormat {
         let head = format!(
             "VMID {} — {} — {}",
             o.vmid,
-            report.template.replace("{vmid}", &o.vmid.to_string()).replace("{domain}", &report.domain),
+            report
+                .template
+                .replace("{vmid}", &o.vmid.to_string())
+                .replace("{domain}", &report.domain),
             v.worst().as_str()
         );
         out.push_str(&paint(&head, v.worst(), self.color));
@@ -132,7 +135,11 @@ impl TableFormat {
             }
             if let Some(n) = &sv.next_step {
                 let line = format!("  next: {n}");
-                out.push_str(&if self.color { line.bold().to_string() } else { line });
+                out.push_str(&if self.color {
+                    line.bold().to_string()
+                } else {
+                    line
+                });
                 out.push('\n');
             }
         }
