@@ -97,8 +97,8 @@ pub fn parse_setup_script(file: &str, text: &str) -> Vec<(String, u16, usize)> {
             let whole = c.get(0).expect("group 0");
             let before = code[..whole.start()].chars().next_back();
             let after = code[whole.end()..].chars().next();
-            let sep_before = before.map_or(true, |ch| ch.is_whitespace() || ";&|(".contains(ch));
-            let sep_after = after.map_or(true, |ch| ch.is_whitespace() || ";&|)".contains(ch));
+            let sep_before = before.is_none_or(|ch| ch.is_whitespace() || ";&|(".contains(ch));
+            let sep_after = after.is_none_or(|ch| ch.is_whitespace() || ";&|)".contains(ch));
             let open = c.get(2).map_or("", |m| m.as_str());
             let close = c.get(5).map_or("", |m| m.as_str());
             if !sep_before || !sep_after || open != close {
@@ -137,7 +137,7 @@ fn strip_comment(line: &str) -> &str {
             '"' if !single && prev != Some('\\') => double = !double,
             '#' if !single
                 && !double
-                && prev.map_or(true, |p| p.is_whitespace() || ";&|(".contains(p)) =>
+                && prev.is_none_or(|p| p.is_whitespace() || ";&|(".contains(p)) =>
             {
                 return &line[..i];
             }
