@@ -1,0 +1,192 @@
+//! Every lab scenario through the real binary: `pvediag demo --scenario NAME --format json`.
+//! The lab listens on loopback only.
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn demo(scenario: &str) -> (i32, Value) {
+    let out = Command::cargo_bin("pvediag")
+        .unwrap()
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["demo", "--scenario", scenario, "--format", "json", "--color", "never"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{scenario}: not JSON ({e}):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), v)
+}
+
+fn verdict<'a>(v: &'a Value, service: &str) -> &'a Value {
+    &v["targets"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == service)
+        .unwrap_or_else(|| panic!("no service {service}"))["verdict"]
+}
+
+/// (service, status, layer) of every service that is not healthy.
+fn not_healthy(v: &Value) -> Vec<(String, String, String)> {
+    v["targets"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["verdict"]["status"] != "healthy")
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["verdict"]["status"].as_str().unwrap().to_string(),
+                s["verdict"]["layer"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn curl_present() -> bool {
+    let ok = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED: curl is not installed; the lab's container runs the real internal probe with curl");
+    }
+    ok
+}
+
+fn t(s: &str, st: &str, l: &str) -> (String, String, String) {
+    (s.into(), st.into(), l.into())
+}
+
+#[test]
+fn seed_incident_is_caddy_with_the_live_port() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("seed");
+    assert_eq!(code, 1);
+    assert_eq!(not_healthy(&v), vec![t("xterm", "broken", "caddy")]);
+    let x = verdict(&v, "xterm");
+    let text = x.to_string();
+    assert!(text.contains("39383"), "{text}");
+    assert_eq!(x["rule"], "caddy-route-misses-live-service");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["targets"][0]["vmid"], 202);
+    assert_eq!(v["targets"][0]["exec"]["verdict"]["status"], "healthy");
+}
+
+#[test]
+fn healthy_lab_exits_zero() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("healthy");
+    assert_eq!(code, 0);
+    assert!(not_healthy(&v).is_empty(), "{:?}", not_healthy(&v));
+    for s in v["targets"][0]["services"].as_array().unwrap() {
+        assert!(s["verdict"]["layer"].is_null());
+        assert_eq!(s["internal"]["outcome"], "response", "{}", s["name"]);
+    }
+}
+
+#[test]
+fn each_fault_gives_its_layer() {
+    if !curl_present() {
+        return;
+    }
+    let cases: &[(&str, i32, Vec<(String, String, String)>)] = &[
+        ("caddy-port", 1, vec![t("vnc", "broken", "caddy")]),
+        ("service-down", 1, vec![t("vscode", "broken", "service")]),
+        ("cors-missing", 1, vec![t("xterm", "degraded", "service")]),
+        ("wrong-service", 1, vec![t("xterm", "broken", "caddy")]),
+        ("preview-off", 0, vec![t("preview", "skipped", "-")]),
+    ];
+    for (scenario, want_code, want) in cases {
+        let (code, v) = demo(scenario);
+        assert_eq!(code, *want_code, "{scenario}");
+        assert_eq!(&not_healthy(&v), want, "{scenario}");
+    }
+}
+
+#[test]
+fn tunnel_down_blames_the_tunnel_everywhere() {
+    let (code, v) = demo("tunnel-down");
+    assert_eq!(code, 1);
+    for s in v["targets"][0]["services"].as_array().unwrap() {
+        if s["url"].is_string() {
+            assert_eq!(s["verdict"]["layer"], "tunnel", "{}", s["name"]);
+            assert_eq!(s["verdict"]["rule"], "tunnel-down");
+        } else {
+            assert_eq!(s["verdict"]["status"], "inconclusive", "{}", s["name"]);
+        }
+    }
+}
+
+#[test]
+fn exec_unauthorized_is_inconclusive_not_broken() {
+    let (code, v) = demo("exec-unauthorized");
+    assert_eq!(code, 3);
+    let exec = &v["targets"][0]["exec"];
+    assert_eq!(exec["auth_mode"], "required");
+    assert_eq!(exec["token_sent"], true);
+    assert_eq!(exec["run"]["state"], "rejected");
+    assert_eq!(exec["run"]["status"], 401);
+    assert_eq!(exec["verdict"]["status"], "inconclusive");
+    let bad = not_healthy(&v);
+    assert!(bad.iter().all(|(_, st, _)| st == "inconclusive"), "{bad:?}");
+    assert!(bad.iter().any(|(s, _, _)| s == "proxy"));
+}
+
+#[test]
+fn container_down_is_the_container() {
+    let (code, v) = demo("container-down");
+    assert_eq!(code, 1);
+    assert_eq!(verdict(&v, "xterm")["layer"], "container");
+    assert_eq!(verdict(&v, "exec")["layer"], "container");
+    assert_eq!(verdict(&v, "preview")["status"], "skipped");
+}
+
+#[test]
+fn caddy_down_names_both_candidates() {
+    let (code, v) = demo("caddy-down");
+    assert_eq!(code, 3);
+    let x = verdict(&v, "xterm");
+    assert_eq!(x["status"], "inconclusive");
+    assert_eq!(x["candidates"], serde_json::json!(["tunnel", "caddy"]));
+}
+
+#[test]
+fn table_output_names_the_break() {
+    if !curl_present() {
+        return;
+    }
+    let out = Command::cargo_bin("pvediag")
+        .unwrap()
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["demo", "--color", "never"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("SERVICE") && s.contains("VERDICT"), "{s}");
+    assert!(s.contains("broken (caddy)"), "{s}");
+    assert!(s.contains("✗ xterm"), "{s}");
+    assert!(s.contains("systemctl reload caddy-cmux"), "{s}");
+    assert!(!s.contains('\u{1b}'), "colour codes with --color never");
+}
+
+#[test]
+fn unknown_scenario_is_a_usage_error() {
+    let out = Command::cargo_bin("pvediag")
+        .unwrap()
+        .args(["demo", "--scenario", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8(out.stderr).unwrap();
+    assert!(e.contains("\"nope\"") && e.contains("healthy"), "{e}");
+}
