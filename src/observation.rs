@@ -68,6 +68,8 @@ impl FailureKind {
 pub struct HttpResponse {
     pub status: u16,
     /// Response headers that identify who answered and whether it is healthy, names in lower case.
+    /// Serialised as an object; repeated headers are joined with ", ".
+    #[serde(serialize_with = "headers_as_object")]
     pub headers: Vec<(String, String)>,
     /// The first bytes of the body, decoded lossily as UTF-8.
     pub body: String,
@@ -84,6 +86,30 @@ impl HttpResponse {
     }
     pub fn has_header(&self, name: &str) -> bool {
         self.header(name).is_some()
+    }
+}
+
+fn headers_as_object<S: serde::Serializer>(
+    headers: &[(String, String)],
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    let mut map: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
+    for (k, v) in headers {
+        map.entry(k.as_str())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(v);
+            })
+            .or_insert_with(|| v.clone());
+    }
+    serde::Serialize::serialize(&map, ser)
+}
+
+impl HttpResponse {
+    /// Keeps only the evidence headers and `extra` (lower-case names).
+    pub fn retain_headers(&mut self, keep: &[&str], extra: &[String]) {
+        self.headers
+            .retain(|(k, _)| keep.contains(&k.as_str()) || extra.iter().any(|e| e == k));
     }
 }
 

@@ -9,12 +9,24 @@ fn demo(scenario: &str) -> (i32, Value) {
         .unwrap()
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["demo", "--scenario", scenario, "--format", "json", "--color", "never"])
+        .args([
+            "demo",
+            "--scenario",
+            scenario,
+            "--format",
+            "json",
+            "--color",
+            "never",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let v: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{scenario}: not JSON ({e}):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{scenario}: not JSON ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (out.status.code().unwrap(), v)
 }
 

@@ -132,7 +132,13 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
                 None => (None, Probe::not_run("not routed through the tunnel")),
             };
             let internal = match result.records.iter().find(|r| r.name == s.name) {
-                Some(r) => r.probe.clone(),
+                Some(r) => {
+                    let mut p = r.probe.clone();
+                    if let Probe::Response { response, .. } = &mut p {
+                        response.retain_headers(crate::http::EVIDENCE_HEADERS, &s.healthy.headers);
+                    }
+                    p
+                }
                 None => Probe::not_run(match &result.run {
                     ExecRun::Completed { .. } => "no record from the exec round trip".to_string(),
                     ExecRun::Incomplete { .. } => {
