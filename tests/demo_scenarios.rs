@@ -39,8 +39,11 @@ fn verdict<'a>(v: &'a Value, service: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no service {service}"))["verdict"]
 }
 
+/// (service, status, layer).
+type Row = (String, String, String);
+
 /// (service, status, layer) of every service that is not healthy.
-fn not_healthy(v: &Value) -> Vec<(String, String, String)> {
+fn not_healthy(v: &Value) -> Vec<Row> {
     v["targets"][0]["services"]
         .as_array()
         .unwrap()
@@ -68,7 +71,7 @@ fn curl_present() -> bool {
     ok
 }
 
-fn t(s: &str, st: &str, l: &str) -> (String, String, String) {
+fn t(s: &str, st: &str, l: &str) -> Row {
     (s.into(), st.into(), l.into())
 }
 
@@ -109,7 +112,7 @@ fn each_fault_gives_its_layer() {
     if !curl_present() {
         return;
     }
-    let cases: &[(&str, i32, Vec<(String, String, String)>)] = &[
+    let cases: &[(&str, i32, Vec<Row>)] = &[
         ("caddy-port", 1, vec![t("vnc", "broken", "caddy")]),
         ("service-down", 1, vec![t("vscode", "broken", "service")]),
         ("cors-missing", 1, vec![t("xterm", "degraded", "service")]),
