@@ -40,6 +40,37 @@ pub struct Cli {
 pub enum Command {
     /// Start the built-in lab on loopback and diagnose it (no Proxmox needed)
     Demo(DemoArgs),
+    /// Check Caddyfiles and setup scripts against the service catalog, before a deploy (no network)
+    Lint(LintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// A Caddyfile to check (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub caddyfile: Vec<PathBuf>,
+
+    /// A JSON config as Caddy's admin API gives it (`curl localhost:2019/config/`), repeatable
+    #[arg(long, value_name = "FILE")]
+    pub caddy_json: Vec<PathBuf>,
+
+    /// A setup script whose NAME_PORT=NUMBER constants must match the catalog (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub setup_script: Vec<PathBuf>,
+
+    /// Use the service catalog in DIR instead of the built-in one
+    #[arg(long, value_name = "DIR")]
+    pub checks: Option<PathBuf>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: LintFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LintFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +151,14 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "DURATION")]
     pub deadline: Option<String>,
 
+    /// Read Caddy's routes from this Caddyfile (as on the host: /etc/caddy/Caddyfile.cmux)
+    #[arg(long, value_name = "FILE", conflicts_with = "caddy_admin")]
+    pub caddyfile: Option<PathBuf>,
+
+    /// Read Caddy's loaded routes from its admin API (e.g. http://127.0.0.1:2019)
+    #[arg(long, value_name = "URL")]
+    pub caddy_admin: Option<String>,
+
     /// Skip the origin check (a hostname Caddy answers itself)
     #[arg(long)]
     pub no_origin_check: bool,
@@ -152,9 +191,22 @@ impl UsageError {
     }
 }
 
+/// Where Caddy's routes come from.
+#[derive(Debug, Clone)]
+pub enum CaddySource {
+    /// A Caddyfile, read and parsed up front.
+    File {
+        path: PathBuf,
+        table: crate::caddy::RouteTable,
+    },
+    /// The admin API, asked at run time.
+    Admin(String),
+}
+
 /// Everything a diagnosis needs, validated.
 #[derive(Debug, Clone)]
 pub struct DiagnoseConfig {
+    pub caddy: Option<CaddySource>,
     pub vmids: Vec<u32>,
     pub probe: ProbeConfig,
     pub connect_to: Option<SocketAddr>,
@@ -242,6 +294,63 @@ fn parse_exec_url(s: &str) -> Result<String, UsageError> {
         }
         _ => Err(UsageError::new(format!(
             "--exec-url {s:?} is not an http(s) base URL without query or credentials, e.g. http://cmux-{{vmid}}.lan:39375"
+        ))),
+    }
+}
+
+/// Reads a text file pvediag was pointed at, with a one-line error naming the option and file.
+pub fn read_text(option: &str, p: &std::path::Path) -> Result<String, UsageError> {
+    let meta = std::fs::metadata(p).map_err(|e| {
+        UsageError::new(format!(
+            "{option} {}: cannot read: {}",
+            p.display(),
+            e.kind()
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(UsageError::new(format!(
+            "{option} {}: not a regular file",
+            p.display()
+        )));
+    }
+    if meta.len() > 4 * 1024 * 1024 {
+        return Err(UsageError::new(format!(
+            "{option} {}: larger than 4 MiB",
+            p.display()
+        )));
+    }
+    let bytes = std::fs::read(p).map_err(|e| {
+        UsageError::new(format!(
+            "{option} {}: cannot read: {}",
+            p.display(),
+            e.kind()
+        ))
+    })?;
+    String::from_utf8(bytes)
+        .map_err(|_| UsageError::new(format!("{option} {}: not UTF-8 text", p.display())))
+}
+
+/// Reads and parses a Caddyfile (never fails on content: what is not understood becomes findings).
+pub fn read_caddyfile(p: &std::path::Path) -> Result<crate::caddy::RouteTable, UsageError> {
+    let text = read_text("--caddyfile", p)?;
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string());
+    Ok(crate::caddy::caddyfile::parse(&name, &text))
+}
+
+fn parse_admin_url(s: &str) -> Result<String, UsageError> {
+    match url::Url::parse(s) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.query().is_none() =>
+        {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => Err(UsageError::new(format!(
+            "--caddy-admin {s:?} is not an http(s) URL such as http://127.0.0.1:2019"
         ))),
     }
 }
@@ -354,7 +463,16 @@ impl DiagnoseArgs {
                     && std::io::IsTerminal::is_terminal(&std::io::stdout())
             }
         };
+        let caddy = match (&self.caddyfile, &self.caddy_admin) {
+            (Some(p), _) => Some(CaddySource::File {
+                table: read_caddyfile(p)?,
+                path: p.clone(),
+            }),
+            (None, Some(u)) => Some(CaddySource::Admin(parse_admin_url(u)?)),
+            (None, None) => None,
+        };
         Ok(DiagnoseConfig {
+            caddy,
             vmids: ids,
             probe: ProbeConfig {
                 catalog,

@@ -49,6 +49,10 @@ pub fn lab_args(
     d.connect_to = Some(lab.edge_addr.to_string());
     d.cacert = Some(lab.ca_cert_path.clone());
     d.exec_token_file = token_file;
+    // Read Caddy's routes the way a user on the host would: from the Caddyfile.
+    if d.caddy_admin.is_none() {
+        d.caddyfile = Some(lab.caddyfile_path.clone());
+    }
     d
 }
 
@@ -108,11 +112,12 @@ async fn serve(
     token_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
     let mut cmd = format!(
-        "pvediag {} --domain {} --connect-to {} --cacert {}",
+        "pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
         vmids.join(" "),
         lab.domain,
         lab.edge_addr,
-        lab.ca_cert_path.display()
+        lab.ca_cert_path.display(),
+        lab.caddyfile_path.display()
     );
     if let Some(t) = token_file {
         cmd.push_str(&format!(" --exec-token-file {}", t.display()));

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod http;
 pub mod lab;
 pub mod lint;
+pub mod lint_command;
 pub mod observation;
 pub mod output;
 pub mod probe;

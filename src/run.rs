@@ -2,12 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{DiagnoseConfig, UsageError};
+use crate::caddy::RouteTable;
+use crate::cli::{CaddySource, DiagnoseConfig, UsageError};
 use crate::http::{build_client, ClientOptions};
 use crate::observation::{
-    AuthMode, ExecChannel, ExecRun, Probe, ServiceObservation, TargetObservation,
+    AuthMode, ExecChannel, ExecRun, Probe, RouteObservation, ServiceObservation, TargetObservation,
 };
-use crate::report::{Report, TargetReport};
+use crate::report::{CaddyReport, Report, TargetReport};
 use crate::verdict::{diagnose, Context};
 
 /// Targets probed at once.
@@ -37,6 +38,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
             .max(Duration::from_millis(1));
     }
 
+    let caddy_read = read_caddy(cfg);
     let sem = tokio::sync::Semaphore::new(CONCURRENCY);
     let observations = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
         let (client, probe, sem) = (&client, &probe, &sem);
@@ -51,8 +53,13 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
                 Err(_) => unfinished(probe, vmid, cfg.deadline),
             }
         }
-    }))
-    .await;
+    }));
+    let (mut observations, (table, caddy)) = tokio::join!(observations, caddy_read);
+    if let Some(table) = &table {
+        for o in &mut observations {
+            o.routes = routes_for(&probe, table, o.vmid);
+        }
+    }
 
     let ctx = Context {
         catalog: &probe.catalog,
@@ -72,7 +79,103 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         template: probe.template.as_str().to_string(),
         domain: probe.domain.clone(),
         duration_ms: start.elapsed().as_millis() as u64,
+        caddy,
     })
+}
+
+/// Reads Caddy's routes (the Caddyfile was parsed up front; the admin API is asked now).
+async fn read_caddy(cfg: &DiagnoseConfig) -> (Option<RouteTable>, Option<CaddyReport>) {
+    let (source, table) = match &cfg.caddy {
+        None => return (None, None),
+        Some(CaddySource::File { path, table }) => (path.display().to_string(), Ok(table.clone())),
+        Some(CaddySource::Admin(url)) => (url.clone(), fetch_admin(url, cfg.probe.timeout).await),
+    };
+    match table {
+        Ok(t) => {
+            let findings = crate::lint::lint(&cfg.probe.catalog, std::slice::from_ref(&t), &[]);
+            (
+                Some(t),
+                Some(CaddyReport {
+                    source,
+                    error: None,
+                    findings,
+                }),
+            )
+        }
+        Err(e) => (
+            None,
+            Some(CaddyReport {
+                source,
+                error: Some(e),
+                findings: Vec::new(),
+            }),
+        ),
+    }
+}
+
+/// `GET {admin}/config/` on Caddy's admin API (local: no --connect-to, no proxy).
+pub async fn fetch_admin(url: &str, timeout: Duration) -> Result<RouteTable, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(crate::http::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let probe = crate::http::fetch(
+        &client,
+        crate::http::Request {
+            method: "GET",
+            url: &format!("{url}/config/"),
+            headers: &[],
+            keep_headers: &[],
+            body_cap: 4 * 1024 * 1024,
+            timeout,
+        },
+    )
+    .await;
+    match probe {
+        Probe::Response { response, .. } if response.status == 200 => {
+            if response.body_truncated {
+                return Err("the admin API's config is larger than 4 MiB".into());
+            }
+            crate::caddy::admin::parse(&response.body).map_err(|e| e.to_string())
+        }
+        Probe::Response { response, .. } => Err(format!(
+            "the admin API answered {} to GET /config/",
+            response.status
+        )),
+        Probe::Failed { kind, message, .. } => Err(format!(
+            "the admin API did not answer ({}: {message})",
+            kind.as_str()
+        )),
+        Probe::NotRun { reason } => Err(reason),
+    }
+}
+
+/// What the route table says about each routed service's public hostname.
+pub fn routes_for(
+    probe: &crate::probe::ProbeConfig,
+    table: &RouteTable,
+    vmid: u32,
+) -> Vec<RouteObservation> {
+    probe
+        .catalog
+        .services
+        .iter()
+        .filter(|s| s.routed)
+        .filter_map(|s| {
+            let url = url::Url::parse(&probe.public_url(s, vmid)).ok()?;
+            let host = url.host_str()?.to_string();
+            let r = table.resolve(&host);
+            Some(RouteObservation {
+                service: s.name.clone(),
+                upstream_host: r.as_ref().map(|r| r.upstream_host.clone()),
+                upstream_port: r.as_ref().and_then(|r| r.port),
+                source: r.as_ref().map(|r| r.route.source.to_string()),
+                host,
+            })
+        })
+        .collect()
 }
 
 /// The observation of a target the deadline cut off: every check marked as not finished.

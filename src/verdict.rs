@@ -563,6 +563,30 @@ fn caddy_route_next(
     vmid: u32,
     route: Option<&RouteObservation>,
 ) -> String {
+    if let Some(RouteObservation {
+        upstream_host: Some(h),
+        upstream_port: Some(rp),
+        source: Some(src),
+        ..
+    }) = route
+    {
+        if *rp != s.port {
+            if let Some((file, line)) = src
+                .rsplit_once(':')
+                .filter(|(_, l)| l.parse::<usize>().is_ok())
+            {
+                return format!(
+                    "edit {file} line {line}: the route dials {h}:{rp} but must dial port {port} — on the PVE host: sed -i '{line}s/:{rp}/:{port}/' {cf} && systemctl reload caddy-cmux",
+                    port = s.port,
+                    cf = ctx.caddyfile,
+                );
+            }
+            return format!(
+                "Caddy's loaded route ({src}) dials {h}:{rp}: fix the route for {} to dial port {} in {} and systemctl reload caddy-cmux",
+                s.name, s.port, ctx.caddyfile
+            );
+        }
+    }
     match ctx.layout {
         Layout::PerService => {
             let loc = route

@@ -205,3 +205,30 @@ fn unknown_scenario_is_a_usage_error() {
     let e = String::from_utf8(out.stderr).unwrap();
     assert!(e.contains("\"nope\"") && e.contains("healthy"), "{e}");
 }
+
+#[test]
+fn seed_demo_reads_the_labs_caddyfile_and_names_the_line() {
+    if !curl_present() {
+        return;
+    }
+    let (_, v) = demo("seed");
+    let x = verdict(&v, "xterm");
+    let summary = x["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("cmux-202.lan:39376")
+            && summary.contains("39383")
+            && summary.contains("Caddyfile.cmux:17"),
+        "{summary}"
+    );
+    assert!(x["next_step"]
+        .as_str()
+        .unwrap()
+        .contains("sed -i '17s/:39376/:39383/'"));
+    let routes = v["targets"][0]["routes"].as_array().unwrap();
+    let xr = routes.iter().find(|r| r["service"] == "xterm").unwrap();
+    assert_eq!(xr["upstream_port"], 39376);
+    assert_eq!(xr["upstream_host"], "cmux-202.lan");
+    let findings = v["caddy"]["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["line"], 17);
+}

@@ -69,6 +69,7 @@ pub fn to_value(report: &Report) -> Value {
         "domain": report.domain,
         "duration_ms": report.duration_ms,
         "counts": counts,
+        "caddy": report.caddy,
         "targets": targets,
     })
 }

@@ -16,6 +16,19 @@ pub struct Report {
     pub template: String,
     pub domain: String,
     pub duration_ms: u64,
+    /// Caddy's configuration, when it was read.
+    pub caddy: Option<CaddyReport>,
+}
+
+/// What Caddy's configuration said, independent of any target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaddyReport {
+    /// The Caddyfile or admin API URL read.
+    pub source: String,
+    /// Why it could not be read (the diagnosis goes on without routes).
+    pub error: Option<String>,
+    /// Findings of the same checks as `pvediag lint`.
+    pub findings: Vec<crate::lint::Finding>,
 }
 
 #[derive(Debug, Clone)]

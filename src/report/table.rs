@@ -170,6 +170,23 @@ impl Format for TableFormat {
             }
             self.target(&mut out, t, report);
         }
+        if let Some(c) = &report.caddy {
+            out.push_str(&format!("\nCaddy configuration: {}\n", c.source));
+            if let Some(e) = &c.error {
+                out.push_str(&paint(
+                    &format!("  could not be read: {e}"),
+                    Status::Inconclusive,
+                    self.color,
+                ));
+                out.push('\n');
+            }
+            for f in &c.findings {
+                out.push_str(&format!("  {}:{}: {}\n", f.file, f.line, f.message));
+            }
+            if c.error.is_none() && c.findings.is_empty() {
+                out.push_str("  no findings\n");
+            }
+        }
         let counts: Vec<String> = report
             .counts()
             .into_iter()

@@ -1,0 +1,47 @@
+//! `pvediag lint`: the static check for CI before a deploy. Reads files only; no network.
+//! Exit 0 clean, 1 findings, 2 unreadable input.
+
+use crate::catalog::Catalog;
+use crate::cli::{read_caddyfile, read_text, LintArgs, LintFormat, UsageError};
+use crate::lint::{lint, parse_setup_script, render_json, render_text, ScriptFile};
+use crate::report::exit;
+
+pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
+    if args.caddyfile.is_empty() && args.caddy_json.is_empty() && args.setup_script.is_empty() {
+        return Err(UsageError::new(
+            "nothing to lint: give --caddyfile FILE, --caddy-json FILE and/or --setup-script FILE",
+        ));
+    }
+    let catalog = match &args.checks {
+        Some(dir) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string()))?,
+        None => Catalog::embedded(),
+    };
+    let mut tables = Vec::new();
+    for p in &args.caddyfile {
+        tables.push(read_caddyfile(p)?);
+    }
+    for p in &args.caddy_json {
+        let text = read_text("--caddy-json", p)?;
+        let t = crate::caddy::admin::parse(&text)
+            .map_err(|e| UsageError::new(format!("--caddy-json {}: {e}", p.display())))?;
+        tables.push(t);
+    }
+    let mut scripts: Vec<ScriptFile> = Vec::new();
+    for p in &args.setup_script {
+        let text = read_text("--setup-script", p)?;
+        let name = p.display().to_string();
+        let consts = parse_setup_script(&name, &text);
+        scripts.push((name, consts));
+    }
+    let findings = lint(&catalog, &tables, &scripts);
+    let out = match args.format {
+        LintFormat::Text => render_text(&findings),
+        LintFormat::Json => format!("{}\n", render_json(&findings)),
+    };
+    print!("{out}");
+    Ok(if findings.is_empty() {
+        exit::OK
+    } else {
+        exit::BROKEN
+    })
+}
