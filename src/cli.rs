@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the built-in lab on loopback and diagnose it (no Proxmox needed)
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Check Caddyfiles and setup scripts against the service catalog, before a deploy (no network)
     Lint(LintArgs),
 }

@@ -44,7 +44,7 @@ fn env_token() -> Option<String> {
 
 fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
-        Some(Command::Demo(args)) => pvediag::demo::run(args, &runtime()?),
+        Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
         None => {
             let cfg = cli.diag.validate(&cli.vmids, env_token().as_deref())?;
