@@ -50,21 +50,22 @@ trap 'rm -rf "$d"' EXIT
 b64() { head -c "$1" "$2" 2>/dev/null | base64 -w0 2>/dev/null || head -c "$1" "$2" 2>/dev/null | base64 | tr -d '\n'; }
 if command -v curl >/dev/null 2>&1; then via=curl; else via=bash; fi
 p() {
-  local name=$1 port=$2 method=$3 path=$4 h rc code t0 t1
-  shift 4
+  local name=$1 host=$2 port=$3 method=$4 path=$5 h rc code t0 t1
+  shift 5
   local hargs=()
   for h in "$@"; do hargs+=(-H "$h"); done
   if [ "$via" = curl ]; then
     local m=(-X "$method")
     [ "$method" = HEAD ] && m=(-I)
-    code=$(curl -sS -o "$d/$name.b" -D "$d/$name.h" -w '%{http_code} %{time_total}' --max-time "$T" "${m[@]}" "${hargs[@]}" "http://127.0.0.1:$port$path" 2>"$d/$name.e")
+    code=$(curl -sS -o "$d/$name.b" -D "$d/$name.h" -w '%{http_code} %{time_total}' --max-time "$T" "${m[@]}" "${hargs[@]}" "http://$host:$port$path" 2>"$d/$name.e")
     rc=$?
     printf '@pvediag1 %s %s via=curl rc=%s code=%s t=%s h=%s b=%s e=%s end\n' "$n" "$name" "$rc" "${code% *}" "${code#* }" "$(b64 __HCAP__ "$d/$name.h")" "$(b64 __BCAP__ "$d/$name.b")" "$(b64 512 "$d/$name.e")" > "$d/$name.rec"
   else
     t0=$EPOCHREALTIME
     (
-      exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 7
-      printf '%s %s HTTP/1.0\r\nHost: 127.0.0.1:%s\r\nUser-Agent: pvediag\r\nConnection: close\r\n' "$method" "$path" "$port" >&3
+      exec 3<>"/dev/tcp/$host/$port" || exit 7
+      printf '%s %s HTTP/1.0\r\nUser-Agent: pvediag\r\nConnection: close\r\n' "$method" "$path" >&3
+      case "$*" in *[Hh]ost:*) ;; *) printf 'Host: %s:%s\r\n' "$host" "$port" >&3 ;; esac
       for h in "$@"; do printf '%s\r\n' "$h" >&3; done
       printf '\r\n' >&3
       head -c __RAWCAP__ <&3 > "$d/$name.raw"
@@ -82,8 +83,58 @@ p() {
 }
 "#;
 
+/// One HTTP probe of a script: `http://{host}:{port}{path}`, recorded under `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptProbe {
+    /// Record name: letters, digits, `-`, `_` and `.` only.
+    pub name: String,
+    /// A hostname or IPv4 address (validated by [`valid_host`]).
+    pub host: String,
+    pub port: u16,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A host a script may dial: a DNS name or an IPv4 address, nothing a shell or URL could misread.
+pub fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && !h.starts_with('-')
+        && h.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+}
+
+fn valid_record_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+}
+
+/// The internal probes of `services`: `127.0.0.1:PORT` inside the container.
+pub fn service_probes(services: &[&Service]) -> Vec<ScriptProbe> {
+    services
+        .iter()
+        .map(|s| ScriptProbe {
+            name: s.name.clone(),
+            host: "127.0.0.1".into(),
+            port: s.port,
+            method: s.probe.method.clone(),
+            path: s.probe.path.clone(),
+            headers: s.probe.headers.clone(),
+        })
+        .collect()
+}
+
 /// Builds the one bash command that probes `services` inside the container.
 pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> String {
+    build_script(&service_probes(services), nonce, timeout)
+}
+
+/// Builds a bash script that runs every probe concurrently and prints one record each.
+/// Probes whose name or host is not valid are left out (their record is then missing).
+pub fn build_script(probes: &[ScriptProbe], nonce: &str, timeout: Duration) -> String {
     let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
     let mut cmd = PRELUDE
         .replace("__NONCE__", &shell_quote(nonce))
@@ -91,15 +142,19 @@ pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> S
         .replace("__HCAP__", &HEADER_CAP.to_string())
         .replace("__BCAP__", &BODY_CAP.to_string())
         .replace("__RAWCAP__", &(HEADER_CAP + BODY_CAP).to_string());
-    for s in services {
+    for p in probes {
+        if !valid_record_name(&p.name) || !valid_host(&p.host) {
+            continue;
+        }
         let mut line = format!(
-            "p {} {} {} {}",
-            shell_quote(&s.name),
-            s.port,
-            shell_quote(&s.probe.method),
-            shell_quote(&s.probe.path)
+            "p {} {} {} {} {}",
+            shell_quote(&p.name),
+            shell_quote(&p.host),
+            p.port,
+            shell_quote(&p.method),
+            shell_quote(&p.path)
         );
-        for (k, v) in &s.probe.headers {
+        for (k, v) in &p.headers {
             line.push(' ');
             line.push_str(&shell_quote(&format!("{k}: {v}")));
         }
@@ -292,6 +347,25 @@ mod tests {
     }
 
     #[test]
+    fn invalid_names_and_hosts_never_reach_the_script() {
+        let mut p = ScriptProbe {
+            name: "caddy.xterm".into(),
+            host: "cmux-202.lan".into(),
+            port: 39383,
+            method: "GET".into(),
+            path: "/sessions".into(),
+            headers: vec![("Host".into(), "xterm-202.example.test".into())],
+        };
+        let ok = build_script(std::slice::from_ref(&p), "n", Duration::from_secs(1));
+        assert!(ok.contains("p 'caddy.xterm' 'cmux-202.lan' 39383 'GET' '/sessions' 'Host: xterm-202.example.test' &"));
+        for host in ["$(id)", "a b", "-oProxyCommand=x", "", "a;b"] {
+            p.host = host.into();
+            let s = build_script(std::slice::from_ref(&p), "n", Duration::from_secs(1));
+            assert!(!s.contains("p 'caddy.xterm'"), "{host}");
+        }
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
@@ -400,9 +474,13 @@ mod tests {
         let c = Catalog::embedded();
         let svcs: Vec<&Service> = c.services.iter().collect();
         let cmd = build_command(&svcs, "feed", Duration::from_secs(5));
-        assert!(cmd.contains("p 'xterm' 39383 'GET' '/sessions' &"));
-        assert!(cmd.contains("p 'proxy' 39379 'GET' '/healthz' 'X-Cmux-Port-Internal: 39375' &"));
-        assert!(cmd.contains("p 'worker' 39377 'GET' '/socket.io/?EIO=4&transport=polling' &"));
+        assert!(cmd.contains("p 'xterm' '127.0.0.1' 39383 'GET' '/sessions' &"));
+        assert!(cmd.contains(
+            "p 'proxy' '127.0.0.1' 39379 'GET' '/healthz' 'X-Cmux-Port-Internal: 39375' &"
+        ));
+        assert!(cmd.contains(
+            "p 'worker' '127.0.0.1' 39377 'GET' '/socket.io/?EIO=4&transport=polling' &"
+        ));
         assert!(cmd.contains("T='5.000'"));
     }
 }
