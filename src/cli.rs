@@ -159,6 +159,26 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "URL")]
     pub caddy_admin: Option<String>,
 
+    /// pvediag runs on the PVE host: also probe Caddy, the upstream and cloudflared directly
+    #[arg(long, conflicts_with = "ssh")]
+    pub on_host: bool,
+
+    /// Probe from the PVE host through ssh (BatchMode, the system ssh client): [USER@]HOST
+    #[arg(long, value_name = "USER@HOST")]
+    pub ssh: Option<String>,
+
+    /// Caddy's listener as seen from the host (with --on-host / --ssh)
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub caddy_url: String,
+
+    /// The upstream Caddy dials for a container ({vmid} is replaced)
+    #[arg(long, default_value = "cmux-{vmid}.lan", value_name = "HOST")]
+    pub upstream_host: String,
+
+    /// With --on-host / --ssh: never fall back to `pct exec` for the internal probes
+    #[arg(long)]
+    pub no_pct: bool,
+
     /// Skip the origin check (a hostname Caddy answers itself)
     #[arg(long)]
     pub no_origin_check: bool,
@@ -356,6 +376,49 @@ fn parse_admin_url(s: &str) -> Result<String, UsageError> {
 }
 
 impl DiagnoseArgs {
+    fn host_config(&self) -> Result<Option<crate::probe::host::HostConfig>, UsageError> {
+        use crate::probe::host::{valid_ssh_dest, HostConfig, Vantage};
+        let vantage = match (&self.ssh, self.on_host) {
+            (Some(d), _) => {
+                if !valid_ssh_dest(d) {
+                    return Err(UsageError::new(format!(
+                        "--ssh {d:?} is not a destination: expected [USER@]HOST such as root@pve.lan"
+                    )));
+                }
+                Vantage::Ssh(d.clone())
+            }
+            (None, true) => Vantage::Local,
+            (None, false) => return Ok(None),
+        };
+        let bad_caddy = || {
+            UsageError::new(format!(
+                "--caddy-url {:?} is not a plain http URL such as http://127.0.0.1:8080",
+                self.caddy_url
+            ))
+        };
+        let u = url::Url::parse(&self.caddy_url).map_err(|_| bad_caddy())?;
+        let host = u.host_str().ok_or_else(bad_caddy)?.to_string();
+        if u.scheme() != "http" || !crate::probe::internal::valid_host(&host) || u.path() != "/" {
+            return Err(bad_caddy());
+        }
+        let port = u.port().unwrap_or(80);
+        let sample = self.upstream_host.replace("{vmid}", "202");
+        if !self.upstream_host.contains("{vmid}") || !crate::probe::internal::valid_host(&sample) {
+            return Err(UsageError::new(format!(
+                "--upstream-host {:?} must be a hostname holding {{vmid}}, such as cmux-{{vmid}}.lan",
+                self.upstream_host
+            )));
+        }
+        Ok(Some(HostConfig {
+            vantage,
+            caddy_host: host,
+            caddy_port: port,
+            upstream_template: self.upstream_host.clone(),
+            pct_fallback: !self.no_pct,
+            env: Vec::new(),
+        }))
+    }
+
     /// Validates everything up front; `vmids` are the raw positional values.
     pub fn validate(
         &self,
@@ -483,6 +546,7 @@ impl DiagnoseArgs {
                 exec_url,
                 no_origin_check: self.no_origin_check,
                 exec_grace: Duration::from_secs(5),
+                host: self.host_config()?,
             },
             connect_to,
             cacert_pem,

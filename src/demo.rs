@@ -49,6 +49,8 @@ pub fn lab_args(
     d.connect_to = Some(lab.edge_addr.to_string());
     d.cacert = Some(lab.ca_cert_path.clone());
     d.exec_token_file = token_file;
+    // On the lab's "host", Caddy listens here (not on :8080).
+    d.caddy_url = format!("http://{}", lab.caddy_addr);
     // Read Caddy's routes the way a user on the host would: from the Caddyfile.
     if d.caddy_admin.is_none() {
         d.caddyfile = Some(lab.caddyfile_path.clone());
@@ -90,7 +92,17 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         if args.serve {
             return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
         }
-        let cfg = diag.validate(&vmids, None)?;
+        if diag.ssh.is_some() {
+            return Err(UsageError::new(
+                "demo: the lab runs on this machine; use --on-host for the host vantage, not --ssh",
+            ));
+        }
+        let mut cfg = diag.validate(&vmids, None)?;
+        if let Some(h) = cfg.probe.host.as_mut() {
+            // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
+            let home = lab.host_dir.display().to_string();
+            h.env = vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)];
+        }
         if !cfg.quiet {
             eprintln!(
                 "pvediag demo: lab scenario `{}` — {}",

@@ -213,6 +213,51 @@ pub struct ExecChannel {
     /// A token was sent.
     pub token_sent: bool,
     pub run: ExecRun,
+    /// When the exec endpoint could not be used: the internal probes through `pct exec` on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pct: Option<PctRun>,
+}
+
+/// The internal probes run through `pct exec VMID -- bash -s` on the PVE host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PctRun {
+    /// `local` or `ssh USER@HOST`.
+    pub vantage: String,
+    pub run: ExecRun,
+}
+
+impl ExecChannel {
+    /// The internal probes ran (through execd or through pct).
+    pub fn internal_ran(&self) -> bool {
+        let done =
+            |r: &ExecRun| matches!(r, ExecRun::Completed { .. } | ExecRun::Incomplete { .. });
+        done(&self.run) || self.pct.as_ref().is_some_and(|p| done(&p.run))
+    }
+}
+
+/// What the PVE host itself sees (`--on-host`, `--ssh`): each hop probed directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostObservation {
+    /// `local` or `ssh USER@HOST`.
+    pub vantage: String,
+    /// How the host script went: `completed` with its records, or `failed` (ssh refused, ...).
+    pub run: ExecRun,
+    /// Caddy's listener probed directly (e.g. `http://127.0.0.1:8080`).
+    pub caddy_url: String,
+    /// cloudflared's readiness (`GET /ready` on 127.0.0.1:20241-20245): the first port that answered.
+    pub cloudflared: Probe,
+    pub services: Vec<HostServiceObservation>,
+}
+
+/// One service from the host: through Caddy directly, and at the upstream Caddy dials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostServiceObservation {
+    pub name: String,
+    /// `Host: <public hostname>` sent to Caddy's listener.
+    pub caddy: Probe,
+    /// `cmux-{vmid}.lan:PORT`, name resolution included.
+    pub upstream_url: String,
+    pub upstream: Probe,
 }
 
 /// One service's observations from every vantage.
@@ -257,8 +302,10 @@ pub struct TargetObservation {
     pub origin: Option<OriginCheck>,
     pub services: Vec<ServiceObservation>,
     /// Caddy's routes for this target's hostnames, when its configuration was read.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteObservation>,
+    /// The host vantage, when pvediag ran on (or reached) the PVE host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostObservation>,
 }
 
 impl TargetObservation {

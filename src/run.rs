@@ -194,6 +194,7 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
             run: ExecRun::NotRun {
                 reason: reason.clone(),
             },
+            pct: None,
         },
         origin: None,
         services: cfg
@@ -209,5 +210,6 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
             })
             .collect(),
         routes: Vec::new(),
+        host: None,
     }
 }

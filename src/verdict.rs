@@ -401,9 +401,18 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,
     });
-    let internal_unavailable = match &t.exec.run {
-        ExecRun::Completed { .. } | ExecRun::Incomplete { .. } => None,
-        other => Some(channel_problem(other, t.exec.token_sent)),
+    let internal_unavailable = if t.exec.internal_ran() {
+        None
+    } else {
+        let mut why = channel_problem(&t.exec.run, t.exec.token_sent);
+        if let Some(p) = &t.exec.pct {
+            why.push_str(&format!(
+                "; pct exec ({}) failed too: {}",
+                p.vantage,
+                channel_problem(&p.run, false)
+            ));
+        }
+        Some(why)
     };
     Facts {
         vmid: t.vmid,
@@ -442,6 +451,20 @@ fn channel_problem(run: &ExecRun, token_sent: bool) -> String {
 
 /// The exec channel verdict.
 pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
+    if let Some(p) = &t.exec.pct {
+        if let ExecRun::Completed { exit_code, .. } = &p.run {
+            return ChannelVerdict {
+                status: Status::Healthy,
+                summary: format!(
+                    "the exec endpoint could not be used ({}); internal probes ran through pct exec ({}, exit {})",
+                    channel_problem(&t.exec.run, t.exec.token_sent),
+                    p.vantage,
+                    exit_code.map_or("missing".to_string(), |c| c.to_string())
+                ),
+                next_step: None,
+            };
+        }
+    }
     match &t.exec.run {
         ExecRun::Completed {
             exit_code,
@@ -651,6 +674,12 @@ fn decide(
         return decide_internal_only(s, vmid, i, f);
     }
 
+    if !matches!(e, Answer::Healthy | Answer::NotRun) {
+        if let Some(r) = decide_host(ctx, t, s, e, i) {
+            return r;
+        }
+    }
+
     match e {
         Answer::Healthy => row(
             Status::Healthy,
@@ -773,6 +802,154 @@ fn decide(
             ),
             _ => decide_internal_only(s, vmid, i, f),
         },
+    }
+}
+
+/// With the host vantage every hop is probed directly, so the break is pinned to one hop.
+/// `None` when the host's view adds nothing (the base rules then decide).
+fn decide_host(
+    ctx: &Context,
+    t: &TargetObservation,
+    s: &Service,
+    e: &Answer,
+    i: &Answer,
+) -> Option<Row> {
+    let h = t.host.as_ref()?;
+    if !matches!(h.run, ExecRun::Completed { .. }) {
+        return None;
+    }
+    let hs = h.services.iter().find(|x| x.name == s.name)?;
+    let c = classify(s, &hs.caddy);
+    let u = classify(s, &hs.upstream);
+    let vmid = t.vmid;
+    let label = service_label(s);
+    let p = s.port;
+    let ready = h.cloudflared.response().map(|r| r.status);
+    let edge_side = matches!(
+        e,
+        Answer::TunnelDown | Answer::EdgeError { .. } | Answer::NoIngress
+    );
+
+    // cloudflared itself.
+    if edge_side || matches!(e, Answer::Unreachable(_)) {
+        match (ready, &h.cloudflared) {
+            (Some(503), _) => {
+                return Some(
+                    row(
+                        Status::Broken,
+                        Some(Layer::Tunnel),
+                        "host-cloudflared-not-ready",
+                        "cloudflared on the host reports no edge connection (/ready: 503)".into(),
+                    )
+                    .next(tunnel_next()),
+                )
+            }
+            (None, Probe::Failed { kind: FailureKind::Refused, .. })
+                if matches!(e, Answer::TunnelDown) =>
+            {
+                return Some(
+                    row(
+                        Status::Broken,
+                        Some(Layer::Tunnel),
+                        "host-cloudflared-not-running",
+                        "cloudflared is not running on the host (nothing answers /ready on 127.0.0.1:20241-20245)".into(),
+                    )
+                    .next("on the PVE host: systemctl restart cloudflared; journalctl -u cloudflared -n 50"),
+                )
+            }
+            _ => {}
+        }
+    }
+    // Caddy's listener.
+    if let Answer::Unreachable(FailureKind::Refused) = c {
+        return Some(
+            row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "host-caddy-down",
+                format!("nothing listens on Caddy's address {} on the host: caddy-cmux is down", h.caddy_url),
+            )
+            .next("on the PVE host: systemctl status caddy-cmux; journalctl -u caddy-cmux -n 50; systemctl restart caddy-cmux"),
+        );
+    }
+    if matches!(c, Answer::Healthy | Answer::MissingHeaders(_)) && edge_side {
+        return Some(
+            row(
+                Status::Broken,
+                Some(Layer::Tunnel),
+                "host-caddy-ok-edge-fails",
+                format!(
+                    "Caddy answers {} correctly on the host, but the public URL does not: the break is between the edge and Caddy (cloudflared's origin setting)",
+                    s.name
+                ),
+            )
+            .next("on the PVE host: grep -n -A2 ingress /etc/cloudflared/config.yml (the rule must send *.DOMAIN to http://localhost:8080); journalctl -u cloudflared -n 50"),
+        );
+    }
+    let caddy_fails = matches!(
+        c,
+        Answer::CaddyBadGateway(_)
+            | Answer::CaddyNoRoute
+            | Answer::BadStatus(_)
+            | Answer::WrongService { .. }
+    );
+    match u {
+        Answer::Healthy | Answer::MissingHeaders(_) if caddy_fails => {
+            let route = route_for(t, &s.name);
+            let summary = match route {
+                Some(RouteObservation {
+                    upstream_host: Some(rh),
+                    upstream_port: Some(rp),
+                    source,
+                    ..
+                }) => format!(
+                    "the host reaches {} at {}, but Caddy sends it to {rh}:{rp}{}",
+                    label,
+                    hs.upstream_url,
+                    source.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+                ),
+                _ => format!(
+                    "the host reaches {label} at {}, but Caddy's own answer for it fails ({}): Caddy's route is wrong",
+                    hs.upstream_url,
+                    describe_answer(&c, s)
+                ),
+            };
+            Some(
+                row(Status::Broken, Some(Layer::Caddy), "host-caddy-route-wrong", summary)
+                    .next(caddy_route_next(ctx, s, vmid, route)),
+            )
+        }
+        Answer::Unreachable(FailureKind::Dns) => Some(
+            row(
+                Status::Broken,
+                Some(Layer::Container),
+                "host-upstream-name",
+                format!("cmux-{vmid}'s name in {} does not resolve on the host", hs.upstream_url),
+            )
+            .next(format!("on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan (the router's DHCP/DNS must publish the container's hostname)")),
+        ),
+        Answer::Unreachable(FailureKind::Refused) if matches!(i, Answer::Healthy) => Some(
+            row(
+                Status::Broken,
+                Some(Layer::Service),
+                "host-upstream-loopback-only",
+                format!(
+                    "{label} answers inside on 127.0.0.1:{p} but refuses {}: it listens only on loopback",
+                    hs.upstream_url
+                ),
+            )
+            .next(format!("pct exec {vmid} -- ss -ltnp 'sport = :{p}' — make {label} listen on 0.0.0.0:{p}")),
+        ),
+        Answer::Unreachable(FailureKind::Timeout) => Some(
+            row(
+                Status::Broken,
+                Some(Layer::Container),
+                "host-upstream-unreachable",
+                format!("the host cannot reach {} in time: the container's network or a firewall drops it", hs.upstream_url),
+            )
+            .next(format!("on the PVE host: pct status {vmid}; ping -c1 cmux-{vmid}.lan; pct exec {vmid} -- ip addr")),
+        ),
+        _ => None,
     }
 }
 

@@ -78,6 +78,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
                 used_fallback: false,
                 elapsed_ms: 10,
             },
+            pct: None,
         },
         origin: Some(OriginCheck {
             url: "https://pvediag-origin-check.example.test/".into(),
@@ -101,6 +102,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
             })
             .collect(),
         routes: vec![],
+        host: None,
     }
 }
 
@@ -130,6 +132,41 @@ fn all_ext(t: &mut TargetObservation, p: Probe) {
             s.external = p.clone();
         }
     }
+}
+
+/// Adds a host vantage where every hop answers correctly; `name`'s Caddy and upstream probes are set.
+fn host_view(t: &mut TargetObservation, name: &str, caddy_probe: Probe, upstream: Probe) {
+    let services = t
+        .services
+        .iter()
+        .filter(|s| s.url.is_some())
+        .map(|s| HostServiceObservation {
+            name: s.name.clone(),
+            caddy: if s.name == name {
+                caddy_probe.clone()
+            } else {
+                healthy_answer(&s.name, false)
+            },
+            upstream_url: format!("http://cmux-202.lan:{}/", s.port),
+            upstream: if s.name == name {
+                upstream.clone()
+            } else {
+                healthy_answer(&s.name, false)
+            },
+        })
+        .collect();
+    t.host = Some(HostObservation {
+        vantage: "local".into(),
+        run: ExecRun::Completed {
+            exit_code: Some(0),
+            notes: vec![],
+            used_fallback: false,
+            elapsed_ms: 1,
+        },
+        caddy_url: "http://127.0.0.1:8080".into(),
+        cloudflared: resp(200, &[], r#"{"status":200,"readyConnections":4}"#),
+        services,
+    });
 }
 
 fn verdict_of(c: &Catalog, t: &TargetObservation, name: &str) -> Verdict {
@@ -681,6 +718,136 @@ const CASES: &[Case] = &[
         |t| no_internal(t, UNAUTHORIZED),
         Inconclusive,
         None,
+    ),
+    case(
+        "host-cloudflared-not-ready",
+        "xterm",
+        |t| {
+            all_ext(t, cf(530, "error code: 1033"));
+            host_view(
+                t,
+                "xterm",
+                healthy_answer("xterm", false),
+                healthy_answer("xterm", false),
+            );
+            t.host.as_mut().unwrap().cloudflared =
+                resp(503, &[], r#"{"status":503,"readyConnections":0}"#);
+        },
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "host-cloudflared-not-running",
+        "xterm",
+        |t| {
+            all_ext(t, cf(530, "error code: 1033"));
+            host_view(
+                t,
+                "xterm",
+                healthy_answer("xterm", false),
+                healthy_answer("xterm", false),
+            );
+            t.host.as_mut().unwrap().cloudflared = failed(FailureKind::Refused);
+        },
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "host-caddy-down",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            host_view(
+                t,
+                "xterm",
+                failed(FailureKind::Refused),
+                healthy_answer("xterm", false),
+            );
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "host-caddy-ok-edge-fails",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            host_view(
+                t,
+                "xterm",
+                healthy_answer("xterm", false),
+                healthy_answer("xterm", false),
+            );
+        },
+        Broken,
+        Some(Tunnel),
+    ),
+    case(
+        "host-caddy-route-wrong",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            host_view(t, "xterm", caddy(502), healthy_answer("xterm", false));
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "host-caddy-route-wrong",
+        "xterm",
+        |t| {
+            set_ext(t, "xterm", resp(200, &[], "<html>vite</html>"));
+            host_view(
+                t,
+                "xterm",
+                resp(200, &[], "<html>vite</html>"),
+                healthy_answer("xterm", false),
+            );
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "host-upstream-name",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            host_view(t, "xterm", caddy(502), failed(FailureKind::Dns));
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "host-upstream-loopback-only",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            host_view(t, "xterm", caddy(502), failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "host-upstream-unreachable",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            host_view(t, "xterm", caddy(504), failed(FailureKind::Timeout));
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "service-down",
+        "xterm",
+        |t| {
+            // the host's view adds nothing when the service is simply down: base rules decide
+            edge502(t, "xterm");
+            set_int(t, "xterm", failed(FailureKind::Refused));
+            host_view(t, "xterm", caddy(502), failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
     ),
 ];
 

@@ -12,6 +12,7 @@
 pub mod caddy;
 pub mod container;
 pub mod edge;
+pub mod host;
 pub mod http;
 
 use std::collections::BTreeMap;
@@ -374,6 +375,8 @@ pub struct Lab {
     pub ca_cert_path: PathBuf,
     /// The lab's Caddyfile, seed layout.
     pub caddyfile_path: PathBuf,
+    /// The PVE host's view for `--on-host` (its `.curlrc`: give it as CURL_HOME and HOME).
+    pub host_dir: PathBuf,
     config: LabConfig,
     containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -478,9 +481,21 @@ impl Lab {
                 delay_ms: config.delays.edge_ms,
             },
         ));
+        let (ready_task, ready_addr) = host::start_ready(config.tunnel_up).await?;
+        guard.0.push(ready_task);
+        let host_dir = dir.join("host");
+        let (closed_sock, closed_addr) = container::refusing_socket()?;
+        sockets.push(closed_sock);
+        host::write_host_curlrc(
+            &host_dir,
+            containers.values().map(|c| c.as_ref()),
+            ready_addr,
+            closed_addr,
+        )?;
         tasks.append(&mut guard.0);
 
         Ok(Lab {
+            host_dir,
             edge_addr,
             caddy_addr,
             domain,

@@ -6,6 +6,7 @@
 
 pub mod exec;
 pub mod external;
+pub mod host;
 pub mod internal;
 pub mod jsonlines;
 
@@ -34,6 +35,8 @@ pub struct ProbeConfig {
     /// How much longer than `timeout` the exec round trip may take (execd's own start-up, the
     /// stream's way back).
     pub exec_grace: Duration,
+    /// The host vantage (`--on-host`, `--ssh`).
+    pub host: Option<host::HostConfig>,
 }
 
 impl ProbeConfig {
@@ -119,8 +122,31 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
         (mode, result, base.clone(), *via_public)
     };
 
-    let (externals, origin, (auth_mode, result, exec_url, via_public_url)) =
-        tokio::join!(externals, origin, channel);
+    let host_view = async {
+        match &cfg.host {
+            Some(h) => Some(host::observe(h, cfg, vmid, cfg.timeout).await),
+            None => None,
+        }
+    };
+
+    let (externals, origin, (auth_mode, mut result, exec_url, via_public_url), host_obs) =
+        tokio::join!(externals, origin, channel, host_view);
+
+    // The exec endpoint could not be used: try `pct exec` on the host.
+    let mut pct = None;
+    if let Some(h) = cfg.host.as_ref().filter(|h| h.pct_fallback) {
+        if !matches!(
+            result.run,
+            ExecRun::Completed { .. } | ExecRun::Incomplete { .. }
+        ) {
+            let (run, records) =
+                host::pct_internal(h, &command, &nonce, vmid, cfg.timeout + cfg.exec_grace).await;
+            if !records.is_empty() {
+                result.records = records;
+            }
+            pct = Some(run);
+        }
+    }
 
     let services = cfg
         .catalog
@@ -140,6 +166,12 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
                     p
                 }
                 None => Probe::not_run(match &result.run {
+                    _ if pct
+                        .as_ref()
+                        .is_some_and(|p| matches!(p.run, ExecRun::Completed { .. })) =>
+                    {
+                        "no record from pct exec".to_string()
+                    }
                     ExecRun::Completed { .. } => "no record from the exec round trip".to_string(),
                     ExecRun::Incomplete { .. } => {
                         "the exec stream was cut before this record".to_string()
@@ -165,9 +197,11 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
             auth_mode,
             token_sent: cfg.exec_token.is_some(),
             run: result.run,
+            pct,
         },
         origin,
         services,
         routes: Vec::new(),
+        host: host_obs,
     }
 }

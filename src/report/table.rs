@@ -94,7 +94,19 @@ impl TableFormat {
         table
             .load_preset(presets::UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Disabled)
-            .set_header(vec!["SERVICE", "PORT", "EXTERNAL", "INTERNAL", "VERDICT"]);
+            .set_header(if o.host.is_some() {
+                vec![
+                    "SERVICE",
+                    "PORT",
+                    "EXTERNAL",
+                    "CADDY (HOST)",
+                    "UPSTREAM (HOST)",
+                    "INTERNAL",
+                    "VERDICT",
+                ]
+            } else {
+                vec!["SERVICE", "PORT", "EXTERNAL", "INTERNAL", "VERDICT"]
+            });
         if self.color {
             table.enforce_styling();
         } else {
@@ -105,16 +117,40 @@ impl TableFormat {
             if self.color {
                 vc = vc.fg(status_color(sv.status));
             }
-            table.add_row(vec![
+            let mut cells = vec![
                 Cell::new(&so.name),
                 Cell::new(so.port),
                 Cell::new(probe_cell(&so.external)),
-                Cell::new(probe_cell(&so.internal)),
-                vc,
-            ]);
+            ];
+            if let Some(h) = &o.host {
+                let hs = h.services.iter().find(|x| x.name == so.name);
+                cells.push(Cell::new(hs.map_or("—".into(), |x| probe_cell(&x.caddy))));
+                cells.push(Cell::new(
+                    hs.map_or("—".into(), |x| probe_cell(&x.upstream)),
+                ));
+            }
+            cells.push(Cell::new(probe_cell(&so.internal)));
+            cells.push(vc);
+            table.add_row(cells);
         }
         out.push_str(&table.to_string());
         out.push('\n');
+        if let Some(h) = &o.host {
+            out.push_str(&format!(
+                "host vantage ({}): Caddy at {}; cloudflared /ready: {}\n",
+                h.vantage,
+                h.caddy_url,
+                probe_cell(&h.cloudflared)
+            ));
+            if let crate::observation::ExecRun::Failed { message, .. } = &h.run {
+                out.push_str(&paint(
+                    &format!("  the host script failed: {message}"),
+                    Status::Inconclusive,
+                    self.color,
+                ));
+                out.push('\n');
+            }
+        }
         let exec_line = format!("exec channel: {}", v.exec.summary);
         out.push_str(&paint(&exec_line, v.exec.status, self.color));
         out.push('\n');
