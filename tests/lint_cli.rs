@@ -2,48 +2,9 @@
 
 use assert_cmd::Command;
 
-/// The seed document's Caddyfile, with the port of the incident.
+/// The seed document's Caddyfile, with the port of the incident or the fixed one.
 fn seed_caddyfile(xterm_port: u16) -> String {
-    format!(
-        r#":8080 {{
-    # VSCode service
-    @vscode header_regexp vmid Host ^vscode-(\d+)\.
-    handle @vscode {{
-        reverse_proxy cmux-{{re.vmid.1}}.lan:39378
-    }}
-
-    # Worker service (Socket.IO)
-    @worker header_regexp vmid Host ^worker-(\d+)\.
-    handle @worker {{
-        reverse_proxy cmux-{{re.vmid.1}}.lan:39377
-    }}
-
-    # Xterm service (cmux-pty)
-    @xterm header_regexp vmid Host ^xterm-(\d+)\.
-    handle @xterm {{
-        reverse_proxy cmux-{{re.vmid.1}}.lan:{xterm_port}
-    }}
-
-    # Exec service (cmux-execd)
-    @exec header_regexp vmid Host ^exec-(\d+)\.
-    handle @exec {{
-        reverse_proxy cmux-{{re.vmid.1}}.lan:39375
-    }}
-
-    # VNC service (noVNC websockify)
-    @vnc header_regexp vmid Host ^vnc-(\d+)\.
-    handle @vnc {{
-        reverse_proxy cmux-{{re.vmid.1}}.lan:39380
-    }}
-
-    # Preview service (port 5173)
-    @preview header_regexp vmid Host ^preview-(\d+)\.
-    handle @preview {{
-        reverse_proxy cmux-{{re.vmid.1}}.lan:5173
-    }}
-}}
-"#
-    )
+    include_str!("fixtures/Caddyfile.seed").replace(".lan:39376", &format!(".lan:{xterm_port}"))
 }
 
 fn setup_script(xterm_port: u16) -> String {

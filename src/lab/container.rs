@@ -4,6 +4,7 @@
 //! is bound but not listening: connections to it are refused, and the port cannot be taken by anyone
 //! else while the lab lives (a dropped listener's port could be reused by a parallel test).
 
+use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -99,6 +100,7 @@ pub async fn start(
     spec: &ContainerSpec,
     lab_dir: &Path,
     delays: Delays,
+    bind_ip: Option<std::net::Ipv4Addr>,
 ) -> anyhow::Result<(Arc<ContainerRuntime>, Vec<JoinHandle<()>>, Vec<TcpSocket>)> {
     let dir = lab_dir.join(format!("ct-{}", spec.vmid));
     let (closed, closed_addr) = refusing_socket()?;
@@ -128,7 +130,17 @@ pub async fn start(
             anyhow::bail!("container {}: two services on port {}", spec.vmid, svc.port);
         }
         let sock = TcpSocket::new_v4()?;
-        sock.bind("127.0.0.1:0".parse()?)?;
+        match bind_ip {
+            // The container's own address: services on their real ports (for real Caddy).
+            Some(ip) => {
+                sock.set_reuseaddr(true)?;
+                sock.bind(SocketAddr::new(ip.into(), svc.port))
+                    .with_context(|| {
+                        format!("container {}: binding {ip}:{}", spec.vmid, svc.port)
+                    })?;
+            }
+            None => sock.bind("127.0.0.1:0".parse()?)?,
+        }
         ports.insert(svc.port, sock.local_addr()?);
         let p = match svc.behaviour {
             Behaviour::RecoversAfter(d) => Pending::Later(sock, d),

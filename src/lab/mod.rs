@@ -362,6 +362,16 @@ pub fn scenario(name: &str) -> Option<Scenario> {
     })
 }
 
+/// How the lab is put together, beyond the scenario.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    /// The edge forwards to this origin instead of the lab's own host proxy (a real Caddy).
+    pub origin: Option<SocketAddr>,
+    /// Containers' services listen on their real ports at this address (for a real Caddy to dial
+    /// `cmux-{vmid}.lan:PORT`); default: random ports on 127.0.0.1.
+    pub container_ip: Option<std::net::Ipv4Addr>,
+}
+
 /// A running lab. Dropping it stops every task and removes the temp dir.
 pub struct Lab {
     /// TLS listener: the "Cloudflare edge" (dial this with --connect-to).
@@ -398,6 +408,11 @@ impl std::fmt::Debug for Lab {
 impl Lab {
     /// Starts every component on 127.0.0.1 (random ports) on the current tokio runtime.
     pub async fn start(config: LabConfig) -> anyhow::Result<Lab> {
+        Lab::start_with(config, LabOptions::default()).await
+    }
+
+    /// Starts the lab with options (a real Caddy as the origin, containers on their own address).
+    pub async fn start_with(config: LabConfig, opts: LabOptions) -> anyhow::Result<Lab> {
         let domain = config.domain.trim_end_matches('.').to_ascii_lowercase();
         anyhow::ensure!(!domain.is_empty(), "lab: empty domain");
         for r in &config.routes {
@@ -437,14 +452,16 @@ impl Lab {
                 "lab: two containers with VMID {}",
                 spec.vmid
             );
-            let (ct, t, s) = container::start(spec, &dir, config.delays).await?;
+            let (ct, t, s) = container::start(spec, &dir, config.delays, opts.container_ip).await?;
             guard.0.extend(t);
             sockets.extend(s);
             containers.insert(spec.vmid, ct);
         }
         let containers = Arc::new(containers);
 
-        let caddy_addr = if config.origin_up {
+        let caddy_addr = if let Some(origin) = opts.origin {
+            origin
+        } else if config.origin_up {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             let routes = config
