@@ -70,5 +70,7 @@ pub fn to_value(report: &Report) -> Value {
         "duration_ms": report.duration_ms,
         "counts": counts,
         "targets": targets,
+        "skipped_targets": report.skipped_targets,
+        "unfinished_checks": super::unfinished_checks(report),
     })
 }
