@@ -28,8 +28,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Container IDs to diagnose (e.g. 202)
-    #[arg(value_name = "VMID", required = true)]
+    /// Containers to diagnose: VMIDs (202) or instance names (cmux-202, pvelxc-1a2b3c4d; names need
+    /// the PVE API)
+    #[arg(value_name = "VMID|NAME", required_unless_present = "all")]
     pub vmids: Vec<String>,
 
     #[command(flatten)]
@@ -42,6 +43,8 @@ pub enum Command {
     Demo(Box<DemoArgs>),
     /// Check Caddyfiles and setup scripts against the service catalog, before a deploy (no network)
     Lint(LintArgs),
+    /// Run as a Prometheus multi-target exporter: GET /probe?target=202 diagnoses one container
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +77,16 @@ pub enum LintFormat {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:9839", value_name = "ADDR")]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub diag: DiagnoseArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The fault the lab simulates
     #[arg(long, default_value = "seed", value_name = "NAME")]
@@ -95,6 +108,8 @@ pub struct DemoArgs {
 pub enum OutputFormat {
     Table,
     Json,
+    Junit,
+    Prometheus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +193,35 @@ pub struct DiagnoseArgs {
     /// With --on-host / --ssh: never fall back to `pct exec` for the internal probes
     #[arg(long)]
     pub no_pct: bool,
+    /// Targets diagnosed at once (1-256)
+    #[arg(long, default_value_t = crate::run::CONCURRENCY, value_name = "N",
+          value_parser = parse_concurrency)]
+    pub concurrency: usize,
+
+    /// Diagnose every running cmux container the Proxmox VE API lists (PVE_API_URL, PVE_API_TOKEN)
+    #[arg(long)]
+    pub all: bool,
+
+    /// The Proxmox VE API, e.g. https://pve.lan:8006
+    #[arg(long, env = "PVE_API_URL", value_name = "URL")]
+    pub pve_url: Option<String>,
+
+    /// The PVE node (default: the first node the API lists)
+    #[arg(long, env = "PVE_NODE", value_name = "NODE")]
+    pub pve_node: Option<String>,
+
+    /// Do not verify the PVE API's TLS certificate (the default unless PVE_VERIFY_TLS is set, as in cmux)
+    #[arg(long)]
+    pub pve_insecure: bool,
+
+    /// Re-diagnose with backoff until everything is healthy or DURATION is spent (CI after a deploy)
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
+
+    /// Retry an external probe that failed transiently (timeout, edge 502/503/504, receive error)
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
 
     /// Skip the origin check (a hostname Caddy answers itself)
     #[arg(long)]
@@ -228,6 +272,18 @@ pub enum CaddySource {
 pub struct DiagnoseConfig {
     pub caddy: Option<CaddySource>,
     pub vmids: Vec<u32>,
+    /// Instance names given where a VMID is expected, resolved through the PVE API.
+    pub names: Vec<String>,
+    /// `--all`: the targets come from the PVE API.
+    pub all: bool,
+    /// The Proxmox VE API, when configured.
+    pub pve: Option<crate::pve::PveConfig>,
+    /// Targets `--all` found but does not diagnose (stopped, templates).
+    pub skipped_targets: Vec<crate::report::SkippedTarget>,
+    /// Targets diagnosed at once.
+    pub concurrency: usize,
+    /// `--wait`: re-diagnose until healthy for at most this long.
+    pub wait: Option<Duration>,
     pub probe: ProbeConfig,
     pub connect_to: Option<SocketAddr>,
     pub cacert_pem: Option<Vec<u8>>,
@@ -239,6 +295,13 @@ pub struct DiagnoseConfig {
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub warnings: Vec<String>,
+}
+
+/// `PVE_API_TOKEN` from the environment (never a flag: a flag would show in process listings).
+fn pve_env_token() -> Option<String> {
+    std::env::var("PVE_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
 /// Parses `10s`, `1500ms`, `1m`, `2.5s`, or a plain number of seconds.
@@ -298,6 +361,23 @@ pub fn parse_connect_to(s: &str) -> Result<SocketAddr, UsageError> {
         .ok()
         .and_then(|mut it| it.next())
         .ok_or_else(|| bad("the host does not resolve"))
+}
+
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number from 1 to 256")),
+    }
+}
+
+/// `cmux-202`, `pvelxc-1a2b3c4d`: an instance name (the container's hostname).
+pub fn is_instance_name(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("cmux-")
+        .or_else(|| s.strip_prefix("pvelxc-"));
+    matches!(rest, Some(r) if !r.is_empty()
+        && r.len() <= 56
+        && r.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'))
 }
 
 fn parse_exec_url(s: &str) -> Result<String, UsageError> {
@@ -427,12 +507,24 @@ impl DiagnoseArgs {
     ) -> Result<DiagnoseConfig, UsageError> {
         let mut warnings = Vec::new();
         let mut ids = Vec::new();
+        let mut names = Vec::new();
         for v in vmids {
+            if is_instance_name(v) {
+                if !names.contains(v) {
+                    names.push(v.clone());
+                }
+                continue;
+            }
             let id = parse_vmid(v).map_err(|e| UsageError::new(e.to_string()))?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
+        let wait = self
+            .wait
+            .as_deref()
+            .map(|w| parse_duration("--wait", w))
+            .transpose()?;
         let domain = match &self.domain {
             Some(d) => validate_domain(d).map_err(|e| UsageError::new(e.to_string()))?,
             None => {
@@ -444,6 +536,17 @@ impl DiagnoseArgs {
         let template =
             UrlTemplate::parse(&self.url_template).map_err(|e| UsageError::new(e.to_string()))?;
         let timeout = parse_duration("--timeout", &self.timeout)?;
+        let pve = crate::pve::PveConfig::from_args(self, pve_env_token().as_deref(), timeout)?;
+        if pve.is_none() && (self.all || !names.is_empty()) {
+            let what = if self.all {
+                "--all".to_string()
+            } else {
+                format!("the instance name {:?}", names[0])
+            };
+            return Err(UsageError::new(format!(
+                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN"
+            )));
+        }
         let deadline = match &self.deadline {
             Some(d) => parse_duration("--deadline", d)?,
             None => timeout * 2 + Duration::from_secs(15),
@@ -537,12 +640,20 @@ impl DiagnoseArgs {
         Ok(DiagnoseConfig {
             caddy,
             vmids: ids,
+            names,
+            all: self.all,
+            pve,
+            skipped_targets: Vec::new(),
+            concurrency: self.concurrency,
+            wait,
             probe: ProbeConfig {
                 catalog,
                 template,
                 domain,
                 timeout,
                 exec_token,
+                exec_tokens: Default::default(),
+                retries: self.retries,
                 exec_url,
                 no_origin_check: self.no_origin_check,
                 exec_grace: Duration::from_secs(5),
@@ -597,6 +708,29 @@ mod tests {
             "a b:80",
         ] {
             assert!(parse_connect_to(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn instance_names_and_concurrency() {
+        for ok in ["cmux-202", "pvelxc-1a2b3c4d"] {
+            assert!(is_instance_name(ok), "{ok}");
+        }
+        for bad in [
+            "202",
+            "cmux-",
+            "pvelxc-",
+            "CMUX-202",
+            "cmux-2 02",
+            "other-1",
+            "cmux-a/b",
+        ] {
+            assert!(!is_instance_name(bad), "{bad}");
+        }
+        assert_eq!(parse_concurrency("1"), Ok(1));
+        assert_eq!(parse_concurrency("256"), Ok(256));
+        for bad in ["0", "257", "-1", "x", ""] {
+            assert!(parse_concurrency(bad).is_err(), "{bad}");
         }
     }
 

@@ -46,10 +46,20 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
         Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
+        Some(Command::Serve(args)) => {
+            pvediag::serve::run(*args, env_token().as_deref(), &runtime()?)
+        }
         None => {
-            let cfg = cli.diag.validate(&cli.vmids, env_token().as_deref())?;
+            let mut cfg = cli.diag.validate(&cli.vmids, env_token().as_deref())?;
             let rt = runtime()?;
-            let report = rt.block_on(pvediag::run::run(&cfg))?;
+            // The PVE API: --all's targets, instance names, per-container exec tokens.
+            if let Err(e) = rt.block_on(pvediag::pve::resolve(&mut cfg)) {
+                if !cfg.quiet {
+                    eprintln!("pvediag: error: {e}");
+                }
+                return Ok(e.exit_code());
+            }
+            let report = rt.block_on(pvediag::wait::run(&cfg))?;
             emit(&cfg, &report)
         }
     }

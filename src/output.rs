@@ -4,13 +4,17 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{DiagnoseConfig, OutputFormat, UsageError};
-use crate::report::{json::Json, table::TableFormat, Format, Report};
+use crate::report::{
+    json::Json, junit::Junit, prometheus::Prometheus, table::TableFormat, Format, Report,
+};
 
 /// Renders the report in the configured format.
 pub fn render(cfg: &DiagnoseConfig, report: &Report) -> String {
     match cfg.format {
         OutputFormat::Table => TableFormat { color: cfg.color }.render(report),
         OutputFormat::Json => Json.render(report),
+        OutputFormat::Junit => Junit.render(report),
+        OutputFormat::Prometheus => Prometheus.render(report),
     }
 }
 

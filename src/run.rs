@@ -39,7 +39,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     }
 
     let caddy_read = read_caddy(cfg);
-    let sem = tokio::sync::Semaphore::new(CONCURRENCY);
+    let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
     let observations = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
         let (client, probe, sem) = (&client, &probe, &sem);
         async move {
@@ -80,6 +80,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         domain: probe.domain.clone(),
         duration_ms: start.elapsed().as_millis() as u64,
         caddy,
+        skipped_targets: cfg.skipped_targets.clone(),
     })
 }
 
@@ -190,7 +191,7 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
             url: String::new(),
             via_public_url: false,
             auth_mode: AuthMode::Unknown,
-            token_sent: cfg.exec_token.is_some(),
+            token_sent: cfg.token_for(vmid).is_some(),
             run: ExecRun::NotRun {
                 reason: reason.clone(),
             },

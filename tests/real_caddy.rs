@@ -248,7 +248,7 @@ impl Setup {
             .args(["--connect-to", &self.lab.edge_addr.to_string()])
             .args(["--cacert", self.lab.ca_cert_path.to_str().unwrap()])
             .args(["--exec-token-file", self.token_file.to_str().unwrap()])
-            .args(["--timeout", "5s"])
+            .args(["--timeout", "10s"])
             .args(extra)
             .output()
             .unwrap();

@@ -27,7 +27,12 @@ pub struct ProbeConfig {
     pub domain: String,
     /// Per-probe timeout.
     pub timeout: Duration,
+    /// The token for every target (from `--exec-token-file` or `CMUX_EXECD_AUTH_TOKEN`).
     pub exec_token: Option<Secret>,
+    /// Per-target tokens (read from the PVE API), used where `exec_token` is not set.
+    pub exec_tokens: std::collections::BTreeMap<u32, Secret>,
+    /// Retries of an external probe that failed transiently ([`external::is_transient`]).
+    pub retries: u32,
     /// Reach execd here instead of its public URL (`{vmid}` is replaced).
     pub exec_url: Option<String>,
     /// Skip the origin check.
@@ -42,6 +47,13 @@ pub struct ProbeConfig {
 impl ProbeConfig {
     pub fn public_url(&self, s: &Service, vmid: u32) -> String {
         self.template.base_url(&s.name, vmid, s.port, &self.domain)
+    }
+
+    /// The exec token for one target: the global one, else the one found for this VMID.
+    pub fn token_for(&self, vmid: u32) -> Option<&Secret> {
+        self.exec_token
+            .as_ref()
+            .or_else(|| self.exec_tokens.get(&vmid))
     }
 
     fn exec_base(&self, vmid: u32) -> Option<(String, bool)> {
@@ -64,7 +76,14 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
     let externals = futures_util::future::join_all(routed.iter().map(|s| {
         let url = format!("{}{}", cfg.public_url(s, vmid), s.probe.path);
         async move {
-            let p = external::probe(client, s, &url, cfg.timeout).await;
+            let mut p = external::probe(client, s, &url, cfg.timeout).await;
+            for attempt in 0..cfg.retries {
+                if !external::is_transient(&p) {
+                    break;
+                }
+                tokio::time::sleep(external::retry_backoff(attempt)).await;
+                p = external::probe(client, s, &url, cfg.timeout).await;
+            }
             (s.name.clone(), url, p)
         }
     }));
@@ -112,7 +131,7 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
         let run = exec::run(
             client,
             base,
-            cfg.exec_token.as_ref(),
+            cfg.token_for(vmid),
             &command,
             &nonce,
             cfg.timeout + cfg.exec_grace / 2,
@@ -195,7 +214,7 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
             url: exec_url,
             via_public_url,
             auth_mode,
-            token_sent: cfg.exec_token.is_some(),
+            token_sent: cfg.token_for(vmid).is_some(),
             run: result.run,
             pct,
         },

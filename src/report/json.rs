@@ -73,5 +73,7 @@ pub fn to_value(report: &Report) -> Value {
         "counts": counts,
         "caddy": report.caddy,
         "targets": targets,
+        "skipped_targets": report.skipped_targets,
+        "unfinished_checks": super::unfinished_checks(report),
     })
 }

@@ -1,6 +1,8 @@
 //! Reports: how a diagnosis is said. One module per format behind one small trait.
 
 pub mod json;
+pub mod junit;
+pub mod prometheus;
 pub mod table;
 
 use crate::catalog::Catalog;
@@ -18,6 +20,8 @@ pub struct Report {
     pub duration_ms: u64,
     /// Caddy's configuration, when it was read.
     pub caddy: Option<CaddyReport>,
+    /// Containers the PVE API listed that were not diagnosed (stopped, templates).
+    pub skipped_targets: Vec<SkippedTarget>,
 }
 
 /// What Caddy's configuration said, independent of any target.
@@ -29,6 +33,14 @@ pub struct CaddyReport {
     pub error: Option<String>,
     /// Findings of the same checks as `pvediag lint`.
     pub findings: Vec<crate::lint::Finding>,
+}
+
+/// A container `--all` found and did not diagnose, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedTarget {
+    pub vmid: u32,
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +93,42 @@ impl Report {
             })
             .collect()
     }
+}
+
+/// Checks that got no answer in time or were cut by the deadline, as `202/xterm external (timeout)`.
+pub fn unfinished_checks(report: &Report) -> Vec<String> {
+    use crate::observation::{ExecRun, FailureKind, Probe};
+    let mut out = Vec::new();
+    for t in &report.targets {
+        let o = &t.observation;
+        let cut = |p: &Probe| match p {
+            Probe::Failed {
+                kind: FailureKind::Timeout,
+                ..
+            } => Some("timeout"),
+            Probe::NotRun { reason } if reason.contains("deadline") => Some("deadline"),
+            _ => None,
+        };
+        match &o.exec.run {
+            ExecRun::Failed {
+                kind: FailureKind::Timeout,
+                ..
+            } => out.push(format!("{}/exec-channel (timeout)", o.vmid)),
+            ExecRun::Incomplete { .. } => out.push(format!("{}/exec-channel (cut)", o.vmid)),
+            ExecRun::NotRun { reason } if reason.contains("deadline") => {
+                out.push(format!("{}/exec-channel (deadline)", o.vmid))
+            }
+            _ => {}
+        }
+        for s in &o.services {
+            for (vantage, p) in [("external", &s.external), ("internal", &s.internal)] {
+                if let Some(why) = cut(p) {
+                    out.push(format!("{}/{} {vantage} ({why})", o.vmid, s.name));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The exit code for a worst status.

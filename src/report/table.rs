@@ -223,6 +223,20 @@ impl Format for TableFormat {
                 out.push_str("  no findings\n");
             }
         }
+        if !report.skipped_targets.is_empty() {
+            out.push_str("\nnot diagnosed:\n");
+            for s in &report.skipped_targets {
+                out.push_str(&format!("  – {} {}: {}\n", s.vmid, s.name, s.reason));
+            }
+        }
+        let unfinished = super::unfinished_checks(report);
+        if !unfinished.is_empty() {
+            out.push_str(&format!(
+                "\nunfinished checks ({}): {}\n",
+                unfinished.len(),
+                unfinished.join(", ")
+            ));
+        }
         let counts: Vec<String> = report
             .counts()
             .into_iter()

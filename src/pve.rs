@@ -1,0 +1,529 @@
+//! The Proxmox VE API edge: which cmux containers run on a node (`--all`), instance names to VMIDs,
+//! and each container's cmux-execd token from its config.
+//!
+//! Requests: `Authorization: PVEAPIToken=<PVE_API_TOKEN>` (the value as is, never printed), each one
+//! bounded by the probe timeout. TLS: as in cmux, the API's certificate is not verified unless
+//! `PVE_VERIFY_TLS` is set (PVE hosts use self-signed certificates); `--pve-insecure` turns
+//! verification off even then.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cli::{DiagnoseArgs, DiagnoseConfig, UsageError};
+use crate::report::{exit, SkippedTarget};
+use crate::secret::Secret;
+
+/// The Proxmox VE API, validated.
+#[derive(Debug, Clone)]
+pub struct PveConfig {
+    /// `https://pve.lan:8006` (no trailing slash, no `/api2/json`).
+    pub base: String,
+    pub token: Secret,
+    /// `PVE_NODE`; the first node the API lists when unset.
+    pub node: Option<String>,
+    pub verify_tls: bool,
+    /// Bound on every request.
+    pub timeout: Duration,
+}
+
+fn truthy(v: Option<&str>) -> bool {
+    matches!(v.map(|s| s.trim().to_ascii_lowercase()), Some(s) if !s.is_empty() && !matches!(s.as_str(), "0" | "false" | "no" | "off"))
+}
+
+impl PveConfig {
+    /// The API when both its URL and token are given; `None` otherwise.
+    pub fn from_args(
+        args: &DiagnoseArgs,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Option<PveConfig>, UsageError> {
+        let (Some(raw), Some(token)) = (args.pve_url.as_deref(), token) else {
+            return Ok(None);
+        };
+        let bad = |why: &str| {
+            UsageError::new(format!(
+                "PVE_API_URL {raw:?} {why}: expected the API's base URL, e.g. https://pve.lan:8006"
+            ))
+        };
+        let u = url::Url::parse(raw.trim()).map_err(|_| bad("is not a URL"))?;
+        if !matches!(u.scheme(), "http" | "https")
+            || u.host_str().is_none()
+            || u.query().is_some()
+            || !u.username().is_empty()
+            || u.password().is_some()
+        {
+            return Err(bad("is not an http(s) URL without query or credentials"));
+        }
+        let mut base = u.as_str().trim_end_matches('/').to_string();
+        if let Some(b) = base.strip_suffix("/api2/json") {
+            base = b.to_string();
+        }
+        let token = crate::secret::parse_token("PVE_API_TOKEN", token)
+            .map_err(|e| UsageError::new(e.to_string()))?;
+        let node = match args.pve_node.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(n) if valid_node(n) => Some(n.to_string()),
+            Some(n) => {
+                return Err(UsageError::new(format!(
+                    "PVE_NODE {n:?} is not a node name (letters, digits, '-' and '.')"
+                )))
+            }
+        };
+        let verify_tls =
+            !args.pve_insecure && truthy(std::env::var("PVE_VERIFY_TLS").ok().as_deref());
+        Ok(Some(PveConfig {
+            base,
+            token,
+            node,
+            verify_tls,
+            timeout,
+        }))
+    }
+}
+
+fn valid_node(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+}
+
+/// Why the PVE API could not be used. Messages are one line and never hold the token.
+#[derive(Debug, thiserror::Error)]
+pub enum PveError {
+    #[error("the PVE API refused the token (401) for {path}: check PVE_API_TOKEN (user@realm!tokenid=secret)")]
+    Unauthorized { path: String },
+    #[error("the PVE API token may not read {path} (403): it needs VM.Audit (Sys.Audit for the node list)")]
+    Forbidden { path: String },
+    #[error("the PVE API answered {status} for {path}{hint}")]
+    Status {
+        status: u16,
+        path: String,
+        hint: &'static str,
+    },
+    #[error("the PVE API answered {path} with something that is not PVE JSON ({why}): is PVE_API_URL the API, e.g. https://pve.lan:8006?")]
+    Malformed { path: String, why: String },
+    #[error("the PVE API did not answer {path} within {ms} ms")]
+    Timeout { path: String, ms: u128 },
+    #[error("cannot reach the PVE API at {base}: {why}")]
+    Unreachable { base: String, why: String },
+    #[error("the PVE API lists no node")]
+    NoNode,
+    #[error("no container named {name:?} on PVE node {node}")]
+    UnknownName { name: String, node: String },
+    #[error("cannot build the PVE API client: {0}")]
+    Client(String),
+}
+
+impl PveError {
+    /// 2 for what the operator must fix (token, URL, name), 3 for an API that could not answer.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PveError::Timeout { .. } | PveError::Unreachable { .. } => exit::INCONCLUSIVE,
+            PveError::Status { status, .. } if *status >= 500 => exit::INCONCLUSIVE,
+            _ => exit::USAGE,
+        }
+    }
+}
+
+/// One container as `GET /nodes/{node}/lxc` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub vmid: u32,
+    pub name: String,
+    pub status: String,
+    pub template: bool,
+}
+
+/// cmux containers are named `cmux-...` (older) or `pvelxc-...` (newer).
+pub fn is_cmux_name(name: &str) -> bool {
+    name.starts_with("cmux-") || name.starts_with("pvelxc-")
+}
+
+/// A client of one PVE API.
+pub struct PveApi {
+    cfg: PveConfig,
+    client: reqwest::Client,
+}
+
+fn int_field(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn bool_field(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(v) => int_field(v).is_some_and(|n| n != 0),
+        None => false,
+    }
+}
+
+/// Parses the `data` of `GET /nodes/{node}/lxc`.
+pub fn parse_containers(path: &str, data: &Value) -> Result<Vec<Container>, PveError> {
+    let malformed = |why: &str| PveError::Malformed {
+        path: path.to_string(),
+        why: why.to_string(),
+    };
+    let list = data
+        .as_array()
+        .ok_or_else(|| malformed("data is not a list"))?;
+    let mut out = Vec::new();
+    for item in list {
+        let vmid = item
+            .get("vmid")
+            .and_then(int_field)
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|v| *v > 0)
+            .ok_or_else(|| malformed("a container without a numeric vmid"))?;
+        out.push(Container {
+            vmid,
+            name: item
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            status: item
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_string(),
+            template: bool_field(item.get("template")),
+        });
+    }
+    out.sort_by_key(|c| c.vmid);
+    Ok(out)
+}
+
+fn hex64(s: &str) -> Option<Secret> {
+    let t = s.trim();
+    (t.len() == 64 && t.bytes().all(|c| c.is_ascii_hexdigit())).then(|| Secret::new(t))
+}
+
+/// The execd token in a container's config: `env` (NUL-separated, `CMUX_EXECD_AUTH_TOKEN=<64hex>`,
+/// PVE >= 9.1) first, else a line `cmux-execd-auth-token=<64hex>` in `description` (PVE 8).
+pub fn token_from_config(data: &Value) -> Option<Secret> {
+    let from_env = data.get("env").and_then(Value::as_str).and_then(|env| {
+        env.split('\0')
+            .filter_map(|e| e.trim().strip_prefix("CMUX_EXECD_AUTH_TOKEN="))
+            .find_map(hex64)
+    });
+    from_env.or_else(|| {
+        data.get("description")
+            .and_then(Value::as_str)
+            .and_then(|d| {
+                d.lines()
+                    .filter_map(|l| l.trim().strip_prefix("cmux-execd-auth-token="))
+                    .find_map(hex64)
+            })
+    })
+}
+
+impl PveApi {
+    pub fn new(cfg: &PveConfig) -> Result<PveApi, PveError> {
+        let client = reqwest::Client::builder()
+            .user_agent(crate::http::USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(cfg.timeout)
+            .timeout(cfg.timeout)
+            .danger_accept_invalid_certs(!cfg.verify_tls)
+            .no_proxy()
+            .build()
+            .map_err(|e| PveError::Client(e.to_string()))?;
+        Ok(PveApi {
+            cfg: cfg.clone(),
+            client,
+        })
+    }
+
+    /// `GET /api2/json{path}` and its `data`.
+    async fn get(&self, path: &str) -> Result<Value, PveError> {
+        let url = format!("{}/api2/json{path}", self.cfg.base);
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!(
+            "PVEAPIToken={}",
+            self.cfg.token.expose()
+        ))
+        .map_err(|_| PveError::Client("PVE_API_TOKEN is not a valid header value".into()))?;
+        auth.set_sensitive(true);
+        let fut = async {
+            let resp = self
+                .client
+                .get(&url)
+                .header(reqwest::header::AUTHORIZATION, auth)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        };
+        let timeout = || PveError::Timeout {
+            path: path.to_string(),
+            ms: self.cfg.timeout.as_millis(),
+        };
+        let (status, body) = match tokio::time::timeout(self.cfg.timeout, fut)
+            .await
+            .map_err(|_| timeout())?
+        {
+            Ok(x) => x,
+            Err(e) if e.is_timeout() => return Err(timeout()),
+            Err(e) => {
+                let (kind, message) = crate::http::classify_error(&e);
+                return Err(PveError::Unreachable {
+                    base: self.cfg.base.clone(),
+                    why: format!("{} ({message})", kind.as_str()),
+                });
+            }
+        };
+        match status {
+            200..=299 => {}
+            401 => {
+                return Err(PveError::Unauthorized {
+                    path: path.to_string(),
+                })
+            }
+            403 => {
+                return Err(PveError::Forbidden {
+                    path: path.to_string(),
+                })
+            }
+            s => {
+                return Err(PveError::Status {
+                    status: s,
+                    path: path.to_string(),
+                    hint: match s {
+                        404 => ": is PVE_NODE a node of this cluster and PVE_API_URL the API?",
+                        500..=599 => ": the API itself failed, try again or check pveproxy",
+                        _ => "",
+                    },
+                })
+            }
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|e| PveError::Malformed {
+            path: path.to_string(),
+            why: format!("invalid JSON at line {} column {}", e.line(), e.column()),
+        })?;
+        match v {
+            Value::Object(mut m) if m.contains_key("data") => {
+                Ok(m.remove("data").unwrap_or(Value::Null))
+            }
+            _ => Err(PveError::Malformed {
+                path: path.to_string(),
+                why: "no \"data\" member".into(),
+            }),
+        }
+    }
+
+    /// `PVE_NODE`, else the first node the API lists.
+    pub async fn node(&self) -> Result<String, PveError> {
+        if let Some(n) = &self.cfg.node {
+            return Ok(n.clone());
+        }
+        let path = "/nodes";
+        let data = self.get(path).await?;
+        let list = data.as_array().ok_or_else(|| PveError::Malformed {
+            path: path.into(),
+            why: "data is not a list".into(),
+        })?;
+        let first = list
+            .first()
+            .ok_or(PveError::NoNode)?
+            .get("node")
+            .and_then(Value::as_str)
+            .ok_or_else(|| PveError::Malformed {
+                path: path.into(),
+                why: "a node without a name".into(),
+            })?;
+        if !valid_node(first) {
+            return Err(PveError::Malformed {
+                path: path.into(),
+                why: "a node name with unexpected characters".into(),
+            });
+        }
+        Ok(first.to_string())
+    }
+
+    pub async fn containers(&self, node: &str) -> Result<Vec<Container>, PveError> {
+        let path = format!("/nodes/{node}/lxc");
+        let data = self.get(&path).await?;
+        parse_containers(&path, &data)
+    }
+
+    /// The execd token of one container, if its config holds one.
+    pub async fn exec_token(&self, node: &str, vmid: u32) -> Result<Option<Secret>, PveError> {
+        let data = self
+            .get(&format!("/nodes/{node}/lxc/{vmid}/config"))
+            .await?;
+        Ok(token_from_config(&data))
+    }
+}
+
+/// What [`resolve`] found, besides what it put into the config.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub node: Option<String>,
+}
+
+/// Fills in what the PVE API knows: `--all`'s targets (and the skipped ones), instance names as
+/// VMIDs, and per-target exec tokens when none was given. A no-op when the API is not configured.
+pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<Resolved, PveError> {
+    let Some(pve) = cfg.pve.clone() else {
+        return Ok(Resolved::default());
+    };
+    let need_list = cfg.all || !cfg.names.is_empty();
+    let need_tokens = cfg.probe.exec_token.is_none();
+    if !need_list && !need_tokens {
+        return Ok(Resolved::default());
+    }
+    if pve.base.starts_with("https:") && !pve.verify_tls {
+        cfg.warnings.push(
+            "note: the PVE API's TLS certificate is not verified (as in cmux); set PVE_VERIFY_TLS=1 to verify it"
+                .into(),
+        );
+    }
+    let api = PveApi::new(&pve)?;
+    let node = match api.node().await {
+        Ok(n) => n,
+        Err(e) if !need_list => {
+            cfg.warnings
+                .push(format!("warning: no exec tokens from the PVE API: {e}"));
+            return Ok(Resolved::default());
+        }
+        Err(e) => return Err(e),
+    };
+    if need_list {
+        let cts = api.containers(&node).await?;
+        if cfg.all {
+            for c in cts.iter().filter(|c| is_cmux_name(&c.name)) {
+                let reason = if c.template {
+                    Some("template".to_string())
+                } else if c.status != "running" {
+                    Some(format!("not running ({})", c.status))
+                } else {
+                    None
+                };
+                match reason {
+                    Some(reason) => cfg.skipped_targets.push(SkippedTarget {
+                        vmid: c.vmid,
+                        name: c.name.clone(),
+                        reason,
+                    }),
+                    None if !cfg.vmids.contains(&c.vmid) => cfg.vmids.push(c.vmid),
+                    None => {}
+                }
+            }
+            if cfg.vmids.is_empty() {
+                cfg.warnings.push(format!(
+                    "note: the PVE API lists no running cmux container on node {node}"
+                ));
+            }
+        }
+        for name in std::mem::take(&mut cfg.names) {
+            let c = cts
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| PveError::UnknownName {
+                    name: name.clone(),
+                    node: node.clone(),
+                })?;
+            if c.status != "running" {
+                cfg.warnings.push(format!(
+                    "warning: {name} (VMID {}) is {} on node {node}",
+                    c.vmid, c.status
+                ));
+            }
+            if !cfg.vmids.contains(&c.vmid) {
+                cfg.vmids.push(c.vmid);
+            }
+        }
+    }
+    if need_tokens {
+        let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
+        let found = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
+            let (api, node, sem) = (&api, &node, &sem);
+            async move {
+                let _permit = sem.acquire().await;
+                (vmid, api.exec_token(node, vmid).await)
+            }
+        }))
+        .await;
+        let mut tokens = BTreeMap::new();
+        for (vmid, r) in found {
+            match r {
+                Ok(Some(t)) => {
+                    tokens.insert(vmid, t);
+                }
+                Ok(None) => {}
+                Err(e) => cfg.warnings.push(format!(
+                    "warning: no exec token for VMID {vmid} from the PVE API: {e}"
+                )),
+            }
+        }
+        cfg.probe.exec_tokens = tokens;
+    }
+    Ok(Resolved { node: Some(node) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
+
+    #[test]
+    fn tokens_from_env_and_description() {
+        let env = format!("FOO=bar\0CMUX_EXECD_AUTH_TOKEN={T}\0X=1");
+        let t = token_from_config(&json!({ "env": env })).unwrap();
+        assert_eq!(t.expose(), T);
+        let d = format!("cmux sandbox\ncmux-execd-auth-token={T}\n");
+        let t = token_from_config(&json!({ "description": d })).unwrap();
+        assert_eq!(t.expose(), T);
+        assert!(token_from_config(&json!({ "env": "CMUX_EXECD_AUTH_TOKEN=short" })).is_none());
+        assert!(token_from_config(&json!({ "description": "nothing here" })).is_none());
+        assert!(token_from_config(&json!({})).is_none());
+    }
+
+    #[test]
+    fn container_list() {
+        let data = json!([
+            {"vmid": 203, "name": "pvelxc-1a2b3c4d", "status": "running"},
+            {"vmid": "202", "name": "cmux-202", "status": "stopped"},
+            {"vmid": 9000, "name": "cmux-template", "status": "stopped", "template": 1},
+        ]);
+        let c = parse_containers("/x", &data).unwrap();
+        assert_eq!(
+            c.iter().map(|c| c.vmid).collect::<Vec<_>>(),
+            [202, 203, 9000]
+        );
+        assert!(c[2].template && !c[0].template);
+        assert!(parse_containers("/x", &json!({"a": 1})).is_err());
+        assert!(parse_containers("/x", &json!([{"name": "x"}])).is_err());
+        assert!(is_cmux_name("cmux-202") && is_cmux_name("pvelxc-1") && !is_cmux_name("db"));
+    }
+
+    #[test]
+    fn exit_codes_and_no_token_in_messages() {
+        assert_eq!(
+            PveError::Unauthorized {
+                path: "/nodes".into()
+            }
+            .exit_code(),
+            2
+        );
+        assert_eq!(
+            PveError::Timeout {
+                path: "/nodes".into(),
+                ms: 1
+            }
+            .exit_code(),
+            3
+        );
+        assert!(truthy(Some("1")) && truthy(Some("true")) && !truthy(Some("0")) && !truthy(None));
+    }
+}

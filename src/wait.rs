@@ -1,0 +1,67 @@
+//! `--wait DURATION`: re-diagnose with backoff until everything is healthy or the time is spent (CI
+//! right after a deploy), then report the last result.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use crate::cli::{DiagnoseConfig, UsageError};
+use crate::report::{exit, Report};
+
+/// The first pause between attempts; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The pause after attempt `n` (1-based): 0.5 s, 1 s, 2 s, 4 s, 5 s, 5 s, ...
+pub fn backoff(n: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << n.saturating_sub(1).min(8))
+        .min(MAX_BACKOFF)
+}
+
+/// Runs the diagnosis once, or until healthy within `cfg.wait`. Progress goes to stderr, and only
+/// when stderr is a terminal.
+pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
+    let Some(wait) = cfg.wait else {
+        return crate::run::run(cfg).await;
+    };
+    let progress = !cfg.quiet && std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let report = crate::run::run(cfg).await?;
+        let code = report.exit_code();
+        let pause = backoff(attempt);
+        if code == exit::OK || start.elapsed() + pause >= wait {
+            if progress && attempt > 1 {
+                eprintln!(
+                    "pvediag: attempt {attempt}: {} after {:.1} s",
+                    report.worst().as_str(),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(report);
+        }
+        if progress {
+            eprintln!(
+                "pvediag: attempt {attempt}: {}; again in {:.1} s ({:.0} s left)",
+                report.worst().as_str(),
+                pause.as_secs_f64(),
+                wait.saturating_sub(start.elapsed()).as_secs_f64()
+            );
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_seconds() {
+        let b: Vec<u128> = (1..=7).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(b, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+}
