@@ -171,6 +171,22 @@ async fn serve(
     println!();
     println!("press Ctrl-C to stop the lab");
     let _ = std::io::stdout().flush();
-    let _ = tokio::signal::ctrl_c().await;
+    wait_for_stop().await;
     Ok(exit::OK)
+}
+
+/// Ctrl-C or SIGTERM: the lab is dropped afterwards, which removes its temporary directory.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

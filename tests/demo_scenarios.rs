@@ -232,3 +232,57 @@ fn seed_demo_reads_the_labs_caddyfile_and_names_the_line() {
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(findings[0]["line"], 17);
 }
+
+/// `pvediag demo --serve` keeps the lab up and prints the real command; that command, typed by hand,
+/// reaches the lab exactly like `demo` does.
+#[test]
+fn demo_serve_prints_a_command_that_reaches_the_lab() {
+    use std::io::BufRead;
+    if !curl_present() {
+        return;
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pvediag"))
+        .args(["demo", "--serve"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut command = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(c) = line.trim().strip_prefix("pvediag ") {
+            command = Some(c.to_string());
+            break;
+        }
+    }
+    let command = command.expect("demo --serve prints the command");
+    let args: Vec<&str> = command.split_whitespace().collect();
+    let ca = args[args.iter().position(|a| *a == "--cacert").unwrap() + 1].to_string();
+    let out = Command::cargo_bin("pvediag")
+        .unwrap()
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(&args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let (_, via_demo) = demo("seed");
+    assert_eq!(not_healthy(&v), not_healthy(&via_demo));
+    assert_eq!(
+        verdict(&v, "xterm")["summary"],
+        verdict(&via_demo, "xterm")["summary"]
+    );
+    // SIGTERM stops the lab and removes its files.
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    assert!(
+        !std::path::Path::new(&ca).exists(),
+        "the lab's directory outlived it"
+    );
+}
