@@ -162,7 +162,7 @@ pub struct DiagnoseArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub timeout: String,
 
-    /// Bound on the whole run, however many probes hang (default: timeout + 15s)
+    /// Bound on the whole run, however many probes hang (default: 2 × timeout + 15s)
     #[arg(long, value_name = "DURATION")]
     pub deadline: Option<String>,
 
