@@ -953,6 +953,38 @@ fn decide_host(
     }
 }
 
+/// An internal answer that by itself proves the service broken (whatever the public side saw):
+/// nothing listening, hanging, an error status, or another program on its port.
+fn service_fault(s: &Service, vmid: u32, i: &Answer) -> Option<Row> {
+    let label = service_label(s);
+    let p = s.port;
+    Some(match i {
+        Answer::Unreachable(FailureKind::Refused) => service_down(s, vmid, "service-down"),
+        Answer::Unreachable(FailureKind::Timeout) => row(
+            Status::Broken,
+            Some(Layer::Service),
+            "service-hangs",
+            format!("{label} accepts connections on {p} but does not answer in time"),
+        )
+        .next(svc_next(s, vmid)),
+        Answer::BadStatus(st) => row(
+            Status::Broken,
+            Some(Layer::Service),
+            "service-error-status",
+            format!("{label} itself answers {st} inside the container"),
+        )
+        .next(svc_next(s, vmid)),
+        Answer::WrongService { reason, .. } => row(
+            Status::Broken,
+            Some(Layer::Service),
+            "other-process-on-port",
+            format!("inside the container something other than {label} answers on {p}: {reason}"),
+        )
+        .next(format!("pct exec {vmid} -- ss -ltnp 'sport = :{p}'")),
+        _ => return None,
+    })
+}
+
 fn service_down(s: &Service, vmid: u32, rule: &'static str) -> Row {
     row(
         Status::Broken,
@@ -1025,28 +1057,9 @@ fn decide_gateway_error(
                 .next(format!("on the PVE host: getent hosts cmux-{vmid}.lan; curl -sS -H 'Host: {host}' http://127.0.0.1:8080{}", s.probe.path))
             }
         }
-        Answer::Unreachable(FailureKind::Refused) => service_down(s, vmid, "service-down"),
-        Answer::Unreachable(FailureKind::Timeout) => row(
-            Status::Broken,
-            Some(Layer::Service),
-            "service-hangs",
-            format!("{label} accepts connections on {p} but does not answer in time"),
-        )
-        .next(svc_next(s, vmid)),
-        Answer::BadStatus(st) => row(
-            Status::Broken,
-            Some(Layer::Service),
-            "service-error-status",
-            format!("{label} itself answers {st} inside the container"),
-        )
-        .next(svc_next(s, vmid)),
-        Answer::WrongService { reason, .. } => row(
-            Status::Broken,
-            Some(Layer::Service),
-            "other-process-on-port",
-            format!("inside the container something other than {label} answers on {p}: {reason}"),
-        )
-        .next(format!("pct exec {vmid} -- ss -ltnp 'sport = :{p}'")),
+        Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
+        | Answer::BadStatus(_)
+        | Answer::WrongService { .. } => service_fault(s, vmid, i).expect("a service fault"),
         Answer::Unreachable(k) => inconclusive(
             "gateway-error-internal-transport",
             vec![Layer::Caddy, Layer::Service],
@@ -1166,7 +1179,6 @@ fn decide_wrong_answer(
 /// Services with no public URL: the internal view alone decides.
 fn decide_internal_only(s: &Service, vmid: u32, i: &Answer, f: &Facts) -> Row {
     let label = service_label(s);
-    let p = s.port;
     match i {
         Answer::Healthy => row(
             Status::Healthy,
@@ -1184,28 +1196,9 @@ fn decide_internal_only(s: &Service, vmid: u32, i: &Answer, f: &Facts) -> Row {
             format!("{label} answers without {}", h.join(", ")),
         )
         .next(svc_next(s, vmid)),
-        Answer::Unreachable(FailureKind::Refused) => service_down(s, vmid, "service-down"),
-        Answer::Unreachable(FailureKind::Timeout) => row(
-            Status::Broken,
-            Some(Layer::Service),
-            "service-hangs",
-            format!("{label} accepts connections on {p} but does not answer in time"),
-        )
-        .next(svc_next(s, vmid)),
-        Answer::BadStatus(st) => row(
-            Status::Broken,
-            Some(Layer::Service),
-            "service-error-status",
-            format!("{label} answers {st} inside the container"),
-        )
-        .next(svc_next(s, vmid)),
-        Answer::WrongService { reason, .. } => row(
-            Status::Broken,
-            Some(Layer::Service),
-            "other-process-on-port",
-            format!("something other than {label} answers on {p}: {reason}"),
-        )
-        .next(format!("pct exec {vmid} -- ss -ltnp 'sport = :{p}'")),
+        Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
+        | Answer::BadStatus(_)
+        | Answer::WrongService { .. } => service_fault(s, vmid, i).expect("a service fault"),
         Answer::Unreachable(k) => inconclusive(
             "internal-transport-error",
             vec![Layer::Service],
