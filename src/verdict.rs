@@ -1017,6 +1017,38 @@ fn decide_gateway_error(
         Answer::Healthy | Answer::MissingHeaders(_) => {
             if f.chain_reaches_container.is_some() {
                 let route = route_for(t, &s.name);
+                if let Some(RouteObservation {
+                    upstream_host: Some(h),
+                    upstream_port: Some(rp),
+                    source,
+                    ..
+                }) = route
+                {
+                    if *rp == p {
+                        // Caddy's configuration is right: then the service is not reachable from the
+                        // host where Caddy dials it (bound to loopback, or a firewall), or the file read
+                        // is not what Caddy has loaded.
+                        let loaded = source.as_deref().is_some_and(|s| s.contains("admin API"));
+                        let mut candidates = vec![Layer::Service, Layer::Container];
+                        if !loaded {
+                            candidates.insert(0, Layer::Caddy);
+                        }
+                        return inconclusive(
+                            "route-correct-upstream-unreachable",
+                            candidates,
+                            format!(
+                                "{label} answers inside on 127.0.0.1:{p} and Caddy's route for {host} dials {h}:{p} as it should{}, yet the request fails: {label} may listen on loopback only, a firewall may drop it{}",
+                                source.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(),
+                                if loaded { "" } else { ", or Caddy runs another configuration than this file" }
+                            ),
+                        )
+                        .next(format!(
+                            "pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on 0.0.0.0:{p}); on the PVE host: curl -sS http://{h}:{p}{}{}",
+                            s.probe.path,
+                            if loaded { "" } else { "; systemctl reload caddy-cmux" }
+                        ));
+                    }
+                }
                 let summary = match route {
                     Some(RouteObservation {
                         upstream_host: Some(h),
@@ -1032,7 +1064,7 @@ fn decide_gateway_error(
                         ..
                     }) => format!("Caddy has no route for {host}; {label} listens on {p}"),
                     _ => format!(
-                        "{label} answers inside on {p}, but Caddy's route for {host} does not reach it: the route must dial cmux-{vmid}.lan:{p}"
+                        "{label} answers inside on {p}, but Caddy's route for {host} does not reach it: the route must dial cmux-{vmid}.lan:{p} (if it already does, {label} listens on loopback only: read the Caddyfile with --caddyfile, or probe from the host with --on-host)"
                     ),
                 };
                 row(

@@ -849,6 +849,22 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
+    case(
+        "route-correct-upstream-unreachable",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            t.routes.push(RouteObservation {
+                service: "xterm".into(),
+                host: "xterm-202.example.test".into(),
+                upstream_host: Some("cmux-202.lan".into()),
+                upstream_port: Some(39383),
+                source: Some("Caddyfile.cmux:17".into()),
+            });
+        },
+        Inconclusive,
+        None,
+    ),
 ];
 
 #[test]

@@ -286,3 +286,70 @@ fn demo_serve_prints_a_command_that_reaches_the_lab() {
         "the lab's directory outlived it"
     );
 }
+
+fn demo_args(args: &[&str]) -> (i32, Value) {
+    let out = Command::cargo_bin("pvediag")
+        .unwrap()
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("demo")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (out.status.code().unwrap(), v)
+}
+
+/// A fault the decision table has no scenario name for: the service listens on loopback only. With
+/// the Caddyfile showing a correct route, pvediag does not blame Caddy; from the host it pins it.
+#[test]
+fn loopback_only_service_is_not_blamed_on_a_correct_route() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("loopback-only");
+    assert_eq!(code, 3);
+    let x = verdict(&v, "xterm");
+    assert_eq!(x["status"], "inconclusive");
+    assert_eq!(x["rule"], "route-correct-upstream-unreachable");
+    assert!(x["candidates"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("service")));
+    let (code, v) = demo_args(&["--scenario", "loopback-only", "--on-host", "--no-pct"]);
+    assert_eq!(code, 1);
+    let x = verdict(&v, "xterm");
+    assert_eq!(
+        (x["status"].as_str(), x["layer"].as_str()),
+        (Some("broken"), Some("service"))
+    );
+    assert_eq!(x["rule"], "host-upstream-loopback-only");
+}
+
+/// Every scenario with the host vantage: never a worse verdict than without it, and each break on one hop.
+#[test]
+fn host_vantage_pins_every_scenario_to_one_layer() {
+    if !curl_present() {
+        return;
+    }
+    let want: &[(&str, &str, &str)] = &[
+        ("seed", "xterm", "caddy"),
+        ("caddy-port", "vnc", "caddy"),
+        ("service-down", "vscode", "service"),
+        ("tunnel-down", "xterm", "tunnel"),
+        ("wrong-service", "xterm", "caddy"),
+        ("container-down", "xterm", "container"),
+        ("caddy-down", "xterm", "caddy"),
+    ];
+    for (scenario, service, layer) in want {
+        let (code, v) = demo_args(&["--scenario", scenario, "--on-host", "--no-pct"]);
+        assert_eq!(code, 1, "{scenario}");
+        assert_eq!(
+            verdict(&v, service)["layer"],
+            *layer,
+            "{scenario}: {}",
+            verdict(&v, service)
+        );
+    }
+}

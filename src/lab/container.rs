@@ -151,7 +151,16 @@ pub async fn start(
     for p in CONTAINER_PORTS {
         ports.entry(*p).or_insert(closed_addr);
     }
+    // Inside the container every listening service is reachable on 127.0.0.1; from the LAN (Caddy,
+    // the host) a service bound to loopback only is not.
     write_curlrc(&dir, &ports)?;
+    for svc in spec
+        .services
+        .iter()
+        .filter(|s| s.behaviour == Behaviour::LoopbackOnly)
+    {
+        ports.insert(svc.port, closed_addr);
+    }
     let ct = Arc::new(ContainerRuntime {
         vmid: spec.vmid,
         running: true,

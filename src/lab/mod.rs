@@ -144,6 +144,8 @@ pub enum Behaviour {
     Hang,
     /// Refuses (not listening) until this long after the lab started; healthy after.
     RecoversAfter(Duration),
+    /// Listens on the container's 127.0.0.1 only: healthy inside, refused from the host (Caddy).
+    LoopbackOnly,
 }
 
 /// A Caddyfile route: requests for `{service}-{vmid}.*` go to `cmux-{vmid}.lan:{port}`.
@@ -227,6 +229,7 @@ pub const SCENARIOS: &[&str] = &[
     "container-down",
     "caddy-down",
     "preview-off",
+    "loopback-only",
 ];
 
 fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
@@ -349,6 +352,23 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             (
                 "preview-off",
                 "no dev server on 5173 (optional); everything else is healthy",
+                c,
+            )
+        }
+        "loopback-only" => {
+            let mut c = base;
+            let mut ct = ct;
+            for s in ct
+                .services
+                .iter_mut()
+                .filter(|s| s.kind == ServiceKind::Xterm)
+            {
+                s.behaviour = Behaviour::LoopbackOnly;
+            }
+            c.containers = vec![ct];
+            (
+                "loopback-only",
+                "cmux-pty listens on 127.0.0.1:39383 only: healthy inside, Caddy's correct route gets refused",
                 c,
             )
         }
