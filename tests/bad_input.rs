@@ -127,6 +127,9 @@ fn bad_input_matrix() {
         ],
     );
     let empty_dir = catalog_dir(root, "empty", &[("README.txt", b"no json here")]);
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let huge_file = catalog_dir(root, "huge", &[("big.json", &huge)]);
+    let checks_file = format!("{broken_json}/x.json");
     let missing_dir = root.join("no-such-dir").display().to_string();
 
     // Token files.
@@ -365,6 +368,16 @@ fn bad_input_matrix() {
             "catalog missing dir",
             &["--checks", &missing_dir],
             &["no-such-dir", "cannot read catalog directory"],
+        ),
+        with(
+            "catalog file over 1 MiB",
+            &["--checks", &huge_file],
+            &["big.json", "1 MiB"],
+        ),
+        with(
+            "catalog is a file",
+            &["--checks", &checks_file],
+            &["x.json", "cannot read catalog directory"],
         ),
         with(
             "services unknown",
