@@ -789,3 +789,50 @@ fn tls_wrong_name_is_a_certificate_failure_even_with_its_ca() {
     drop(s);
     tls_case(CertKind::WrongName, &["--insecure"]);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Terminal escapes: text from servers must not reach the terminal as control sequences.
+
+#[test]
+fn escape_sequences_from_servers_do_not_reach_the_table() {
+    const ESC: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let s = Hostile::start(|req, mut c| async move {
+        match (req.method.as_str(), req.path()) {
+            ("POST", "/exec") => {
+                let (nonce, _) = parse_command(&req.body);
+                send(&mut c, JSONLINES_HEAD).await;
+                for kind in ["stderr", "error"] {
+                    let key = if kind == "error" { "message" } else { "data" };
+                    let l =
+                        serde_json::to_vec(&serde_json::json!({"type": kind, key: ESC})).unwrap();
+                    send(&mut c, &chunk(&[l, b"\n".to_vec()].concat())).await;
+                }
+                let rec = format!(
+                    "@pvediag1 {nonce} xterm via=curl rc=7 code=000 t=0 h= b= e={} end",
+                    base64::engine::general_purpose::STANDARD.encode(format!("curl: {ESC}"))
+                );
+                send(&mut c, &chunk(&line("stdout", &rec))).await;
+                send(&mut c, &chunk(b"{\"type\":\"exit\",\"code\":0}\n")).await;
+                send(&mut c, b"0\r\n\r\n").await;
+            }
+            _ => {
+                let body = format!("bad {ESC} gateway");
+                send(
+                    &mut c,
+                    &response(502, &[("content-type", "text/plain")], body.as_bytes()),
+                )
+                .await
+            }
+        }
+    });
+    let (r, _) = diagnose(&exec_args(&s, &["--timeout", "5s"]));
+    use pvediag::report::Format as _;
+    let table = pvediag::report::table::TableFormat { color: false }.render(&r);
+    assert!(
+        !table.contains('\u{1b}') && !table.contains('\u{7}'),
+        "{table:?}"
+    );
+    // JSON escapes them, so it is safe as it is.
+    let json = pvediag::report::json::Json.render(&r);
+    assert!(!json.contains('\u{1b}'));
+}

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::classify_error;
 use crate::observation::{AuthMode, ExecRun, FailureKind, HttpResponse, Probe};
-use crate::probe::internal::{parse_record, Record};
+use crate::probe::internal::{parse_record, printable, Record};
 use crate::probe::jsonlines::{Event, Parser};
 use crate::secret::Secret;
 use crate::verdict::made_by_cloudflare;
@@ -136,13 +136,13 @@ pub async fn run(
                 if stderr_lines <= 3 {
                     notes.push(format!(
                         "stderr: {}",
-                        line.chars().take(160).collect::<String>()
+                        printable(&line.chars().take(160).collect::<String>())
                     ));
                 }
             }
             Event::Error(m) => notes.push(format!(
                 "execd error: {}",
-                m.chars().take(160).collect::<String>()
+                printable(&m.chars().take(160).collect::<String>())
             )),
             Event::Exit(c) => {
                 exit_code = Some(c);

@@ -23,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let all: Vec<_> = c.services.iter().collect();
-        let cmd = pvediag::probe::internal::build_command(&all, "n", std::time::Duration::from_secs(1));
+        let cmd =
+            pvediag::probe::internal::build_command(&all, "n", std::time::Duration::from_secs(1));
         assert!(!cmd.contains('\0'));
     }
 });
