@@ -571,6 +571,13 @@ impl DiagnoseArgs {
                         p.display()
                     )));
                 }
+                if reqwest::Certificate::from_pem_bundle(&bytes).is_err() {
+                    return Err(UsageError::new(format!(
+                        "--cacert {}: a PEM certificate in it is broken: expected base64 between \
+                         -----BEGIN CERTIFICATE----- and -----END CERTIFICATE-----",
+                        p.display()
+                    )));
+                }
                 Some(bytes)
             }
             None => None,
@@ -618,6 +625,16 @@ impl DiagnoseArgs {
                     "-o/--output {:?} is not a file path",
                     o.display()
                 )));
+            }
+            // Found out before probing, not after the whole run.
+            if let Some(dir) = o.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    return Err(UsageError::new(format!(
+                        "-o/--output {:?}: the directory {:?} does not exist; expected a file in an existing directory",
+                        o.display(),
+                        dir.display()
+                    )));
+                }
             }
         }
         let color = match self.color {

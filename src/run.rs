@@ -33,9 +33,11 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     let budget = cfg.deadline.saturating_sub(Duration::from_millis(200));
     if probe.timeout + probe.exec_grace > budget {
         probe.exec_grace = (budget / 5).min(probe.exec_grace);
+        // Never longer than the user's --timeout: only the grace shrinks when that is enough.
         probe.timeout = budget
             .saturating_sub(probe.exec_grace)
-            .max(Duration::from_millis(1));
+            .max(Duration::from_millis(1))
+            .min(probe.timeout);
     }
 
     let caddy_read = read_caddy(cfg);

@@ -471,6 +471,27 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
             used_fallback,
             notes,
             ..
+        } if exit_code.is_none()
+            && t.services
+                .iter()
+                .all(|s| matches!(s.internal, Probe::NotRun { .. })) =>
+        {
+            // Status 200 but not one record and no exit: not execd's stream (an HTML page, ...).
+            let mut summary = "internal probes unavailable: the exec answer held no record and no exit event (not cmux-execd's JSON-lines stream?)".to_string();
+            if !notes.is_empty() {
+                summary.push_str(&format!("; {}", notes.join("; ")));
+            }
+            ChannelVerdict {
+                status: Status::Inconclusive,
+                summary,
+                next_step: None,
+            }
+        }
+        ExecRun::Completed {
+            exit_code,
+            used_fallback,
+            notes,
+            ..
         } => {
             let mut summary = format!(
                 "internal probes ran in one exec round trip (exit {})",

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::classify_error;
 use crate::observation::{AuthMode, ExecRun, FailureKind, HttpResponse, Probe};
-use crate::probe::internal::{parse_record, Record};
+use crate::probe::internal::{parse_record, printable, Record};
 use crate::probe::jsonlines::{Event, Parser};
 use crate::secret::Secret;
 use crate::verdict::made_by_cloudflare;
@@ -102,7 +102,7 @@ pub async fn run(
             }
         })
         .await;
-        let body = String::from_utf8_lossy(&body).into_owned();
+        let body = redact(String::from_utf8_lossy(&body).into_owned(), token);
         let from_edge = made_by_cloudflare(&HttpResponse {
             status,
             headers,
@@ -136,13 +136,13 @@ pub async fn run(
                 if stderr_lines <= 3 {
                     notes.push(format!(
                         "stderr: {}",
-                        line.chars().take(160).collect::<String>()
+                        printable(&line.chars().take(160).collect::<String>())
                     ));
                 }
             }
             Event::Error(m) => notes.push(format!(
                 "execd error: {}",
-                m.chars().take(160).collect::<String>()
+                printable(&m.chars().take(160).collect::<String>())
             )),
             Event::Exit(c) => {
                 exit_code = Some(c);
@@ -206,5 +206,53 @@ pub async fn run(
             elapsed_ms,
         }
     };
+    let run = match run {
+        ExecRun::Incomplete { notes, elapsed_ms } => ExecRun::Incomplete {
+            notes: redact_all(notes, token),
+            elapsed_ms,
+        },
+        ExecRun::Completed {
+            exit_code,
+            notes,
+            used_fallback,
+            elapsed_ms,
+        } => ExecRun::Completed {
+            exit_code,
+            notes: redact_all(notes, token),
+            used_fallback,
+            elapsed_ms,
+        },
+        other => other,
+    };
+    let records = records
+        .into_iter()
+        .map(|mut r| {
+            if let Probe::Response { response, .. } = &mut r.probe {
+                response.body = redact(std::mem::take(&mut response.body), token);
+                for (_, v) in &mut response.headers {
+                    *v = redact(std::mem::take(v), token);
+                }
+            }
+            if let Probe::Failed { message, .. } = &mut r.probe {
+                *message = redact(std::mem::take(message), token);
+            }
+            r
+        })
+        .collect();
     ExecResult { run, records }
+}
+
+/// Removes the token from text a server sent back: an endpoint that reflects the request (a debug
+/// echo, a proxy's error page) must not make the report carry the secret.
+fn redact(text: String, token: Option<&Secret>) -> String {
+    match token {
+        Some(t) if !t.expose().is_empty() && text.contains(t.expose()) => {
+            text.replace(t.expose(), "[redacted]")
+        }
+        _ => text,
+    }
+}
+
+fn redact_all(notes: Vec<String>, token: Option<&Secret>) -> Vec<String> {
+    notes.into_iter().map(|n| redact(n, token)).collect()
 }

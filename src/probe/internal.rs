@@ -254,12 +254,20 @@ pub fn parse_record(line: &str, nonce: &str) -> Option<Record> {
     }
 }
 
+/// Text from the container made safe to print: control characters (terminal escapes, bells,
+/// line breaks) become spaces.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 fn curl_failure(rc: i32, stderr: &str, elapsed_ms: u64) -> Probe {
     let kind = FailureKind::from_curl_exit(rc);
     let mut message = format!("curl exit {rc}");
     if !stderr.is_empty() {
         message.push_str(": ");
-        message.push_str(&stderr.chars().take(200).collect::<String>());
+        message.push_str(&printable(&stderr.chars().take(200).collect::<String>()));
     }
     Probe::Failed {
         kind,
@@ -282,8 +290,8 @@ fn response_from(code: u16, header_dump: &[u8], body: &[u8]) -> HttpResponse {
         if let Some((k, v)) = line.split_once(':') {
             if headers.len() < 64 {
                 headers.push((
-                    k.trim().to_ascii_lowercase(),
-                    v.trim().chars().take(256).collect(),
+                    printable(k.trim()).to_ascii_lowercase(),
+                    printable(&v.trim().chars().take(256).collect::<String>()),
                 ));
             }
         }
@@ -322,8 +330,8 @@ pub fn parse_raw_response(raw: &[u8]) -> Option<HttpResponse> {
         .filter_map(|l| {
             let (k, v) = l.trim_end_matches('\r').split_once(':')?;
             Some((
-                k.trim().to_ascii_lowercase(),
-                v.trim().chars().take(256).collect(),
+                printable(k.trim()).to_ascii_lowercase(),
+                printable(&v.trim().chars().take(256).collect::<String>()),
             ))
         })
         .take(64)
