@@ -214,13 +214,32 @@ impl Route {
         if self.host_pattern.is_empty() {
             return Some(Some(vec![host.to_string()]));
         }
-        let re = Regex::new(&self.host_pattern).ok()?;
+        let re = compiled(&self.host_pattern)?;
         Some(re.captures(host).map(|c| {
             c.iter()
                 .map(|m| m.map(|m| m.as_str().to_string()).unwrap_or_default())
                 .collect()
         }))
     }
+}
+
+/// Host regexps compiled once per process (a fleet run resolves every service of every target
+/// against every route). Bounded: a flood of distinct patterns just starts the cache over.
+fn compiled(pattern: &str) -> Option<Regex> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = map.get(pattern) {
+        return re.clone();
+    }
+    if map.len() >= 256 {
+        map.clear();
+    }
+    let re = Regex::new(pattern).ok();
+    map.insert(pattern.to_string(), re.clone());
+    re
 }
 
 /// A route applied to one hostname.
