@@ -128,6 +128,10 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "DURATION")]
     pub deadline: Option<String>,
 
+    /// Targets (VMIDs) probed at once; each holds about 9 connections while it runs
+    #[arg(long, default_value_t = crate::run::CONCURRENCY as u16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+
     /// Skip the origin check (a hostname Caddy answers itself)
     #[arg(long)]
     pub no_origin_check: bool,
@@ -169,6 +173,8 @@ pub struct DiagnoseConfig {
     pub cacert_pem: Option<Vec<u8>>,
     pub insecure: bool,
     pub deadline: Duration,
+    /// Targets probed at once.
+    pub concurrency: usize,
     pub format: OutputFormat,
     pub output: Option<PathBuf>,
     pub color: bool,
@@ -378,6 +384,7 @@ impl DiagnoseArgs {
             cacert_pem,
             insecure: self.insecure,
             deadline,
+            concurrency: usize::from(self.concurrency),
             format: self.format,
             output: self.output.clone(),
             color,

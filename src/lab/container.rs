@@ -225,8 +225,10 @@ fn write_curl_wrapper(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Resu
             ));
         }
     }
+    // POSIX sh (dash where there is one: the wrapper should cost little next to curl itself).
+    // The first transfer gets the map from `.curlrc`; every `--next` gets it again.
     let script = format!(
-        "#!/bin/bash\n# written by the pvediag lab: the container's loopback ports, for every transfer\nm=({map})\na=(\"${{m[@]}}\")\nfor x in \"$@\"; do a+=(\"$x\"); [ \"$x\" = --next ] || [ \"$x\" = -: ] && a+=(\"${{m[@]}}\"); done\nexec {} \"${{a[@]}}\"\n",
+        "#!/bin/sh\n# written by the pvediag lab: the container's loopback ports, for every transfer\nn=$#\nfor x in \"$@\"; do\n  set -- \"$@\" \"$x\"\n  case $x in --next|-:) set -- \"$@\"{map} ;; esac\ndone\nshift \"$n\"\nexec {} \"$@\"\n",
         real.display()
     );
     let bin = dir.join("bin");

@@ -15,8 +15,8 @@
 //! `%{errormsg}`), ONE curl process probes every service, and the whole result travels as ONE
 //! batch line, `@pvediag2 NONCE NAME,NAME,... B64 end`, whose payload is curl's `-w` lines
 //! (`NAME RC CODE TIME HEADER_BYTES BODY_BYTES ERRMSG`, one per service, in completion order),
-//! then each service's header dump capped at [`HEADER_CAP`], then each body capped at
-//! [`BODY_CAP`], both in the order of the names: about ten processes in all instead of about ten
+//! then each service's body, then each header dump, both in the order of the names, each capped
+//! at [`BODY_CAP`] by one `head -q -c` (headers are cut to [`HEADER_CAP`] when parsed): about ten processes in all instead of about ten
 //! per service. Older curl, no curl, or a malformed `-w` output fall back to one probe per service.
 
 use std::time::Duration;
@@ -54,7 +54,7 @@ const PRELUDE: &str = r#"set +e
 n=__NONCE__
 T=__TIMEOUT__
 d=$(mktemp -d 2>/dev/null) || { d=/tmp/pvediag.$$.$RANDOM; mkdir -p "$d" && chmod 700 "$d"; }
-trap 'rm -rf "$d"' EXIT
+trap '(rm -rf "$d" </dev/null >/dev/null 2>&1 &)' EXIT
 b64() { head -c "$1" "$2" 2>/dev/null | base64 -w0 2>/dev/null || head -c "$1" "$2" 2>/dev/null | base64 | tr -d '\n'; }
 if command -v curl >/dev/null 2>&1; then via=curl; else via=bash; fi
 p() {
@@ -171,9 +171,9 @@ fn batch(services: &[&Service]) -> String {
             .join(" ")
     };
     c.push_str(&format!(
-        "  if [ $ok = 1 ]; then\n    {{ cat \"$d/w\"; head -q -c {HEADER_CAP} {}; head -q -c {BODY_CAP} {}; }} >\"$d/blob\" 2>/dev/null\n",
-        files("h"),
-        files("b")
+        "  if [ $ok = 1 ]; then\n    head -q -c {BODY_CAP} \"$d/w\" {} {} >\"$d/blob\" 2>/dev/null\n",
+        files("b"),
+        files("h")
     ));
     c.push_str(&format!(
         "    printf '@pvediag2 %s %s ' \"$n\" {}\n",
@@ -244,17 +244,20 @@ pub fn parse_batch(line: &str, nonce: &str) -> Option<Vec<Record>> {
         pos += n;
         Some(s)
     };
-    let mut headers = Vec::with_capacity(names.len());
+    let mut bodies = Vec::with_capacity(names.len());
     for n in &names {
-        headers.push(take(ws[n].h.min(HEADER_CAP))?.to_vec());
+        bodies.push(take(ws[n].b.min(BODY_CAP))?.to_vec());
     }
     let mut records = Vec::with_capacity(names.len());
-    for (n, h) in names.iter().zip(headers) {
+    for (n, body) in names.iter().zip(bodies) {
         let w = &ws[n];
-        let body = take(w.b.min(BODY_CAP))?;
+        // One `head` caps every file at BODY_CAP; headers are cut to HEADER_CAP here.
+        let h = take(w.h.min(BODY_CAP))?;
+        let h = &h[..h.len().min(HEADER_CAP)];
+        let body = &body[..];
         let elapsed_ms = (w.t * 1000.0).round().max(0.0) as u64;
         let probe = if w.rc == 0 && w.code >= 100 {
-            let mut r = response_from(w.code, &h, body);
+            let mut r = response_from(w.code, h, body);
             r.body_truncated = w.b > BODY_CAP;
             Probe::Response {
                 response: r,
@@ -569,5 +572,46 @@ mod tests {
         assert!(cmd.contains("p 'proxy' 39379 'GET' '/healthz' 'X-Cmux-Port-Internal: 39375' &"));
         assert!(cmd.contains("p 'worker' 39377 'GET' '/socket.io/?EIO=4&transport=polling' &"));
         assert!(cmd.contains("T='5.000'"));
+    }
+
+    #[test]
+    fn batch_line_round_trip() {
+        // -w lines in completion order, then bodies, then header dumps, in the order of the names.
+        let mut blob = Vec::new();
+        blob.extend_from_slice(b"xterm 7 000 0.001 0 0 Failed to connect to 127.0.0.1 port 39383\n");
+        blob.extend_from_slice(b"exec 0 200 0.052 38 2 \n");
+        blob.extend_from_slice(b"ok");
+        blob.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\n\r\n");
+        let line = format!("@pvediag2 n exec,xterm {} end", b64(&blob));
+        let rs = parse_batch(&line, "n").unwrap();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].name, "exec");
+        let r = rs[0].probe.response().unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        assert_eq!(r.header("content-type"), Some("x/y"));
+        assert!(matches!(rs[0].probe, Probe::Response { elapsed_ms: 52, .. }));
+        assert_eq!(rs[1].probe.failure(), Some(FailureKind::Refused));
+        // Another nonce, a missing byte, an extra byte, a missing -w line: no records.
+        assert!(parse_batch(&line, "m").is_none());
+        let cut = format!("@pvediag2 n exec,xterm {} end", b64(&blob[..blob.len() - 1]));
+        assert!(parse_batch(&cut, "n").is_none());
+        let mut more = blob.clone();
+        more.push(b'x');
+        assert!(parse_batch(&format!("@pvediag2 n exec,xterm {} end", b64(&more)), "n").is_none());
+        assert!(parse_batch(&format!("@pvediag2 n exec,xterm,vnc {} end", b64(&blob)), "n").is_none());
+    }
+
+    #[test]
+    fn batch_command_is_one_curl_with_a_fallback() {
+        let c = Catalog::embedded();
+        let svcs: Vec<&Service> = c.services.iter().collect();
+        let cmd = build_command(&svcs, "feed", Duration::from_secs(5));
+        assert_eq!(cmd.matches("curl --parallel").count(), 1);
+        assert_eq!(cmd.matches("--next").count(), svcs.len() - 1);
+        assert!(cmd.contains("-H 'X-Cmux-Port-Internal: 39375' 'http://127.0.0.1:39379/healthz'"));
+        // The per-service probes stay as the fallback.
+        assert!(cmd.contains("p 'xterm' 39383 'GET' '/sessions' &"));
+        let many: Vec<&Service> = std::iter::repeat(svcs[0]).take(BATCH_MAX + 1).collect();
+        assert!(!build_command(&many, "feed", Duration::from_secs(5)).contains("--parallel"));
     }
 }

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pvediag::catalog::{Catalog, Service};
 use pvediag::lab::{self, Delays, Lab};
