@@ -102,7 +102,10 @@ async fn fleet_a_diagnosis_takes_about_its_slowest_probe_not_their_sum() {
     let took = start.elapsed();
     assert_healthy(&report);
     assert_eq!(lab.exec_posts(FIRST), 1);
-    assert!(took >= floor, "faster than the injected delays allow: {took:?}");
+    assert!(
+        took >= floor,
+        "faster than the injected delays allow: {took:?}"
+    );
     assert!(
         took < floor * 3 && took < sum / 2,
         "took {took:?}: the probes did not run concurrently (floor {floor:?}, sum {sum:?})"

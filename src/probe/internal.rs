@@ -50,13 +50,21 @@ pub fn new_nonce() -> String {
     format!("{:016x}", h.finish())
 }
 
-const PRELUDE: &str = r#"set +e
+/// The start of every command: the nonce, the timeout, cleanup at exit (in the background: the
+/// stream ends without waiting for `rm`), and whether curl is there.
+const HEAD: &str = r#"set +e
 n=__NONCE__
 T=__TIMEOUT__
-d=$(mktemp -d 2>/dev/null) || { d=/tmp/pvediag.$$.$RANDOM; mkdir -p "$d" && chmod 700 "$d"; }
-trap '(rm -rf "$d" </dev/null >/dev/null 2>&1 &)' EXIT
-b64() { head -c "$1" "$2" 2>/dev/null | base64 -w0 2>/dev/null || head -c "$1" "$2" 2>/dev/null | base64 | tr -d '\n'; }
+d=
+q=
+cleanup() { [ -z "$d" ] || rm -rf "$d"; [ -z "$q" ] || rm -f "$q".*; }
+trap '(cleanup </dev/null >/dev/null 2>&1 &)' EXIT
 if command -v curl >/dev/null 2>&1; then via=curl; else via=bash; fi
+"#;
+
+/// The per-service probes (the fallback of the batch): a private directory, one probe each.
+const PRELUDE: &str = r#"d=$(mktemp -d 2>/dev/null) || { d=/tmp/pvediag.$$.$RANDOM; mkdir -p "$d" && chmod 700 "$d"; }
+b64() { head -c "$1" "$2" 2>/dev/null | base64 -w0 2>/dev/null || head -c "$1" "$2" 2>/dev/null | base64 | tr -d '\n'; }
 p() {
   local name=$1 port=$2 method=$3 path=$4 h rc code t0 t1
   shift 4
@@ -97,15 +105,18 @@ pub const BATCH_MAX: usize = 24;
 /// Builds the one bash command that probes `services` inside the container.
 pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> String {
     let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
-    let mut cmd = PRELUDE
+    let mut cmd = HEAD
         .replace("__NONCE__", &shell_quote(nonce))
-        .replace("__TIMEOUT__", &shell_quote(&secs))
-        .replace("__HCAP__", &HEADER_CAP.to_string())
-        .replace("__BCAP__", &BODY_CAP.to_string())
-        .replace("__RAWCAP__", &(HEADER_CAP + BODY_CAP).to_string());
+        .replace("__TIMEOUT__", &shell_quote(&secs));
     if !services.is_empty() && services.len() <= BATCH_MAX {
         cmd.push_str(&batch(services));
     }
+    cmd.push_str(
+        &PRELUDE
+            .replace("__HCAP__", &HEADER_CAP.to_string())
+            .replace("__BCAP__", &BODY_CAP.to_string())
+            .replace("__RAWCAP__", &(HEADER_CAP + BODY_CAP).to_string()),
+    );
     for s in services {
         let mut line = format!(
             "p {} {} {} {}",
@@ -126,11 +137,28 @@ pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> S
 }
 
 /// The batch: one `curl --parallel` for every service, one line out; falls through to the
-/// per-service probes when curl cannot (old curl: exit 2 or no `%{exitcode}` in the `-w` output).
+/// per-service probes when curl cannot (old curl: exit 2 or no `%{exitcode}` in the `-w` output)
+/// or the files cannot be made. The files are `$TMPDIR/pvediag.PID.RANDOM.*`, each created by
+/// bash with noclobber (O_EXCL: never someone else's file or link) before curl writes it — no
+/// `mktemp` process on the way.
 fn batch(services: &[&Service]) -> String {
     let n = services.len();
-    let mut c = String::from("if [ \"$via\" = curl ]; then\n  curl --parallel --parallel-immediate");
-    c.push_str(&format!(" --parallel-max {n}"));
+    let files = |ext: &str| -> String {
+        (0..n)
+            .map(|i| format!("\"$q.{i}.{ext}\""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut c = String::from(
+        "if [ \"$via\" = curl ]; then\n  q=${TMPDIR:-/tmp}/pvediag.$$.$RANDOM$RANDOM\n  ok=1\n  set -C\n  for f in w",
+    );
+    for i in 0..n {
+        c.push_str(&format!(" {i}.b {i}.h"));
+    }
+    c.push_str("; do { : >\"$q.$f\"; } 2>/dev/null || ok=0; done\n  set +C\n");
+    c.push_str(&format!(
+        "  if [ $ok = 1 ]; then\n  curl --parallel --parallel-immediate --parallel-max {n}"
+    ));
     for (i, s) in services.iter().enumerate() {
         if i > 0 {
             c.push_str(" \\\n    --next");
@@ -141,7 +169,7 @@ fn batch(services: &[&Service]) -> String {
             format!("-X {}", shell_quote(&s.probe.method))
         };
         c.push_str(&format!(
-            " -s --max-time \"$T\" -o \"$d/{i}.b\" -D \"$d/{i}.h\" -w {} {method}",
+            " -s --max-time \"$T\" -o \"$q.{i}.b\" -D \"$q.{i}.h\" -w {} {method}",
             // Names are [a-z0-9-]: nothing for -w to interpret.
             shell_quote(&format!(
                 "{} %{{exitcode}} %{{http_code}} %{{time_total}} %{{size_header}} %{{size_download}} %{{errormsg}}\\n",
@@ -156,32 +184,23 @@ fn batch(services: &[&Service]) -> String {
             shell_quote(&format!("http://127.0.0.1:{}{}", s.port, s.probe.path))
         ));
     }
-    c.push_str(" >\"$d/w\" 2>/dev/null\n");
+    c.push_str(" >\"$q.w\" 2>/dev/null\n");
     c.push_str(&format!(
-        "  mapfile -t W < \"$d/w\"\n  ok=1\n  [ \"${{#W[@]}}\" -eq {n} ] || ok=0\n"
+        "  mapfile -t W < \"$q.w\"\n  [ \"${{#W[@]}}\" -eq {n} ] || ok=0\n"
     ));
     c.push_str(
         "  for l in \"${W[@]}\"; do r=${l#* }; r=${r%% *}; case $r in ''|*[!0-9]*) ok=0;; esac; done\n",
     );
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    let files = |ext: &str| -> String {
-        (0..n)
-            .map(|i| format!("\"$d/{i}.{ext}\""))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let all = format!("\"$q.w\" {} {}", files("b"), files("h"));
     c.push_str(&format!(
-        "  if [ $ok = 1 ]; then\n    head -q -c {BODY_CAP} \"$d/w\" {} {} >\"$d/blob\" 2>/dev/null\n",
-        files("b"),
-        files("h")
-    ));
-    c.push_str(&format!(
-        "    printf '@pvediag2 %s %s ' \"$n\" {}\n",
+        "  if [ $ok = 1 ]; then\n    printf '@pvediag2 %s %s ' \"$n\" {}\n",
         shell_quote(&names.join(","))
     ));
-    c.push_str(
-        "    base64 -w0 <\"$d/blob\" 2>/dev/null || base64 <\"$d/blob\" | tr -d '\\n'\n    printf ' end\\n'\n    exit 0\n  fi\nfi\n",
-    );
+    c.push_str(&format!(
+        "    {{ head -q -c {BODY_CAP} {all} | base64 -w0; }} 2>/dev/null || {{ head -q -c {BODY_CAP} {all} | base64 | tr -d '\\n'; }} 2>/dev/null\n"
+    ));
+    c.push_str("    printf ' end\\n'\n    exit 0\n  fi\n  fi\nfi\n");
     c
 }
 
@@ -578,7 +597,9 @@ mod tests {
     fn batch_line_round_trip() {
         // -w lines in completion order, then bodies, then header dumps, in the order of the names.
         let mut blob = Vec::new();
-        blob.extend_from_slice(b"xterm 7 000 0.001 0 0 Failed to connect to 127.0.0.1 port 39383\n");
+        blob.extend_from_slice(
+            b"xterm 7 000 0.001 0 0 Failed to connect to 127.0.0.1 port 39383\n",
+        );
         blob.extend_from_slice(b"exec 0 200 0.052 38 2 \n");
         blob.extend_from_slice(b"ok");
         blob.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\n\r\n");
@@ -589,16 +610,26 @@ mod tests {
         let r = rs[0].probe.response().unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "ok"));
         assert_eq!(r.header("content-type"), Some("x/y"));
-        assert!(matches!(rs[0].probe, Probe::Response { elapsed_ms: 52, .. }));
+        assert!(matches!(
+            rs[0].probe,
+            Probe::Response { elapsed_ms: 52, .. }
+        ));
         assert_eq!(rs[1].probe.failure(), Some(FailureKind::Refused));
         // Another nonce, a missing byte, an extra byte, a missing -w line: no records.
         assert!(parse_batch(&line, "m").is_none());
-        let cut = format!("@pvediag2 n exec,xterm {} end", b64(&blob[..blob.len() - 1]));
+        let cut = format!(
+            "@pvediag2 n exec,xterm {} end",
+            b64(&blob[..blob.len() - 1])
+        );
         assert!(parse_batch(&cut, "n").is_none());
         let mut more = blob.clone();
         more.push(b'x');
         assert!(parse_batch(&format!("@pvediag2 n exec,xterm {} end", b64(&more)), "n").is_none());
-        assert!(parse_batch(&format!("@pvediag2 n exec,xterm,vnc {} end", b64(&blob)), "n").is_none());
+        assert!(parse_batch(
+            &format!("@pvediag2 n exec,xterm,vnc {} end", b64(&blob)),
+            "n"
+        )
+        .is_none());
     }
 
     #[test]
@@ -611,7 +642,7 @@ mod tests {
         assert!(cmd.contains("-H 'X-Cmux-Port-Internal: 39375' 'http://127.0.0.1:39379/healthz'"));
         // The per-service probes stay as the fallback.
         assert!(cmd.contains("p 'xterm' 39383 'GET' '/sessions' &"));
-        let many: Vec<&Service> = std::iter::repeat(svcs[0]).take(BATCH_MAX + 1).collect();
+        let many: Vec<&Service> = std::iter::repeat_n(svcs[0], BATCH_MAX + 1).collect();
         assert!(!build_command(&many, "feed", Duration::from_secs(5)).contains("--parallel"));
     }
 }

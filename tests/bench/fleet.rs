@@ -146,6 +146,23 @@ struct Sample {
     cpu_ms: Option<f64>,
 }
 
+/// CPU time (ms) of this process (the lab) and of its waited-for children (the lab's bash and
+/// curl, and every measured command), from /proc/self/stat.
+fn self_cpu_ms() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14..17 of stat(5); `after` starts at field 3.
+    let tick = 1000.0 / 100.0;
+    if f.len() < 15 {
+        return (0.0, 0.0);
+    }
+    ((f[11] + f[12]) * tick, (f[13] + f[14]) * tick)
+}
+
 fn time_available() -> bool {
     Path::new("/usr/bin/time").exists()
         && Command::new("/usr/bin/time")
@@ -305,7 +322,10 @@ fn main() {
         catalog.services.len(),
         catalog.services.iter().filter(|s| s.routed).count()
     );
-    println!("pvediag: {PVEDIAG}");
+    println!(
+        "pvediag: {PVEDIAG} (default --concurrency {})",
+        pvediag::run::CONCURRENCY
+    );
     println!("floor: {floor} ms = {floor_how}");
     println!("each figure: median of {runs} run(s), wall time measured around the child process");
     if !timed {
@@ -356,6 +376,8 @@ fn main() {
         curl_par: usize,
         seq: f64,
         seq_extrapolated: bool,
+        lab_cpu: f64,
+        container_cpu: f64,
     }
     let mut rows = Vec::new();
     let mut seq_one: Option<f64> = None;
@@ -365,6 +387,7 @@ fn main() {
         // pvediag
         let argv = pvediag_argv(&lab, &vmids, &token_file, &dir);
         let before = lab.exec_posts_total();
+        let (lab0, kids0) = self_cpu_ms();
         let samples: Vec<Sample> = (0..runs)
             .map(|_| {
                 let s = measure(&argv, timed, &dir, &[0]);
@@ -373,6 +396,10 @@ fn main() {
             })
             .collect();
         let posts = lab.exec_posts_total() - before;
+        let (lab1, kids1) = self_cpu_ms();
+        let own: f64 = samples.iter().filter_map(|s| s.cpu_ms).sum();
+        let lab_cpu = (lab1 - lab0) / runs as f64;
+        let container_cpu = ((kids1 - kids0) - own).max(0.0) / runs as f64;
         let pvediag = median_sample(&samples);
 
         // curl --parallel, external half only, same number of transfers in flight as pvediag's
@@ -407,23 +434,24 @@ fn main() {
 
         // The manual procedure: measured for 1 VMID (and 10 with PVEDIAG_BENCH_SEQ_FULL),
         // extrapolated linearly otherwise (it is strictly sequential).
-        let (seq, seq_extrapolated) = if n == 1 || (seq_full && n <= 10) || seq_one.is_none() {
-            let script = sequential_script(&lab, &catalog, &vmids, &token);
-            let path = dir.join(format!("seq-{n}.sh"));
-            std::fs::write(&path, script).unwrap();
-            let argv = vec!["bash".to_string(), path.display().to_string()];
-            let r = if n == 1 { runs.min(3) } else { 1 };
-            let t = median(
-                (0..r)
-                    .map(|_| measure(&argv, false, &dir, &[0]).wall_ms)
-                    .collect(),
-            );
-            if seq_one.is_none() {
-                seq_one = Some(t / n as f64);
+        let (seq, seq_extrapolated) = match seq_one {
+            Some(per) if n != 1 && !(seq_full && n <= 10) => (per * n as f64, true),
+            _ => {
+                let script = sequential_script(&lab, &catalog, &vmids, &token);
+                let path = dir.join(format!("seq-{n}.sh"));
+                std::fs::write(&path, script).unwrap();
+                let argv = vec!["bash".to_string(), path.display().to_string()];
+                let r = if n == 1 { runs.min(3) } else { 1 };
+                let t = median(
+                    (0..r)
+                        .map(|_| measure(&argv, false, &dir, &[0]).wall_ms)
+                        .collect(),
+                );
+                if seq_one.is_none() {
+                    seq_one = Some(t / n as f64);
+                }
+                (t, false)
             }
-            (t, false)
-        } else {
-            (seq_one.unwrap() * n as f64, true)
         };
         rows.push(Row {
             n,
@@ -434,18 +462,20 @@ fn main() {
             curl_par: par,
             seq,
             seq_extrapolated,
+            lab_cpu,
+            container_cpu,
         });
     }
 
     println!();
     println!(
-        "| VMIDs | pvediag ms | floor ms | curl --parallel ms (URLs, max) | sequential ms | pvediag/floor | pvediag/curl | sequential/pvediag | pvediag peak RSS MiB | pvediag CPU ms | exec POSTs/VMID |"
+        "| VMIDs | pvediag ms | floor ms | curl --parallel ms (URLs, max) | sequential ms | pvediag/floor | pvediag/curl | sequential/pvediag | pvediag peak RSS MiB | pvediag CPU ms | lab CPU ms: servers + container processes | exec POSTs/VMID |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let p = r.pvediag.wall_ms;
         println!(
-            "| {} | {:.0} | {} | {:.0} ({}, {}) | {:.0}{} | {:.2} | {:.2} | {:.1} | {} | {} | {:.2} |",
+            "| {} | {:.0} | {} | {:.0} ({}, {}) | {:.0}{} | {:.2} | {:.2} | {:.1} | {} | {} | {:.0} + {:.0} | {:.2} |",
             r.n,
             p,
             floor,
@@ -465,6 +495,8 @@ fn main() {
                 .cpu_ms
                 .map(|c| format!("{c:.0}"))
                 .unwrap_or_else(|| "-".into()),
+            r.lab_cpu,
+            r.container_cpu,
             r.posts_per_vmid,
         );
     }
@@ -472,10 +504,7 @@ fn main() {
     println!(
         "targets: 1 VMID <= 1.15 x floor; {max_n} VMIDs <= 1.3 x curl --parallel; peak RSS < 30 MiB; 1 exec POST per VMID"
     );
-    println!(
-        "load average at end: {}",
-        machine().load
-    );
+    println!("load average at end: {}", machine().load);
     rt.block_on(lab.shutdown());
 }
 
@@ -511,6 +540,10 @@ fn check_report(path: &Path, n: usize) {
     let targets = v["targets"].as_array().expect("targets");
     assert_eq!(targets.len(), n, "one report entry per VMID");
     for t in targets {
-        assert_eq!(t["status"], "healthy", "VMID {} is not healthy: {t}", t["vmid"]);
+        assert_eq!(
+            t["status"], "healthy",
+            "VMID {} is not healthy: {t}",
+            t["vmid"]
+        );
     }
 }
