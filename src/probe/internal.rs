@@ -157,7 +157,7 @@ fn batch(services: &[&Service]) -> String {
     }
     c.push_str("; do { : >\"$q.$f\"; } 2>/dev/null || ok=0; done\n  set +C\n");
     c.push_str(&format!(
-        "  if [ $ok = 1 ]; then\n  curl --parallel --parallel-immediate --parallel-max {n}"
+        "  if [ $ok = 1 ]; then\n  curl --parallel --parallel-immediate --no-progress-meter --parallel-max {n}"
     ));
     for (i, s) in services.iter().enumerate() {
         if i > 0 {
