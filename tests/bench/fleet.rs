@@ -277,10 +277,19 @@ fn sequential_script(lab: &Lab, catalog: &Catalog, vmids: &[u32], token: &str) -
 
 /// `curl --parallel` config: the public URL of every routed service of every VMID.
 fn curl_config(lab: &Lab, catalog: &Catalog, vmids: &[u32]) -> (String, usize) {
+    curl_config_for(lab, catalog, vmids, &|_| true)
+}
+
+fn curl_config_for(
+    lab: &Lab,
+    catalog: &Catalog,
+    vmids: &[u32],
+    keep: &dyn Fn(&Service) -> bool,
+) -> (String, usize) {
     let mut s = String::new();
     let mut n = 0;
     for &vmid in vmids {
-        for svc in catalog.services.iter().filter(|s| s.routed) {
+        for svc in catalog.services.iter().filter(|s| s.routed && keep(s)) {
             s.push_str(&format!(
                 "url = \"https://{}-{vmid}.{}{}\"\noutput = \"/dev/null\"\n",
                 svc.name, lab.domain, svc.probe.path
@@ -467,6 +476,54 @@ fn main() {
         });
     }
 
+    // pvediag's own HTTP engine against curl's: the external half only, at the largest size, with
+    // the exec service left out (no exec round trip: nothing runs in the containers).
+    let ext_only = {
+        let n = max_n;
+        let vmids: Vec<u32> = (0..n as u32).map(|i| FIRST_VMID + i).collect();
+        let names: Vec<&str> = catalog
+            .services
+            .iter()
+            .filter(|s| s.routed && s.name != "exec")
+            .map(|s| s.name.as_str())
+            .collect();
+        let list = names.join(",");
+        let argv = pvediag_argv_with(&lab, &vmids, &token_file, &dir, &["--services", &list]);
+        // Exit 3: nothing inside could be checked (inconclusive), by design of this row.
+        let p = median_sample(
+            &(0..runs)
+                .map(|_| measure(&argv, timed, &dir, &[0, 3]))
+                .collect::<Vec<_>>(),
+        );
+        let (cfg, urls) = curl_config_for(&lab, &catalog, &vmids, &|s| s.name != "exec");
+        let cfg_path = dir.join("curl-ext.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let argv: Vec<String> = [
+            "curl",
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &urls.min(300).to_string(),
+            "-sS",
+            "--fail",
+            "--connect-to",
+            &format!("::127.0.0.1:{}", lab.edge_addr.port()),
+            "--cacert",
+            &lab.ca_cert_path.display().to_string(),
+            "-K",
+            &cfg_path.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = median_sample(
+            &(0..runs)
+                .map(|_| measure(&argv, false, &dir, &[0]))
+                .collect::<Vec<_>>(),
+        );
+        (n, list, urls, p, c)
+    };
+
     println!();
     println!(
         "| VMIDs | pvediag ms | floor ms | curl --parallel ms (URLs, max) | sequential ms | pvediag/floor | pvediag/curl | sequential/pvediag | pvediag peak RSS MiB | pvediag CPU ms | lab CPU ms: servers + container processes | exec POSTs/VMID |"
@@ -493,7 +550,7 @@ fn main() {
                 .unwrap_or_else(|| "-".into()),
             r.pvediag
                 .cpu_ms
-                .map(|c| format!("{c:.0}"))
+                .map(|c| if c < 10.0 { "<10".to_string() } else { format!("{c:.0}") })
                 .unwrap_or_else(|| "-".into()),
             r.lab_cpu,
             r.container_cpu,
@@ -504,12 +561,38 @@ fn main() {
     println!(
         "targets: 1 VMID <= 1.15 x floor; {max_n} VMIDs <= 1.3 x curl --parallel; peak RSS < 30 MiB; 1 exec POST per VMID"
     );
+    {
+        let (n, list, urls, p, c) = &ext_only;
+        println!(
+            "external half only, {n} VMIDs, --services {list} ({urls} URLs + 1 origin check): pvediag {:.0} ms (RSS {}, CPU {}), curl --parallel {:.0} ms, pvediag/curl {:.2}",
+            p.wall_ms,
+            p.rss_kb
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+            p.cpu_ms
+                .map(|c| format!("{c:.0} ms"))
+                .unwrap_or_else(|| "-".into()),
+            c.wall_ms,
+            p.wall_ms / c.wall_ms
+        );
+    }
     println!("load average at end: {}", machine().load);
     rt.block_on(lab.shutdown());
 }
 
 fn pvediag_argv(lab: &Lab, vmids: &[u32], token_file: &Path, dir: &Path) -> Vec<String> {
+    pvediag_argv_with(lab, vmids, token_file, dir, &[])
+}
+
+fn pvediag_argv_with(
+    lab: &Lab,
+    vmids: &[u32],
+    token_file: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> Vec<String> {
     let mut v = vec![PVEDIAG.to_string()];
+    v.extend(extra.iter().map(|s| s.to_string()));
     v.extend(vmids.iter().map(|n| n.to_string()));
     v.extend(
         [
