@@ -128,7 +128,7 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "DURATION")]
     pub deadline: Option<String>,
 
-    /// Targets (VMIDs) probed at once; each holds about 9 connections while it runs
+    /// Targets (VMIDs) probed at once; each holds about 8 connections while it runs
     #[arg(long, default_value_t = crate::run::CONCURRENCY as u16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
 

@@ -12,8 +12,8 @@ use crate::observation::{
 use crate::report::{Report, TargetReport};
 use crate::verdict::{diagnose, Context};
 
-/// Targets probed at once by default (`--concurrency`). Each target in flight holds about nine
-/// connections (six public URLs, the exec channel's two, the origin check) and spawns one bash in
+/// Targets probed at once by default (`--concurrency`). Each target in flight holds about eight
+/// connections (six public URLs, the exec channel's two) and spawns one bash in
 /// its container; 32 targets keep a run under about 30 MB and 300 sockets.
 pub const CONCURRENCY: usize = 32;
 
