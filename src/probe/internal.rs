@@ -157,11 +157,11 @@ fn batch(services: &[&Service]) -> String {
     }
     c.push_str("; do { : >\"$q.$f\"; } 2>/dev/null || ok=0; done\n  set +C\n");
     c.push_str(&format!(
-        "  if [ $ok = 1 ]; then\n  curl --parallel --parallel-immediate --no-progress-meter --parallel-max {n}"
+        "  if [ $ok = 1 ]; then\n    curl --parallel --parallel-immediate --no-progress-meter --parallel-max {n}"
     ));
     for (i, s) in services.iter().enumerate() {
         if i > 0 {
-            c.push_str(" \\\n    --next");
+            c.push_str(" \\\n      --next");
         }
         let method = if s.probe.method == "HEAD" {
             "-I".to_string()
@@ -186,21 +186,21 @@ fn batch(services: &[&Service]) -> String {
     }
     c.push_str(" >\"$q.w\" 2>/dev/null\n");
     c.push_str(&format!(
-        "  mapfile -t W < \"$q.w\"\n  [ \"${{#W[@]}}\" -eq {n} ] || ok=0\n"
+        "    mapfile -t W < \"$q.w\"\n    [ \"${{#W[@]}}\" -eq {n} ] || ok=0\n"
     ));
     c.push_str(
-        "  for l in \"${W[@]}\"; do r=${l#* }; r=${r%% *}; case $r in ''|*[!0-9]*) ok=0;; esac; done\n",
+        "    for l in \"${W[@]}\"; do r=${l#* }; r=${r%% *}; case $r in ''|*[!0-9]*) ok=0;; esac; done\n",
     );
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     let all = format!("\"$q.w\" {} {}", files("b"), files("h"));
     c.push_str(&format!(
-        "  if [ $ok = 1 ]; then\n    printf '@pvediag2 %s %s ' \"$n\" {}\n",
+        "    if [ $ok = 1 ]; then\n      printf '@pvediag2 %s %s ' \"$n\" {}\n",
         shell_quote(&names.join(","))
     ));
     c.push_str(&format!(
-        "    {{ head -q -c {BODY_CAP} {all} | base64 -w0; }} 2>/dev/null || {{ head -q -c {BODY_CAP} {all} | base64 | tr -d '\\n'; }} 2>/dev/null\n"
+        "      {{ head -q -c {BODY_CAP} {all} | base64 -w0; }} 2>/dev/null || {{ head -q -c {BODY_CAP} {all} | base64 | tr -d '\\n'; }} 2>/dev/null\n"
     ));
-    c.push_str("    printf ' end\\n'\n    exit 0\n  fi\n  fi\nfi\n");
+    c.push_str("      printf ' end\\n'\n      exit 0\n    fi\n  fi\nfi\n");
     c
 }
 

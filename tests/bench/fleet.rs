@@ -341,6 +341,21 @@ fn main() {
         println!("(no /usr/bin/time: no RSS / CPU figures; `apt-get install -y time`)");
     }
 
+    // The lab holds ~9 sockets per container, plus ~5 descriptors per request in flight.
+    let nofile = std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = nofile {
+        if n < (max_n as u64) * 9 + 2048 {
+            println!(
+                "warning: ulimit -n is {n}; a lab of {max_n} containers wants {} or more (ulimit -n 20000)",
+                max_n * 9 + 2048
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
