@@ -100,6 +100,14 @@ pub struct DemoArgs {
     #[arg(long)]
     pub serve: bool,
 
+    /// Instead of a scenario: N healthy containers, VMIDs 1000.. (for benchmarks)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub containers: Option<u32>,
+
+    /// Latency injected at every hop of the lab (edge, host proxy, execd, each service)
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub delay_ms: u64,
+
     #[command(flatten)]
     pub diag: DiagnoseArgs,
 }

@@ -38,6 +38,9 @@ impl OwnerOnly for std::fs::OpenOptions {
     }
 }
 
+/// The first VMID of `pvediag demo --containers N`.
+pub const FLEET_FIRST_VMID: u32 = 1000;
+
 /// The diagnosis options that point at a running lab.
 pub fn lab_args(
     base: &DiagnoseArgs,
@@ -67,13 +70,29 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         }
         return Ok(exit::OK);
     }
-    let scenario = lab::scenario(&args.scenario).ok_or_else(|| {
-        UsageError::new(format!(
-            "--scenario {:?} is not a lab scenario; one of: {}",
-            args.scenario,
-            lab::SCENARIOS.join(", ")
-        ))
-    })?;
+    let mut scenario = match args.containers {
+        Some(n) => lab::Scenario {
+            name: "fleet",
+            description: "healthy containers with VMIDs from 1000, one execd token (benchmarks)",
+            config: lab::fleet(
+                n as usize,
+                FLEET_FIRST_VMID,
+                Some(lab::SCENARIO_TOKEN.to_string()),
+                lab::Delays::default(),
+            ),
+            client_token: Some(lab::SCENARIO_TOKEN.to_string()),
+        },
+        None => lab::scenario(&args.scenario).ok_or_else(|| {
+            UsageError::new(format!(
+                "--scenario {:?} is not a lab scenario; one of: {}",
+                args.scenario,
+                lab::SCENARIOS.join(", ")
+            ))
+        })?,
+    };
+    if args.delay_ms > 0 {
+        scenario.config.delays = lab::Delays::uniform(args.delay_ms);
+    }
     let vmids: Vec<String> = scenario
         .config
         .containers

@@ -113,7 +113,7 @@ exec "$@""#;
 const PCT_STUB: &str = r#"printf 'pct %s\n' "$*" >> "$STUB_LOG.pct"
 [ "$1" = exec ] && [ "$2" = 202 ] && [ "$3" = -- ] || { echo "pct: bad call: $*" >&2; exit 2; }
 shift 3
-export CURL_HOME="$CT_HOME" HOME="$CT_HOME"
+export CURL_HOME="$CT_HOME" HOME="$CT_HOME" PATH="$CT_HOME/bin:$PATH"
 exec "$@""#;
 
 #[test]
@@ -230,7 +230,7 @@ fn pct_exec_takes_over_when_the_exec_token_is_wrong() {
     let exec = &v["targets"][0]["exec"];
     assert_eq!(exec["run"]["status"], 401);
     assert_eq!(exec["pct"]["run"]["state"], "completed", "{exec}");
-    assert_eq!(exec["verdict"]["status"], "healthy");
+    assert_eq!(exec["verdict"]["status"], "healthy", "{exec}");
     assert_eq!(service(&v, "proxy")["verdict"]["status"], "healthy");
     assert_eq!(service(&v, "cdp")["verdict"]["status"], "healthy");
     assert_eq!(code, 0);

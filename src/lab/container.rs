@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub struct ContainerRuntime {
     pub closed_addr: SocketAddr,
     /// `<lab dir>/ct-<vmid>`: HOME and CURL_HOME of commands run by execd.
     pub dir: PathBuf,
+    /// `POST /exec` requests that reached this container's execd (whatever their outcome).
+    pub exec_posts: AtomicU64,
 }
 
 impl ContainerRuntime {
@@ -114,6 +117,7 @@ pub async fn start(
             ports,
             closed_addr,
             dir,
+            exec_posts: AtomicU64::new(0),
         });
         return Ok((ct, tasks, keep));
     }
@@ -154,6 +158,7 @@ pub async fn start(
     // Inside the container every listening service is reachable on 127.0.0.1; from the LAN (Caddy,
     // the host) a service bound to loopback only is not.
     write_curlrc(&dir, &ports)?;
+    write_curl_wrapper(&dir, &ports)?;
     for svc in spec
         .services
         .iter()
@@ -167,6 +172,7 @@ pub async fn start(
         ports,
         closed_addr,
         dir,
+        exec_posts: AtomicU64::new(0),
     });
 
     for (svc, p) in pending {
@@ -219,6 +225,57 @@ fn write_curlrc(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Result<()>
         }
     }
     std::fs::write(dir.join(".curlrc"), rc)
+}
+
+/// `<dir>/bin/curl`, first on the PATH of execd's commands: the real curl with the container's
+/// loopback map on EVERY transfer. `.curlrc` alone maps only the first transfer of a command line
+/// (`--next` starts a transfer from scratch), while a real container's loopback serves them all.
+/// Without a curl on the lab's PATH, nothing is written (commands see no curl, as in a container
+/// without one).
+fn write_curl_wrapper(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Result<()> {
+    let Some(real) = real_curl() else {
+        return Ok(());
+    };
+    let mut map = String::new();
+    for (port, addr) in ports {
+        for host in ["127.0.0.1", "localhost"] {
+            map.push_str(&format!(
+                " --connect-to {host}:{port}:{}:{}",
+                addr.ip(),
+                addr.port()
+            ));
+        }
+    }
+    // POSIX sh (dash where there is one: the wrapper should cost little next to curl itself).
+    // The first transfer gets the map from `.curlrc`; every `--next` gets it again.
+    let script = format!(
+        "#!/bin/sh\n# written by the pvediag lab: the container's loopback ports, for every transfer\nn=$#\nfor x in \"$@\"; do\n  set -- \"$@\" \"$x\"\n  case $x in --next|-:) set -- \"$@\"{map} ;; esac\ndone\nshift \"$n\"\nexec {} \"$@\"\n",
+        real.display()
+    );
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let path = bin.join("curl");
+    std::fs::write(&path, script)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// The first `curl` on the lab's PATH (looked up once).
+fn real_curl() -> Option<PathBuf> {
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("curl"))
+                    .find(|p| p.is_file())
+            })
+        })
+        .clone()
 }
 
 fn serve_service(listener: TcpListener, ctx: ServiceCtx) -> JoinHandle<()> {
@@ -656,6 +713,9 @@ where
             http::send(s, &b).await
         }
         "/exec" => {
+            if req.method == "POST" {
+                ctx.ct.exec_posts.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(tok) = &ctx.token {
                 if !authorised(req, tok) {
                     return http::send(s, &unauthorized()).await;
@@ -758,6 +818,15 @@ fn exit_event(code: i32) -> String {
     format!("{{\"type\":\"exit\",\"code\":{code}}}\n")
 }
 
+/// The PATH of execd's commands: the container's `bin` (the curl wrapper) first.
+fn exec_path(dir: &Path) -> std::ffi::OsString {
+    let mut v = vec![dir.join("bin")];
+    if let Some(p) = std::env::var_os("PATH") {
+        v.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(v).unwrap_or_default()
+}
+
 /// Runs `/bin/bash -c command` and streams its output as JSON lines, chunked, one flush per line.
 async fn run_exec<W>(w: &mut W, command: &str, timeout_ms: u64, dir: &Path) -> io::Result<()>
 where
@@ -781,6 +850,7 @@ where
         .stderr(Stdio::piped())
         .env("HOME", dir)
         .env("CURL_HOME", dir)
+        .env("PATH", exec_path(dir))
         .current_dir(dir)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {

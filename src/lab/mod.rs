@@ -189,6 +189,34 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
     }
 }
 
+/// A fleet for benchmarks and `pvediag demo --containers N`: `n` healthy containers with VMIDs
+/// `first_vmid..first_vmid + n`, all with the same execd token, the seed routes fixed, and the
+/// same injected latency at every hop.
+pub fn fleet(n: usize, first_vmid: u32, token: Option<String>, delays: Delays) -> LabConfig {
+    LabConfig {
+        domain: DOMAIN.to_string(),
+        containers: (0..n as u32)
+            .map(|i| healthy_container(first_vmid + i, token.clone()))
+            .collect(),
+        tunnel_up: true,
+        origin_up: true,
+        routes: seed_routes(),
+        delays,
+    }
+}
+
+impl Delays {
+    /// The same delay at every hop.
+    pub fn uniform(ms: u64) -> Delays {
+        Delays {
+            edge_ms: ms,
+            caddy_ms: ms,
+            exec_ms: ms,
+            service_ms: ms,
+        }
+    }
+}
+
 /// The seed's route table with the xterm port fixed (39383), in the seed's order.
 pub fn seed_routes() -> Vec<RouteSpec> {
     [
@@ -572,6 +600,23 @@ impl Lab {
             .get(&vmid)
             .filter(|c| c.running)
             .map(|c| c.dir.clone())
+    }
+
+    /// `POST /exec` requests that reached the execd of `vmid` since the lab started (0 for an
+    /// unknown or stopped container).
+    pub fn exec_posts(&self, vmid: u32) -> u64 {
+        self.containers
+            .get(&vmid)
+            .map(|c| c.exec_posts.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// `POST /exec` requests that reached any execd of the lab.
+    pub fn exec_posts_total(&self) -> u64 {
+        self.containers
+            .values()
+            .map(|c| c.exec_posts.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 
     pub fn config(&self) -> &LabConfig {

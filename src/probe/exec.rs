@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::classify_error;
 use crate::observation::{AuthMode, ExecRun, FailureKind, HttpResponse, Probe};
-use crate::probe::internal::{parse_record, printable, Record};
+use crate::probe::internal::{parse_batch, parse_record, printable, Record};
 use crate::probe::jsonlines::{Event, Parser};
 use crate::secret::Secret;
 use crate::verdict::made_by_cloudflare;
@@ -129,6 +129,8 @@ pub async fn run(
             Event::Stdout(line) => {
                 if let Some(r) = parse_record(&line, nonce) {
                     records.push(r);
+                } else if let Some(rs) = parse_batch(&line, nonce) {
+                    records.extend(rs);
                 }
             }
             Event::Stderr(line) => {

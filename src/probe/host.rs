@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::observation::{
     ExecRun, FailureKind, HostObservation, HostServiceObservation, PctRun, Probe,
 };
-use crate::probe::internal::{self, build_script, parse_record, Record, ScriptProbe};
+use crate::probe::internal::{self, build_script, parse_batch, parse_record, Record, ScriptProbe};
 use crate::probe::ProbeConfig;
 
 /// cloudflared's metrics server: the first free port of this range (its `/ready` endpoint).
@@ -186,7 +186,13 @@ fn collect(
             let records: Vec<Record> = o
                 .stdout
                 .lines()
-                .filter_map(|l| parse_record(l.trim_end_matches('\r'), nonce))
+                .flat_map(|l| {
+                    let l = l.trim_end_matches('\r');
+                    match parse_record(l, nonce) {
+                        Some(r) => vec![r],
+                        None => parse_batch(l, nonce).unwrap_or_default(),
+                    }
+                })
                 .collect();
             let first_err = o
                 .stderr

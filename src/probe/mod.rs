@@ -70,8 +70,41 @@ impl ProbeConfig {
     }
 }
 
+/// The origin check: a hostname under the domain that no route matches (Caddy answers it itself).
+/// It names no VMID, so one check can serve every target of a run.
+pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option<OriginCheck> {
+    if cfg.no_origin_check {
+        return None;
+    }
+    let url = origin_check_url(&cfg.template, &cfg.domain);
+    let probe = crate::http::fetch(
+        client,
+        crate::http::Request {
+            method: "GET",
+            url: &url,
+            headers: &[],
+            keep_headers: &[],
+            body_cap: 4096,
+            timeout: cfg.timeout,
+        },
+    )
+    .await;
+    Some(OriginCheck { url, probe })
+}
+
 /// Probes one target: every probe concurrently, within about one probe timeout.
 pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> TargetObservation {
+    observe_with(client, cfg, vmid, origin_check(client, cfg)).await
+}
+
+/// [`observe`] with the origin check given (e.g. one shared future for every target of a run); it
+/// is awaited concurrently with the target's own probes.
+pub async fn observe_with(
+    client: &reqwest::Client,
+    cfg: &ProbeConfig,
+    vmid: u32,
+    origin: impl std::future::Future<Output = Option<OriginCheck>>,
+) -> TargetObservation {
     let routed: Vec<&Service> = cfg.catalog.services.iter().filter(|s| s.routed).collect();
     let externals = futures_util::future::join_all(routed.iter().map(|s| {
         let url = format!("{}{}", cfg.public_url(s, vmid), s.probe.path);
@@ -87,26 +120,6 @@ pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> 
             (s.name.clone(), url, p)
         }
     }));
-
-    let origin = async {
-        if cfg.no_origin_check {
-            return None;
-        }
-        let url = origin_check_url(&cfg.template, &cfg.domain);
-        let probe = crate::http::fetch(
-            client,
-            crate::http::Request {
-                method: "GET",
-                url: &url,
-                headers: &[],
-                keep_headers: &[],
-                body_cap: 4096,
-                timeout: cfg.timeout,
-            },
-        )
-        .await;
-        Some(OriginCheck { url, probe })
-    };
 
     let exec_base = cfg.exec_base(vmid);
     let nonce = internal::new_nonce();

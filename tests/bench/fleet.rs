@@ -1,0 +1,647 @@
+//! `cargo bench --bench fleet`: pvediag against a fleet of lab containers with latency injected at
+//! every hop, side by side with the seed's manual procedure (sequential curl + exec calls), with
+//! `curl --parallel` doing only the external half, and with the floor computed from the delays.
+//! See docs/performance.md.
+//!
+//! Environment (all optional):
+//! - `PVEDIAG_BENCH_DELAY_MS` (50): latency per hop (edge, host proxy, execd, each service).
+//! - `PVEDIAG_BENCH_RUNS` (5): runs per measurement; the median is reported.
+//! - `PVEDIAG_BENCH_SIZES` (1,10,100): numbers of VMIDs.
+//! - `PVEDIAG_BENCH_SEQ_FULL` (unset): also run the sequential script for 10 VMIDs (slow) instead of
+//!   extrapolating it from 1 VMID.
+//!
+//! Everything is on 127.0.0.1; the lab runs in this process, pvediag, bash and curl are children.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use pvediag::catalog::{Catalog, Service};
+use pvediag::lab::{self, Delays, Lab};
+
+const FIRST_VMID: u32 = 1000;
+const PVEDIAG: &str = env!("CARGO_BIN_EXE_pvediag");
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Delay of a request to a container port: execd's or a plain service's.
+fn port_delay(port: u16, d: &Delays) -> u64 {
+    if port == lab::ServiceKind::Exec.seed_port() {
+        d.exec_ms
+    } else {
+        d.service_ms
+    }
+}
+
+/// Delay of the internal probe of `s`: its port, plus the port cmux-proxy forwards to.
+fn internal_delay(s: &Service, d: &Delays) -> u64 {
+    let forwarded = s
+        .probe
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-cmux-port-internal"))
+        .and_then(|(_, v)| v.trim().parse::<u16>().ok())
+        .map(|p| port_delay(p, d))
+        .unwrap_or(0);
+    port_delay(s.port, d) + forwarded
+}
+
+/// The floor: the slowest single probe chain of one VMID, with zero CPU and unbounded concurrency.
+/// Every request pays one delay per hop it crosses:
+/// - external probe: edge + caddy + service (execd's `/healthz`: edge + caddy + exec);
+/// - origin check: edge + caddy (Caddy answers it itself);
+/// - auth probe `GET /exec`: edge + caddy + exec;
+/// - exec round trip: edge + caddy + exec, then the slowest internal probe (cmux-proxy: service +
+///   the execd behind it); internal probes run concurrently.
+fn floor_ms(catalog: &Catalog, d: &Delays) -> (u64, String) {
+    let ext = catalog
+        .services
+        .iter()
+        .filter(|s| s.routed)
+        .map(|s| d.edge_ms + d.caddy_ms + port_delay(s.port, d))
+        .max()
+        .unwrap_or(0);
+    let origin = d.edge_ms + d.caddy_ms;
+    let auth = d.edge_ms + d.caddy_ms + d.exec_ms;
+    let slowest_internal = catalog
+        .services
+        .iter()
+        .map(|s| internal_delay(s, d))
+        .max()
+        .unwrap_or(0);
+    let exec = d.edge_ms + d.caddy_ms + d.exec_ms + slowest_internal;
+    let floor = ext.max(origin).max(auth).max(exec);
+    (
+        floor,
+        format!(
+            "max(external {ext}, origin {origin}, auth {auth}, exec round trip {exec} = edge {} + caddy {} + exec {} + slowest internal {slowest_internal})",
+            d.edge_ms, d.caddy_ms, d.exec_ms
+        ),
+    )
+}
+
+struct Machine {
+    nproc: usize,
+    cpu: String,
+    mem_mb: u64,
+    load: String,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mem_mb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .unwrap_or(0);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Machine {
+        nproc: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu,
+        mem_mb,
+        load,
+    }
+}
+
+/// One measured child: wall time, and (under /usr/bin/time) peak RSS and CPU time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    wall_ms: f64,
+    rss_kb: Option<u64>,
+    cpu_ms: Option<f64>,
+}
+
+/// CPU time (ms) of this process (the lab) and of its waited-for children (the lab's bash and
+/// curl, and every measured command), from /proc/self/stat.
+fn self_cpu_ms() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14..17 of stat(5); `after` starts at field 3.
+    let tick = 1000.0 / 100.0;
+    if f.len() < 15 {
+        return (0.0, 0.0);
+    }
+    ((f[11] + f[12]) * tick, (f[13] + f[14]) * tick)
+}
+
+fn time_available() -> bool {
+    Path::new("/usr/bin/time").exists()
+        && Command::new("/usr/bin/time")
+            .args(["-f", "%M", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+}
+
+/// Runs `argv` (under /usr/bin/time when `timed`), checks the exit code, measures the wall time.
+fn measure(argv: &[String], timed: bool, dir: &Path, ok_codes: &[i32]) -> Sample {
+    let tfile = dir.join("time.out");
+    let mut cmd = if timed {
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-f").arg("%M %U %S").arg("-o").arg(&tfile);
+        c.args(argv);
+        c
+    } else {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = cmd.output().expect("spawn");
+    let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        ok_codes.contains(&code),
+        "{} exited {code}: {}",
+        argv[0],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = Sample {
+        wall_ms,
+        ..Sample::default()
+    };
+    if timed {
+        let t = std::fs::read_to_string(&tfile).unwrap_or_default();
+        let last = t.lines().last().unwrap_or("");
+        let f: Vec<&str> = last.split_whitespace().collect();
+        if f.len() == 3 {
+            s.rss_kb = f[0].parse().ok();
+            let u: f64 = f[1].parse().unwrap_or(0.0);
+            let sy: f64 = f[2].parse().unwrap_or(0.0);
+            s.cpu_ms = Some((u + sy) * 1000.0);
+        }
+    }
+    s
+}
+
+fn median_sample(v: &[Sample]) -> Sample {
+    Sample {
+        wall_ms: median(v.iter().map(|s| s.wall_ms).collect()),
+        rss_kb: v
+            .iter()
+            .map(|s| s.rss_kb)
+            .collect::<Option<Vec<u64>>>()
+            .map(|r| r.into_iter().max().unwrap_or(0)),
+        cpu_ms: v
+            .iter()
+            .map(|s| s.cpu_ms)
+            .collect::<Option<Vec<f64>>>()
+            .map(median),
+    }
+}
+
+/// The seed's manual procedure, one step after another: per service, curl the public URL (routed
+/// services), then one exec call that curls the service inside.
+fn sequential_script(lab: &Lab, catalog: &Catalog, vmids: &[u32], token: &str) -> String {
+    let edge = lab.edge_addr.port();
+    let ca = shell_quote(&lab.ca_cert_path.display().to_string());
+    let common = format!("-sS -o /dev/null --connect-to ::127.0.0.1:{edge} --cacert {ca}");
+    let mut s = String::from("set -e\n");
+    for &vmid in vmids {
+        for svc in &catalog.services {
+            let hdrs: String = svc
+                .probe
+                .headers
+                .iter()
+                .map(|(k, v)| format!(" -H {}", shell_quote(&format!("{k}: {v}"))))
+                .collect();
+            if svc.routed {
+                s.push_str(&format!(
+                    "curl {common} -X {} {hdrs} {}\n",
+                    svc.probe.method,
+                    shell_quote(&format!(
+                        "https://{}-{vmid}.{}{}",
+                        svc.name, lab.domain, svc.probe.path
+                    ))
+                ));
+            }
+            let inner = format!(
+                "curl -sS -o /dev/null -X {} {hdrs} {}",
+                svc.probe.method,
+                shell_quote(&format!("http://127.0.0.1:{}{}", svc.port, svc.probe.path))
+            );
+            let body = serde_json::json!({ "command": inner, "timeout_ms": 10000 }).to_string();
+            s.push_str(&format!(
+                "curl {common} -H {} -H 'content-type: application/json' --data-binary {} {}\n",
+                shell_quote(&format!("authorization: Bearer {token}")),
+                shell_quote(&body),
+                shell_quote(&format!("https://exec-{vmid}.{}/exec", lab.domain))
+            ));
+        }
+    }
+    s
+}
+
+/// `curl --parallel` config: the public URL of every routed service of every VMID.
+fn curl_config(lab: &Lab, catalog: &Catalog, vmids: &[u32]) -> (String, usize) {
+    curl_config_for(lab, catalog, vmids, &|_| true)
+}
+
+fn curl_config_for(
+    lab: &Lab,
+    catalog: &Catalog,
+    vmids: &[u32],
+    keep: &dyn Fn(&Service) -> bool,
+) -> (String, usize) {
+    let mut s = String::new();
+    let mut n = 0;
+    for &vmid in vmids {
+        for svc in catalog.services.iter().filter(|s| s.routed && keep(s)) {
+            s.push_str(&format!(
+                "url = \"https://{}-{vmid}.{}{}\"\noutput = \"/dev/null\"\n",
+                svc.name, lab.domain, svc.probe.path
+            ));
+            for (k, v) in &svc.probe.headers {
+                s.push_str(&format!("header = \"{k}: {v}\"\n"));
+            }
+            n += 1;
+        }
+    }
+    (s, n)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let delay: u64 = env_or("PVEDIAG_BENCH_DELAY_MS", 50);
+    let runs: usize = env_or::<usize>("PVEDIAG_BENCH_RUNS", 5).clamp(1, 50);
+    let sizes: Vec<usize> = std::env::var("PVEDIAG_BENCH_SIZES")
+        .unwrap_or_else(|_| "1,10,100".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n: &usize| (1..=1000).contains(&n))
+        .collect();
+    let seq_full = std::env::var_os("PVEDIAG_BENCH_SEQ_FULL").is_some();
+    let max_n = sizes.iter().copied().max().unwrap_or(1);
+    let delays = Delays::uniform(delay);
+    let catalog = Catalog::embedded();
+    let (floor, floor_how) = floor_ms(&catalog, &delays);
+    let m = machine();
+    let timed = time_available();
+
+    println!("pvediag fleet benchmark");
+    println!(
+        "machine: {} CPU(s), {}, {} MiB RAM, load average at start {}",
+        m.nproc, m.cpu, m.mem_mb, m.load
+    );
+    println!(
+        "lab: {max_n} containers x {} services ({} routed), {delay} ms injected per hop (edge, host proxy, execd, each service), in this process on 127.0.0.1",
+        catalog.services.len(),
+        catalog.services.iter().filter(|s| s.routed).count()
+    );
+    println!(
+        "pvediag: {PVEDIAG} (default --concurrency {})",
+        pvediag::run::CONCURRENCY
+    );
+    println!("floor: {floor} ms = {floor_how}");
+    println!("each figure: median of {runs} run(s), wall time measured around the child process");
+    if !timed {
+        println!("(no /usr/bin/time: no RSS / CPU figures; `apt-get install -y time`)");
+    }
+
+    // The lab holds ~9 sockets per container, plus ~5 descriptors per request in flight.
+    let nofile = std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = nofile {
+        if n < (max_n as u64) * 9 + 2048 {
+            println!(
+                "warning: ulimit -n is {n}; a lab of {max_n} containers wants {} or more (ulimit -n 20000)",
+                max_n * 9 + 2048
+            );
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let token = lab::SCENARIO_TOKEN.to_string();
+    let t0 = Instant::now();
+    let lab = rt
+        .block_on(Lab::start(lab::fleet(
+            max_n,
+            FIRST_VMID,
+            Some(token.clone()),
+            delays,
+        )))
+        .expect("lab starts");
+    println!(
+        "lab started in {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    let dir: PathBuf = lab.dir.join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    // Warm-up: page cache, the lab's first bash.
+    {
+        let vmids = [FIRST_VMID];
+        let argv = pvediag_argv(&lab, &vmids, &token_file, &dir);
+        measure(&argv, false, &dir, &[0]);
+    }
+
+    struct Row {
+        n: usize,
+        pvediag: Sample,
+        posts_per_vmid: f64,
+        curl: Sample,
+        curl_urls: usize,
+        curl_par: usize,
+        seq: f64,
+        seq_extrapolated: bool,
+        lab_cpu: f64,
+        container_cpu: f64,
+    }
+    let mut rows = Vec::new();
+    let mut seq_one: Option<f64> = None;
+    for &n in &sizes {
+        let vmids: Vec<u32> = (0..n as u32).map(|i| FIRST_VMID + i).collect();
+
+        // pvediag
+        let argv = pvediag_argv(&lab, &vmids, &token_file, &dir);
+        let before = lab.exec_posts_total();
+        let (lab0, kids0) = self_cpu_ms();
+        let samples: Vec<Sample> = (0..runs)
+            .map(|_| {
+                let s = measure(&argv, timed, &dir, &[0]);
+                check_report(&dir.join("report.json"), n);
+                s
+            })
+            .collect();
+        let posts = lab.exec_posts_total() - before;
+        let (lab1, kids1) = self_cpu_ms();
+        let own: f64 = samples.iter().filter_map(|s| s.cpu_ms).sum();
+        let lab_cpu = (lab1 - lab0) / runs as f64;
+        let container_cpu = ((kids1 - kids0) - own).max(0.0) / runs as f64;
+        let pvediag = median_sample(&samples);
+
+        // curl --parallel, external half only, same number of transfers in flight as pvediag's
+        // external probes (capped at curl's maximum, 300).
+        let (cfg, urls) = curl_config(&lab, &catalog, &vmids);
+        let cfg_path = dir.join(format!("curl-{n}.cfg"));
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let par = urls.min(300);
+        let curl_argv: Vec<String> = [
+            "curl",
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &par.to_string(),
+            "-sS",
+            "--fail",
+            "--connect-to",
+            &format!("::127.0.0.1:{}", lab.edge_addr.port()),
+            "--cacert",
+            &lab.ca_cert_path.display().to_string(),
+            "-K",
+            &cfg_path.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let curl = median_sample(
+            &(0..runs)
+                .map(|_| measure(&curl_argv, false, &dir, &[0]))
+                .collect::<Vec<_>>(),
+        );
+
+        // The manual procedure: measured for 1 VMID (and 10 with PVEDIAG_BENCH_SEQ_FULL),
+        // extrapolated linearly otherwise (it is strictly sequential).
+        let (seq, seq_extrapolated) = match seq_one {
+            Some(per) if n != 1 && !(seq_full && n <= 10) => (per * n as f64, true),
+            _ => {
+                let script = sequential_script(&lab, &catalog, &vmids, &token);
+                let path = dir.join(format!("seq-{n}.sh"));
+                std::fs::write(&path, script).unwrap();
+                let argv = vec!["bash".to_string(), path.display().to_string()];
+                let r = if n == 1 { runs.min(3) } else { 1 };
+                let t = median(
+                    (0..r)
+                        .map(|_| measure(&argv, false, &dir, &[0]).wall_ms)
+                        .collect(),
+                );
+                if seq_one.is_none() {
+                    seq_one = Some(t / n as f64);
+                }
+                (t, false)
+            }
+        };
+        rows.push(Row {
+            n,
+            pvediag,
+            posts_per_vmid: posts as f64 / (runs * n) as f64,
+            curl,
+            curl_urls: urls,
+            curl_par: par,
+            seq,
+            seq_extrapolated,
+            lab_cpu,
+            container_cpu,
+        });
+    }
+
+    // pvediag's own HTTP engine against curl's: the external half only, at the largest size, with
+    // the exec service left out (no exec round trip: nothing runs in the containers).
+    let ext_only = {
+        let n = max_n;
+        let vmids: Vec<u32> = (0..n as u32).map(|i| FIRST_VMID + i).collect();
+        let names: Vec<&str> = catalog
+            .services
+            .iter()
+            .filter(|s| s.routed && s.name != "exec")
+            .map(|s| s.name.as_str())
+            .collect();
+        let list = names.join(",");
+        let argv = pvediag_argv_with(&lab, &vmids, &token_file, &dir, &["--services", &list]);
+        // Exit 3: nothing inside could be checked (inconclusive), by design of this row.
+        let p = median_sample(
+            &(0..runs)
+                .map(|_| measure(&argv, timed, &dir, &[0, 3]))
+                .collect::<Vec<_>>(),
+        );
+        let (cfg, urls) = curl_config_for(&lab, &catalog, &vmids, &|s| s.name != "exec");
+        let cfg_path = dir.join("curl-ext.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let argv: Vec<String> = [
+            "curl",
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &urls.min(300).to_string(),
+            "-sS",
+            "--fail",
+            "--connect-to",
+            &format!("::127.0.0.1:{}", lab.edge_addr.port()),
+            "--cacert",
+            &lab.ca_cert_path.display().to_string(),
+            "-K",
+            &cfg_path.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = median_sample(
+            &(0..runs)
+                .map(|_| measure(&argv, false, &dir, &[0]))
+                .collect::<Vec<_>>(),
+        );
+        (n, list, urls, p, c)
+    };
+
+    println!();
+    println!(
+        "| VMIDs | pvediag ms | floor ms | curl --parallel ms (URLs, max) | sequential ms | pvediag/floor | pvediag/curl | sequential/pvediag | pvediag peak RSS MiB | pvediag CPU ms | lab CPU ms: servers + container processes | exec POSTs/VMID |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let p = r.pvediag.wall_ms;
+        println!(
+            "| {} | {:.0} | {} | {:.0} ({}, {}) | {:.0}{} | {:.2} | {:.2} | {:.1} | {} | {} | {:.0} + {:.0} | {:.2} |",
+            r.n,
+            p,
+            floor,
+            r.curl.wall_ms,
+            r.curl_urls,
+            r.curl_par,
+            r.seq,
+            if r.seq_extrapolated { " (extrapolated)" } else { "" },
+            p / floor as f64,
+            p / r.curl.wall_ms,
+            r.seq / p,
+            r.pvediag
+                .rss_kb
+                .map(|k| format!("{:.1}", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+            r.pvediag
+                .cpu_ms
+                .map(|c| if c < 10.0 { "<10".to_string() } else { format!("{c:.0}") })
+                .unwrap_or_else(|| "-".into()),
+            r.lab_cpu,
+            r.container_cpu,
+            r.posts_per_vmid,
+        );
+    }
+    println!();
+    println!(
+        "targets: 1 VMID <= 1.15 x floor; {max_n} VMIDs <= 1.3 x curl --parallel; peak RSS < 30 MiB; 1 exec POST per VMID"
+    );
+    {
+        let (n, list, urls, p, c) = &ext_only;
+        println!(
+            "external half only, {n} VMIDs, --services {list} ({urls} URLs + 1 origin check): pvediag {:.0} ms (RSS {}, CPU {}), curl --parallel {:.0} ms, pvediag/curl {:.2}",
+            p.wall_ms,
+            p.rss_kb
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+            p.cpu_ms
+                .map(|c| format!("{c:.0} ms"))
+                .unwrap_or_else(|| "-".into()),
+            c.wall_ms,
+            p.wall_ms / c.wall_ms
+        );
+    }
+    println!("load average at end: {}", machine().load);
+    rt.block_on(lab.shutdown());
+}
+
+fn pvediag_argv(lab: &Lab, vmids: &[u32], token_file: &Path, dir: &Path) -> Vec<String> {
+    pvediag_argv_with(lab, vmids, token_file, dir, &[])
+}
+
+fn pvediag_argv_with(
+    lab: &Lab,
+    vmids: &[u32],
+    token_file: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut v = vec![PVEDIAG.to_string()];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.extend(vmids.iter().map(|n| n.to_string()));
+    v.extend(
+        [
+            "--domain",
+            &lab.domain,
+            "--connect-to",
+            &lab.edge_addr.to_string(),
+            "--cacert",
+            &lab.ca_cert_path.display().to_string(),
+            "--exec-token-file",
+            &token_file.display().to_string(),
+            "--format",
+            "json",
+            "-q",
+            "-o",
+            &dir.join("report.json").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    v
+}
+
+/// The report must say every target is healthy (a fast wrong answer is not a result).
+fn check_report(path: &Path, n: usize) {
+    let text = std::fs::read_to_string(path).expect("report written");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    let targets = v["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), n, "one report entry per VMID");
+    for t in targets {
+        assert_eq!(
+            t["status"], "healthy",
+            "VMID {} is not healthy: {t}",
+            t["vmid"]
+        );
+    }
+}
