@@ -246,6 +246,8 @@ pub struct HostObservation {
     pub caddy_url: String,
     /// cloudflared's readiness (`GET /ready` on 127.0.0.1:20241-20245): the first port that answered.
     pub cloudflared: Probe,
+    /// Caddy's admin API on the host (`GET http://127.0.0.1:2019/config/`): what Caddy has loaded.
+    pub caddy_config: Probe,
     pub services: Vec<HostServiceObservation>,
 }
 

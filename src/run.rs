@@ -62,10 +62,45 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
             }
         }
     }));
-    let (mut observations, (table, caddy)) = tokio::join!(observations, caddy_read);
+    let (mut observations, (table, mut caddy)) = tokio::join!(observations, caddy_read);
     if let Some(table) = &table {
         for o in &mut observations {
             o.routes = routes_for(&probe, table, o.vmid);
+        }
+    } else if cfg.caddy.is_none() {
+        // With the host vantage and no Caddy source given: what Caddy has loaded, from its admin
+        // API on the host.
+        for o in &mut observations {
+            let Some(h) = &o.host else { continue };
+            let source = format!(
+                "Caddy's admin API on the host ({}, {})",
+                h.vantage,
+                crate::probe::host::CADDY_ADMIN_PATH
+            );
+            match host_admin_table(&h.caddy_config) {
+                Ok(t) => {
+                    o.routes = routes_for(&probe, &t, o.vmid);
+                    if caddy.is_none() {
+                        caddy = Some(CaddyReport {
+                            findings: crate::lint::lint(
+                                &probe.catalog,
+                                std::slice::from_ref(&t),
+                                &[],
+                            ),
+                            source,
+                            error: None,
+                        });
+                    }
+                }
+                Err(e) if caddy.is_none() => {
+                    caddy = Some(CaddyReport {
+                        source,
+                        error: Some(e),
+                        findings: Vec::new(),
+                    })
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -119,6 +154,27 @@ async fn read_caddy(cfg: &DiagnoseConfig) -> (Option<RouteTable>, Option<CaddyRe
                 findings: Vec::new(),
             }),
         ),
+    }
+}
+
+/// The route table from the host script's probe of Caddy's admin API.
+fn host_admin_table(p: &Probe) -> Result<RouteTable, String> {
+    match p {
+        Probe::Response { response, .. } if response.status == 200 => {
+            if response.body_truncated {
+                return Err("the admin API's config is larger than what the host script keeps (16 KiB): give --caddy-admin or --caddyfile".into());
+            }
+            crate::caddy::admin::parse(&response.body).map_err(|e| e.to_string())
+        }
+        Probe::Response { response, .. } => Err(format!(
+            "the admin API answered {} to GET /config/",
+            response.status
+        )),
+        Probe::Failed { kind, message, .. } => Err(format!(
+            "the admin API did not answer ({}: {message})",
+            kind.as_str()
+        )),
+        Probe::NotRun { reason } => Err(reason.clone()),
     }
 }
 

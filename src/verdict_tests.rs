@@ -165,6 +165,7 @@ fn host_view(t: &mut TargetObservation, name: &str, caddy_probe: Probe, upstream
         },
         caddy_url: "http://127.0.0.1:8080".into(),
         cloudflared: resp(200, &[], r#"{"status":200,"readyConnections":4}"#),
+        caddy_config: Probe::not_run("test"),
         services,
     });
 }

@@ -100,8 +100,10 @@ impl RealCaddy {
     /// and its site on `listen` instead of :8080. Returns the text and the line of the xterm route.
     fn caddyfile(&self, xterm_port: u16) -> (String, usize) {
         let header = format!(
-            "{{\n\tadmin 127.0.0.1:{}\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}}\n",
-            self.admin
+            // The host's own view of the admin API is 127.0.0.1:2019 (mapped to this port by the
+            // host's curl config in the test): allow that Host too.
+            "{{\n\tadmin 127.0.0.1:{a} {{\n\t\torigins 127.0.0.1:{a} 127.0.0.1:2019\n\t}}\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}}\n",
+            a = self.admin
         );
         let body = SEED
             .replace(":8080 {", &format!(":{} {{", self.listen))
@@ -315,15 +317,23 @@ fn real_caddy_with_the_seed_caddyfile_then_fixed() {
         "{route}"
     );
 
-    // 3. From the host: real Caddy itself answers 502 while the service answers 200.
+    // 3. From the host: real Caddy itself answers 502 while the service answers 200, and the
+    //    routes come from Caddy's admin API as the host sees it (127.0.0.1:2019 on a real host;
+    //    here the host's curl config maps it to this Caddy's admin port).
+    let rc = s.lab.host_dir.join(".curlrc");
+    let mut text: String = std::fs::read_to_string(&rc)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("127.0.0.1:2019:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!(
+        "connect-to = \"127.0.0.1:2019:127.0.0.1:{}\"\n",
+        s.caddy.admin
+    ));
+    std::fs::write(&rc, text).unwrap();
     let caddy_url = format!("http://127.0.0.1:{}", s.caddy.listen);
-    let (code, v) = s.pvediag(&[
-        "--on-host",
-        "--caddy-url",
-        &caddy_url,
-        "--caddyfile",
-        caddyfile.to_str().unwrap(),
-    ]);
+    let (code, v) = s.pvediag(&["--on-host", "--caddy-url", &caddy_url]);
     assert_eq!(code, 1);
     let hx = v["targets"][0]["host"]["services"]
         .as_array()
@@ -339,6 +349,20 @@ fn real_caddy_with_the_seed_caddyfile_then_fixed() {
         service(&v, "xterm")["verdict"]["rule"],
         "host-caddy-route-wrong"
     );
+    assert!(
+        v["caddy"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("admin API on the host"),
+        "{v:#}"
+    );
+    assert!(v["caddy"]["error"].is_null(), "{:#}", v["caddy"]);
+    let summary = service(&v, "xterm")["verdict"]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(summary.contains("cmux-202.lan:39376"), "{summary}");
+    assert_eq!(v["caddy"]["findings"].as_array().unwrap().len(), 1, "{v:#}");
 
     // 4. The fix: 39383, reloaded. Everything healthy, exit 0.
     s.caddy.reload(39383);

@@ -82,5 +82,12 @@ pub fn write_host_curlrc<'a>(
             to.port()
         ));
     }
+    // No Caddy admin API in the lab: the host's 127.0.0.1:2019 refuses (never a real local Caddy).
+    rc.push_str(&format!(
+        "connect-to = \"127.0.0.1:{}:{}:{}\"\n",
+        crate::probe::host::CADDY_ADMIN_PORT,
+        closed.ip(),
+        closed.port()
+    ));
     std::fs::write(dir.join(".curlrc"), rc)
 }

@@ -21,6 +21,11 @@ use crate::probe::ProbeConfig;
 /// cloudflared's metrics server: the first free port of this range (its `/ready` endpoint).
 pub const CLOUDFLARED_READY_PORTS: std::ops::RangeInclusive<u16> = 20241..=20245;
 
+/// Caddy's admin API as the host sees it, and the request that gives its loaded configuration.
+pub const CADDY_ADMIN_HOST: &str = "127.0.0.1";
+pub const CADDY_ADMIN_PORT: u16 = 2019;
+pub const CADDY_ADMIN_PATH: &str = "GET http://127.0.0.1:2019/config/";
+
 /// Where host scripts run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vantage {
@@ -303,6 +308,14 @@ pub async fn observe(
             headers: Vec::new(),
         });
     }
+    probes.push(ScriptProbe {
+        name: "caddy-admin".into(),
+        host: CADDY_ADMIN_HOST.into(),
+        port: CADDY_ADMIN_PORT,
+        method: "GET".into(),
+        path: "/config/".into(),
+        headers: Vec::new(),
+    });
     let nonce = internal::new_nonce();
     let script = build_script(&probes, &nonce, timeout);
     let start = Instant::now();
@@ -349,6 +362,7 @@ pub async fn observe(
         run,
         caddy_url: format!("http://{}:{}", cfg.caddy_host, cfg.caddy_port),
         cloudflared,
+        caddy_config: find("caddy-admin"),
         services,
     }
 }
