@@ -48,21 +48,29 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     // The origin check names no VMID: one request serves every target.
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
     let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
+    let progress = Progress::new(
+        cfg.vmids.len(),
+        !cfg.quiet && cfg.vmids.len() > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     let observations = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
-        let (client, probe, sem, origin) = (&client, &probe, &sem, origin.clone());
+        let (client, probe, sem, origin, progress) =
+            (&client, &probe, &sem, origin.clone(), &progress);
         async move {
             let remaining = cfg.deadline.saturating_sub(start.elapsed());
             let work = async {
                 let _permit = sem.acquire().await;
                 crate::probe::observe_with(client, probe, vmid, origin).await
             };
-            match tokio::time::timeout(remaining, work).await {
+            let o = match tokio::time::timeout(remaining, work).await {
                 Ok(o) => o,
                 Err(_) => unfinished(probe, vmid, cfg.deadline),
-            }
+            };
+            progress.done();
+            o
         }
     }));
     let (mut observations, (table, mut caddy)) = tokio::join!(observations, caddy_read);
+    progress.finish();
     if let Some(table) = &table {
         for o in &mut observations {
             o.routes = routes_for(&probe, table, o.vmid);
@@ -243,6 +251,51 @@ pub fn routes_for(
         .collect()
 }
 
+/// A one-line progress counter on stderr, for a person watching a run over many targets. Off in a
+/// pipe, under cron and with `-q`: then it writes nothing at all.
+pub struct Progress {
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+    on: bool,
+}
+
+impl Progress {
+    pub fn new(total: usize, on: bool) -> Progress {
+        Progress {
+            total,
+            done: std::sync::atomic::AtomicUsize::new(0),
+            on,
+        }
+    }
+
+    /// The line for `done` of `total` targets.
+    pub fn line(done: usize, total: usize) -> String {
+        let width = 20;
+        let filled = (done * width).checked_div(total).unwrap_or(width);
+        format!(
+            "\r[{}{}] {done}/{total} targets diagnosed",
+            "#".repeat(filled),
+            "-".repeat(width - filled)
+        )
+    }
+
+    fn done(&self) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.on {
+            use std::io::Write;
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(Progress::line(n, self.total).as_bytes());
+            let _ = e.flush();
+        }
+    }
+
+    fn finish(&self) {
+        if self.on {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
 /// The observation of a target the deadline cut off: every check marked as not finished.
 fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) -> TargetObservation {
     let reason = format!(
@@ -276,5 +329,29 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
             .collect(),
         routes: Vec::new(),
         host: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn progress_line() {
+        assert_eq!(
+            Progress::line(5, 20),
+            "\r[#####---------------] 5/20 targets diagnosed"
+        );
+        assert!(Progress::line(3, 3).contains("[####################] 3/3"));
+        assert!(Progress::line(0, 0).contains("0/0"));
+    }
+
+    #[test]
+    fn progress_off_writes_nothing_and_counts() {
+        let p = Progress::new(2, false);
+        p.done();
+        p.done();
+        p.finish();
+        assert_eq!(p.done.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 }
