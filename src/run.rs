@@ -167,10 +167,18 @@ async fn read_caddy(cfg: &DiagnoseConfig) -> (Option<RouteTable>, Option<CaddyRe
 
 /// The route table from the host script's probe of Caddy's admin API.
 fn host_admin_table(p: &Probe) -> Result<RouteTable, String> {
+    admin_table(
+        p,
+        "larger than what the host script keeps (16 KiB): give --caddy-admin or --caddyfile",
+    )
+}
+
+/// A probe of `GET /config/` on Caddy's admin API, as a route table or the reason it is not one.
+fn admin_table(p: &Probe, too_large: &str) -> Result<RouteTable, String> {
     match p {
         Probe::Response { response, .. } if response.status == 200 => {
             if response.body_truncated {
-                return Err("the admin API's config is larger than what the host script keeps (16 KiB): give --caddy-admin or --caddyfile".into());
+                return Err(format!("the admin API's config is {too_large}"));
             }
             crate::caddy::admin::parse(&response.body).map_err(|e| e.to_string())
         }
@@ -206,23 +214,7 @@ pub async fn fetch_admin(url: &str, timeout: Duration) -> Result<RouteTable, Str
         },
     )
     .await;
-    match probe {
-        Probe::Response { response, .. } if response.status == 200 => {
-            if response.body_truncated {
-                return Err("the admin API's config is larger than 4 MiB".into());
-            }
-            crate::caddy::admin::parse(&response.body).map_err(|e| e.to_string())
-        }
-        Probe::Response { response, .. } => Err(format!(
-            "the admin API answered {} to GET /config/",
-            response.status
-        )),
-        Probe::Failed { kind, message, .. } => Err(format!(
-            "the admin API did not answer ({}: {message})",
-            kind.as_str()
-        )),
-        Probe::NotRun { reason } => Err(reason),
-    }
+    admin_table(&probe, "larger than 4 MiB")
 }
 
 /// What the route table says about each routed service's public hostname.
