@@ -108,7 +108,7 @@ impl RealCaddy {
         let body = SEED
             .replace(":8080 {", &format!(":{} {{", self.listen))
             .replace(
-                "cmux-{re.vmid.1}.lan:39376",
+                "cmux-{re.vmid.1}.lan:39383",
                 &format!("cmux-{{re.vmid.1}}.lan:{xterm_port}"),
             );
         let text = format!("{header}{body}");

@@ -799,45 +799,8 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The seed document's Caddyfile, exactly (Caddyfile.cmux, December 2025).
-    pub(crate) const SEED: &str = r#":8080 {
-    # VSCode service
-    @vscode header_regexp vmid Host ^vscode-(\d+)\.
-    handle @vscode {
-        reverse_proxy cmux-{re.vmid.1}.lan:39378
-    }
-
-    # Worker service (Socket.IO)
-    @worker header_regexp vmid Host ^worker-(\d+)\.
-    handle @worker {
-        reverse_proxy cmux-{re.vmid.1}.lan:39377
-    }
-
-    # Xterm service (cmux-pty)
-    @xterm header_regexp vmid Host ^xterm-(\d+)\.
-    handle @xterm {
-        reverse_proxy cmux-{re.vmid.1}.lan:39383
-    }
-
-    # Exec service (cmux-execd)
-    @exec header_regexp vmid Host ^exec-(\d+)\.
-    handle @exec {
-        reverse_proxy cmux-{re.vmid.1}.lan:39375
-    }
-
-    # VNC service (noVNC websockify)
-    @vnc header_regexp vmid Host ^vnc-(\d+)\.
-    handle @vnc {
-        reverse_proxy cmux-{re.vmid.1}.lan:39380
-    }
-
-    # Preview service (port 5173)
-    @preview header_regexp vmid Host ^preview-(\d+)\.
-    handle @preview {
-        reverse_proxy cmux-{re.vmid.1}.lan:5173
-    }
-}
-"#;
+    /// The seed document's Caddyfile, exactly (Caddyfile.cmux, December 2025; xterm on 39383).
+    pub(crate) const SEED: &str = include_str!("../../tests/fixtures/Caddyfile.seed");
 
     /// The later generic layout (2026), as a real Caddyfile.
     pub(crate) const LATER: &str = r#"{

@@ -312,44 +312,7 @@ async fn lab_caddyfile_is_written_in_the_seed_layout() {
     assert!(text.starts_with(":8080 {\n"));
 
     // The healthy route table is the seed document's Caddyfile, byte for byte.
-    let expected = r":8080 {
-    # VSCode service
-    @vscode header_regexp vmid Host ^vscode-(\d+)\.
-    handle @vscode {
-        reverse_proxy cmux-{re.vmid.1}.lan:39378
-    }
-
-    # Worker service (Socket.IO)
-    @worker header_regexp vmid Host ^worker-(\d+)\.
-    handle @worker {
-        reverse_proxy cmux-{re.vmid.1}.lan:39377
-    }
-
-    # Xterm service (cmux-pty)
-    @xterm header_regexp vmid Host ^xterm-(\d+)\.
-    handle @xterm {
-        reverse_proxy cmux-{re.vmid.1}.lan:39383
-    }
-
-    # Exec service (cmux-execd)
-    @exec header_regexp vmid Host ^exec-(\d+)\.
-    handle @exec {
-        reverse_proxy cmux-{re.vmid.1}.lan:39375
-    }
-
-    # VNC service (noVNC websockify)
-    @vnc header_regexp vmid Host ^vnc-(\d+)\.
-    handle @vnc {
-        reverse_proxy cmux-{re.vmid.1}.lan:39380
-    }
-
-    # Preview service (port 5173)
-    @preview header_regexp vmid Host ^preview-(\d+)\.
-    handle @preview {
-        reverse_proxy cmux-{re.vmid.1}.lan:5173
-    }
-}
-";
+    let expected = crate::caddy::caddyfile::tests::SEED;
     assert_eq!(caddy::caddyfile(&seed_routes()), expected);
 }
 
