@@ -266,6 +266,13 @@ fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
     }
 }
 
+fn with_behaviour(mut c: ContainerSpec, kind: ServiceKind, b: Behaviour) -> ContainerSpec {
+    for s in c.services.iter_mut().filter(|s| s.kind == kind) {
+        s.behaviour = b;
+    }
+    c
+}
+
 fn without(mut c: ContainerSpec, kind: ServiceKind) -> ContainerSpec {
     c.services.retain(|s| s.kind != kind);
     c
@@ -332,15 +339,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         }
         "cors-missing" => {
             let mut c = base;
-            let mut ct = ct;
-            for s in ct
-                .services
-                .iter_mut()
-                .filter(|s| s.kind == ServiceKind::Xterm)
-            {
-                s.behaviour = Behaviour::NoCors;
-            }
-            c.containers = vec![ct];
+            c.containers = vec![with_behaviour(ct, ServiceKind::Xterm, Behaviour::NoCors)];
             (
                 "cors-missing",
                 "cmux-pty answers /sessions without access-control-allow-origin: browsers block the terminal",
@@ -385,15 +384,11 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         }
         "loopback-only" => {
             let mut c = base;
-            let mut ct = ct;
-            for s in ct
-                .services
-                .iter_mut()
-                .filter(|s| s.kind == ServiceKind::Xterm)
-            {
-                s.behaviour = Behaviour::LoopbackOnly;
-            }
-            c.containers = vec![ct];
+            c.containers = vec![with_behaviour(
+                ct,
+                ServiceKind::Xterm,
+                Behaviour::LoopbackOnly,
+            )];
             (
                 "loopback-only",
                 "cmux-pty listens on 127.0.0.1:39383 only: healthy inside, Caddy's correct route gets refused",
