@@ -81,6 +81,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
                 lab::Delays::default(),
             ),
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
+            url_template: crate::target::DEFAULT_TEMPLATE,
         },
         None => lab::scenario(&args.scenario).ok_or_else(|| {
             UsageError::new(format!(
@@ -107,7 +108,11 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             Some(t) => Some(write_token(&lab, t)?),
             None => None,
         };
-        let diag = lab_args(&args.diag, &lab, token_file.clone());
+        let mut diag = lab_args(&args.diag, &lab, token_file.clone());
+        // The scenario's routing layout decides the public URLs, unless the user chose a template.
+        if diag.url_template == crate::target::DEFAULT_TEMPLATE {
+            diag.url_template = scenario.url_template.to_string();
+        }
         if args.serve {
             return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
         }
@@ -152,6 +157,9 @@ async fn serve(
     );
     if let Some(t) = token_file {
         cmd.push_str(&format!(" --exec-token-file {}", t.display()));
+    }
+    if scenario.url_template != crate::target::DEFAULT_TEMPLATE {
+        cmd.push_str(&format!(" --url-template {}", scenario.url_template));
     }
     println!(
         "lab scenario `{}` — {}",

@@ -353,3 +353,34 @@ fn host_vantage_pins_every_scenario_to_one_layer() {
         );
     }
 }
+
+/// The 2026 routing layout: `https://port-{port}-cmux-{vmid}.DOMAIN`, one generic Caddy rule that
+/// takes the port from the hostname and sets the CORS headers itself.
+#[test]
+fn later_layout_is_diagnosed_like_the_seed_layout() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("later-layout");
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        v["url_template"],
+        "https://port-{port}-cmux-{vmid}.{domain}"
+    );
+    let x = &v["targets"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "xterm")
+        .unwrap()["url"];
+    assert_eq!(x, "https://port-39383-cmux-202.example.test/sessions");
+    // The generic rule is read from the Caddyfile: the port comes from the hostname.
+    let routes = v["targets"][0]["routes"].as_array().unwrap();
+    let xr = routes.iter().find(|r| r["service"] == "xterm").unwrap();
+    assert_eq!(xr["upstream_host"], "cmux-202.lan");
+    assert_eq!(xr["upstream_port"], 39383);
+
+    let (code, v) = demo("later-service-down");
+    assert_eq!(code, 1);
+    assert_eq!(not_healthy(&v), vec![t("vscode", "broken", "service")]);
+}

@@ -29,10 +29,61 @@ pub struct CaddyCtx {
     pub delay_ms: u64,
 }
 
-/// The matcher regex of a route, as written in the Caddyfile: `^{service}-(\d+)\.`.
+/// The service name of the later layout's one generic rule (`port-{port}-{instance}.DOMAIN`).
+pub const GENERIC: &str = "*";
+
+/// The matcher regex of a route, as written in the Caddyfile: `^{service}-(\d+)\.`, or the
+/// later layout's `^port-(\d+)-([a-z0-9-]+)\.`.
 pub fn route_regex(service: &str) -> Regex {
+    if service == GENERIC {
+        return Regex::new(r"^port-(\d+)-([a-z0-9-]+)\.").expect("valid route regex");
+    }
     Regex::new(&format!(r"^{}-(\d+)\.", regex::escape(service))).expect("valid route regex")
 }
+
+/// The later layout's Caddyfile (reference §2): OPTIONS answered by Caddy, one generic rule with
+/// CORS headers replaced, and the catch-all 404.
+const LATER_CADDYFILE: &str = r#":8080 {
+    @options method OPTIONS
+    handle @options {
+        header Access-Control-Allow-Origin "*"
+        header Access-Control-Allow-Methods "GET, POST, PUT, DELETE, PATCH, OPTIONS"
+        header Access-Control-Allow-Headers "*"
+        header Access-Control-Max-Age "86400"
+        respond 204
+    }
+
+    @service header_regexp service Host ^port-(\d+)-([a-z0-9-]+)\.
+    handle @service {
+        reverse_proxy {re.service.2}.lan:{re.service.1} {
+            header_up Host {upstream_hostport}
+            transport http {
+                dial_timeout 10s
+            }
+            header_down -Access-Control-Allow-Origin
+            header_down -Access-Control-Allow-Methods
+            header_down -Access-Control-Allow-Headers
+        }
+        header Access-Control-Allow-Origin "*"
+        header Access-Control-Allow-Methods "GET, POST, PUT, DELETE, PATCH, OPTIONS"
+        header Access-Control-Allow-Headers "*"
+        header Access-Control-Expose-Headers "*"
+    }
+
+    handle {
+        respond "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN" 404
+    }
+}
+"#;
+
+const CORS: &[(&str, &str)] = &[
+    ("Access-Control-Allow-Origin", "*"),
+    (
+        "Access-Control-Allow-Methods",
+        "GET, POST, PUT, DELETE, PATCH, OPTIONS",
+    ),
+    ("Access-Control-Allow-Headers", "*"),
+];
 
 fn route_comment(service: &str, port: u16) -> String {
     match service {
@@ -48,8 +99,11 @@ fn route_comment(service: &str, port: u16) -> String {
     }
 }
 
-/// `/etc/caddy/Caddyfile.cmux` for these routes, in the seed's exact layout.
+/// `/etc/caddy/Caddyfile.cmux` for these routes, in the seed's exact layout (or the later one).
 pub fn caddyfile(routes: &[RouteSpec]) -> String {
+    if routes.iter().any(|r| r.service == GENERIC) {
+        return LATER_CADDYFILE.to_string();
+    }
     let mut out = String::from(":8080 {\n");
     for (i, r) in routes.iter().enumerate() {
         if i > 0 {
@@ -128,13 +182,37 @@ async fn handle<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let later = ctx.routes.iter().any(|(_, r)| r.service == GENERIC);
+    if later && req.method == "OPTIONS" {
+        // The later layout answers every preflight itself, without touching the container.
+        let mut h: Vec<(&str, &str)> = CORS.to_vec();
+        h.extend([("Access-Control-Max-Age", "86400"), ("Server", "Caddy")]);
+        http::send(s, &http::response_bytes(204, &h, b"")).await?;
+        return Ok(true);
+    }
+    // (container hostname's VMID, port Caddy dials)
     let matched = ctx.routes.iter().find_map(|(re, route)| {
-        re.captures(host_hdr)
-            .map(|c| (route, c.get(1).map(|m| m.as_str().to_string())))
+        let c = re.captures(host_hdr)?;
+        if route.service == GENERIC {
+            let port: u16 = c.get(1)?.as_str().parse().ok()?;
+            let instance = c.get(2)?.as_str();
+            Some((instance.strip_prefix("cmux-").map(str::to_string), port))
+        } else {
+            Some((c.get(1).map(|m| m.as_str().to_string()), route.port))
+        }
     });
-    let Some((route, vmid)) = matched else {
-        // No `handle` matched: Caddy's default is an empty 200.
-        http::send(s, &caddy_empty(200)).await?;
+    let Some((vmid, port)) = matched else {
+        if later {
+            let body = b"cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN";
+            let h = [
+                ("Server", "Caddy"),
+                ("Content-Type", "text/plain; charset=utf-8"),
+            ];
+            http::send(s, &http::response_bytes(404, &h, body)).await?;
+        } else {
+            // No `handle` matched: Caddy's default is an empty 200.
+            http::send(s, &caddy_empty(200)).await?;
+        }
         return Ok(true);
     };
     // `cmux-{vmid}.lan` resolves only for running containers.
@@ -146,7 +224,7 @@ where
         http::send(s, &caddy_empty(502)).await?;
         return Ok(true);
     };
-    let addr = ct.dial_addr(route.port);
+    let addr = ct.dial_addr(port);
 
     let mut headers = req.headers.clone();
     http::strip_hop_by_hop(&mut headers);
@@ -187,6 +265,12 @@ where
     };
     let framing = http::response_framing(&req.method, &head);
     let mut out = http::downstream_headers(&head, framing);
+    if later {
+        // header_down -Access-Control-*, then Caddy's own.
+        out.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control-allow-"));
+        out.extend(CORS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        out.push(("Access-Control-Expose-Headers".into(), "*".into()));
+    }
     out.push(("Server".into(), "Caddy".into()));
     http::send(s, &http::head_bytes(head.status, &out)).await?;
     match http::pipe_body(&mut up, framing, s).await {

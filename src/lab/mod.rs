@@ -243,6 +243,8 @@ pub struct Scenario {
     pub config: LabConfig,
     /// The exec token the client should use (may differ from the container's).
     pub client_token: Option<String>,
+    /// The public URL template of the scenario's routing layout.
+    pub url_template: &'static str,
 }
 
 pub const SCENARIOS: &[&str] = &[
@@ -258,6 +260,8 @@ pub const SCENARIOS: &[&str] = &[
     "caddy-down",
     "preview-off",
     "loopback-only",
+    "later-layout",
+    "later-service-down",
 ];
 
 fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
@@ -278,6 +282,9 @@ fn without(mut c: ContainerSpec, kind: ServiceKind) -> ContainerSpec {
     c
 }
 
+/// The public URL template of the later layout.
+pub const LATER_TEMPLATE: &str = "https://port-{port}-cmux-{vmid}.{domain}";
+
 /// The named scenario: one container (VMID 202), domain `example.test`.
 pub fn scenario(name: &str) -> Option<Scenario> {
     let token = Some(SCENARIO_TOKEN.to_string());
@@ -291,6 +298,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         delays: Delays::default(),
     };
     let mut client_token = token.clone();
+    let mut url_template = crate::target::DEFAULT_TEMPLATE;
     let (name, description, config): (&'static str, &'static str, LabConfig) = match name {
         "seed" => {
             let mut c = base;
@@ -395,6 +403,29 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 c,
             )
         }
+        "later-layout" | "later-service-down" => {
+            let mut c = base;
+            c.routes = vec![RouteSpec {
+                service: caddy::GENERIC.into(),
+                port: 0,
+            }];
+            if name == "later-service-down" {
+                c.containers = vec![without(ct, ServiceKind::Vscode)];
+                url_template = LATER_TEMPLATE;
+                (
+                    "later-service-down",
+                    "the 2026 layout (https://port-{port}-cmux-{vmid}.DOMAIN, one generic Caddy rule); openvscode-server is not running",
+                    c,
+                )
+            } else {
+                url_template = LATER_TEMPLATE;
+                (
+                    "later-layout",
+                    "the 2026 layout: https://port-{port}-cmux-{vmid}.DOMAIN, one generic Caddy rule, CORS from Caddy; everything works",
+                    c,
+                )
+            }
+        }
         _ => return None,
     };
     Some(Scenario {
@@ -402,6 +433,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         description,
         config,
         client_token,
+        url_template,
     })
 }
 
@@ -460,7 +492,7 @@ impl Lab {
         anyhow::ensure!(!domain.is_empty(), "lab: empty domain");
         for r in &config.routes {
             anyhow::ensure!(
-                crate::catalog::valid_service_name(&r.service),
+                crate::catalog::valid_service_name(&r.service) || r.service == caddy::GENERIC,
                 "lab: route service {:?} is not a service name",
                 r.service
             );

@@ -781,3 +781,72 @@ async fn lab_shutdown_stops_everything_and_removes_the_dir() {
     assert!(tokio::net::TcpStream::connect(edge).await.is_err());
     assert!(tokio::net::TcpStream::connect(exec).await.is_err());
 }
+
+#[tokio::test]
+async fn lab_later_layout_answers_like_the_generic_caddy_rule() {
+    let (lab, _) = start("later-layout").await;
+    let c = plain_client();
+    let caddy = format!("http://{}", lab.caddy_addr);
+    // The port comes from the hostname; Caddy replaces the upstream's CORS headers with its own.
+    let r = c
+        .get(format!("{caddy}/sessions"))
+        .header("host", "port-39383-cmux-202.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(hdr(&r, "server").as_deref(), Some("Caddy"));
+    assert_eq!(hdr(&r, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        hdr(&r, "access-control-expose-headers").as_deref(),
+        Some("*")
+    );
+    assert_eq!(
+        r.headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .count(),
+        1
+    );
+    assert_eq!(r.text().await.unwrap(), r#"{"sessions":[]}"#);
+    // OPTIONS is answered by Caddy itself, for any host.
+    let r = c
+        .request(reqwest::Method::OPTIONS, format!("{caddy}/anything"))
+        .header("host", "port-1-nowhere.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(hdr(&r, "access-control-max-age").as_deref(), Some("86400"));
+    // A host no rule matches: the catch-all 404.
+    let r = c
+        .get(format!("{caddy}/"))
+        .header("host", "xterm-202.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .starts_with("cmux sandbox not found"));
+    // A closed port through the generic rule: Caddy's empty 502.
+    let r = c
+        .get(format!("{caddy}/"))
+        .header("host", "port-39376-cmux-202.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.text().await.unwrap(), "");
+    // The Caddyfile is the later layout's, and pvediag's reader sees the generic rule.
+    let text = std::fs::read_to_string(&lab.caddyfile_path).unwrap();
+    assert!(text.contains("reverse_proxy {re.service.2}.lan:{re.service.1}"));
+    let t = crate::caddy::caddyfile::parse("Caddyfile.cmux", &text);
+    let r = t.resolve("port-39383-cmux-202.example.test").unwrap();
+    assert_eq!(
+        (r.upstream_host.as_str(), r.port),
+        ("cmux-202.lan", Some(39383))
+    );
+}
