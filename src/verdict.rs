@@ -787,7 +787,7 @@ fn decide(
             format!("Caddy answers for {host} with its catch-all: no route matches this hostname"),
         )
         .next(caddy_route_next(ctx, s, vmid, route_for(t, &s.name))),
-        Answer::EdgeError { .. } | Answer::CaddyBadGateway(_) => decide_gateway_error(ctx, f, t, s, so, e, i),
+        Answer::EdgeError { .. } | Answer::CaddyBadGateway(_) => decide_gateway_error(ctx, f, t, s, so, i),
         Answer::WrongService { .. } | Answer::BadStatus(_) => decide_wrong_answer(ctx, f, t, s, e, i),
         Answer::Unreachable(FailureKind::Timeout) => match i {
             Answer::Unreachable(FailureKind::Timeout) => row(
@@ -1027,7 +1027,6 @@ fn decide_gateway_error(
     t: &TargetObservation,
     s: &Service,
     so: &ServiceObservation,
-    _e: &Answer,
     i: &Answer,
 ) -> Row {
     let vmid = f.vmid;
