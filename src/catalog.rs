@@ -785,3 +785,37 @@ mod tests {
         assert!(!StatusSpec::Class(4).matches(500));
     }
 }
+
+#[cfg(test)]
+mod later_catalog_tests {
+    use super::*;
+
+    /// `checks/2026`: the catalog after 2026-02-16 (reference §3), for `--checks checks/2026`.
+    #[test]
+    fn the_2026_catalog_moves_the_worker_and_adds_the_daemon() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checks/2026");
+        let c = Catalog::load_dir(&dir).unwrap();
+        assert_eq!(c.get("worker").unwrap().port, 39376);
+        let d = c.get("worker-daemon").unwrap();
+        assert_eq!((d.port, d.probe.path.as_str()), (39377, "/health"));
+        let healthy = r#"{"authenticated":false,"provider":"e2b","status":"ok"}"#;
+        assert!(d
+            .healthy
+            .fingerprint
+            .check(Some("application/json"), healthy)
+            .is_ok());
+        assert!(d
+            .healthy
+            .fingerprint
+            .check(None, r#"0{"sid":"x"}"#)
+            .is_err());
+        // Everything else is the seed's.
+        let seed = Catalog::embedded();
+        for s in &seed.services {
+            if s.name != "worker" {
+                assert_eq!(c.get(&s.name).map(|x| x.port), Some(s.port), "{}", s.name);
+            }
+        }
+        assert_eq!(c.services.len(), seed.services.len() + 1);
+    }
+}
