@@ -91,6 +91,13 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             ))
         })?,
     };
+    if crate::lab::container::real_curl().is_none() {
+        // The lab's container runs pvediag's real internal probe, which needs curl to reach the
+        // lab's services (its bash-only fallback would dial this machine's own ports instead).
+        return Err(UsageError::new(
+            "demo: the lab's simulated container runs the internal probe with curl, which is not installed here: apt-get install curl",
+        ));
+    }
     if args.delay_ms > 0 {
         scenario.config.delays = lab::Delays::uniform(args.delay_ms);
     }

@@ -56,9 +56,17 @@ fn bash_fallback_answers_refusals_and_timeouts() {
     let ok_port = ok.local_addr().unwrap().port();
     let seen = std::thread::spawn(move || {
         let (mut c, _) = ok.accept().unwrap();
+        // Read the whole request head, however it was split into writes.
+        let mut req = Vec::new();
         let mut buf = [0u8; 2048];
-        let n = c.read(&mut buf).unwrap();
-        let req = String::from_utf8_lossy(&buf[..n]).to_string();
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        let req = String::from_utf8_lossy(&req).to_string();
         c.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n{\"sessions\":[]}").unwrap();
         req
     });

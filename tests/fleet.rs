@@ -23,6 +23,9 @@ fn run_all(lab: &pvediag::lab::Lab, pve: &str, format: &str) -> (i32, String) {
 
 #[test]
 fn all_in_every_format() {
+    if !common::curl_present() {
+        return;
+    }
     let rt = runtime();
     let lab = start_lab(&rt, fleet_lab_config());
     let pve = start_pve(&rt, PveMode::Normal);
@@ -138,6 +141,9 @@ fn all_in_every_format() {
 
 #[test]
 fn prometheus_to_a_file_is_written_atomically() {
+    if !common::curl_present() {
+        return;
+    }
     let rt = runtime();
     let lab = start_lab(&rt, pvediag::lab::LabConfig::default());
     let dir = tempfile::tempdir().unwrap();
@@ -158,6 +164,9 @@ fn prometheus_to_a_file_is_written_atomically() {
 
 #[test]
 fn wait_until_a_recovering_service_is_healthy() {
+    if !common::curl_present() {
+        return;
+    }
     let rt = runtime();
     let lab = start_lab(&rt, recovering_lab_config(Duration::from_secs(4)));
     // Right after the start, xterm refuses: broken.
@@ -235,6 +244,9 @@ impl Drop for Child {
 
 #[test]
 fn serve_answers_probes_health_and_its_own_metrics() {
+    if !common::curl_present() {
+        return;
+    }
     let rt = runtime();
     let lab = start_lab(&rt, pvediag::lab::LabConfig::default());
     let mut child = Child(

@@ -17,6 +17,9 @@ fn output_text(o: &std::process::Output) -> (String, String) {
 
 #[test]
 fn all_discovers_running_cmux_containers_and_their_tokens() {
+    if !common::curl_present() {
+        return;
+    }
     let rt = runtime();
     let lab = start_lab(&rt, fleet_lab_config());
     let pve = start_pve(&rt, PveMode::Normal);
@@ -56,6 +59,9 @@ fn all_discovers_running_cmux_containers_and_their_tokens() {
 
 #[test]
 fn instance_names_resolve_through_the_api() {
+    if !common::curl_present() {
+        return;
+    }
     let rt = runtime();
     let lab = start_lab(&rt, fleet_lab_config());
     let pve = start_pve(&rt, PveMode::Normal);
@@ -95,6 +101,9 @@ fn instance_names_resolve_through_the_api() {
 
 #[test]
 fn discovered_token_is_what_makes_execd_answer() {
+    if !common::curl_present() {
+        return;
+    }
     let rt = runtime();
     let lab = start_lab(&rt, fleet_lab_config());
     let pve = start_pve(&rt, PveMode::Normal);

@@ -265,7 +265,7 @@ fn write_curl_wrapper(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Resu
 }
 
 /// The first `curl` on the lab's PATH (looked up once).
-fn real_curl() -> Option<PathBuf> {
+pub fn real_curl() -> Option<PathBuf> {
     static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {

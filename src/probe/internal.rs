@@ -80,10 +80,11 @@ p() {
     t0=$EPOCHREALTIME
     (
       exec 3<>"/dev/tcp/$host/$port" || exit 7
-      printf '%s %s HTTP/1.0\r\nUser-Agent: pvediag\r\nConnection: close\r\n' "$method" "$path" >&3
-      case "$*" in *[Hh]ost:*) ;; *) printf 'Host: %s:%s\r\n' "$host" "$port" >&3 ;; esac
-      for h in "$@"; do printf '%s\r\n' "$h" >&3; done
-      printf '\r\n' >&3
+      local r x
+      printf -v r '%s %s HTTP/1.0\r\nUser-Agent: pvediag\r\nConnection: close\r\n' "$method" "$path"
+      case "$*" in *[Hh]ost:*) ;; *) printf -v x 'Host: %s:%s\r\n' "$host" "$port"; r+=$x ;; esac
+      for h in "$@"; do printf -v x '%s\r\n' "$h"; r+=$x; done
+      printf '%s\r\n' "$r" >&3
       head -c __RAWCAP__ <&3 > "$d/$name.raw"
     ) 2>"$d/$name.e" &
     local pid=$!
