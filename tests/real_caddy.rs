@@ -364,9 +364,10 @@ fn real_caddy_with_the_seed_caddyfile_then_fixed() {
     assert!(summary.contains("cmux-202.lan:39376"), "{summary}");
     assert_eq!(v["caddy"]["findings"].as_array().unwrap().len(), 1, "{v:#}");
 
-    // 4. The fix: 39383, reloaded. Everything healthy, exit 0.
+    // 4. The fix: 39383, reloaded. Everything healthy, exit 0 (`--wait`, as after any deploy:
+    //    Caddy swaps its configuration gracefully).
     s.caddy.reload(39383);
-    let (code, v) = s.pvediag(&["--caddy-admin", &admin]);
+    let (code, v) = s.pvediag(&["--caddy-admin", &admin, "--wait", "20s"]);
     assert_eq!(code, 0, "{v:#}");
     assert!(
         v["caddy"]["findings"].as_array().unwrap().is_empty(),

@@ -264,16 +264,19 @@ fn write_curl_wrapper(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Resu
     Ok(())
 }
 
+/// The search path of a process started without PATH (as bash and execvp use).
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// The first `curl` on the lab's PATH (looked up once).
 pub fn real_curl() -> Option<PathBuf> {
     static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("curl"))
-                    .find(|p| p.is_file())
-            })
+            // With no PATH at all, bash (which runs the commands) searches its default one.
+            let paths = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+            std::env::split_paths(&paths)
+                .map(|d| d.join("curl"))
+                .find(|p| p.is_file())
         })
         .clone()
 }
@@ -821,9 +824,8 @@ fn exit_event(code: i32) -> String {
 /// The PATH of execd's commands: the container's `bin` (the curl wrapper) first.
 fn exec_path(dir: &Path) -> std::ffi::OsString {
     let mut v = vec![dir.join("bin")];
-    if let Some(p) = std::env::var_os("PATH") {
-        v.extend(std::env::split_paths(&p));
-    }
+    let p = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    v.extend(std::env::split_paths(&p));
     std::env::join_paths(v).unwrap_or_default()
 }
 
