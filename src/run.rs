@@ -47,19 +47,27 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     let caddy_read = read_caddy(cfg);
     // The origin check names no VMID: one request serves every target.
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
+    // Likewise the host's cloudflared readiness and Caddy's loaded routes.
+    let host_wide = crate::probe::host_wide(&probe).boxed().shared();
     let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
     let progress = Progress::new(
         cfg.vmids.len(),
         !cfg.quiet && cfg.vmids.len() > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
     let observations = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
-        let (client, probe, sem, origin, progress) =
-            (&client, &probe, &sem, origin.clone(), &progress);
+        let (client, probe, sem, origin, host_wide, progress) = (
+            &client,
+            &probe,
+            &sem,
+            origin.clone(),
+            host_wide.clone(),
+            &progress,
+        );
         async move {
             let remaining = cfg.deadline.saturating_sub(start.elapsed());
             let work = async {
                 let _permit = sem.acquire().await;
-                crate::probe::observe_with(client, probe, vmid, origin).await
+                crate::probe::observe_with(client, probe, vmid, origin, host_wide).await
             };
             let o = match tokio::time::timeout(remaining, work).await {
                 Ok(o) => o,

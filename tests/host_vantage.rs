@@ -271,3 +271,42 @@ fn bad_ssh_destinations_are_usage_errors() {
         assert!(e.contains("--ssh"), "{e}");
     }
 }
+
+/// ssh stand-in that also keeps each script it is sent.
+const SSH_KEEP_STUB: &str = r#"f=$(mktemp "$STUB_LOG.script.XXXXXX")
+cat > "$f"
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done
+shift; shift
+exec "$@" < "$f""#;
+
+/// cloudflared's readiness and Caddy's loaded routes are the same for every target: one host
+/// script asks them once per run, whatever the number of targets; each target's hops get their own.
+#[test]
+fn run_wide_host_probes_run_once_for_many_targets() {
+    if !curl_present() {
+        return;
+    }
+    let r = start("seed");
+    stub(r.bin.path(), "ssh", SSH_KEEP_STUB);
+    let (_, v, _) = r.run(&["203", "204", "--ssh", "root@pve.test", "--no-pct"]);
+    assert_eq!(v["targets"].as_array().unwrap().len(), 3);
+    for t in v["targets"].as_array().unwrap() {
+        assert_eq!(t["host"]["cloudflared"]["status"], 200, "{t}");
+    }
+    let scripts: Vec<String> = std::fs::read_dir(r.bin.path())
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            p.file_name()?
+                .to_str()?
+                .starts_with("argv.log.script.")
+                .then(|| std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    let wide = scripts.iter().filter(|s| s.contains("'/ready'")).count();
+    let per_target = scripts
+        .iter()
+        .filter(|s| s.contains("'upstream.xterm'"))
+        .count();
+    assert_eq!((wide, per_target), (1, 3), "{} scripts", scripts.len());
+}

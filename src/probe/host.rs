@@ -262,12 +262,86 @@ pub async fn pct_internal(
     )
 }
 
-/// Probes every hop from the host, in one script run.
+/// What the host shows about every target at once: cloudflared's readiness and the routes Caddy
+/// has loaded. Probed once per run (one script), shared by every target.
+#[derive(Debug, Clone)]
+pub struct HostWide {
+    pub cloudflared: Probe,
+    pub caddy_config: Probe,
+}
+
+/// Runs `probes` on the host in one script and returns the run outcome and a lookup by name.
+async fn run_probes(
+    cfg: &HostConfig,
+    probes: &[ScriptProbe],
+    timeout: Duration,
+) -> (ExecRun, impl Fn(&str) -> Probe) {
+    let nonce = internal::new_nonce();
+    let script = build_script(probes, &nonce, timeout);
+    let start = Instant::now();
+    let out = run_script(cfg, None, &script, timeout + Duration::from_secs(5)).await;
+    let (run, records) = collect(
+        out,
+        &nonce,
+        &cfg.vantage.describe(),
+        start.elapsed().as_millis() as u64,
+    );
+    let find = move |name: &str| -> Probe {
+        records
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.probe.clone())
+            .unwrap_or_else(|| Probe::not_run("no record from the host script"))
+    };
+    (run, find)
+}
+
+/// cloudflared's `/ready` (the first port of its range that answers) and Caddy's admin config.
+pub async fn observe_wide(cfg: &HostConfig, timeout: Duration) -> HostWide {
+    let mut probes: Vec<ScriptProbe> = CLOUDFLARED_READY_PORTS
+        .map(|port| ScriptProbe {
+            name: format!("ready.{port}"),
+            host: "127.0.0.1".into(),
+            port,
+            method: "GET".into(),
+            path: "/ready".into(),
+            headers: Vec::new(),
+        })
+        .collect();
+    probes.push(ScriptProbe {
+        name: "caddy-admin".into(),
+        host: CADDY_ADMIN_HOST.into(),
+        port: CADDY_ADMIN_PORT,
+        method: "GET".into(),
+        path: "/config/".into(),
+        headers: Vec::new(),
+    });
+    let (_, find) = run_probes(cfg, &probes, timeout).await;
+    let mut cloudflared = Probe::not_run("no record from the host script");
+    for port in CLOUDFLARED_READY_PORTS {
+        let p = find(&format!("ready.{port}"));
+        let answered = p.response().is_some();
+        if answered || matches!(cloudflared, Probe::NotRun { .. }) {
+            cloudflared = p;
+        }
+        if answered {
+            break;
+        }
+    }
+    HostWide {
+        cloudflared,
+        caddy_config: find("caddy-admin"),
+    }
+}
+
+/// Probes one target's hops from the host, in one script run: Caddy's listener with each public
+/// Host header, and each upstream as Caddy dials it. `wide` is the run's [`observe_wide`].
 pub async fn observe(
     cfg: &HostConfig,
     probe: &ProbeConfig,
     vmid: u32,
     timeout: Duration,
+    wide: impl std::future::Future<Output = HostWide>,
 ) -> HostObservation {
     let upstream_host = cfg.upstream_template.replace("{vmid}", &vmid.to_string());
     let mut probes = Vec::new();
@@ -298,52 +372,7 @@ pub async fn observe(
         });
         upstream_urls.push(format!("http://{upstream_host}:{}{}", s.port, s.probe.path));
     }
-    for port in CLOUDFLARED_READY_PORTS {
-        probes.push(ScriptProbe {
-            name: format!("ready.{port}"),
-            host: "127.0.0.1".into(),
-            port,
-            method: "GET".into(),
-            path: "/ready".into(),
-            headers: Vec::new(),
-        });
-    }
-    probes.push(ScriptProbe {
-        name: "caddy-admin".into(),
-        host: CADDY_ADMIN_HOST.into(),
-        port: CADDY_ADMIN_PORT,
-        method: "GET".into(),
-        path: "/config/".into(),
-        headers: Vec::new(),
-    });
-    let nonce = internal::new_nonce();
-    let script = build_script(&probes, &nonce, timeout);
-    let start = Instant::now();
-    let out = run_script(cfg, None, &script, timeout + Duration::from_secs(5)).await;
-    let (run, records) = collect(
-        out,
-        &nonce,
-        &cfg.vantage.describe(),
-        start.elapsed().as_millis() as u64,
-    );
-    let find = |name: &str| -> Probe {
-        records
-            .iter()
-            .find(|r| r.name == name)
-            .map(|r| r.probe.clone())
-            .unwrap_or_else(|| Probe::not_run("no record from the host script"))
-    };
-    let mut cloudflared = Probe::not_run("no record from the host script");
-    for port in CLOUDFLARED_READY_PORTS {
-        let p = find(&format!("ready.{port}"));
-        let answered = p.response().is_some();
-        if answered || matches!(cloudflared, Probe::NotRun { .. }) {
-            cloudflared = p;
-        }
-        if answered {
-            break;
-        }
-    }
+    let ((run, find), wide) = tokio::join!(run_probes(cfg, &probes, timeout), wide);
     let services = probe
         .catalog
         .services
@@ -361,8 +390,8 @@ pub async fn observe(
         vantage: cfg.vantage.describe(),
         run,
         caddy_url: format!("http://{}:{}", cfg.caddy_host, cfg.caddy_port),
-        cloudflared,
-        caddy_config: find("caddy-admin"),
+        cloudflared: wide.cloudflared,
+        caddy_config: wide.caddy_config,
         services,
     }
 }

@@ -94,16 +94,26 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
 
 /// Probes one target: every probe concurrently, within about one probe timeout.
 pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> TargetObservation {
-    observe_with(client, cfg, vmid, origin_check(client, cfg)).await
+    observe_with(client, cfg, vmid, origin_check(client, cfg), host_wide(cfg)).await
 }
 
-/// [`observe`] with the origin check given (e.g. one shared future for every target of a run); it
-/// is awaited concurrently with the target's own probes.
+/// The host's run-wide view ([`host::observe_wide`]), when there is a host vantage.
+pub async fn host_wide(cfg: &ProbeConfig) -> Option<host::HostWide> {
+    match &cfg.host {
+        Some(h) => Some(host::observe_wide(h, cfg.timeout).await),
+        None => None,
+    }
+}
+
+/// [`observe`] with the run-wide checks given (the origin check and the host's run-wide view: one
+/// shared future each for every target of a run); they are awaited concurrently with the target's
+/// own probes.
 pub async fn observe_with(
     client: &reqwest::Client,
     cfg: &ProbeConfig,
     vmid: u32,
     origin: impl std::future::Future<Output = Option<OriginCheck>>,
+    host_wide: impl std::future::Future<Output = Option<host::HostWide>>,
 ) -> TargetObservation {
     let routed: Vec<&Service> = cfg.catalog.services.iter().filter(|s| s.routed).collect();
     let externals = futures_util::future::join_all(routed.iter().map(|s| {
@@ -156,7 +166,15 @@ pub async fn observe_with(
 
     let host_view = async {
         match &cfg.host {
-            Some(h) => Some(host::observe(h, cfg, vmid, cfg.timeout).await),
+            Some(h) => {
+                let wide = async {
+                    host_wide.await.unwrap_or_else(|| host::HostWide {
+                        cloudflared: Probe::not_run("no run-wide host view"),
+                        caddy_config: Probe::not_run("no run-wide host view"),
+                    })
+                };
+                Some(host::observe(h, cfg, vmid, cfg.timeout, wide).await)
+            }
             None => None,
         }
     };
