@@ -396,3 +396,31 @@ fn later_layout_is_diagnosed_like_the_seed_layout() {
     assert_eq!(code, 1);
     assert_eq!(not_healthy(&v), vec![t("vscode", "broken", "service")]);
 }
+
+#[test]
+fn color_always_paints_and_list_names_every_scenario() {
+    if !curl_present() {
+        return;
+    }
+    let out = Command::cargo_bin("pvediag")
+        .unwrap()
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["demo", "--color", "always"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains('\u{1b}'));
+    let out = Command::cargo_bin("pvediag")
+        .unwrap()
+        .args(["demo", "--list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let list = String::from_utf8(out.stdout).unwrap();
+    for name in pvediag::lab::SCENARIOS {
+        assert!(
+            list.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{list}"
+        );
+    }
+}

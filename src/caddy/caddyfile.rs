@@ -803,41 +803,10 @@ pub(crate) mod tests {
     pub(crate) const SEED: &str = include_str!("../../tests/fixtures/Caddyfile.seed");
 
     /// The later generic layout (2026), as a real Caddyfile.
-    pub(crate) const LATER: &str = r#"{
-	admin localhost:2019
-}
-
-:8080 {
-	@options method OPTIONS
-	handle @options {
-		header Access-Control-Allow-Origin "*"
-		header Access-Control-Allow-Methods "GET, POST, PUT, DELETE, OPTIONS"
-		header Access-Control-Allow-Headers "*"
-		header Access-Control-Max-Age "86400"
-		respond 204
-	}
-
-	@service header_regexp service Host ^port-(\d+)-([a-z0-9-]+)\.
-	handle @service {
-		reverse_proxy {re.service.2}.lan:{re.service.1} {
-			header_up Host {upstream_hostport}
-			transport http {
-				dial_timeout 10s
-			}
-			header_down -Access-Control-Allow-Origin
-			header_down -Access-Control-Allow-Methods
-		}
-		header Access-Control-Allow-Origin "*"
-		header Access-Control-Allow-Methods "GET, POST, PUT, DELETE, OPTIONS"
-		header Access-Control-Allow-Headers "*"
-		header Access-Control-Expose-Headers "*"
-	}
-
-	handle {
-		respond "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN" 404
-	}
-}
-"#;
+    pub(crate) const LATER: &str = concat!(
+        "{\n\tadmin localhost:2019\n}\n\n",
+        include_str!("../../tests/fixtures/Caddyfile.later")
+    );
 
     fn fixed(host: &str, port: u16) -> Upstream {
         Upstream::Fixed {

@@ -43,38 +43,7 @@ pub fn route_regex(service: &str) -> Regex {
 
 /// The later layout's Caddyfile (reference §2): OPTIONS answered by Caddy, one generic rule with
 /// CORS headers replaced, and the catch-all 404.
-const LATER_CADDYFILE: &str = r#":8080 {
-    @options method OPTIONS
-    handle @options {
-        header Access-Control-Allow-Origin "*"
-        header Access-Control-Allow-Methods "GET, POST, PUT, DELETE, PATCH, OPTIONS"
-        header Access-Control-Allow-Headers "*"
-        header Access-Control-Max-Age "86400"
-        respond 204
-    }
-
-    @service header_regexp service Host ^port-(\d+)-([a-z0-9-]+)\.
-    handle @service {
-        reverse_proxy {re.service.2}.lan:{re.service.1} {
-            header_up Host {upstream_hostport}
-            transport http {
-                dial_timeout 10s
-            }
-            header_down -Access-Control-Allow-Origin
-            header_down -Access-Control-Allow-Methods
-            header_down -Access-Control-Allow-Headers
-        }
-        header Access-Control-Allow-Origin "*"
-        header Access-Control-Allow-Methods "GET, POST, PUT, DELETE, PATCH, OPTIONS"
-        header Access-Control-Allow-Headers "*"
-        header Access-Control-Expose-Headers "*"
-    }
-
-    handle {
-        respond "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN" 404
-    }
-}
-"#;
+const LATER_CADDYFILE: &str = include_str!("../../tests/fixtures/Caddyfile.later");
 
 const CORS: &[(&str, &str)] = &[
     ("Access-Control-Allow-Origin", "*"),
