@@ -4,7 +4,7 @@ use assert_cmd::Command;
 
 /// The seed document's Caddyfile (xterm on 39383), with xterm's route on `xterm_port`.
 fn seed_caddyfile(xterm_port: u16) -> String {
-    include_str!("fixtures/Caddyfile.seed").replace(".lan:39383", &format!(".lan:{xterm_port}"))
+    include_str!("../fixtures/Caddyfile.seed").replace(".lan:39383", &format!(".lan:{xterm_port}"))
 }
 
 fn setup_script(xterm_port: u16) -> String {

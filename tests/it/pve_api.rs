@@ -1,11 +1,9 @@
 //! The Proxmox VE API: `--all` discovery, instance names, exec tokens from container configs, and
 //! every way the API can fail, against a fake API on 127.0.0.1 and the lab.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::fleet_lab::*;
 use serde_json::Value;
 
 fn output_text(o: &std::process::Output) -> (String, String) {
@@ -17,7 +15,7 @@ fn output_text(o: &std::process::Output) -> (String, String) {
 
 #[test]
 fn all_discovers_running_cmux_containers_and_their_tokens() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let rt = runtime();
@@ -59,7 +57,7 @@ fn all_discovers_running_cmux_containers_and_their_tokens() {
 
 #[test]
 fn instance_names_resolve_through_the_api() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let rt = runtime();
@@ -101,7 +99,7 @@ fn instance_names_resolve_through_the_api() {
 
 #[test]
 fn discovered_token_is_what_makes_execd_answer() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let rt = runtime();

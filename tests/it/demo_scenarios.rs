@@ -59,17 +59,7 @@ fn not_healthy(v: &Value) -> Vec<Row> {
         .collect()
 }
 
-fn curl_present() -> bool {
-    let ok = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIPPED: curl is not installed; the lab's container runs the real internal probe with curl");
-    }
-    ok
-}
+use crate::common::curl_present;
 
 fn t(s: &str, st: &str, l: &str) -> Row {
     (s.into(), st.into(), l.into())

@@ -1,12 +1,10 @@
 //! A fleet: `--all` over a lab with several containers in every format (JUnit checked by an XML
 //! parser, Prometheus by a strict exposition parser), `--wait`, `--deadline`, and `pvediag serve`.
 
-mod common;
-
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::fleet_lab::*;
 
 fn run_all(lab: &pvediag::lab::Lab, pve: &str, format: &str) -> (i32, String) {
     let o = pvediag_pve(lab, pve)
@@ -23,7 +21,7 @@ fn run_all(lab: &pvediag::lab::Lab, pve: &str, format: &str) -> (i32, String) {
 
 #[test]
 fn all_in_every_format() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let rt = runtime();
@@ -141,7 +139,7 @@ fn all_in_every_format() {
 
 #[test]
 fn prometheus_to_a_file_is_written_atomically() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let rt = runtime();
@@ -164,7 +162,7 @@ fn prometheus_to_a_file_is_written_atomically() {
 
 #[test]
 fn wait_until_a_recovering_service_is_healthy() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let rt = runtime();
@@ -244,7 +242,7 @@ impl Drop for Child {
 
 #[test]
 fn serve_answers_probes_health_and_its_own_metrics() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let rt = runtime();

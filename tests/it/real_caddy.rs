@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use pvediag::lab::{self, Lab, LabOptions};
 use serde_json::Value;
 
-const SEED: &str = include_str!("fixtures/Caddyfile.seed");
+const SEED: &str = include_str!("../fixtures/Caddyfile.seed");
 
 fn have(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)

@@ -273,17 +273,3 @@ pub fn write_private(dir: &Path, name: &str, text: &[u8]) -> String {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p.display().to_string()
 }
-
-/// The lab's simulated containers run pvediag's internal probe with the machine's curl; without it
-/// the tests that need the internal view say so loudly and pass.
-pub fn curl_present() -> bool {
-    let ok = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("\n*** SKIPPED: curl is not installed; the lab's containers need it ***\n");
-    }
-    ok
-}

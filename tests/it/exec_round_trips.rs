@@ -10,16 +10,7 @@ use pvediag::lab::{self, Delays, Lab};
 
 const FIRST: u32 = 1000;
 
-fn curl_present() -> bool {
-    let ok = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !ok {
-        eprintln!("\n*** SKIPPED: curl is not installed; the lab's containers need it ***\n");
-    }
-    ok
-}
+use crate::common::curl_present;
 
 fn config(lab: &Lab, vmids: &[u32], extra: &[&str]) -> DiagnoseConfig {
     let token = lab.dir.join("client-token");

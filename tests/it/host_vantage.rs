@@ -39,16 +39,7 @@ fn stub(dir: &Path, name: &str, body: &str) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn curl_present() -> bool {
-    let ok = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !ok {
-        eprintln!("SKIPPED: curl is not installed; the host vantage's script runs curl");
-    }
-    ok
-}
+use crate::common::curl_present;
 
 impl Running {
     /// Runs pvediag 202 against the lab with `extra` args; PATH starts with the stub directory.

@@ -3,12 +3,9 @@
 //! message on stderr that names the offending value and says what is expected. Nothing is probed:
 //! no case starts a server, and each is rejected before any connection is made.
 
-#[path = "security_common/mod.rs"]
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::servers::*;
 
 /// One service file with `patch` applied to the healthy xterm entry.
 fn service(patch: impl FnOnce(&mut serde_json::Value)) -> String {

@@ -4,18 +4,7 @@
 use assert_cmd::Command;
 use prometheus_parse::{Scrape, Value};
 
-fn curl_present() -> bool {
-    let ok = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !ok {
-        eprintln!(
-            "SKIPPED: curl is not installed; the lab's container runs the internal probe with curl"
-        );
-    }
-    ok
-}
+use crate::common::curl_present;
 
 fn value(v: &Value) -> f64 {
     match v {

@@ -2,15 +2,12 @@
 //! exact bytes. Every case must end in a verdict within its deadline, without a panic, with the
 //! memory it holds bounded by pvediag's caps, and with the evidence of what went wrong.
 
-#[path = "security_common/mod.rs"]
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::servers::*;
 use base64::Engine as _;
-use common::*;
 use pvediag::observation::{ExecRun, FailureKind, Probe};
 use pvediag::report::Report;
 use pvediag::verdict::Status;

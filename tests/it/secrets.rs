@@ -2,13 +2,10 @@
 //! `CMUX_EXECD_AUTH_TOKEN` and `--exec-token-file`, every failure path we can reach is run through
 //! the binary in both formats, and all of stdout and stderr is searched for it.
 
-#[path = "security_common/mod.rs"]
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::servers::*;
 
 const TOKEN: &str = "PLANTEDfeedface0123456789abcdefPLANTEDsecret42";
 
@@ -227,7 +224,7 @@ fn a_token_in_an_invalid_form_is_never_echoed() {
 
 #[test]
 fn demo_scenarios_print_no_token() {
-    if !common::curl_present() {
+    if !crate::common::curl_present() {
         return;
     }
     let lab_token = pvediag::lab::scenario("healthy")

@@ -426,17 +426,3 @@ fn the_parser_rejects_broken_expositions() {
         assert!(parse_prometheus(bad).is_err(), "{bad:?}");
     }
 }
-
-/// The lab's simulated containers run pvediag's internal probe with the machine's curl; without it
-/// the tests that need the internal view say so loudly and pass.
-pub fn curl_present() -> bool {
-    let ok = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("\n*** SKIPPED: curl is not installed; the lab's containers need it ***\n");
-    }
-    ok
-}

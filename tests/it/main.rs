@@ -1,0 +1,19 @@
+//! The integration tests: one binary, a module per area (as ripgrep does), one `common`.
+
+mod common;
+
+mod bad_input;
+mod bash_fallback;
+mod demo_scenarios;
+mod exec_round_trips;
+mod fleet;
+mod host_vantage;
+mod hostile;
+mod injection;
+mod lint_cli;
+mod parsers_prop;
+mod prometheus_format;
+mod pve_api;
+mod real_caddy;
+mod retries;
+mod secrets;
