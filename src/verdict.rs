@@ -1334,7 +1334,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
                 evidence.push(format!("internal view unavailable: {u}"));
             }
         }
-        services.push(Verdict {
+        let v = Verdict {
             status: r.status,
             layer: r.layer,
             candidates: r.candidates,
@@ -1342,14 +1342,19 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             evidence,
             next_step: r.next_step,
             rule: r.rule,
-        });
+        };
+        // Behind the front: back ends and units (verdict_inside.rs).
+        services.push(inside::refine(ctx, t, s, &i, v));
     }
     TargetVerdict {
         vmid: t.vmid,
-        exec: channel_verdict(t),
+        exec: inside::channel_note(t, channel_verdict(t)),
         services,
     }
 }
+
+#[path = "verdict_inside.rs"]
+mod inside;
 
 #[cfg(test)]
 #[path = "verdict_tests.rs"]

@@ -4,6 +4,7 @@
 //! check, execd's auth-mode probe, and the one exec round trip that probes every service inside.
 //! A diagnosis therefore takes about as long as its slowest probe.
 
+pub mod backend;
 pub mod exec;
 pub mod external;
 pub mod host;
@@ -145,6 +146,7 @@ pub async fn observe_with(
                             .into(),
                     },
                     records: Vec::new(),
+                    backend: Vec::new(),
                 },
                 String::new(),
                 false,
@@ -239,8 +241,12 @@ pub async fn observe_with(
         })
         .collect();
 
+    let inside = (!result.records.is_empty() || !result.backend.is_empty())
+        .then(|| backend::inside_view(&cfg.catalog, &result.records, &result.backend));
+
     TargetObservation {
         vmid,
+        inside,
         exec: ExecChannel {
             url: exec_url,
             via_public_url,
