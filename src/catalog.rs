@@ -1052,8 +1052,8 @@ mod backend_tests {
 
     #[test]
     fn both_generations_name_the_back_ends() {
-        let later = Catalog::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("checks/2026"))
-            .unwrap();
+        let later =
+            Catalog::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("checks/2026")).unwrap();
         for c in [Catalog::embedded(), later] {
             let cdp = c.get("cdp").unwrap().backend.as_ref().unwrap();
             assert_eq!((cdp.port, cdp.unit.as_str()), (39382, "cmux-devtools"));
@@ -1064,17 +1064,27 @@ mod backend_tests {
             assert_eq!(probe.path, "/json/version");
             assert!(healthy
                 .fingerprint
-                .check(None, r#"{"Browser":"Chrome/131","webSocketDebuggerUrl":"ws://x"}"#)
+                .check(
+                    None,
+                    r#"{"Browser":"Chrome/131","webSocketDebuggerUrl":"ws://x"}"#
+                )
                 .is_ok());
             let vnc = c.get("vnc").unwrap().backend.as_ref().unwrap();
             assert_eq!((vnc.port, vnc.unit.as_str()), (5901, "cmux-tigervnc"));
             assert!(matches!(&vnc.check, BackendCheck::Banner { prefix } if prefix == "RFB 003."));
             let proxy = c.get("proxy").unwrap().backend.as_ref().unwrap();
             assert_eq!(proxy.port, 39375);
-            assert!(matches!(&proxy.check, BackendCheck::PortHeader { header } if header == "X-Cmux-Port-Internal"));
+            assert!(
+                matches!(&proxy.check, BackendCheck::PortHeader { header } if header == "X-Cmux-Port-Internal")
+            );
             assert_eq!(
                 c.get("cdp").unwrap().units(),
-                vec!["cmux-cdp-proxy", "cmux-devtools", "cmux-openbox", "cmux-xvfb"]
+                vec![
+                    "cmux-cdp-proxy",
+                    "cmux-devtools",
+                    "cmux-openbox",
+                    "cmux-xvfb"
+                ]
             );
             assert!(c.get("xterm").unwrap().backend.is_none());
         }
@@ -1115,7 +1125,10 @@ mod backend_tests {
                 r#"{"port":1,"check":{"http":{"path":"/"}}}"#,
                 "backend.check",
             ),
-            (r#"{"port":1,"check":{"banner":""}}"#, "backend.check.banner"),
+            (
+                r#"{"port":1,"check":{"banner":""}}"#,
+                "backend.check.banner",
+            ),
             (
                 r#"{"port":1,"check":{"banner":"RFB\n"}}"#,
                 "backend.check.banner",
@@ -1158,7 +1171,9 @@ mod backend_tests {
                 other => panic!("{b}: expected a field error on {field}, got {other:?}"),
             }
         }
-        let e = with_backend(r#"{"port":1,"prot":2}"#).unwrap_err().to_string();
+        let e = with_backend(r#"{"port":1,"prot":2}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.json") && e.contains("prot"), "{e}");
     }
 }

@@ -29,7 +29,12 @@ enum Back<'a> {
     DeadEntry(&'a Service, String),
 }
 
-fn back_state<'a>(ctx: &Context<'a>, t: &TargetObservation, s: &Service, inside: &InsideView) -> Option<Back<'a>> {
+fn back_state<'a>(
+    ctx: &Context<'a>,
+    t: &TargetObservation,
+    s: &Service,
+    inside: &InsideView,
+) -> Option<Back<'a>> {
     let b = s.backend.as_ref()?;
     match &b.check {
         BackendCheck::PortHeader { .. } => {
@@ -38,7 +43,9 @@ fn back_state<'a>(ctx: &Context<'a>, t: &TargetObservation, s: &Service, inside:
             match classify(entry, &so.internal) {
                 Answer::Healthy | Answer::MissingHeaders(_) => Some(Back::Alive),
                 Answer::NotRun => None,
-                a @ (Answer::Unreachable(_) | Answer::BadStatus(_) | Answer::WrongService { .. }) => {
+                a @ (Answer::Unreachable(_)
+                | Answer::BadStatus(_)
+                | Answer::WrongService { .. }) => {
                     Some(Back::DeadEntry(entry, describe_answer(&a, entry)))
                 }
                 _ => None,
@@ -65,7 +72,9 @@ fn back_state<'a>(ctx: &Context<'a>, t: &TargetObservation, s: &Service, inside:
                         .check(response.header("content-type"), &response.body)
                     {
                         Ok(()) => Some(Back::Alive),
-                        Err(reason) => Some(Back::Dead(format!("answers, but not as itself: {reason}"))),
+                        Err(reason) => {
+                            Some(Back::Dead(format!("answers, but not as itself: {reason}")))
+                        }
                     }
                 }
             }
@@ -162,13 +171,14 @@ pub(super) fn refine(
         let (unit, what, desc) = match &back {
             Back::Alive => (String::new(), String::new(), String::new()),
             Back::Dead(w) => (b.unit.clone(), w.clone(), b.description.clone()),
-            Back::DeadEntry(e, w) => (e.unit.clone(), w.clone(), format!("{} ({})", e.name, b.description)),
+            Back::DeadEntry(e, w) => (
+                e.unit.clone(),
+                w.clone(),
+                format!("{} ({})", e.name, b.description),
+            ),
         };
         if !matches!(back, Back::Alive) {
-            let state = inside
-                .systemd
-                .as_ref()
-                .and_then(|view| view.unit(&unit));
+            let state = inside.systemd.as_ref().and_then(|view| view.unit(&unit));
             let at = if unit.is_empty() {
                 format!("127.0.0.1:{}", b.port)
             } else {
@@ -183,9 +193,8 @@ pub(super) fn refine(
             let base_allows = v.status == Status::Healthy
                 || (v.layer == Some(Layer::Service) && front_reports_gateway(i));
             if front_answers && base_allows {
-                let mut summary = format!(
-                    "{front} answers, but what it fronts is down: {desc} on {at} {what}"
-                );
+                let mut summary =
+                    format!("{front} answers, but what it fronts is down: {desc} on {at} {what}");
                 if let Some(u) = state {
                     if !u.is_running() || u.restarts.unwrap_or(0) > 0 {
                         summary.push_str(&format!(" — {}", u.describe()));
@@ -255,7 +264,10 @@ pub(super) fn refine(
     // Every service-layer verdict that is not healthy carries the units' state and journal.
     if matches!(v.status, Status::Broken | Status::Degraded) && v.layer == Some(Layer::Service) {
         if let Some(u) = units.first() {
-            if v.rule != "backend-down" && v.rule != "unit-crash-looping" && v.rule != "unit-active-port-refused" {
+            if v.rule != "backend-down"
+                && v.rule != "unit-crash-looping"
+                && v.rule != "unit-active-port-refused"
+            {
                 v.summary.push_str(&format!(" ({})", u.describe()));
             }
         }
@@ -266,7 +278,11 @@ pub(super) fn refine(
             }
         }
         if units.is_empty() {
-            if let Some(why) = inside.systemd.as_ref().and_then(|view| view.unavailable.as_ref()) {
+            if let Some(why) = inside
+                .systemd
+                .as_ref()
+                .and_then(|view| view.unavailable.as_ref())
+            {
                 v.evidence.push(format!("unit state unknown: {why}"));
             }
         }
@@ -286,8 +302,9 @@ pub(super) fn channel_note(t: &TargetObservation, mut c: ChannelVerdict) -> Chan
         .and_then(|i| i.systemd.as_ref())
         .and_then(|s| s.unavailable.as_ref())
     {
-        c.summary
-            .push_str(&format!("; no unit state ({why}): verdicts stand on the probes alone"));
+        c.summary.push_str(&format!(
+            "; no unit state ({why}): verdicts stand on the probes alone"
+        ));
     }
     c
 }

@@ -985,13 +985,25 @@ fn chrome_down(t: &mut TargetObservation) {
     );
     set_unit(
         t,
-        unit_state("cmux-devtools.service", "activating", "auto-restart", 12, 21),
+        unit_state(
+            "cmux-devtools.service",
+            "activating",
+            "auto-restart",
+            12,
+            21,
+        ),
     );
 }
 
 const INSIDE_CASES: &[Case] = &[
     // noVNC's page is served while TigerVNC is dead: broken, not healthy.
-    case("backend-down", "vnc", vnc_server_down, Broken, Some(Service)),
+    case(
+        "backend-down",
+        "vnc",
+        vnc_server_down,
+        Broken,
+        Some(Service),
+    ),
     // cmux-cdp-proxy's own 502: the proxy is fine, Chrome is not.
     case("backend-down", "cdp", chrome_down, Broken, Some(Service)),
     // cmux-proxy's back end is the port it is asked for (execd here).
@@ -1000,7 +1012,11 @@ const INSIDE_CASES: &[Case] = &[
         "proxy",
         |t| {
             inside_healthy(t);
-            set_int(t, "proxy", resp(502, &[("content-type", "text/plain")], "Bad Gateway\n"));
+            set_int(
+                t,
+                "proxy",
+                resp(502, &[("content-type", "text/plain")], "Bad Gateway\n"),
+            );
             set_int(t, "exec", failed(FailureKind::Refused));
         },
         Broken,
@@ -1022,7 +1038,10 @@ const INSIDE_CASES: &[Case] = &[
         "xterm",
         |t| {
             inside_healthy(t);
-            set_unit(t, unit_state("cmux-pty.service", "active", "running", 17, 1));
+            set_unit(
+                t,
+                unit_state("cmux-pty.service", "active", "running", 17, 1),
+            );
         },
         Degraded,
         Some(Service),
@@ -1049,22 +1068,41 @@ fn back_end_verdicts_name_port_unit_and_state() {
     let mut t = healthy_target(&c);
     vnc_server_down(&mut t);
     let v = verdict_of(&c, &t, "vnc");
-    for want in ["5901", "cmux-tigervnc", "restarted 5 times", "cmux-vnc-proxy answers"] {
+    for want in [
+        "5901",
+        "cmux-tigervnc",
+        "restarted 5 times",
+        "cmux-vnc-proxy answers",
+    ] {
         assert!(v.summary.contains(want), "{want}: {}", v.summary);
     }
-    assert!(v.next_step.as_deref().unwrap().contains("systemctl status cmux-tigervnc"));
+    assert!(v
+        .next_step
+        .as_deref()
+        .unwrap()
+        .contains("systemctl status cmux-tigervnc"));
 
     let mut t = healthy_target(&c);
     chrome_down(&mut t);
     let v = verdict_of(&c, &t, "cdp");
-    assert!(v.summary.contains("39382") && v.summary.contains("cmux-devtools"), "{}", v.summary);
+    assert!(
+        v.summary.contains("39382") && v.summary.contains("cmux-devtools"),
+        "{}",
+        v.summary
+    );
     let next = v.next_step.unwrap();
     assert!(next.contains("systemctl status cmux-devtools"), "{next}");
-    assert!(next.contains("status 21") && next.contains("SingletonLock"), "{next}");
+    assert!(
+        next.contains("status 21") && next.contains("SingletonLock"),
+        "{next}"
+    );
 
     let mut t = healthy_target(&c);
     inside_healthy(&mut t);
-    set_unit(&mut t, unit_state("cmux-pty.service", "active", "running", 17, 1));
+    set_unit(
+        &mut t,
+        unit_state("cmux-pty.service", "active", "running", 17, 1),
+    );
     let v = verdict_of(&c, &t, "xterm");
     assert!(v.summary.contains("restarted 17 times"), "{}", v.summary);
 }
@@ -1080,7 +1118,13 @@ fn every_broken_service_verdict_carries_the_unit_state() {
         if !s.unit.is_empty() {
             set_unit(
                 &mut t,
-                unit_state(&crate::probe::backend::unit_id(&s.unit), "failed", "failed", 4, 1),
+                unit_state(
+                    &crate::probe::backend::unit_id(&s.unit),
+                    "failed",
+                    "failed",
+                    4,
+                    1,
+                ),
             );
         }
         let v = verdict_of(&c, &t, k.service);
@@ -1091,7 +1135,11 @@ fn every_broken_service_verdict_carries_the_unit_state() {
                 k.row,
                 v.summary
             );
-            assert!(v.evidence.iter().any(|e| e.starts_with("unit ")), "{}", k.row);
+            assert!(
+                v.evidence.iter().any(|e| e.starts_with("unit ")),
+                "{}",
+                k.row
+            );
         }
     }
 }
@@ -1123,7 +1171,11 @@ fn without_systemd_no_verdict_changes() {
             caddyfile: "/etc/caddy/Caddyfile.cmux",
         };
         let tv = diagnose(&ctx, &t);
-        assert!(tv.exec.summary.contains("no unit state"), "{}", tv.exec.summary);
+        assert!(
+            tv.exec.summary.contains("no unit state"),
+            "{}",
+            tv.exec.summary
+        );
     }
 }
 

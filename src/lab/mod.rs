@@ -14,6 +14,7 @@ pub mod container;
 pub mod edge;
 pub mod host;
 pub mod http;
+pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,6 +87,10 @@ pub enum ServiceKind {
     Cdp,
     Xterm,
     Preview,
+    /// TigerVNC behind noVNC (`cmux-tigervnc`, 127.0.0.1:5901): greets with `RFB 003.008\n`.
+    VncServer,
+    /// Chrome DevTools behind cmux-cdp-proxy (`cmux-devtools`, 127.0.0.1:39382).
+    Chrome,
 }
 
 impl ServiceKind {
@@ -100,7 +105,26 @@ impl ServiceKind {
         ServiceKind::Preview,
     ];
 
-    /// The catalog name (`checks/<name>.json`).
+    /// The back ends the fronts of the catalog need (reference §5a); not catalog entries.
+    pub const BACK_ENDS: [ServiceKind; 2] = [ServiceKind::VncServer, ServiceKind::Chrome];
+
+    /// The systemd unit that runs it in a cmux container (None: no unit, the user's dev server).
+    pub fn unit(self) -> Option<&'static str> {
+        Some(match self {
+            ServiceKind::Exec => "cmux-execd",
+            ServiceKind::Worker => "cmux-worker",
+            ServiceKind::Vscode => "openvscode-server",
+            ServiceKind::Proxy => "cmux-proxy",
+            ServiceKind::Vnc => "cmux-vnc-proxy",
+            ServiceKind::Cdp => "cmux-cdp-proxy",
+            ServiceKind::Xterm => "cmux-pty",
+            ServiceKind::Preview => return None,
+            ServiceKind::VncServer => "cmux-tigervnc",
+            ServiceKind::Chrome => "cmux-devtools",
+        })
+    }
+
+    /// The catalog name (`checks/<name>.json`); the back ends' names are the lab's own.
     pub fn name(self) -> &'static str {
         match self {
             ServiceKind::Exec => "exec",
@@ -111,6 +135,8 @@ impl ServiceKind {
             ServiceKind::Cdp => "cdp",
             ServiceKind::Xterm => "xterm",
             ServiceKind::Preview => "preview",
+            ServiceKind::VncServer => "tigervnc",
+            ServiceKind::Chrome => "devtools",
         }
     }
 
@@ -129,6 +155,8 @@ impl ServiceKind {
             ServiceKind::Cdp => 39381,
             ServiceKind::Xterm => 39383,
             ServiceKind::Preview => 5173,
+            ServiceKind::VncServer => 5901,
+            ServiceKind::Chrome => 39382,
         }
     }
 }
@@ -146,6 +174,8 @@ pub enum Behaviour {
     RecoversAfter(Duration),
     /// Listens on the container's 127.0.0.1 only: healthy inside, refused from the host (Caddy).
     LoopbackOnly,
+    /// Healthy now, but its unit has been restarted again and again (systemd's `NRestarts`).
+    CrashLooping,
 }
 
 /// A Caddyfile route: requests for `{service}-{vmid}.*` go to `cmux-{vmid}.lan:{port}`.
@@ -172,7 +202,7 @@ pub const SCENARIO_TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7
 /// The wrong token the client gets in `exec-unauthorized`.
 pub const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
 
-/// All eight services at their seed ports, healthy.
+/// All eight services at their seed ports and the back ends they front, healthy.
 pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
     ContainerSpec {
         vmid,
@@ -180,6 +210,7 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
         exec_token: token,
         services: ServiceKind::ALL
             .into_iter()
+            .chain(ServiceKind::BACK_ENDS)
             .map(|kind| ServiceSpec {
                 kind,
                 port: kind.seed_port(),
@@ -262,6 +293,9 @@ pub const SCENARIOS: &[&str] = &[
     "loopback-only",
     "later-layout",
     "later-service-down",
+    "vnc-server-down",
+    "chrome-down",
+    "crash-loop",
 ];
 
 fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
@@ -425,6 +459,37 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                     c,
                 )
             }
+        }
+        "vnc-server-down" => {
+            let mut c = base;
+            c.containers = vec![without(ct, ServiceKind::VncServer)];
+            (
+                "vnc-server-down",
+                "TigerVNC (cmux-tigervnc, 127.0.0.1:5901) keeps crashing; noVNC still serves /vnc.html: users see a black, disconnected desktop",
+                c,
+            )
+        }
+        "chrome-down" => {
+            let mut c = base;
+            c.containers = vec![without(ct, ServiceKind::Chrome)];
+            (
+                "chrome-down",
+                "Chrome (cmux-devtools, 127.0.0.1:39382) exits 21 on every start (a cloned profile lock); cmux-cdp-proxy answers 502 itself",
+                c,
+            )
+        }
+        "crash-loop" => {
+            let mut c = base;
+            c.containers = vec![with_behaviour(
+                ct,
+                ServiceKind::Xterm,
+                Behaviour::CrashLooping,
+            )];
+            (
+                "crash-loop",
+                "cmux-pty answers now, but systemd has restarted it 17 times: it crashes and comes back",
+                c,
+            )
         }
         _ => return None,
     };

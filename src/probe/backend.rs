@@ -282,7 +282,7 @@ impl UnitState {
         if self.load_state != "loaded" {
             s.push_str(&format!(", load state {}", self.load_state));
         }
-        if let Some(n) = self.restarts {
+        if let Some(n) = self.restarts.filter(|n| *n > 0) {
             s.push_str(&format!(
                 ", restarted {n} time{} by systemd",
                 if n == 1 { "" } else { "s" }
@@ -413,14 +413,15 @@ impl SystemdView {
 /// Assembles the records into the systemd view and the banner results (service -> (rc, text)).
 /// `None` when the command held no unit record and no systemd record (an older pvediag's command,
 /// or a cut stream).
-pub fn assemble(
-    records: &[BackendRecord],
-) -> (Option<SystemdView>, Vec<(String, i32, String)>) {
+pub fn assemble(records: &[BackendRecord]) -> (Option<SystemdView>, Vec<(String, i32, String)>) {
     let mut view: Option<SystemdView> = None;
     let mut banners = Vec::new();
     for r in records {
         match r {
-            BackendRecord::Unit(u) => view.get_or_insert_with(Default::default).units.push(u.clone()),
+            BackendRecord::Unit(u) => view
+                .get_or_insert_with(Default::default)
+                .units
+                .push(u.clone()),
             BackendRecord::SystemdAbsent => {
                 view.get_or_insert_with(Default::default).unavailable =
                     Some("systemctl is not installed in the container".into())
@@ -464,7 +465,8 @@ pub fn redact_secrets(text: &str) -> String {
         )
         .expect("a valid regex")
     });
-    let hex = HEX.get_or_init(|| regex::Regex::new(r"\b[0-9a-fA-F]{32,}\b").expect("a valid regex"));
+    let hex =
+        HEX.get_or_init(|| regex::Regex::new(r"\b[0-9a-fA-F]{32,}\b").expect("a valid regex"));
     let t = keyed.replace_all(text, "${1}${2}${3}[redacted]");
     hex.replace_all(&t, "[redacted]").into_owned()
 }
@@ -538,11 +540,23 @@ mod tests {
         assert_eq!(u.exit_status, Some(21));
         assert_eq!(u.last_exit.as_deref(), Some("Mon 2026-11-30 20:01:13 UTC"));
         assert!(!u.is_running());
-        assert!(u.describe().contains("restarted 17 times"), "{}", u.describe());
-        let r = parse_line("@pvediag3 n unit x.service loaded active running 0 0 -", "n").unwrap();
+        assert!(
+            u.describe().contains("restarted 17 times"),
+            "{}",
+            u.describe()
+        );
+        let r = parse_line(
+            "@pvediag3 n unit x.service loaded active running 0 0 -",
+            "n",
+        )
+        .unwrap();
         let BackendRecord::Unit(u) = r else { panic!() };
         assert!(u.is_running() && u.last_exit.is_none());
-        assert!(parse_line("@pvediag3 m unit x.service loaded active running 0 0 -", "n").is_none());
+        assert!(parse_line(
+            "@pvediag3 m unit x.service loaded active running 0 0 -",
+            "n"
+        )
+        .is_none());
         assert!(parse_line("@pvediag3 n unit", "n").is_none());
         assert!(parse_line("@pvediag3 nn unit x", "n").is_none());
     }
@@ -554,7 +568,10 @@ mod tests {
             Some(BackendRecord::SystemdAbsent)
         );
         assert_eq!(
-            parse_line("@pvediag3 n systemd error  System has not been booted with systemd", "n"),
+            parse_line(
+                "@pvediag3 n systemd error  System has not been booted with systemd",
+                "n"
+            ),
             Some(BackendRecord::SystemdError(
                 "System has not been booted with systemd".into()
             ))
@@ -606,7 +623,10 @@ mod tests {
         ] {
             let r = redact_secrets(&line);
             assert!(r.contains("[redacted]"), "{r}");
-            assert!(!r.contains(tok) && !r.contains("abc.def") && !r.contains("hunter2"), "{r}");
+            assert!(
+                !r.contains(tok) && !r.contains("abc.def") && !r.contains("hunter2"),
+                "{r}"
+            );
         }
         assert_eq!(
             redact_secrets("Main process exited, code=exited, status=21/n/a"),
@@ -622,6 +642,9 @@ mod print_command {
     fn print() {
         let c = crate::catalog::Catalog::embedded();
         let s: Vec<&crate::catalog::Service> = c.services.iter().collect();
-        println!("{}", crate::probe::internal::build_command(&s, "NONCE", std::time::Duration::from_secs(2)));
+        println!(
+            "{}",
+            crate::probe::internal::build_command(&s, "NONCE", std::time::Duration::from_secs(2))
+        );
     }
 }

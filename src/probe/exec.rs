@@ -275,9 +275,9 @@ fn redact_backend(b: BackendRecord, token: Option<&Secret>) -> BackendRecord {
             unit,
             line: crate::probe::backend::redact_secrets(&redact(line, token)),
         },
-        BackendRecord::SystemdError(m) => BackendRecord::SystemdError(
-            crate::probe::backend::redact_secrets(&redact(m, token)),
-        ),
+        BackendRecord::SystemdError(m) => {
+            BackendRecord::SystemdError(crate::probe::backend::redact_secrets(&redact(m, token)))
+        }
         BackendRecord::Banner { service, rc, text } => BackendRecord::Banner {
             service,
             rc,
