@@ -249,7 +249,10 @@ pub struct Backend {
 #[derive(Debug, Clone)]
 pub enum BackendCheck {
     /// One HTTP request to `127.0.0.1:{port}`.
-    Http { probe: ProbeSpec, healthy: Healthy },
+    Http {
+        probe: ProbeSpec,
+        healthy: Box<Healthy>,
+    },
     /// Connect and read the first line the server sends; it must start with `prefix`
     /// (VNC greets with `RFB 003.008\n`).
     Banner { prefix: String },
@@ -789,7 +792,7 @@ fn parse_backend(file: &str, raw: RawBackend, probe: &ProbeSpec) -> Result<Backe
             }
             (None, Some(h), Some(healthy)) => BackendCheck::Http {
                 probe: parse_probe(file, "backend.check.http", &h)?,
-                healthy: parse_healthy(file, "backend.check.healthy", healthy)?,
+                healthy: Box::new(parse_healthy(file, "backend.check.healthy", healthy)?),
             },
             _ => {
                 return Err(field_err(

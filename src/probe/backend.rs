@@ -347,7 +347,7 @@ pub fn parse_line(line: &str, nonce: &str) -> Option<BackendRecord> {
             if id.is_empty() || id == "-" {
                 return None;
             }
-            let word = |w: Option<&str>| w.map(|w| clean(w)).unwrap_or_else(|| "-".into());
+            let word = |w: Option<&str>| w.map(clean).unwrap_or_else(|| "-".into());
             let load_state = word(f.next());
             let active_state = word(f.next());
             let sub_state = word(f.next());

@@ -1,0 +1,287 @@
+//! Behind the fronts (issue 14): back ends and systemd units, in the one exec round trip.
+//! Through the binary against the lab (`demo --scenario`), and the generated command under real
+//! bash (banner read without curl, systemctl's argv, a systemctl that hangs).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pvediag::catalog::{Catalog, Service};
+use pvediag::probe::backend::{self, BackendRecord};
+use pvediag::probe::internal::build_command;
+
+use crate::bash_fallback::path_without_curl;
+use crate::common::curl_present;
+use crate::demo_scenarios::{demo, not_healthy, t, verdict};
+
+fn text(v: &serde_json::Value) -> String {
+    v.to_string()
+}
+
+#[test]
+fn vnc_server_down_names_the_vnc_server_port_and_unit() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("vnc-server-down");
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(not_healthy(&v), vec![t("vnc", "broken", "service")]);
+    let x = verdict(&v, "vnc");
+    assert_eq!(x["rule"], "backend-down");
+    let summary = x["summary"].as_str().unwrap();
+    for want in ["5901", "cmux-tigervnc", "restarted 5 times"] {
+        assert!(summary.contains(want), "{want}: {summary}");
+    }
+    assert!(x["next_step"]
+        .as_str()
+        .unwrap()
+        .contains("systemctl status cmux-tigervnc"));
+    // The journal was read for the failing service's units, and only for them.
+    let units = v["targets"][0]["inside"]["systemd"]["units"]
+        .as_array()
+        .unwrap();
+    for u in units {
+        let id = u["id"].as_str().unwrap();
+        let has_journal = u.get("journal").is_some();
+        let vnc_unit = id == "cmux-tigervnc.service";
+        assert_eq!(has_journal, vnc_unit, "{id}: {u}");
+    }
+    let back = &v["targets"][0]["inside"]["backends"];
+    assert!(text(back).contains(r#""failure":"refused""#), "{back}");
+}
+
+#[test]
+fn chrome_down_names_devtools_and_the_lock_file() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("chrome-down");
+    assert_eq!(code, 1);
+    assert_eq!(not_healthy(&v), vec![t("cdp", "broken", "service")]);
+    let x = verdict(&v, "cdp");
+    assert_eq!(x["rule"], "backend-down");
+    let summary = x["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("39382") && summary.contains("cmux-devtools"),
+        "{summary}"
+    );
+    assert!(summary.contains("exit status 21"), "{summary}");
+    let next = x["next_step"].as_str().unwrap();
+    assert!(
+        next.contains("systemctl status cmux-devtools") && next.contains("SingletonLock"),
+        "{next}"
+    );
+}
+
+#[test]
+fn crash_loop_names_the_restart_count() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("crash-loop");
+    assert_eq!(code, 1);
+    assert_eq!(not_healthy(&v), vec![t("xterm", "degraded", "service")]);
+    let x = verdict(&v, "xterm");
+    assert_eq!(x["rule"], "unit-crash-looping");
+    assert!(
+        x["summary"]
+            .as_str()
+            .unwrap()
+            .contains("restarted 17 times"),
+        "{x}"
+    );
+}
+
+#[test]
+fn healthy_lab_checks_the_back_ends_and_reads_no_journal() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo("healthy");
+    assert_eq!(code, 0, "{v:#}");
+    let inside = &v["targets"][0]["inside"];
+    let backs = inside["backends"].as_array().unwrap();
+    assert_eq!(backs.len(), 2, "{inside:#}");
+    assert!(
+        text(inside).contains(r#""line":"RFB 003.008""#),
+        "{inside:#}"
+    );
+    let units = inside["systemd"]["units"].as_array().unwrap();
+    assert!(units.len() >= 10, "{inside:#}");
+    for u in units {
+        assert_eq!(u["active_state"], "active", "{u}");
+        assert!(u.get("journal").is_none(), "{u}");
+    }
+    for s in ["vnc", "cdp"] {
+        let ev = text(&verdict(&v, s)["evidence"]);
+        assert!(ev.contains("answers as itself"), "{s}: {ev}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command under real bash
+
+fn catalog(front_port: u16, back_port: u16, units: (&str, &str, &str)) -> Catalog {
+    let json = serde_json::json!({
+        "name": "vnc",
+        "unit": units.0,
+        "port": front_port,
+        "probe": { "path": "/vnc.html" },
+        "healthy": { "status": [200] },
+        "backend": {
+            "description": "a VNC server",
+            "port": back_port,
+            "unit": units.1,
+            "needs": [units.2],
+            "check": { "banner": "RFB 003." }
+        }
+    });
+    Catalog::from_sources("t", &[("vnc.json".into(), json.to_string())]).unwrap()
+}
+
+fn run(cmd: &str, path: &str, cwd: &Path) -> (Vec<BackendRecord>, Duration, String) {
+    let start = Instant::now();
+    let out = Command::new("/bin/bash")
+        .arg("-c")
+        .arg(cmd)
+        .env_clear()
+        .env("PATH", path)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let recs = stdout
+        .lines()
+        .filter_map(|l| backend::parse_line(l, "feed"))
+        .collect();
+    (recs, took, stdout)
+}
+
+fn executable(dir: &Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Without curl (the `/dev/tcp` fallback) the banner is read all the same; without systemctl one
+/// record says so.
+#[test]
+fn banner_is_read_without_curl_and_missing_systemd_is_said_once() {
+    let Some(bin) = path_without_curl() else {
+        return;
+    };
+    let vnc = TcpListener::bind("127.0.0.1:0").unwrap();
+    let back_port = vnc.local_addr().unwrap().port();
+    let greeter = std::thread::spawn(move || {
+        let (mut c, _) = vnc.accept().unwrap();
+        c.write_all(b"RFB 003.008\n").unwrap();
+        let mut b = [0u8; 12];
+        let _ = c.read(&mut b);
+    });
+    // The front: bound, not listening (refused).
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    drop(front);
+    let c = catalog(
+        front_port,
+        back_port,
+        ("vnc-front", "vnc-back", "x-display"),
+    );
+    let svcs: Vec<&Service> = c.services.iter().collect();
+    let cmd = build_command(&svcs, "feed", Duration::from_secs(3));
+    let cwd = tempfile::tempdir().unwrap();
+    let (recs, _, out) = run(&cmd, &bin.path().display().to_string(), cwd.path());
+    greeter.join().unwrap();
+    assert!(
+        recs.contains(&BackendRecord::Banner {
+            service: "vnc".into(),
+            rc: 0,
+            text: "RFB 003.008".into()
+        }),
+        "{out}"
+    );
+    let absent = recs
+        .iter()
+        .filter(|r| **r == BackendRecord::SystemdAbsent)
+        .count();
+    assert_eq!(absent, 1, "{out}");
+
+    // Nothing listens on the back end's port: refused.
+    let (recs, _, out) = run(&cmd, &bin.path().display().to_string(), cwd.path());
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r, BackendRecord::Banner { rc: 7, .. })),
+        "{out}"
+    );
+}
+
+/// systemctl gets exactly the catalog's units, once, as separate arguments; a systemctl that
+/// hangs costs at most the probe timeout and is said so.
+#[test]
+fn one_systemctl_with_the_catalog_units_and_a_hang_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let rec = dir.path().join("rec");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&rec).unwrap();
+    executable(
+        &bin,
+        "systemctl",
+        "#!/bin/bash\nprintf '%s\\0' \"$@\" > \"$PWD/argv.$$\"\nprintf 'Id=vnc-front.service\\nActiveState=active\\nSubState=running\\nNRestarts=0\\n'\n",
+    );
+    let c = catalog(1, 2, ("vnc-front", "vnc-back@x.service", "x-display"));
+    let svcs: Vec<&Service> = c.services.iter().collect();
+    let cmd = build_command(&svcs, "feed", Duration::from_secs(2));
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let (recs, _, out) = run(&cmd, &path, &rec);
+    let calls: Vec<_> = std::fs::read_dir(&rec)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("argv.")
+        })
+        .collect();
+    assert_eq!(calls.len(), 1, "one systemctl call: {out}");
+    let argv = std::fs::read(&calls[0]).unwrap();
+    let argv: Vec<String> = argv
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8(a.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        argv,
+        vec![
+            "show",
+            "--no-pager",
+            "-p",
+            backend::PROPERTIES,
+            "--",
+            "vnc-front",
+            "vnc-back@x.service",
+            "x-display"
+        ]
+    );
+    assert!(
+        recs.iter().any(
+            |r| matches!(r, BackendRecord::Unit(u) if u.id == "vnc-front.service" && u.is_running())
+        ),
+        "{out}"
+    );
+
+    // A systemctl that never answers.
+    executable(&bin, "systemctl", "#!/bin/bash\nexec sleep 60\n");
+    let (recs, took, out) = run(&cmd, &path, &rec);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r, BackendRecord::SystemdError(m) if m.contains("no answer"))),
+        "{out}"
+    );
+}
