@@ -97,47 +97,39 @@ fn units(spec: &ContainerSpec) -> Vec<Unit> {
     out
 }
 
-const SYSTEMCTL: &str = r#"#!/bin/bash
+/// The stand-in's head; the unit table is written into it as a `case` (no file to read: dash reads
+/// files a byte at a time, and this runs on every diagnosis of the lab).
+const SYSTEMCTL_HEAD: &str = r#"#!/bin/sh
 # written by the pvediag lab: systemctl show for the simulated container's units
-# (bash builtins only: it runs on every diagnosis of the lab)
-d=${0%/*}/../systemd
-mapfile -t table < "$d/units"
 [ "$1" = show ] || { echo "systemctl (lab): only 'show' is simulated" >&2; exit 1; }
 shift
 props=
-units=()
-while [ $# -gt 0 ]; do
+first=1
+want() { [ -z "$props" ] || case ",$props," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+"#;
+
+const SYSTEMCTL_TAIL: &str = r#"while [ $# -gt 0 ]; do
   case $1 in
     -p|--property) props="$props,$2"; shift ;;
     -p*) props="$props,${1#-p}" ;;
     --property=*) props="$props,${1#*=}" ;;
-    --no-pager|--) ;;
     -*) ;;
-    *) units+=("$1") ;;
+    *)
+      id=$1
+      case $id in *.*) ;; *) id=$id.service ;; esac
+      unit "$id"
+      [ $first = 1 ] || echo
+      first=0
+      want NRestarts && echo "NRestarts=$nr"
+      want ExecMainExitTimestamp && echo "ExecMainExitTimestamp=$ts"
+      want ExecMainStatus && echo "ExecMainStatus=$st"
+      want Id && echo "Id=$id"
+      want LoadState && echo "LoadState=$load"
+      want ActiveState && echo "ActiveState=$active"
+      want SubState && echo "SubState=$sub"
+      ;;
   esac
   shift
-done
-want() { [ -z "$props" ] || case ",$props," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
-first=1
-for u in "${units[@]}"; do
-  case $u in *.*) ;; *) u=$u.service ;; esac
-  line=
-  for l in "${table[@]}"; do case $l in "$u "*) line=$l; break ;; esac; done
-  if [ -n "$line" ]; then
-    read -r id load active sub nr st ts <<<"$line"
-    [ "$ts" = - ] && ts=
-  else
-    id=$u; load=not-found; active=inactive; sub=dead; nr=0; st=0; ts=
-  fi
-  [ $first = 1 ] || echo
-  first=0
-  want NRestarts && echo "NRestarts=$nr"
-  want ExecMainExitTimestamp && echo "ExecMainExitTimestamp=$ts"
-  want ExecMainStatus && echo "ExecMainStatus=$st"
-  want Id && echo "Id=$id"
-  want LoadState && echo "LoadState=$load"
-  want ActiveState && echo "ActiveState=$active"
-  want SubState && echo "SubState=$sub"
 done
 exit 0
 "#;
@@ -162,26 +154,32 @@ done
 exit 0
 "#;
 
-/// Writes `<dir>/bin/systemctl`, `<dir>/bin/journalctl` and their data (`<dir>/systemd/`).
+/// Writes `<dir>/bin/systemctl` (the unit table inside), `<dir>/bin/journalctl` and its lines
+/// (`<dir>/systemd/journal/<unit>`).
 pub fn write(dir: &Path, spec: &ContainerSpec) -> io::Result<()> {
     let bin = dir.join("bin");
-    let data = dir.join("systemd");
-    let journal = data.join("journal");
+    let journal = dir.join("systemd").join("journal");
     std::fs::create_dir_all(&bin)?;
     std::fs::create_dir_all(&journal)?;
-    let mut table = String::new();
+    let mut systemctl = String::from(SYSTEMCTL_HEAD);
+    systemctl.push_str("unit() {\n  case $1 in\n");
     for u in units(spec) {
-        let ts = if u.status != 0 { LAST_EXIT } else { "-" };
-        table.push_str(&format!(
-            "{} loaded {} {} {} {} {ts}\n",
+        let ts = if u.status != 0 { LAST_EXIT } else { "" };
+        systemctl.push_str(&format!(
+            "    '{}') load=loaded active={} sub={} nr={} st={} ts='{ts}' ;;\n",
             u.id, u.active, u.sub, u.restarts, u.status
         ));
         if !u.journal.is_empty() {
             std::fs::write(journal.join(&u.id), u.journal.join("\n") + "\n")?;
         }
     }
-    std::fs::write(data.join("units"), table)?;
-    for (name, script) in [("systemctl", SYSTEMCTL), ("journalctl", JOURNALCTL)] {
+    systemctl
+        .push_str("    *) load=not-found active=inactive sub=dead nr=0 st=0 ts= ;;\n  esac\n}\n");
+    systemctl.push_str(SYSTEMCTL_TAIL);
+    for (name, script) in [
+        ("systemctl", systemctl.as_str()),
+        ("journalctl", JOURNALCTL),
+    ] {
         let path = bin.join(name);
         std::fs::write(&path, script)?;
         #[cfg(unix)]

@@ -148,12 +148,16 @@ pub fn finish(services: &[&Service]) -> String {
   case $l in *" code="*) l=${l#* code=}; fcode=${l%% *} ;; *) [ "$frc" = 0 ] && fcode=ok ;; esac
 }
 b_end() {
-  local l id ld ac sb nr st ts t u ok jn=0 er=
+  local l id ld ac sb nr st ts t u ok ub jn=0 er=
   declare -A UA UN
   if [ -n "$ufd" ]; then
+    # One read of the whole answer (a line loop reads a pipe a byte at a time).
+    ub=; IFS= read -r -d '' -N 65536 -t "$T" ub <&$ufd; t=$?
+    [ $t -gt 128 ] && { er=" (no answer within the probe timeout)"; kill $up 2>/dev/null; }
+    ub=$ub$'\n'
     id=
-    while :; do
-      l=; IFS= read -r -t "$T" l <&$ufd; t=$?
+    while [ -n "$ub" ]; do
+      l=${ub%%$'\n'*}; ub=${ub#*$'\n'}
       case $l in
         Id=*) id=${l#Id=}; id=${id//[!A-Za-z0-9@._-]/} ;;
         LoadState=*) ld=${l#*=}; ld=${ld//[!a-z-]/} ;;
@@ -163,18 +167,16 @@ b_end() {
         ExecMainStatus=*) st=${l#*=}; st=${st//[!0-9-]/} ;;
         ExecMainExitTimestamp=*) ts=${l#*=}; ts=${ts//[[:cntrl:]]/ } ;;
         ''|*=*) ;;
-        *) [ ${#er} -lt 240 ] && er="$er ${l//[[:cntrl:]]/ }" ;;
+        *) [ ${#er} -lt 240 ] && er="${l//[[:cntrl:]]/ } $er" ;;
       esac
-      if [ -z "$l" ] || [ $t -ne 0 ]; then
+      if [ -z "$l" ] || [ -z "$ub" ]; then
         if [ -n "$id" ]; then
           printf '@pvediag3 %s unit %s %s %s %s %s %s %s\n' "$n" "$id" "${ld:--}" "${ac:--}" "${sb:--}" "${nr:--}" "${st:--}" "${ts:--}"
           UA[$id]=$ac; UN[$id]=$nr
         fi
         id=; ld=; ac=; sb=; nr=; st=; ts=
       fi
-      [ $t -ne 0 ] && break
     done
-    [ $t -gt 128 ] && { er="$er (no answer within the probe timeout)"; kill $up 2>/dev/null; }
     [ ${#UA[@]} -eq 0 ] && printf '@pvediag3 %s systemd error %s\n' "$n" "${er:0:240}"
   else
     printf '@pvediag3 %s systemd absent\n' "$n"
@@ -631,20 +633,6 @@ mod tests {
         assert_eq!(
             redact_secrets("Main process exited, code=exited, status=21/n/a"),
             "Main process exited, code=exited, status=21/n/a"
-        );
-    }
-}
-
-#[cfg(test)]
-mod print_command {
-    #[test]
-    #[ignore]
-    fn print() {
-        let c = crate::catalog::Catalog::embedded();
-        let s: Vec<&crate::catalog::Service> = c.services.iter().collect();
-        println!(
-            "{}",
-            crate::probe::internal::build_command(&s, "NONCE", std::time::Duration::from_secs(2))
         );
     }
 }
