@@ -1,6 +1,14 @@
 //! Targets: which container, under which domain, at which public URLs.
 
-use crate::verdict::Layout;
+/// The routing layout, which decides what a "Caddy" fix looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One hostname and one Caddy route per service (`https://{service}-{vmid}.DOMAIN`).
+    PerService,
+    /// The port is in the hostname and one generic Caddy rule dials it (`port-{port}-...`).
+    PortInHost,
+}
 
 /// The placeholders a URL template may use.
 pub const PLACEHOLDERS: &[&str] = &["service", "vmid", "port", "domain"];
