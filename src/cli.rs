@@ -544,8 +544,10 @@ pub fn refusal_line(e: &clap::Error, subcommand: Option<&str>) -> Option<String>
         _ => return None,
     };
     let why = match sub {
-        "demo" => "the lab sets the domain, --connect-to, --cacert, the exec token, Caddy's address \
-                   and Caddyfile itself, and uses no PVE API",
+        "demo" => {
+            "the lab sets the domain, --connect-to, --cacert, the exec token, Caddy's address \
+                   and Caddyfile itself, and uses no PVE API"
+        }
         "serve" => "the exporter answers each scrape once, in Prometheus' format",
         _ => "it reads files only",
     };
@@ -579,7 +581,10 @@ mod tests {
         let a = parse_connect_to("127.0.0.1:8443").unwrap();
         assert_eq!(a.literal(), Some("127.0.0.1:8443".parse().unwrap()));
         assert!(parse_connect_to("[::1]:8443").unwrap().literal().is_some());
-        assert_eq!(parse_connect_to("localhost:8443").unwrap().host, "localhost");
+        assert_eq!(
+            parse_connect_to("localhost:8443").unwrap().host,
+            "localhost"
+        );
         for bad in [
             "127.0.0.1",
             "127.0.0.1:0",
@@ -628,11 +633,17 @@ mod tests {
     fn refused_values_keep_their_one_line() {
         let e = Cli::try_parse_from(["pvediag", "202", "--timeout", "abc"]).unwrap_err();
         let line = value_error_line(&e).unwrap();
-        assert!(line.starts_with("--timeout \"abc\" is not a duration"), "{line}");
+        assert!(
+            line.starts_with("--timeout \"abc\" is not a duration"),
+            "{line}"
+        );
         let e = Cli::try_parse_from(["pvediag", "202", "--format", "nope"]).unwrap_err();
         assert_eq!(value_error_line(&e), None);
         let e = Cli::try_parse_from(["pvediag", "demo", "--domain", "x"]).unwrap_err();
         let line = refusal_line(&e, Some("demo")).unwrap();
-        assert!(line.starts_with("demo does not take --domain: the lab sets"), "{line}");
+        assert!(
+            line.starts_with("demo does not take --domain: the lab sets"),
+            "{line}"
+        );
     }
 }

@@ -80,8 +80,7 @@ fn lab_settings(
     // The scenario's routing layout decides the public URLs, unless the user chose a template.
     let check = CheckArgs {
         url_template: if args.check.url_template.as_str() == DEFAULT_TEMPLATE {
-            UrlTemplate::parse(scenario.url_template)
-                .map_err(|e| UsageError::new(e.to_string()))?
+            UrlTemplate::parse(scenario.url_template).map_err(|e| UsageError::new(e.to_string()))?
         } else {
             args.check.url_template.clone()
         },

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{OutputFormat, UsageError};
-use crate::settings::Settings;
 use crate::report::{
     json::Json, junit::Junit, prometheus::Prometheus, table::TableFormat, Format, Report,
 };
+use crate::settings::Settings;
 
 /// Renders the report in the configured format.
 pub fn render(cfg: &Settings, report: &Report) -> String {

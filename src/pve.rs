@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::cli::UsageError;
 use crate::report::exit;
-use crate::target::{is_instance_name, SkippedTarget, TargetRequest, Targets};
 use crate::secret::Secret;
+use crate::target::{is_instance_name, SkippedTarget, TargetRequest, Targets};
 
 /// The Proxmox VE API, validated.
 #[derive(Debug, Clone)]
@@ -503,7 +503,9 @@ mod tests {
         assert!(c[2].template && !c[0].template);
         assert!(parse_containers("/x", &json!({"a": 1})).is_err());
         assert!(parse_containers("/x", &json!([{"name": "x"}])).is_err());
-        assert!(is_instance_name("cmux-202") && is_instance_name("pvelxc-1") && !is_instance_name("db"));
+        assert!(
+            is_instance_name("cmux-202") && is_instance_name("pvelxc-1") && !is_instance_name("db")
+        );
     }
 
     #[test]

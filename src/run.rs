@@ -185,10 +185,9 @@ async fn read_caddy(settings: &Settings) -> (Option<RouteTable>, Option<CaddyRep
     let (source, table) = match &settings.caddy {
         None => return (None, None),
         Some(CaddySource::File { path, table }) => (path.display().to_string(), Ok(table.clone())),
-        Some(CaddySource::Admin(url)) => (
-            url.clone(),
-            fetch_admin(url, settings.probe.timeout).await,
-        ),
+        Some(CaddySource::Admin(url)) => {
+            (url.clone(), fetch_admin(url, settings.probe.timeout).await)
+        }
     };
     let report = CaddyReport::new(source, &table, &settings.probe.catalog);
     (table.ok(), Some(report))

@@ -113,7 +113,10 @@ impl Settings {
     }
 
     /// The settings from option groups and an environment already read.
-    pub fn from_parts_reading_files(p: Parts<'_>, env: &Environment) -> Result<Settings, UsageError> {
+    pub fn from_parts_reading_files(
+        p: Parts<'_>,
+        env: &Environment,
+    ) -> Result<Settings, UsageError> {
         let (reach, check) = (p.reach, p.check);
         let mut warnings = Vec::new();
         let domain = reach.domain.clone().ok_or_else(|| {
@@ -127,7 +130,11 @@ impl Settings {
         let deadline = check
             .deadline
             .unwrap_or(timeout * 2 + Duration::from_secs(15));
-        let connect_to = reach.connect_to.as_ref().map(resolve_host_port).transpose()?;
+        let connect_to = reach
+            .connect_to
+            .as_ref()
+            .map(resolve_host_port)
+            .transpose()?;
         let cacert_pem = reach.cacert.as_deref().map(read_cacert).transpose()?;
         let exec_token: Option<Secret> = match (&reach.exec_token_file, env.exec_token.as_deref()) {
             (Some(p), _) => {

@@ -20,7 +20,11 @@ pub fn backoff(n: u32) -> Duration {
 
 /// Runs `attempt` until its report is healthy or `wait` is spent, and returns the last report.
 /// Progress goes to stderr, and only when stderr is a terminal and not `quiet`.
-pub async fn until_healthy<F, Fut>(wait: Duration, quiet: bool, attempt: F) -> Result<Report, UsageError>
+pub async fn until_healthy<F, Fut>(
+    wait: Duration,
+    quiet: bool,
+    attempt: F,
+) -> Result<Report, UsageError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Report, UsageError>>,

@@ -69,7 +69,9 @@ async fn fleet_one_exec_post_per_vmid_whatever_the_services() {
     ] {
         let before: Vec<u64> = vmids.iter().map(|&v| lab.exec_posts(v)).collect();
         let cfg = config(&lab, &vmids, extra);
-        let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets).await.unwrap();
+        let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+            .await
+            .unwrap();
         assert_healthy(&report);
         for (&v, b) in vmids.iter().zip(before) {
             assert_eq!(
@@ -104,7 +106,9 @@ async fn fleet_a_diagnosis_takes_about_its_slowest_probe_not_their_sum() {
     let sum = Duration::from_millis(28 * d);
     let cfg = config(&lab, &[FIRST], &[]);
     let start = Instant::now();
-    let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets).await.unwrap();
+    let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+        .await
+        .unwrap();
     let took = start.elapsed();
     assert_healthy(&report);
     assert_eq!(lab.exec_posts(FIRST), 1);

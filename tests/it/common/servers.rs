@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use pvediag::cli::{Cli, TargetArg};
-use pvediag::settings::{Environment, Parts, Settings};
-use pvediag::target::Targets;
 use pvediag::lab::http::{read_request, Request};
 use pvediag::report::Report;
+use pvediag::settings::{Environment, Parts, Settings};
+use pvediag::target::Targets;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
