@@ -183,7 +183,7 @@ pub struct DiagnoseArgs {
 }
 
 /// Where the sandboxes are and how to reach them (the lab sets all of these in `demo`).
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct ReachArgs {
     /// The public domain of the sandboxes
     #[arg(long, env = "PVE_PUBLIC_DOMAIN", value_name = "DOMAIN", value_parser = parse_domain)]
@@ -277,7 +277,7 @@ pub struct CheckArgs {
 }
 
 /// The Proxmox VE API (its token comes from the environment only: PVE_API_TOKEN).
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct PveArgs {
     /// The Proxmox VE API, e.g. https://pve.lan:8006
     #[arg(long, env = "PVE_API_URL", value_name = "URL")]
@@ -330,16 +330,6 @@ pub struct HostPort {
     pub port: u16,
     /// The text the user gave, for messages.
     pub given: String,
-}
-
-impl Default for HostPort {
-    fn default() -> HostPort {
-        HostPort {
-            host: "127.0.0.1".into(),
-            port: 8080,
-            given: "http://127.0.0.1:8080".into(),
-        }
-    }
 }
 
 impl HostPort {

@@ -54,14 +54,18 @@ pub fn lab_reach(lab: &Lab, token_file: Option<std::path::PathBuf>) -> ReachArgs
             given: lab.edge_addr.to_string(),
         }),
         cacert: Some(lab.ca_cert_path.clone()),
+        insecure: false,
         exec_token_file: token_file,
+        // Read Caddy's routes the way a user on the host would, from the Caddyfile, unless the
+        // demo was given --caddy-admin (see `lab_settings`).
+        caddyfile: Some(lab.caddyfile_path.clone()),
+        ssh: None,
         // On the lab's "host", Caddy listens here (not on :8080).
         caddy_url: HostPort {
             host: lab.caddy_addr.ip().to_string(),
             port: lab.caddy_addr.port(),
             given: format!("http://{}", lab.caddy_addr),
         },
-        ..ReachArgs::default()
     }
 }
 
@@ -73,9 +77,8 @@ fn lab_settings(
     token_file: Option<std::path::PathBuf>,
 ) -> Result<Settings, UsageError> {
     let mut reach = lab_reach(lab, token_file);
-    // Read Caddy's routes the way a user on the host would: from the Caddyfile.
-    if args.check.caddy_admin.is_none() {
-        reach.caddyfile = Some(lab.caddyfile_path.clone());
+    if args.check.caddy_admin.is_some() {
+        reach.caddyfile = None;
     }
     // The scenario's routing layout decides the public URLs, unless the user chose a template.
     let check = CheckArgs {
