@@ -457,7 +457,7 @@ fn parse_admin_url(s: &str) -> Result<String, UsageError> {
     match crate::target::http_base_url(s) {
         Some(_) => Ok(s.trim_end_matches('/').to_string()),
         None => Err(UsageError::new(format!(
-            "--caddy-admin {s:?} is not an http(s) URL such as http://127.0.0.1:2019"
+            "--caddy-admin {s:?} is not an http(s) URL without query or credentials, such as http://127.0.0.1:2019"
         ))),
     }
 }

@@ -119,7 +119,7 @@ async fn diagnose_once(
         layout: probe.template.layout(),
         caddyfile: HOST_CADDYFILE,
     };
-    let targets_reports = observations
+    let reports = observations
         .into_iter()
         .map(|(o, completion)| TargetReport {
             verdict: crate::verdict::diagnose(&ctx, &o),
@@ -128,7 +128,7 @@ async fn diagnose_once(
         })
         .collect();
     Ok(Report {
-        targets: targets_reports,
+        targets: reports,
         catalog: probe.catalog.clone(),
         template: probe.template.as_str().to_string(),
         domain: probe.domain.clone(),

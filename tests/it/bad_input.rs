@@ -457,6 +457,11 @@ fn bad_input_matrix() {
             &["demo", "--exec-token-file", "/nope"],
             &["demo does not take --exec-token-file"],
         ),
+        with(
+            "caddy-admin with credentials",
+            &["--caddy-admin", "http://u:p@127.0.0.1:2019"],
+            &["--caddy-admin", "credentials"],
+        ),
         case(
             "serve takes no wait",
             &["serve", "--wait", "5s"],
