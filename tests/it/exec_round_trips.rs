@@ -134,7 +134,9 @@ async fn back_ends_units_and_journal_cost_no_extra_exec_call() {
         let sc = lab::scenario(name).unwrap();
         let lab = Lab::start(sc.config.clone()).await.unwrap();
         let cfg = config(&lab, &[lab::VMID], &[]);
-        let report = pvediag::run::run(&cfg).await.unwrap();
+        let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+            .await
+            .unwrap();
         assert_eq!(lab.exec_posts(lab::VMID), 1, "{name}: one POST /exec");
         let v = pvediag::report::json::to_value(&report);
         let inside = &v["targets"][0]["inside"];
