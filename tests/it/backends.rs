@@ -285,3 +285,137 @@ fn one_systemctl_with_the_catalog_units_and_a_hang_is_bounded() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile back-end values: rejected naming their field, or passed on literally
+
+mod hostile_backends {
+    use super::*;
+    use proptest::prelude::*;
+    use pvediag::catalog::CatalogError;
+
+    /// Records its argv NUL-separated as `argv.<program>.<pid>`, prints nothing.
+    const RECORDER: &str = "#!/bin/bash\nprintf '%s\\0' \"$@\" > \"$PWD/argv.${0##*/}.$$\"\n";
+
+    #[derive(Debug, Clone)]
+    struct Values {
+        unit: String,
+        need: String,
+        path: String,
+        header: String,
+    }
+
+    /// `Ok(false)`: rejected (naming a back-end field); `Ok(true)`: run, and literal.
+    fn check(v: &Values) -> Result<bool, TestCaseError> {
+        let json = serde_json::json!({
+            "name": "svc", "unit": "svc-front", "port": 1,
+            "probe": { "path": "/" }, "healthy": { "status": [200] },
+            "backend": {
+                "port": 2, "unit": v.unit, "needs": [v.need],
+                "check": {
+                    "http": { "path": v.path, "headers": { "X-B": v.header } },
+                    "healthy": { "status": [200] }
+                }
+            }
+        });
+        let c = match Catalog::from_sources("p", &[("x.json".into(), json.to_string())]) {
+            Err(CatalogError::Field {
+                field,
+                file,
+                message,
+            }) => {
+                prop_assert!(!message.is_empty());
+                prop_assert_eq!(file, "x.json");
+                prop_assert!(field.starts_with("backend."), "{field} for {v:?}");
+                return Ok(false);
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("{e} for {v:?}"))),
+            Ok(c) => c,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        let rec = dir.path().join("rec");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&rec).unwrap();
+        executable(&bin, "curl", RECORDER);
+        executable(&bin, "systemctl", RECORDER);
+        let cmd = build_command(&[&c.services[0]], "feed", Duration::from_secs(1));
+        let _ = run(&cmd, &format!("{}:/usr/bin:/bin", bin.display()), &rec);
+        let mut systemctl = Vec::new();
+        let mut transfers = Vec::new();
+        for e in std::fs::read_dir(&rec).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            prop_assert!(name.starts_with("argv."), "a value ran a command: {name}");
+            let args: Vec<String> = std::fs::read(&p)
+                .unwrap()
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let args = args[..args.len() - 1].to_vec();
+            if name.starts_with("argv.systemctl.") {
+                systemctl.push(args);
+            } else {
+                for t in args.split(|a| a == "--next") {
+                    transfers.push(t.to_vec());
+                }
+            }
+        }
+        prop_assert_eq!(systemctl.len(), 1);
+        let units = &systemctl[0][5..];
+        let mut want: Vec<String> = Vec::new();
+        for u in ["svc-front", v.unit.as_str(), v.need.as_str()] {
+            if !u.is_empty() && !want.iter().any(|w| w == u) {
+                want.push(u.to_string());
+            }
+        }
+        prop_assert_eq!(units, &want[..]);
+        let url = format!("http://127.0.0.1:2{}", v.path);
+        let back: Vec<_> = transfers.iter().filter(|t| t.contains(&url)).collect();
+        prop_assert!(!back.is_empty(), "no transfer to {url}: {transfers:?}");
+        for t in back {
+            let want = format!("X-B: {}", v.header);
+            prop_assert!(t.windows(2).any(|w| w[0] == "-H" && w[1] == want), "{t:?}");
+        }
+        Ok(true)
+    }
+
+    fn values() -> impl Strategy<Value = Values> {
+        let h = crate::injection::hostile;
+        (0..4usize, h(), any::<bool>()).prop_map(|(field, s, slash)| {
+            let mut v = Values {
+                unit: "svc-back".into(),
+                need: "x-display@1.service".into(),
+                path: "/json/version".into(),
+                header: "1".into(),
+            };
+            match field {
+                0 => v.unit = s,
+                1 => v.need = s,
+                2 => v.path = if slash { format!("/{s}") } else { s },
+                _ => v.header = s,
+            }
+            v
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn hostile_back_end_values_are_rejected_or_reach_curl_and_systemctl_literally(v in values()) {
+            check(&v)?;
+        }
+    }
+
+    #[test]
+    fn accepted_back_end_values_with_shell_syntax_stay_literal() {
+        let v = Values {
+            unit: "a@$b.service".replace('$', ""),
+            need: "x-display@1.service".into(),
+            path: "/a'b$(id)&c=;d*(f)!~@:,+%27'\\''".replace("\\", ""),
+            header: "v'\"$(touch pwned) `id` \\ ${HOME} ;|&".into(),
+        };
+        assert!(check(&v).unwrap(), "accepted and run");
+    }
+}
