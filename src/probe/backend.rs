@@ -372,7 +372,7 @@ pub fn parse_line(line: &str, nonce: &str) -> Option<BackendRecord> {
         }
         "systemd" => match rest.split_once(' ').unwrap_or((rest, "")) {
             ("absent", _) => Some(BackendRecord::SystemdAbsent),
-            ("error", msg) => Some(BackendRecord::SystemdError(clean(msg))),
+            ("error", msg) => Some(BackendRecord::SystemdError(redact_secrets(&clean(msg)))),
             _ => None,
         },
         "banner" => {
@@ -381,14 +381,14 @@ pub fn parse_line(line: &str, nonce: &str) -> Option<BackendRecord> {
             Some(BackendRecord::Banner {
                 service: service.to_string(),
                 rc: rc.parse().ok()?,
-                text: clean(text),
+                text: redact_secrets(&clean(text)),
             })
         }
         "journal" => {
             let (unit, line) = rest.split_once(' ')?;
             Some(BackendRecord::Journal {
                 unit: unit.to_string(),
-                line: clean(line),
+                line: redact_secrets(&clean(line)),
             })
         }
         _ => None,

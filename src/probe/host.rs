@@ -244,9 +244,24 @@ pub async fn pct_internal(
     nonce: &str,
     vmid: u32,
     timeout: Duration,
-) -> (PctRun, Vec<Record>) {
+) -> (
+    PctRun,
+    Vec<Record>,
+    Vec<crate::probe::backend::BackendRecord>,
+) {
     let start = Instant::now();
     let out = run_script(cfg, Some(vmid), script, timeout).await;
+    // Back ends, units and journal lines ride in the same script (probe/backend.rs).
+    let backend = out
+        .as_ref()
+        .map(|o| {
+            o.stdout
+                .lines()
+                .filter_map(|l| crate::probe::backend::parse_line(l.trim_end_matches('\r'), nonce))
+                .take(512)
+                .collect()
+        })
+        .unwrap_or_default();
     let (run, records) = collect(
         out,
         nonce,
@@ -259,6 +274,7 @@ pub async fn pct_internal(
             run,
         },
         records,
+        backend,
     )
 }
 

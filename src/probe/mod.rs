@@ -191,10 +191,11 @@ pub async fn observe_with(
             result.run,
             ExecRun::Completed { .. } | ExecRun::Incomplete { .. }
         ) {
-            let (run, records) =
+            let (run, records, backend) =
                 host::pct_internal(h, &command, &nonce, vmid, cfg.timeout + cfg.exec_grace).await;
             if !records.is_empty() {
                 result.records = records;
+                result.backend = backend;
             }
             pct = Some(run);
         }
