@@ -163,6 +163,7 @@ pub async fn start(
     write_curlrc(&dir, &ports)?;
     write_curl_wrapper(&dir, &ports)?;
     let loopback = ports.clone();
+    write_dev_tcp_map(&dir, &loopback)?;
     super::systemd::write(&dir, spec)?;
     // TigerVNC (`-localhost`) and Chrome's DevTools listen on loopback only, as in cmux.
     for svc in spec.services.iter().filter(|s| {
@@ -892,6 +893,22 @@ pub fn map_dev_tcp(command: &str, ports: &BTreeMap<u16, SocketAddr>) -> String {
     .into_owned()
 }
 
+/// `<dir>/dev-tcp.sed`: [`map_dev_tcp`] for what runs a command in the container other than the
+/// lab's execd (a test's `pct exec` stand-in: `sed -f "$CT_HOME/dev-tcp.sed" | bash -s`).
+fn write_dev_tcp_map(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Result<()> {
+    let mut sed = String::from(
+        "# written by the pvediag lab: the container's loopback ports for bash's /dev/tcp\n",
+    );
+    for (port, addr) in ports {
+        sed.push_str(&format!(
+            "s|/dev/tcp/127\\.0\\.0\\.1/{port}\\b|/dev/tcp/{}/{}|g\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    std::fs::write(dir.join("dev-tcp.sed"), sed)
+}
+
 /// The PATH of execd's commands: the container's `bin` (the curl wrapper) first.
 fn exec_path(dir: &Path) -> std::ffi::OsString {
     let mut v = vec![dir.join("bin")];
@@ -1035,5 +1052,21 @@ async fn pump<R: AsyncRead + Unpin>(r: Option<R>, stream: &'static str, tx: mpsc
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod dev_tcp_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_mapped_loopback_ports_are_rewritten() {
+        let mut ports = BTreeMap::new();
+        ports.insert(5901u16, "127.0.0.1:41000".parse().unwrap());
+        let cmd = "exec 3<>/dev/tcp/127.0.0.1/5901; x </dev/tcp/127.0.0.1/59010; y </dev/tcp/10.0.0.1/5901; z </dev/tcp/$h/$p";
+        assert_eq!(
+            map_dev_tcp(cmd, &ports),
+            "exec 3<>/dev/tcp/127.0.0.1/41000; x </dev/tcp/127.0.0.1/59010; y </dev/tcp/10.0.0.1/5901; z </dev/tcp/$h/$p"
+        );
     }
 }

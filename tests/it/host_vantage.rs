@@ -105,7 +105,8 @@ const PCT_STUB: &str = r#"printf 'pct %s\n' "$*" >> "$STUB_LOG.pct"
 [ "$1" = exec ] && [ "$2" = 202 ] && [ "$3" = -- ] || { echo "pct: bad call: $*" >&2; exit 2; }
 shift 3
 export CURL_HOME="$CT_HOME" HOME="$CT_HOME" PATH="$CT_HOME/bin:$PATH"
-exec "$@""#;
+# The lab's container shares this machine's loopback: bash's /dev/tcp gets the port map too.
+sed -f "$CT_HOME/dev-tcp.sed" | "$@""#;
 
 #[test]
 fn on_host_pins_the_seed_incident_to_the_caddy_route() {
