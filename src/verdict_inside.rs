@@ -184,10 +184,8 @@ pub(super) fn refine(
             } else {
                 format!("127.0.0.1:{} ({unit})", b.port)
             };
-            let mut line = format!("back end {desc} on {at}: {what}");
-            if let Some(u) = state {
-                line.push_str(&format!("; {}", u.describe()));
-            }
+            // The unit's own line follows with the other units' (below).
+            let line = format!("back end {desc} on {at}: {what}");
             let front_answers = matches!(i, Answer::Healthy | Answer::MissingHeaders(_))
                 || front_reports_gateway(i);
             let base_allows = v.status == Status::Healthy
@@ -251,11 +249,12 @@ pub(super) fn refine(
             v.layer = Some(Layer::Service);
             v.candidates = Vec::new();
             v.rule = "unit-crash-looping";
-            v.summary = format!(
-                "{} answers now, but {}: it is crash-looping",
-                s.name,
-                u.describe()
-            );
+            let what = if u.active_state == "failed" {
+                "it has failed"
+            } else {
+                "it is crash-looping"
+            };
+            v.summary = format!("{} answers now, but {}: {what}", s.name, u.describe());
             let unit = u.id.trim_end_matches(".service");
             v.next_step = Some(backend_next(vmid, unit, Some(u)));
         }

@@ -35,6 +35,8 @@ pub const JOURNAL_LINES: usize = 5;
 pub const JOURNAL_UNITS: usize = 6;
 /// Characters kept per journal line, banner or error text.
 pub const TEXT_CAP: usize = 240;
+/// How long the journal reads may take together, at most (they start after the probes).
+pub const JOURNAL_BUDGET_US: u64 = 1_500_000;
 /// The properties asked of systemd, in the order of the `unit` record's fields.
 pub const PROPERTIES: &str =
     "Id,LoadState,ActiveState,SubState,NRestarts,ExecMainStatus,ExecMainExitTimestamp";
@@ -86,7 +88,11 @@ pub fn unit_id(unit: &str) -> String {
 /// run in the background (process substitutions) while the HTTP probes run.
 pub fn start(services: &[&Service]) -> String {
     let units = units(services);
-    let mut c = String::from("# --- back ends and units (issue 14) ---\nufd=\n");
+    // `t0`, `tus`: the section's clock (microseconds) and the probe timeout; everything the section
+    // waits for is bounded by one deadline, not one timeout per read.
+    let mut c = String::from(
+        "# --- back ends and units (issue 14) ---\nufd=\nt0=${EPOCHREALTIME/[.,]/}\ntus=$(( 10#${T/./} * 1000 ))\n",
+    );
     if !units.is_empty() {
         c.push_str("if command -v systemctl >/dev/null 2>&1; then\n  exec {ufd}< <(exec systemctl show --no-pager -p ");
         c.push_str(PROPERTIES);
@@ -137,7 +143,14 @@ fn status_pattern(s: &crate::catalog::Healthy) -> String {
 /// `fr NAME` sets `frc`/`fcode` from the batch's `-w` lines (`W`) or the per-service record file.
 pub fn finish(services: &[&Service]) -> String {
     let mut c = String::from(
-        r#"fr() {
+        r#"rt() {
+  local now=${EPOCHREALTIME/[.,]/} r
+  [ -n "$now" ] && [ -n "$t0" ] || { tt=$T; return; }
+  r=$(( $1 - now ))
+  [ $r -gt 10000 ] || r=10000
+  printf -v tt '%d.%06d' $((r / 1000000)) $((r % 1000000))
+}
+fr() {
   frc=; fcode=
   local l
   for l in "${W[@]}"; do
@@ -152,7 +165,7 @@ b_end() {
   declare -A UA UN
   if [ -n "$ufd" ]; then
     # One read of the whole answer (a line loop reads a pipe a byte at a time).
-    ub=; IFS= read -r -d '' -N 65536 -t "$T" ub <&$ufd; t=$?
+    rt $((t0 + tus)); ub=; IFS= read -r -d '' -N 65536 -t "$tt" ub <&$ufd; t=$?
     [ $t -gt 128 ] && { er=" (no answer within the probe timeout)"; kill $up 2>/dev/null; }
     ub=$ub$'\n'
     id=
@@ -191,7 +204,7 @@ b_end() {
         }
         let var = banner_var(&s.name);
         c.push_str(&format!(
-            "  l=; IFS= read -r -t \"$T\" l <&${var} || {{ [ -n \"$l\" ] || l=28; kill ${var}p 2>/dev/null; }}\n  printf '@pvediag3 %s banner %s %s\\n' \"$n\" {} \"${{l:0:{TEXT_CAP}}}\"\n  bk_{}=${{l%% *}}\n",
+            "  rt $((t0 + tus)); l=; IFS= read -r -t \"$tt\" l <&${var} || {{ [ -n \"$l\" ] || l=28; kill ${var}p 2>/dev/null; }}\n  printf '@pvediag3 %s banner %s %s\\n' \"$n\" {} \"${{l:0:{TEXT_CAP}}}\"\n  bk_{}=${{l%% *}}\n",
             shell_quote(&s.name),
             s.name.replace('-', "_"),
         ));
@@ -232,18 +245,21 @@ b_end() {
     c.push_str(&format!(
         r#"  if [ ${{#J[@]}} -gt 0 ] && [ -n "$ufd" ] && command -v journalctl >/dev/null 2>&1; then
     local -A JF
+    local JP=()
+    local je=$(( ${{EPOCHREALTIME/[.,]/}} + (tus < {JOURNAL_BUDGET_US} ? tus : {JOURNAL_BUDGET_US}) ))
     for u in "${{J[@]:0:{JOURNAL_UNITS}}}"; do
       exec {{t}}< <(exec journalctl -u "$u" -n {JOURNAL_LINES} --no-pager -q -o short-iso 2>/dev/null </dev/null)
-      JF[$u]=$t
+      JF[$u]=$t; JP+=($!)
     done
     for u in "${{J[@]:0:{JOURNAL_UNITS}}}"; do
       jn=0
-      while [ $jn -lt {JOURNAL_LINES} ] && IFS= read -r -t "$T" l <&${{JF[$u]}}; do
+      while [ $jn -lt {JOURNAL_LINES} ] && rt $je && IFS= read -r -t "$tt" l <&${{JF[$u]}}; do
         l=${{l//[[:cntrl:]]/ }}
         [ -n "$l" ] && printf '@pvediag3 %s journal %s %s\n' "$n" "$u" "${{l:0:{TEXT_CAP}}}"
         jn=$((jn+1))
       done
     done
+    kill "${{JP[@]}}" 2>/dev/null
   fi
 }}
 "#
@@ -612,6 +628,36 @@ mod tests {
         let (view, _) = assemble(&[BackendRecord::SystemdAbsent]);
         assert!(view.unwrap().unavailable.unwrap().contains("not installed"));
         assert_eq!(assemble(&[]).0, None);
+    }
+
+    #[test]
+    fn the_whole_command_is_valid_bash_and_bounded_by_one_deadline() {
+        let c = crate::catalog::Catalog::embedded();
+        let svcs: Vec<&Service> = c.services.iter().collect();
+        let cmd = crate::probe::internal::build_command(
+            &svcs,
+            "feed",
+            std::time::Duration::from_millis(500),
+        );
+        assert_eq!(cmd.matches("systemctl show").count(), 1);
+        assert!(cmd.contains("-- 'cmux-execd' 'cmux-worker'"));
+        assert!(cmd.contains("exec 3<>/dev/tcp/127.0.0.1/5901;"));
+        // Every wait of the section uses the section's deadline.
+        assert_eq!(cmd.matches("rt $((t0 + tus))").count(), 2, "{cmd}");
+        assert!(!cmd.contains("-t \"$T\" ub") && cmd.contains("rt $je"));
+        let Ok(out) = std::process::Command::new("bash")
+            .arg("-n")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+        else {
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -275,6 +275,21 @@ fn one_systemctl_with_the_catalog_units_and_a_hang_is_bounded() {
         "{out}"
     );
 
+    // A unit that failed (so its journal is read) and a journalctl that never answers.
+    executable(
+        &bin,
+        "systemctl",
+        "#!/bin/bash\nprintf 'Id=vnc-front.service\\nActiveState=failed\\nSubState=failed\\nNRestarts=0\\n'\n",
+    );
+    executable(&bin, "journalctl", "#!/bin/bash\nexec sleep 60\n");
+    let (recs, took, out) = run(&cmd, &path, &rec);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r, BackendRecord::Unit(u) if u.active_state == "failed")),
+        "{out}"
+    );
+
     // A systemctl that never answers.
     executable(&bin, "systemctl", "#!/bin/bash\nexec sleep 60\n");
     let (recs, took, out) = run(&cmd, &path, &rec);
