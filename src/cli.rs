@@ -166,6 +166,12 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "DIR")]
     pub checks: Option<PathBuf>,
 
+    /// The routing generation's built-in catalog: seed (one Caddy rule per service, worker on
+    /// 39377) or 2026 (generic port-{port}-{instance} rule, worker 39376, daemon 39377); default:
+    /// detected per target from Caddy's configuration, else from what answers
+    #[arg(long, value_name = "seed|2026", value_parser = parse_generation)]
+    pub catalog: Option<crate::generation::Generation>,
+
     /// Timeout of each probe (e.g. 10s, 1500ms, 1m)
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub timeout: String,
@@ -194,7 +200,8 @@ pub struct DiagnoseArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
     pub caddy_url: String,
 
-    /// The upstream Caddy dials for a container ({vmid} is replaced)
+    /// The upstream Caddy dials for a container ({vmid}, {instance} are replaced; the 2026
+    /// generation dials {instance}.lan when this is left at its default)
     #[arg(long, default_value = "cmux-{vmid}.lan", value_name = "HOST")]
     pub upstream_host: String,
 
@@ -303,6 +310,9 @@ pub struct DiagnoseConfig {
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub warnings: Vec<String>,
+    /// `--catalog`, `--checks`, `--url-template`, `--services`: what is fixed about each target's
+    /// routing generation ([`crate::generation`]).
+    pub generation: crate::generation::GenerationSetting,
 }
 
 /// `PVE_API_TOKEN` from the environment (never a flag: a flag would show in process listings).
@@ -369,6 +379,11 @@ pub fn parse_connect_to(s: &str) -> Result<SocketAddr, UsageError> {
         .ok()
         .and_then(|mut it| it.next())
         .ok_or_else(|| bad("the host does not resolve"))
+}
+
+fn parse_generation(s: &str) -> Result<crate::generation::Generation, String> {
+    crate::generation::Generation::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a routing generation: seed or 2026"))
 }
 
 fn parse_concurrency(s: &str) -> Result<usize, String> {
@@ -490,10 +505,15 @@ impl DiagnoseArgs {
             return Err(bad_caddy());
         }
         let port = u.port().unwrap_or(80);
-        let sample = self.upstream_host.replace("{vmid}", "202");
-        if !self.upstream_host.contains("{vmid}") || !crate::probe::internal::valid_host(&sample) {
+        let sample = self
+            .upstream_host
+            .replace("{vmid}", "202")
+            .replace("{instance}", "pvelxc-1a2b3c4d");
+        if !(self.upstream_host.contains("{vmid}") || self.upstream_host.contains("{instance}"))
+            || !crate::probe::internal::valid_host(&sample)
+        {
             return Err(UsageError::new(format!(
-                "--upstream-host {:?} must be a hostname holding {{vmid}}, such as cmux-{{vmid}}.lan",
+                "--upstream-host {:?} must be a hostname holding {{vmid}} or {{instance}}, such as cmux-{{vmid}}.lan or {{instance}}.lan",
                 self.upstream_host
             )));
         }
@@ -545,14 +565,24 @@ impl DiagnoseArgs {
             UrlTemplate::parse(&self.url_template).map_err(|e| UsageError::new(e.to_string()))?;
         let timeout = parse_duration("--timeout", &self.timeout)?;
         let pve = crate::pve::PveConfig::from_args(self, pve_env_token().as_deref(), timeout)?;
-        if pve.is_none() && (self.all || !names.is_empty()) {
+        // Instance names: `cmux-N` is VMID N; other names need the API or the host's `pct`
+        // (crate::instance).
+        let host_vantage = self.on_host || self.ssh.is_some();
+        let unresolvable = names
+            .iter()
+            .find(|n| crate::instance::vmid_of_cmux_name(n).is_none() && !host_vantage);
+        if pve.is_none() && (self.all || unresolvable.is_some()) {
             let what = if self.all {
                 "--all".to_string()
             } else {
-                format!("the instance name {:?}", names[0])
+                format!(
+                    "the instance name {:?}",
+                    unresolvable.cloned().unwrap_or_default()
+                )
             };
             return Err(UsageError::new(format!(
-                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN"
+                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN{}",
+                if self.all { "" } else { " (or run with --on-host on the PVE host)" }
             )));
         }
         let deadline = match &self.deadline {
@@ -603,21 +633,47 @@ impl DiagnoseArgs {
             (None, None) => None,
         };
         let exec_url = self.exec_url.as_deref().map(parse_exec_url).transpose()?;
-        let mut catalog = match &self.checks {
-            Some(dir) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string()))?,
-            None => Catalog::embedded(),
+        let mut catalog = match (&self.checks, self.catalog) {
+            (Some(dir), _) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string()))?,
+            (None, Some(g)) => g.catalog(),
+            (None, None) => Catalog::embedded(),
         };
-        if !self.services.is_empty() {
-            let names: Vec<String> = self
-                .services
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            catalog = catalog
-                .select(&names)
-                .map_err(|e| UsageError::new(format!("--services: {e}")))?;
+        let service_names: Vec<String> = self
+            .services
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !service_names.is_empty() {
+            if self.checks.is_none() && self.catalog.is_none() {
+                // Detected per target: a name must exist in one of the two built-in catalogs.
+                let both = crate::generation::Generation::ALL.map(|g| g.catalog());
+                for n in &service_names {
+                    if both.iter().all(|c| c.get(n).is_none()) {
+                        let err = both[1].select(std::slice::from_ref(n)).unwrap_err();
+                        return Err(UsageError::new(format!("--services: {err}")));
+                    }
+                }
+                let known: Vec<String> = service_names
+                    .iter()
+                    .filter(|n| catalog.get(n).is_some())
+                    .cloned()
+                    .collect();
+                catalog = catalog
+                    .select(&known)
+                    .map_err(|e| UsageError::new(format!("--services: {e}")))?;
+            } else {
+                catalog = catalog
+                    .select(&service_names)
+                    .map_err(|e| UsageError::new(format!("--services: {e}")))?;
+            }
         }
+        let generation = crate::generation::GenerationSetting {
+            catalog: self.catalog,
+            checks_dir: self.checks.is_some(),
+            explicit_template: self.url_template != DEFAULT_TEMPLATE,
+            services: service_names,
+        };
         if catalog.exec().is_none() && exec_url.is_none() {
             warnings.push(
                 "note: the catalog has no `exec` service, so nothing is probed inside the container"
@@ -683,6 +739,7 @@ impl DiagnoseArgs {
                 no_origin_check: self.no_origin_check,
                 exec_grace: Duration::from_secs(5),
                 host: self.host_config()?,
+                instances: Default::default(),
             },
             connect_to,
             cacert_pem,
@@ -693,6 +750,7 @@ impl DiagnoseArgs {
             color,
             quiet: self.quiet,
             warnings,
+            generation,
         })
     }
 }

@@ -59,6 +59,9 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
                 }
                 return Ok(e.exit_code());
             }
+            // Container hostnames (the 2026 layout's {instance}): PVE API, `pct`, or as given.
+            let bound = cfg.deadline / 2;
+            rt.block_on(pvediag::instance::resolve_within(&mut cfg, bound))?;
             let report = rt.block_on(pvediag::wait::run(&cfg))?;
             emit(&cfg, &report)
         }

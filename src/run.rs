@@ -44,11 +44,50 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
             .min(probe.timeout);
     }
 
-    let caddy_read = read_caddy(cfg);
+    // Caddy's routes first: their layout chooses each target's routing generation.
+    let (table, mut caddy) = read_caddy(cfg).await;
     // The origin check names no VMID: one request serves every target.
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
     // Likewise the host's cloudflared readiness and Caddy's loaded routes.
     let host_wide = crate::probe::host_wide(&probe).boxed().shared();
+    let host_table = match (&table, cfg.caddy.is_none(), &probe.host) {
+        (None, true, Some(_)) => host_wide
+            .clone()
+            .await
+            .and_then(|h| host_admin_table(&h.caddy_config).ok()),
+        _ => None,
+    };
+    let layout = match (&table, &host_table) {
+        (Some(t), _) => Some((
+            crate::generation::caddy_layout(t),
+            format!(
+                "Caddy's configuration ({})",
+                caddy.as_ref().map(|c| c.source.as_str()).unwrap_or("given")
+            ),
+        )),
+        (None, Some(t)) => Some((
+            crate::generation::caddy_layout(t),
+            "Caddy's admin API on the host".to_string(),
+        )),
+        _ => None,
+    };
+    let chosen = crate::generation::choose(
+        &client,
+        &probe,
+        &cfg.generation,
+        layout.as_ref().map(|(l, from)| (l, from.as_str())),
+        &cfg.vmids,
+    )
+    .await;
+    let per_target: std::collections::BTreeMap<u32, crate::probe::ProbeConfig> = chosen
+        .iter()
+        .map(|(&v, (g, _))| {
+            (
+                v,
+                crate::generation::config_for(&probe, &cfg.generation, *g),
+            )
+        })
+        .collect();
     let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
     let progress = Progress::new(
         cfg.vmids.len(),
@@ -57,7 +96,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     let observations = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
         let (client, probe, sem, origin, host_wide, progress) = (
             &client,
-            &probe,
+            per_target.get(&vmid).unwrap_or(&probe),
             &sem,
             origin.clone(),
             host_wide.clone(),
@@ -77,11 +116,12 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
             o
         }
     }));
-    let (mut observations, (table, mut caddy)) = tokio::join!(observations, caddy_read);
+    let mut observations = observations.await;
     progress.finish();
+    let probe_of = |vmid: u32| per_target.get(&vmid).unwrap_or(&probe);
     if let Some(table) = &table {
         for o in &mut observations {
-            o.routes = routes_for(&probe, table, o.vmid);
+            o.routes = routes_for(probe_of(o.vmid), table, o.vmid);
         }
     } else if cfg.caddy.is_none() {
         // With the host vantage and no Caddy source given: what Caddy has loaded, from its admin
@@ -95,7 +135,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
             );
             match host_admin_table(&h.caddy_config) {
                 Ok(t) => {
-                    o.routes = routes_for(&probe, &t, o.vmid);
+                    o.routes = routes_for(probe_of(o.vmid), &t, o.vmid);
                     if caddy.is_none() {
                         caddy = Some(CaddyReport {
                             findings: crate::lint::lint(
@@ -120,22 +160,45 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         }
     }
 
-    let ctx = Context {
-        catalog: &probe.catalog,
-        layout: probe.template.layout(),
-        caddyfile: HOST_CADDYFILE,
-    };
-    let targets = observations
+    let targets: Vec<TargetReport> = observations
         .into_iter()
-        .map(|o| TargetReport {
-            verdict: diagnose(&ctx, &o),
-            observation: o,
+        .map(|o| {
+            let p = probe_of(o.vmid);
+            let ctx = Context {
+                catalog: &p.catalog,
+                layout: p.template.layout(),
+                caddyfile: HOST_CADDYFILE,
+            };
+            let routing = chosen.get(&o.vmid).map(|(g, why)| {
+                let inst = p.instances.get(&o.vmid);
+                crate::generation::Routing {
+                    generation: *g,
+                    why: why.clone(),
+                    instance: p.instance(o.vmid),
+                    instance_source: inst
+                        .map(|i| i.source)
+                        .unwrap_or(crate::instance::InstanceSource::Default)
+                        .describe()
+                        .to_string(),
+                    url_template: p.template.as_str().to_string(),
+                }
+            });
+            TargetReport {
+                verdict: diagnose(&ctx, &o),
+                observation: o,
+                routing,
+            }
         })
         .collect();
+    // One catalog and template for headings: the first target's (each target carries its own).
+    let head = targets
+        .first()
+        .map(|t| probe_of(t.observation.vmid))
+        .unwrap_or(&probe);
     Ok(Report {
         targets,
-        catalog: probe.catalog.clone(),
-        template: probe.template.as_str().to_string(),
+        catalog: head.catalog.clone(),
+        template: head.template.as_str().to_string(),
         domain: probe.domain.clone(),
         duration_ms: start.elapsed().as_millis() as u64,
         caddy,

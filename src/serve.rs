@@ -179,7 +179,10 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
     cfg.names.clear();
     let target = target.trim().to_string();
     if is_instance_name(&target) {
-        if cfg.pve.is_none() {
+        if cfg.pve.is_none()
+            && cfg.probe.host.is_none()
+            && crate::instance::vmid_of_cmux_name(&target).is_none()
+        {
             return (
                 400,
                 TEXT,
@@ -214,6 +217,10 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
             503
         };
         return (status, TEXT, format!("{e}\n"));
+    }
+    let bound = cfg.deadline.saturating_sub(start.elapsed()) / 2;
+    if let Err(e) = crate::instance::resolve_within(&mut cfg, bound).await {
+        return (400, TEXT, format!("{e}\n"));
     }
     cfg.deadline = cfg
         .deadline

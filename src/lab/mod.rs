@@ -41,6 +41,35 @@ pub struct LabConfig {
     pub routes: Vec<RouteSpec>,
     /// Injected latency per hop.
     pub delays: Delays,
+    /// The 2026 generic rule, where `routes` holds it ([`caddy::GENERIC`]).
+    pub generic: GenericRule,
+    /// Serve a small Proxmox VE API (nodes, containers, their configs with hostnames and tokens).
+    pub pve_api: bool,
+}
+
+/// The 2026 layout's one generic Caddy rule, and the ways it goes wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericRule {
+    /// The Host regexp: `^port-(\d+)-([a-z0-9-]+)\.`.
+    pub regex: String,
+    /// What Caddy appends to the instance to dial it: `.lan`.
+    pub upstream_suffix: String,
+    /// `header_down -Access-Control-Allow-*`: the upstream's own CORS headers are dropped, so
+    /// Caddy's are the only ones.
+    pub strip_upstream_cors: bool,
+    /// `@options method OPTIONS` answered by Caddy itself (204).
+    pub answer_options: bool,
+}
+
+impl Default for GenericRule {
+    fn default() -> Self {
+        GenericRule {
+            regex: caddy::GENERIC_REGEX.into(),
+            upstream_suffix: ".lan".into(),
+            strip_upstream_cors: true,
+            answer_options: true,
+        }
+    }
 }
 
 impl Default for LabConfig {
@@ -53,6 +82,8 @@ impl Default for LabConfig {
             origin_up: true,
             routes: seed_routes(),
             delays: Delays::default(),
+            generic: GenericRule::default(),
+            pve_api: false,
         }
     }
 }
@@ -61,6 +92,9 @@ impl Default for LabConfig {
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     pub vmid: u32,
+    /// The container's hostname (`cmux-{vmid}`, or `pvelxc-<8 hex>` for 2026 containers): what
+    /// `{hostname}.lan` resolves for Caddy and the PVE API's config `hostname`.
+    pub hostname: String,
     /// false: `cmux-{vmid}.lan` does not resolve for the host proxy -> Caddy 502.
     pub running: bool,
     /// Some: execd requires this token; None: auth off.
@@ -86,6 +120,8 @@ pub enum ServiceKind {
     Cdp,
     Xterm,
     Preview,
+    /// The Go worker daemon of the 2026 generation (39377; `/health`).
+    WorkerDaemon,
 }
 
 impl ServiceKind {
@@ -111,11 +147,24 @@ impl ServiceKind {
             ServiceKind::Cdp => "cdp",
             ServiceKind::Xterm => "xterm",
             ServiceKind::Preview => "preview",
+            ServiceKind::WorkerDaemon => "worker-daemon",
         }
     }
 
     pub fn from_name(name: &str) -> Option<ServiceKind> {
-        ServiceKind::ALL.into_iter().find(|k| k.name() == name)
+        ServiceKind::ALL
+            .into_iter()
+            .chain([ServiceKind::WorkerDaemon])
+            .find(|k| k.name() == name)
+    }
+
+    /// The port in the 2026 table: the Node worker on 39376, the Go daemon on 39377.
+    pub fn port_2026(self) -> u16 {
+        match self {
+            ServiceKind::Worker => 39376,
+            ServiceKind::WorkerDaemon => 39377,
+            k => k.seed_port(),
+        }
     }
 
     /// The port in the seed's table.
@@ -129,6 +178,8 @@ impl ServiceKind {
             ServiceKind::Cdp => 39381,
             ServiceKind::Xterm => 39383,
             ServiceKind::Preview => 5173,
+            // Not a seed service; where the 2026 table has it.
+            ServiceKind::WorkerDaemon => 39377,
         }
     }
 }
@@ -176,6 +227,7 @@ pub const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000
 pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
     ContainerSpec {
         vmid,
+        hostname: crate::target::default_instance(vmid),
         running: true,
         exec_token: token,
         services: ServiceKind::ALL
@@ -186,6 +238,59 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
                 behaviour: Behaviour::Healthy,
             })
             .collect(),
+    }
+}
+
+/// The hostname cmux gives a new container: `pvelxc-` and 8 hex digits (here derived from the VMID,
+/// so a lab is the same every run).
+pub fn pvelxc_hostname(vmid: u32) -> String {
+    format!(
+        "pvelxc-{:08x}",
+        vmid.wrapping_mul(2_654_435_761) ^ 0x5a5a_0000
+    )
+}
+
+/// A healthy 2026 container: hostname `pvelxc-…`, the Node worker on 39376, the Go worker daemon
+/// on 39377, everything else at the seed ports.
+pub fn container_2026(vmid: u32, token: Option<String>) -> ContainerSpec {
+    let mut services: Vec<ServiceSpec> = ServiceKind::ALL
+        .into_iter()
+        .chain([ServiceKind::WorkerDaemon])
+        .map(|kind| ServiceSpec {
+            kind,
+            port: kind.port_2026(),
+            behaviour: Behaviour::Healthy,
+        })
+        .collect();
+    services.sort_by_key(|s| s.port);
+    ContainerSpec {
+        vmid,
+        hostname: pvelxc_hostname(vmid),
+        running: true,
+        exec_token: token,
+        services,
+    }
+}
+
+/// The 2026 route table: the one generic rule.
+pub fn generic_routes() -> Vec<RouteSpec> {
+    vec![RouteSpec {
+        service: caddy::GENERIC.into(),
+        port: 0,
+    }]
+}
+
+/// A 2026 fleet: `n` healthy 2026 containers (hostnames `pvelxc-…`) behind the generic rule,
+/// with the lab's PVE API (so VMIDs resolve to hostnames).
+pub fn fleet_2026(n: usize, first_vmid: u32, token: Option<String>, delays: Delays) -> LabConfig {
+    LabConfig {
+        containers: (0..n as u32)
+            .map(|i| container_2026(first_vmid + i, token.clone()))
+            .collect(),
+        routes: generic_routes(),
+        pve_api: true,
+        delays,
+        ..LabConfig::default()
     }
 }
 
@@ -202,6 +307,7 @@ pub fn fleet(n: usize, first_vmid: u32, token: Option<String>, delays: Delays) -
         origin_up: true,
         routes: seed_routes(),
         delays,
+        ..LabConfig::default()
     }
 }
 
@@ -296,6 +402,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         origin_up: true,
         routes: seed_routes(),
         delays: Delays::default(),
+        ..LabConfig::default()
     };
     let mut client_token = token.clone();
     let mut url_template = crate::target::DEFAULT_TEMPLATE;
@@ -539,10 +646,25 @@ impl Lab {
         } else if config.origin_up {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            let routes = config
+            // Per-service rules first, the generic rule after them (as in the Caddyfile).
+            let mut routes: Vec<(regex::Regex, RouteSpec)> = config
                 .routes
                 .iter()
+                .filter(|r| r.service != caddy::GENERIC)
                 .map(|r| (caddy::route_regex(&r.service), r.clone()))
+                .collect();
+            routes.extend(
+                config
+                    .routes
+                    .iter()
+                    .filter(|r| r.service == caddy::GENERIC)
+                    .map(|r| (caddy::generic_regex(&config.generic), r.clone())),
+            );
+            let lan = config
+                .containers
+                .iter()
+                .filter(|c| c.running)
+                .map(|c| (c.hostname.clone(), c.vmid))
                 .collect();
             guard.0.push(caddy::start(
                 listener,
@@ -550,6 +672,8 @@ impl Lab {
                     routes,
                     containers: containers.clone(),
                     delay_ms: config.delays.caddy_ms,
+                    generic: config.generic.clone(),
+                    lan,
                 },
             ));
             addr
@@ -559,7 +683,10 @@ impl Lab {
             addr
         };
         let caddyfile_path = dir.join("Caddyfile.cmux");
-        std::fs::write(&caddyfile_path, caddy::caddyfile(&config.routes))?;
+        std::fs::write(
+            &caddyfile_path,
+            caddy::caddyfile_with(&config.routes, &config.generic),
+        )?;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let edge_addr = listener.local_addr()?;

@@ -47,6 +47,8 @@ pub struct SkippedTarget {
 pub struct TargetReport {
     pub observation: TargetObservation,
     pub verdict: TargetVerdict,
+    /// The routing generation the target was diagnosed with, and why (crate::generation).
+    pub routing: Option<crate::generation::Routing>,
 }
 
 /// Exit codes: stable contract (docs/diagnosis.md, README).

@@ -1,0 +1,530 @@
+//! The two routing generations of cmux, and which one a target runs.
+//!
+//! - **seed** (December 2025): one Caddy rule per service, `https://{service}-{vmid}.{domain}`,
+//!   the Node worker on 39377.
+//! - **2026** (from February 2026): one generic Caddy rule, `https://port-{port}-{instance}.{domain}`
+//!   where `instance` is the container's hostname; the Node worker on 39376 and the Go worker daemon
+//!   on 39377; Caddy answers `OPTIONS` itself and sets CORS headers on every answer.
+//!
+//! Both catalogs are in the binary. Which one a target gets is chosen, in this order: `--checks DIR`
+//! or `--catalog NAME`; Caddy's configuration when it is known (one rule per service, or the
+//! generic rule); else what answers for this target (the public URL form whose execd answers, Caddy's
+//! 2026 catch-all, the worker daemon's fingerprint on 39377). Each target is chosen on its own, so a
+//! host with containers of both generations behind one Caddy works.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::caddy::{RouteTable, Upstream};
+use crate::catalog::Catalog;
+use crate::observation::Probe;
+use crate::probe::ProbeConfig;
+use crate::target::{UrlTemplate, DEFAULT_TEMPLATE, TEMPLATE_2026};
+
+/// A routing generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Generation {
+    #[serde(rename = "seed")]
+    Seed,
+    #[serde(rename = "2026")]
+    Y2026,
+}
+
+impl Generation {
+    pub const ALL: [Generation; 2] = [Generation::Seed, Generation::Y2026];
+
+    /// The name `--catalog` takes and reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generation::Seed => "seed",
+            Generation::Y2026 => "2026",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Generation> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "seed" | "2025" => Some(Generation::Seed),
+            "2026" | "later" => Some(Generation::Y2026),
+            _ => None,
+        }
+    }
+
+    /// The built-in catalog of this generation.
+    pub fn catalog(self) -> Catalog {
+        match self {
+            Generation::Seed => Catalog::embedded(),
+            Generation::Y2026 => Catalog::embedded_2026(),
+        }
+    }
+
+    /// The public URL template of this generation.
+    pub fn template(self) -> UrlTemplate {
+        let raw = match self {
+            Generation::Seed => DEFAULT_TEMPLATE,
+            Generation::Y2026 => TEMPLATE_2026,
+        };
+        UrlTemplate::parse(raw).expect("the built-in templates are valid")
+    }
+
+    /// The upstream Caddy dials for a container in this generation.
+    pub fn upstream_template(self) -> &'static str {
+        match self {
+            Generation::Seed => "cmux-{vmid}.lan",
+            Generation::Y2026 => "{instance}.lan",
+        }
+    }
+}
+
+impl std::fmt::Display for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the command line fixed about the catalog and the URL template.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationSetting {
+    /// `--catalog NAME` (None: detect per target). Ignored when `--checks DIR` gave the catalog.
+    pub catalog: Option<Generation>,
+    /// `--checks DIR` gave the catalog.
+    pub checks_dir: bool,
+    /// `--url-template` was given (not the default): it is kept whatever the generation.
+    pub explicit_template: bool,
+    /// `--services`: applied to whichever catalog a target gets.
+    pub services: Vec<String>,
+}
+
+impl GenerationSetting {
+    /// Nothing to detect: the catalog was given by name or directory.
+    pub fn fixed(&self) -> bool {
+        self.checks_dir || self.catalog.is_some()
+    }
+}
+
+/// The generation a target was diagnosed with, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Routing {
+    pub generation: Generation,
+    /// One sentence: the evidence (or the option) that chose it.
+    pub why: String,
+    /// The container's hostname used for `{instance}`, and where it came from.
+    pub instance: String,
+    pub instance_source: String,
+    /// The public URL template used for this target.
+    pub url_template: String,
+}
+
+/// What Caddy's configuration says about the generation of every target behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaddyLayout {
+    /// One rule per service (first rule's source).
+    PerService(String),
+    /// The generic `port-{port}-{instance}` rule (its source).
+    Generic(String),
+    /// Both: the generation is per container (a host in transition).
+    Mixed {
+        per_service: String,
+        generic: String,
+    },
+    /// No route Caddy could use for a cmux service.
+    Unknown,
+}
+
+/// Reads the layout off a route table.
+pub fn caddy_layout(table: &RouteTable) -> CaddyLayout {
+    let usable = |r: &&crate::caddy::Route| r.conditions.is_empty();
+    let generic = table
+        .routes
+        .iter()
+        .filter(usable)
+        .find(|r| matches!(r.upstream, Upstream::FromHost { .. }))
+        .map(|r| r.source.to_string());
+    let per_service = table
+        .routes
+        .iter()
+        .filter(usable)
+        .find(|r| r.service.is_some() && matches!(r.upstream, Upstream::Fixed { .. }))
+        .map(|r| r.source.to_string());
+    match (per_service, generic) {
+        (Some(p), Some(g)) => CaddyLayout::Mixed {
+            per_service: p,
+            generic: g,
+        },
+        (Some(p), None) => CaddyLayout::PerService(p),
+        (None, Some(g)) => CaddyLayout::Generic(g),
+        (None, None) => CaddyLayout::Unknown,
+    }
+}
+
+/// Caddy's 2026 catch-all answer for a hostname no rule matches.
+pub fn is_2026_catch_all(p: &Probe) -> bool {
+    p.response()
+        .is_some_and(|r| r.status == 404 && r.body.contains("cmux sandbox not found"))
+}
+
+/// What the public URL forms answered for one target: execd's `/healthz` in both forms, and the
+/// 2026 worker daemon's `/health`.
+#[derive(Debug, Clone)]
+pub struct FormProbes {
+    pub seed_url: String,
+    pub seed: Probe,
+    pub y2026_url: String,
+    pub y2026: Probe,
+    pub daemon_url: String,
+    pub daemon: Option<Probe>,
+}
+
+/// Decides from the answers of the two URL forms. Pure, so every row is tested.
+pub fn decide_from_answers(f: &FormProbes) -> Option<(Generation, String)> {
+    let seed_cat = Catalog::embedded();
+    let y_cat = Catalog::embedded_2026();
+    let execd_ok = |p: &Probe, c: &Catalog| {
+        let Some(exec) = c.exec() else { return false };
+        p.response().is_some_and(|r| {
+            exec.healthy.status_ok(r.status)
+                && exec
+                    .healthy
+                    .fingerprint
+                    .check(r.header("content-type"), &r.body)
+                    .is_ok()
+        })
+    };
+    let seed_ok = execd_ok(&f.seed, &seed_cat);
+    let y_ok = execd_ok(&f.y2026, &y_cat);
+    match (seed_ok, y_ok) {
+        (true, false) => Some((
+            Generation::Seed,
+            format!(
+                "execd answered at the seed URL {} and not at the 2026 URL {}",
+                f.seed_url, f.y2026_url
+            ),
+        )),
+        (false, true) => Some((
+            Generation::Y2026,
+            format!(
+                "execd answered at the 2026 URL {} and not at the seed URL {}",
+                f.y2026_url, f.seed_url
+            ),
+        )),
+        (true, true) => {
+            // Both rule kinds reach the container: what listens on 39377 tells its generation.
+            let daemon = y_cat.get("worker-daemon");
+            let is_daemon = match (&f.daemon, daemon) {
+                (Some(p), Some(d)) => p.response().is_some_and(|r| {
+                    d.healthy.status_ok(r.status)
+                        && d.healthy
+                            .fingerprint
+                            .check(r.header("content-type"), &r.body)
+                            .is_ok()
+                }),
+                _ => false,
+            };
+            Some(if is_daemon {
+                (
+                    Generation::Y2026,
+                    format!(
+                        "both URL forms reach execd, and the Go worker daemon answers on 39377 ({})",
+                        f.daemon_url
+                    ),
+                )
+            } else {
+                (
+                    Generation::Seed,
+                    format!(
+                        "both URL forms reach execd, and no Go worker daemon answers on 39377 ({})",
+                        f.daemon_url
+                    ),
+                )
+            })
+        }
+        (false, false) if is_2026_catch_all(&f.seed) => Some((
+            Generation::Y2026,
+            format!(
+                "Caddy answered the seed URL {} with its 2026 catch-all (404 \"cmux sandbox not found\")",
+                f.seed_url
+            ),
+        )),
+        (false, false) => None,
+    }
+}
+
+/// The target's generation from the setting and Caddy's layout alone, when they decide it.
+pub fn decide_without_probes(
+    setting: &GenerationSetting,
+    layout: Option<(&CaddyLayout, &str)>,
+) -> Option<(Generation, String)> {
+    if setting.checks_dir {
+        return None;
+    }
+    if let Some(g) = setting.catalog {
+        return Some((g, format!("--catalog {g}")));
+    }
+    match layout {
+        Some((CaddyLayout::Generic(src), from)) => Some((
+            Generation::Y2026,
+            format!("{from} has the generic port-{{port}}-{{instance}} rule ({src})"),
+        )),
+        Some((CaddyLayout::PerService(src), from)) => Some((
+            Generation::Seed,
+            format!("{from} has one rule per service ({src}, ...) and no generic port rule"),
+        )),
+        _ => None,
+    }
+}
+
+/// A probe config for one generation: its catalog (with `--services` applied) and, unless
+/// `--url-template` was given, its URL template and upstream.
+pub fn config_for(base: &ProbeConfig, setting: &GenerationSetting, g: Generation) -> ProbeConfig {
+    let mut p = base.clone();
+    if !setting.checks_dir {
+        let mut c = g.catalog();
+        if !setting.services.is_empty() {
+            let names: Vec<String> = setting
+                .services
+                .iter()
+                .filter(|n| c.get(n).is_some())
+                .cloned()
+                .collect();
+            if let Ok(sel) = c.select(&names) {
+                c = sel;
+            }
+        }
+        p.catalog = c;
+    }
+    if !setting.explicit_template {
+        p.template = g.template();
+    }
+    if let Some(h) = p.host.as_mut() {
+        if h.upstream_template == Generation::Seed.upstream_template() {
+            h.upstream_template = g.upstream_template().to_string();
+        }
+    }
+    p
+}
+
+/// Probes the public URL forms of one target (execd in both forms; the worker daemon's 2026 URL).
+pub async fn probe_forms(client: &reqwest::Client, base: &ProbeConfig, vmid: u32) -> FormProbes {
+    let instance = base.instance(vmid);
+    let seed_t = Generation::Seed.template();
+    let y_t = Generation::Y2026.template();
+    let seed_url = format!(
+        "{}/healthz",
+        seed_t.base_url_for("exec", vmid, &instance, 39375, &base.domain)
+    );
+    let y2026_url = format!(
+        "{}/healthz",
+        y_t.base_url_for("exec", vmid, &instance, 39375, &base.domain)
+    );
+    let daemon_url = format!(
+        "{}/health",
+        y_t.base_url_for("worker-daemon", vmid, &instance, 39377, &base.domain)
+    );
+    let get = |url: String| {
+        let timeout = base.timeout;
+        async move {
+            crate::http::fetch(
+                client,
+                crate::http::Request {
+                    method: "GET",
+                    url: &url,
+                    headers: &[],
+                    keep_headers: &[],
+                    body_cap: 4096,
+                    timeout,
+                },
+            )
+            .await
+        }
+    };
+    let (seed, y2026, daemon) = tokio::join!(
+        get(seed_url.clone()),
+        get(y2026_url.clone()),
+        get(daemon_url.clone())
+    );
+    FormProbes {
+        seed_url,
+        seed,
+        y2026_url,
+        y2026,
+        daemon_url,
+        daemon: Some(daemon),
+    }
+}
+
+/// Chooses every target's generation: the option, Caddy's layout, else what answers. `layout` is
+/// Caddy's layout and where it was read (a phrase such as "the Caddyfile /etc/caddy/Caddyfile.cmux").
+pub async fn choose(
+    client: &reqwest::Client,
+    base: &ProbeConfig,
+    setting: &GenerationSetting,
+    layout: Option<(&CaddyLayout, &str)>,
+    vmids: &[u32],
+) -> BTreeMap<u32, (Generation, String)> {
+    let mut out = BTreeMap::new();
+    if setting.checks_dir {
+        // A catalog directory: the generation is whatever the template says.
+        let g = if base.template.uses("port") {
+            Generation::Y2026
+        } else {
+            Generation::Seed
+        };
+        for &v in vmids {
+            out.insert(
+                v,
+                (
+                    g,
+                    format!(
+                        "--checks {} (URL form of the template)",
+                        base.catalog.origin
+                    ),
+                ),
+            );
+        }
+        return out;
+    }
+    if let Some(d) = decide_without_probes(setting, layout) {
+        for &v in vmids {
+            out.insert(v, d.clone());
+        }
+        return out;
+    }
+    let mixed = matches!(layout, Some((CaddyLayout::Mixed { .. }, _)));
+    let found = futures_util::future::join_all(vmids.iter().map(|&v| async move {
+        let f = probe_forms(client, base, v).await;
+        (v, decide_from_answers(&f))
+    }))
+    .await;
+    for (v, d) in found {
+        let d = d.unwrap_or_else(|| {
+            let g = if setting.explicit_template && base.template.uses("port") {
+                Generation::Y2026
+            } else {
+                Generation::Seed
+            };
+            (
+                g,
+                format!(
+                    "nothing told the generations apart (execd answered at neither URL form); assumed {g}: give --catalog seed|2026"
+                ),
+            )
+        });
+        let d = if mixed {
+            (d.0, format!("Caddy has rules of both generations; {}", d.1))
+        } else {
+            d
+        };
+        out.insert(v, d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::{HttpResponse, Probe};
+
+    fn answer(status: u16, body: &str, ct: &str) -> Probe {
+        Probe::Response {
+            response: HttpResponse {
+                status,
+                headers: vec![("content-type".into(), ct.into())],
+                body: body.into(),
+                body_truncated: false,
+            },
+            elapsed_ms: 1,
+        }
+    }
+
+    fn forms(seed: Probe, y: Probe, daemon: Probe) -> FormProbes {
+        FormProbes {
+            seed_url: "https://exec-202.d/healthz".into(),
+            seed,
+            y2026_url: "https://port-39375-pvelxc-1.d/healthz".into(),
+            y2026: y,
+            daemon_url: "https://port-39377-pvelxc-1.d/health".into(),
+            daemon: Some(daemon),
+        }
+    }
+
+    #[test]
+    fn the_url_form_that_answers_decides() {
+        let ok = || answer(200, "ok", "text/plain");
+        let caddy502 = || answer(502, "", "");
+        let catch_all = || {
+            answer(
+                404,
+                "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN",
+                "text/plain",
+            )
+        };
+        let daemon = || {
+            answer(
+                200,
+                r#"{"authenticated":false,"provider":"e2b","status":"ok"}"#,
+                "application/json",
+            )
+        };
+        let g = |f: FormProbes| decide_from_answers(&f).map(|d| d.0);
+        assert_eq!(
+            g(forms(ok(), catch_all(), caddy502())),
+            Some(Generation::Seed)
+        );
+        assert_eq!(
+            g(forms(catch_all(), ok(), daemon())),
+            Some(Generation::Y2026)
+        );
+        assert_eq!(g(forms(ok(), ok(), daemon())), Some(Generation::Y2026));
+        assert_eq!(g(forms(ok(), ok(), caddy502())), Some(Generation::Seed));
+        // execd down behind a 2026 Caddy: the seed form hits the catch-all.
+        assert_eq!(
+            g(forms(catch_all(), caddy502(), caddy502())),
+            Some(Generation::Y2026)
+        );
+        // Nothing routed at all (tunnel down): undecided.
+        let t530 = || answer(530, "error code: 1033", "text/plain");
+        assert_eq!(g(forms(t530(), t530(), t530())), None);
+    }
+
+    #[test]
+    fn caddy_layouts_decide_before_any_probe() {
+        let seed = crate::caddy::caddyfile::parse(
+            "Caddyfile.seed",
+            include_str!("../tests/fixtures/Caddyfile.seed"),
+        );
+        let later = crate::caddy::caddyfile::parse(
+            "Caddyfile.later",
+            include_str!("../tests/fixtures/Caddyfile.later"),
+        );
+        assert!(matches!(caddy_layout(&seed), CaddyLayout::PerService(_)));
+        assert!(matches!(caddy_layout(&later), CaddyLayout::Generic(_)));
+        let s = GenerationSetting::default();
+        let d = decide_without_probes(&s, Some((&caddy_layout(&later), "the Caddyfile")));
+        assert_eq!(d.as_ref().map(|d| d.0), Some(Generation::Y2026));
+        assert!(d.unwrap().1.contains("Caddyfile.later:"));
+        let d = decide_without_probes(&s, Some((&caddy_layout(&seed), "the Caddyfile")));
+        assert_eq!(d.map(|d| d.0), Some(Generation::Seed));
+        // --catalog wins over Caddy; --checks leaves it to the template.
+        let named = GenerationSetting {
+            catalog: Some(Generation::Seed),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide_without_probes(&named, Some((&caddy_layout(&later), "x"))).map(|d| d.0),
+            Some(Generation::Seed)
+        );
+        let mixed = CaddyLayout::Mixed {
+            per_service: "a".into(),
+            generic: "b".into(),
+        };
+        assert_eq!(decide_without_probes(&s, Some((&mixed, "x"))), None);
+    }
+
+    #[test]
+    fn names() {
+        for g in Generation::ALL {
+            assert_eq!(Generation::parse(g.name()), Some(g));
+        }
+        assert_eq!(Generation::parse("nope"), None);
+    }
+}
