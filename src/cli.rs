@@ -104,6 +104,11 @@ pub struct DemoArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub containers: Option<u32>,
 
+    /// The routing generation the lab runs: seed (one Caddy rule per service) or 2026 (one
+    /// generic port-{port}-{instance} rule, pvelxc-… hostnames, a PVE API)
+    #[arg(long, default_value = "seed", value_name = "seed|2026", value_parser = parse_generation)]
+    pub layout: crate::generation::Generation,
+
     /// Latency injected at every hop of the lab (edge, host proxy, execd, each service)
     #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub delay_ms: u64,

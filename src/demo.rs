@@ -10,7 +10,12 @@ use crate::report::exit;
 
 /// Writes the client's exec token into the lab's directory, readable by the owner only.
 fn write_token(lab: &Lab, token: &str) -> Result<std::path::PathBuf, UsageError> {
-    let path = lab.dir.join("exec-token");
+    write_secret(lab, "exec-token", token)
+}
+
+/// Writes a secret into the lab's directory, readable by the owner only.
+fn write_secret(lab: &Lab, name: &str, token: &str) -> Result<std::path::PathBuf, UsageError> {
+    let path = lab.dir.join(name);
     let io = |e: std::io::Error| UsageError::new(format!("lab: cannot write the token file: {e}"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -62,10 +67,18 @@ pub fn lab_args(
 }
 
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
+    use crate::generation::Generation;
     if args.list {
         for name in lab::SCENARIOS {
             if let Some(s) = lab::scenario(name) {
                 println!("{:<18} {}", s.name, s.description);
+            }
+        }
+        println!();
+        println!("with --layout 2026:");
+        for name in lab::SCENARIOS_2026 {
+            if let Some(s) = lab::scenario_in(name, Generation::Y2026) {
+                println!("{:<20} {}", s.name, s.description);
             }
         }
         return Ok(exit::OK);
@@ -73,21 +86,41 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
     let mut scenario = match args.containers {
         Some(n) => lab::Scenario {
             name: "fleet",
-            description: "healthy containers with VMIDs from 1000, one execd token (benchmarks)",
-            config: lab::fleet(
-                n as usize,
-                FLEET_FIRST_VMID,
-                Some(lab::SCENARIO_TOKEN.to_string()),
-                lab::Delays::default(),
-            ),
+            description: match args.layout {
+                Generation::Seed => {
+                    "healthy containers with VMIDs from 1000, one execd token (benchmarks)"
+                }
+                Generation::Y2026 => {
+                    "healthy 2026 containers (pvelxc-… hostnames, generic Caddy rule) with VMIDs from 1000, one execd token"
+                }
+            },
+            config: match args.layout {
+                Generation::Seed => lab::fleet(
+                    n as usize,
+                    FLEET_FIRST_VMID,
+                    Some(lab::SCENARIO_TOKEN.to_string()),
+                    lab::Delays::default(),
+                ),
+                Generation::Y2026 => lab::fleet_2026(
+                    n as usize,
+                    FLEET_FIRST_VMID,
+                    Some(lab::SCENARIO_TOKEN.to_string()),
+                    lab::Delays::default(),
+                ),
+            },
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
             url_template: crate::target::DEFAULT_TEMPLATE,
         },
-        None => lab::scenario(&args.scenario).ok_or_else(|| {
+        None => lab::scenario_in(&args.scenario, args.layout).ok_or_else(|| {
+            let known = match args.layout {
+                Generation::Seed => lab::SCENARIOS,
+                Generation::Y2026 => lab::SCENARIOS_2026,
+            };
             UsageError::new(format!(
-                "--scenario {:?} is not a lab scenario; one of: {}",
+                "--scenario {:?} is not a lab scenario of the {} layout; one of: {}",
                 args.scenario,
-                lab::SCENARIOS.join(", ")
+                args.layout,
+                known.join(", ")
             ))
         })?,
     };
@@ -120,8 +153,19 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         if diag.url_template == crate::target::DEFAULT_TEMPLATE {
             diag.url_template = scenario.url_template.to_string();
         }
+        let pve_token_file = match &lab.pve_url {
+            Some(_) => Some(write_secret(&lab, "pve-token", lab::pve::TOKEN)?),
+            None => None,
+        };
         if args.serve {
-            return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
+            return serve(
+                &lab,
+                &scenario,
+                &vmids,
+                token_file.as_deref(),
+                pve_token_file.as_deref(),
+            )
+            .await;
         }
         if diag.ssh.is_some() {
             return Err(UsageError::new(
@@ -129,6 +173,16 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             ));
         }
         let mut cfg = diag.validate(&vmids, None)?;
+        if let Some(url) = &lab.pve_url {
+            // The lab's PVE API: container hostnames (the 2026 layout's {instance}).
+            cfg.pve = Some(crate::pve::PveConfig {
+                base: url.clone(),
+                token: crate::secret::Secret::new(lab::pve::TOKEN),
+                node: None,
+                verify_tls: false,
+                timeout: cfg.probe.timeout,
+            });
+        }
         if let Some(h) = cfg.probe.host.as_mut() {
             // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
             let home = lab.host_dir.display().to_string();
@@ -140,6 +194,11 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
                 scenario.name, scenario.description
             );
         }
+        if let Err(e) = crate::pve::resolve(&mut cfg).await {
+            return Err(UsageError::new(format!("lab: the lab's PVE API: {e}")));
+        }
+        let bound = cfg.deadline / 2;
+        crate::instance::resolve_within(&mut cfg, bound).await?;
         let report = crate::run::run(&cfg).await?;
         let code = crate::output::emit(&cfg, &report)?;
         lab.shutdown().await;
@@ -153,9 +212,18 @@ async fn serve(
     scenario: &lab::Scenario,
     vmids: &[String],
     token_file: Option<&std::path::Path>,
+    pve_token_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
+    // The lab's PVE API, as on a real host: in the environment, the token read from a file.
+    let pve_env = match (&lab.pve_url, pve_token_file) {
+        (Some(url), Some(f)) => format!(
+            "PVE_API_URL={url} PVE_API_TOKEN=\"$(cat {})\" ",
+            f.display()
+        ),
+        _ => String::new(),
+    };
     let mut cmd = format!(
-        "pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
+        "{pve_env}pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
         vmids.join(" "),
         lab.domain,
         lab.edge_addr,
@@ -186,7 +254,7 @@ async fn serve(
     println!("  {cmd}");
     println!("or, with the environment:");
     println!(
-        "  PVE_PUBLIC_DOMAIN={} {}pvediag {} --connect-to {} --cacert {}",
+        "  {pve_env}PVE_PUBLIC_DOMAIN={} {}pvediag {} --connect-to {} --cacert {}",
         lab.domain,
         if token_file.is_some() {
             format!(

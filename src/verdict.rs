@@ -139,6 +139,10 @@ pub enum Answer {
     Healthy,
     /// The right service answered (fingerprint matches) but required headers are missing.
     MissingHeaders(Vec<String>),
+    /// The right service answered, but a required header came more than once (2026 layout: Caddy
+    /// sets `access-control-allow-origin` and the upstream's own was not dropped): browsers reject
+    /// a response with two `access-control-allow-origin` values.
+    DoubledHeaders(Vec<String>),
     /// An accepted status whose body is not this service's: another service answered.
     WrongService { reason: String, empty: bool },
     /// A status the service does not give when healthy, not made by Cloudflare, cloudflared or Caddy.
@@ -250,6 +254,24 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
     if !missing.is_empty() {
         return Answer::MissingHeaders(missing);
     }
+    let doubled: Vec<String> = service
+        .healthy
+        .headers
+        .iter()
+        .filter_map(|h| {
+            let values: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(h))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            (values.len() > 1)
+                .then(|| format!("{h} ({} values: {})", values.len(), values.join(" and ")))
+        })
+        .collect();
+    if !doubled.is_empty() {
+        return Answer::DoubledHeaders(doubled);
+    }
     Answer::Healthy
 }
 
@@ -318,6 +340,12 @@ fn describe_answer(a: &Answer, s: &Service) -> String {
         Answer::MissingHeaders(h) => {
             format!("right service, but header(s) missing: {}", h.join(", "))
         }
+        Answer::DoubledHeaders(h) => {
+            format!(
+                "right service, but header(s) sent more than once: {}",
+                h.join(", ")
+            )
+        }
         Answer::WrongService { reason, .. } => {
             format!("not {}'s answer: {reason}", service_label(s))
         }
@@ -384,7 +412,12 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         if a == Answer::TunnelDown {
             tunnel_down += 1;
         }
-        if chain.is_none() && matches!(a, Answer::Healthy | Answer::MissingHeaders(_)) {
+        if chain.is_none()
+            && matches!(
+                a,
+                Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+            )
+        {
             chain = Some(format!(
                 "{} answered correctly through the same tunnel and Caddy",
                 so.name
@@ -708,6 +741,42 @@ fn decide(
             "healthy",
             format!("{} answers correctly through the tunnel", s.name),
         ),
+        Answer::DoubledHeaders(h) => match i {
+            Answer::DoubledHeaders(_) => row(
+                Status::Broken,
+                Some(Layer::Service),
+                "header-doubled-at-service",
+                format!(
+                    "{label} itself sends {}: browsers reject the answer",
+                    h.join(", ")
+                ),
+            )
+            .next(format!(
+                "{}; check the service's CORS settings",
+                svc_next(s, vmid)
+            )),
+            Answer::Healthy | Answer::MissingHeaders(_) => row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "header-doubled-by-proxy",
+                format!(
+                    "{label} sends the header once inside, but the public answer carries {}: browsers reject it. Caddy adds its own CORS headers and must drop the upstream's",
+                    h.join(", ")
+                ),
+            )
+            .next(format!(
+                "in {}: the generic rule's reverse_proxy needs `header_down -Access-Control-Allow-Origin` (and -Methods, -Headers); then systemctl reload caddy-cmux",
+                ctx.caddyfile
+            )),
+            _ => inconclusive(
+                "header-doubled-unknown-origin",
+                vec![Layer::Caddy, Layer::Service],
+                format!(
+                    "the public answer carries {}, which browsers reject; without the internal view it is unknown whether the service or the proxy adds the second",
+                    h.join(", ")
+                ),
+            ),
+        },
         Answer::MissingHeaders(h) => match i {
             Answer::Healthy => row(
                 Status::Degraded,
@@ -893,7 +962,11 @@ fn decide_host(
             .next("on the PVE host: systemctl status caddy-cmux; journalctl -u caddy-cmux -n 50; systemctl restart caddy-cmux"),
         );
     }
-    if matches!(c, Answer::Healthy | Answer::MissingHeaders(_)) && edge_side {
+    if matches!(
+        c,
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+    ) && edge_side
+    {
         return Some(
             row(
                 Status::Broken,
@@ -915,7 +988,7 @@ fn decide_host(
             | Answer::WrongService { .. }
     );
     match u {
-        Answer::Healthy | Answer::MissingHeaders(_) if caddy_fails => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) if caddy_fails => {
             let route = route_for(t, &s.name);
             let summary = match route {
                 Some(RouteObservation {
@@ -1034,7 +1107,7 @@ fn decide_gateway_error(
     let host = host_of(&so.url);
     let p = s.port;
     match i {
-        Answer::Healthy | Answer::MissingHeaders(_) => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
             if f.chain_reaches_container.is_some() {
                 let route = route_for(t, &s.name);
                 if let Some(RouteObservation {
@@ -1176,7 +1249,7 @@ fn decide_wrong_answer(
     let p = s.port;
     let what = describe_answer(e, s);
     match i {
-        Answer::Healthy | Answer::MissingHeaders(_) => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
             let route = route_for(t, &s.name);
             let summary = match route {
                 Some(RouteObservation {

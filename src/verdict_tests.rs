@@ -307,6 +307,67 @@ const CASES: &[Case] = &[
         None,
     ),
     case(
+        "header-doubled-by-proxy",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[
+                        ("content-type", "application/json"),
+                        ("access-control-allow-origin", "*"),
+                        ("access-control-allow-origin", "*"),
+                    ],
+                    r#"{"sessions":[]}"#,
+                ),
+            );
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "header-doubled-at-service",
+        "xterm",
+        |t| {
+            let p = resp(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("access-control-allow-origin", "*"),
+                    ("access-control-allow-origin", "https://a.example"),
+                ],
+                r#"{"sessions":[]}"#,
+            );
+            set_ext(t, "xterm", p.clone());
+            set_int(t, "xterm", p);
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "header-doubled-unknown-origin",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[
+                        ("access-control-allow-origin", "*"),
+                        ("access-control-allow-origin", "*"),
+                    ],
+                    r#"{"sessions":[]}"#,
+                ),
+            );
+            no_internal(t, UNAUTHORIZED);
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
         "tunnel-down",
         "xterm",
         |t| all_ext(t, cf(530, "error code: 1033")),
