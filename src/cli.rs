@@ -65,6 +65,11 @@ pub struct LintArgs {
     #[arg(long, value_name = "DIR")]
     pub checks: Option<PathBuf>,
 
+    /// The built-in catalog to check against: seed or 2026 (default: 2026 when a Caddyfile has
+    /// only the generic port rule, else seed)
+    #[arg(long, value_name = "seed|2026", value_parser = parse_generation)]
+    pub catalog: Option<crate::generation::Generation>,
+
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: LintFormat,

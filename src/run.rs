@@ -139,7 +139,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
                     if caddy.is_none() {
                         caddy = Some(CaddyReport {
                             findings: crate::lint::lint(
-                                &probe.catalog,
+                                &lint_catalog(cfg, &t),
                                 std::slice::from_ref(&t),
                                 &[],
                             ),
@@ -215,7 +215,8 @@ async fn read_caddy(cfg: &DiagnoseConfig) -> (Option<RouteTable>, Option<CaddyRe
     };
     match table {
         Ok(t) => {
-            let findings = crate::lint::lint(&cfg.probe.catalog, std::slice::from_ref(&t), &[]);
+            let catalog = lint_catalog(cfg, &t);
+            let findings = crate::lint::lint(&catalog, std::slice::from_ref(&t), &[]);
             (
                 Some(t),
                 Some(CaddyReport {
@@ -233,6 +234,19 @@ async fn read_caddy(cfg: &DiagnoseConfig) -> (Option<RouteTable>, Option<CaddyRe
                 findings: Vec::new(),
             }),
         ),
+    }
+}
+
+/// The catalog Caddy's configuration is checked against: the one given, else the generation of
+/// the configuration's own layout.
+fn lint_catalog(cfg: &DiagnoseConfig, t: &RouteTable) -> crate::catalog::Catalog {
+    use crate::generation::{caddy_layout, CaddyLayout, Generation};
+    if cfg.generation.fixed() {
+        return cfg.probe.catalog.clone();
+    }
+    match caddy_layout(t) {
+        CaddyLayout::Generic(_) => Generation::Y2026.catalog(),
+        _ => cfg.probe.catalog.clone(),
     }
 }
 
