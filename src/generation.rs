@@ -106,6 +106,9 @@ impl GenerationSetting {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Routing {
     pub generation: Generation,
+    /// The generation of the container's services (its catalog): the routing's, except behind
+    /// seed rules in front of a container already on the 2026 images.
+    pub container: Generation,
     /// One sentence: the evidence (or the option) that chose it.
     pub why: String,
     /// The container's hostname used for `{instance}`, and where it came from.
@@ -273,12 +276,39 @@ pub fn decide_without_probes(
     }
 }
 
-/// A probe config for one generation: its catalog (with `--services` applied) and, unless
-/// `--url-template` was given, its URL template and upstream.
-pub fn config_for(base: &ProbeConfig, setting: &GenerationSetting, g: Generation) -> ProbeConfig {
+/// The choice for one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// Routing: URL form, Caddy's rules, the upstream name.
+    pub routing: Generation,
+    /// The container's services (catalog).
+    pub container: Generation,
+    pub why: String,
+}
+
+impl Choice {
+    fn same(g: Generation, why: String) -> Choice {
+        Choice {
+            routing: g,
+            container: g,
+            why,
+        }
+    }
+}
+
+/// A probe config for one target: the container generation's catalog (with `--services`
+/// applied) and, unless `--url-template` was given, the routing generation's URL template and
+/// upstream. Behind seed rules a 2026 container's worker daemon has no public route.
+pub fn config_for(base: &ProbeConfig, setting: &GenerationSetting, choice: &Choice) -> ProbeConfig {
+    let g = choice.routing;
     let mut p = base.clone();
     if !setting.checks_dir {
-        let mut c = g.catalog();
+        let mut c = choice.container.catalog();
+        if choice.routing == Generation::Seed && choice.container == Generation::Y2026 {
+            for s in c.services.iter_mut().filter(|s| s.name == "worker-daemon") {
+                s.routed = false;
+            }
+        }
         if !setting.services.is_empty() {
             let names: Vec<String> = setting
                 .services
@@ -352,6 +382,53 @@ pub async fn probe_forms(client: &reqwest::Client, base: &ProbeConfig, vmid: u32
     }
 }
 
+/// Is this the Go worker daemon's `/health` answer?
+pub fn is_worker_daemon(p: &Probe) -> bool {
+    let c = Catalog::embedded_2026();
+    let Some(d) = c.get("worker-daemon") else {
+        return false;
+    };
+    p.response().is_some_and(|r| {
+        d.healthy.status_ok(r.status)
+            && d.healthy
+                .fingerprint
+                .check(r.header("content-type"), &r.body)
+                .is_ok()
+    })
+}
+
+/// Behind seed rules: asks `GET /health` through the worker's seed route (it dials 39377), to find
+/// containers already on the 2026 images, where the Go worker daemon holds 39377.
+async fn container_behind_seed_rules(
+    client: &reqwest::Client,
+    base: &ProbeConfig,
+    vmid: u32,
+) -> Option<String> {
+    let url = format!(
+        "{}/health",
+        Generation::Seed.template().base_url_for(
+            "worker",
+            vmid,
+            &base.instance(vmid),
+            39377,
+            &base.domain
+        )
+    );
+    let p = crate::http::fetch(
+        client,
+        crate::http::Request {
+            method: "GET",
+            url: &url,
+            headers: &[],
+            keep_headers: &[],
+            body_cap: 4096,
+            timeout: base.timeout,
+        },
+    )
+    .await;
+    is_worker_daemon(&p).then_some(url)
+}
+
 /// Chooses every target's generation: the option, Caddy's layout, else what answers. `layout` is
 /// Caddy's layout and where it was read (a phrase such as "the Caddyfile /etc/caddy/Caddyfile.cmux").
 pub async fn choose(
@@ -360,7 +437,42 @@ pub async fn choose(
     setting: &GenerationSetting,
     layout: Option<(&CaddyLayout, &str)>,
     vmids: &[u32],
-) -> BTreeMap<u32, (Generation, String)> {
+) -> BTreeMap<u32, Choice> {
+    let found = choose_routing(client, base, setting, layout, vmids).await;
+    // Seed rules, detected (not named by --catalog): is the container behind them on 2026 images?
+    if setting.fixed() {
+        return found;
+    }
+    let checked = futures_util::future::join_all(found.into_iter().map(|(v, c)| async move {
+        if c.routing != Generation::Seed {
+            return (v, c);
+        }
+        match container_behind_seed_rules(client, base, v).await {
+            Some(url) => (
+                v,
+                Choice {
+                    routing: Generation::Seed,
+                    container: Generation::Y2026,
+                    why: format!(
+                        "{}; but the Go worker daemon of the 2026 images answers behind the seed worker rule ({url}): a 2026 container behind seed rules",
+                        c.why
+                    ),
+                },
+            ),
+            None => (v, c),
+        }
+    }))
+    .await;
+    checked.into_iter().collect()
+}
+
+async fn choose_routing(
+    client: &reqwest::Client,
+    base: &ProbeConfig,
+    setting: &GenerationSetting,
+    layout: Option<(&CaddyLayout, &str)>,
+    vmids: &[u32],
+) -> BTreeMap<u32, Choice> {
     let mut out = BTreeMap::new();
     if setting.checks_dir {
         // A catalog directory: the generation is whatever the template says.
@@ -372,7 +484,7 @@ pub async fn choose(
         for &v in vmids {
             out.insert(
                 v,
-                (
+                Choice::same(
                     g,
                     format!(
                         "--checks {} (URL form of the template)",
@@ -383,9 +495,9 @@ pub async fn choose(
         }
         return out;
     }
-    if let Some(d) = decide_without_probes(setting, layout) {
+    if let Some((g, why)) = decide_without_probes(setting, layout) {
         for &v in vmids {
-            out.insert(v, d.clone());
+            out.insert(v, Choice::same(g, why.clone()));
         }
         return out;
     }
@@ -414,7 +526,7 @@ pub async fn choose(
         } else {
             d
         };
-        out.insert(v, d);
+        out.insert(v, Choice::same(d.0, d.1));
     }
     out
 }

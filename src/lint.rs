@@ -410,10 +410,9 @@ fn lint_generic(catalog: &Catalog, table: &RouteTable, out: &mut Vec<Finding>) {
         message,
         kind,
     };
-    if !block
-        .iter()
-        .any(|(_, l)| l.starts_with("header_up") && l.contains("Host") && l.contains("{upstream_hostport}"))
-    {
+    if !block.iter().any(|(_, l)| {
+        l.starts_with("header_up") && l.contains("Host") && l.contains("{upstream_hostport}")
+    }) {
         out.push(at(
             FindingKind::GenericHeaderUp,
             "the generic rule's reverse_proxy has no `header_up Host {upstream_hostport}`: the service sees the public hostname, which dev servers (Vite's allowedHosts) and IDEs refuse".into(),
@@ -421,10 +420,14 @@ fn lint_generic(catalog: &Catalog, table: &RouteTable, out: &mut Vec<Finding>) {
     }
     let sets_cors = lines.iter().any(|l| {
         let t = l.trim_start();
-        t.starts_with("header ") && t.to_ascii_lowercase().contains("access-control-allow-origin")
+        t.starts_with("header ")
+            && t.to_ascii_lowercase()
+                .contains("access-control-allow-origin")
     });
     let drops_cors = block.iter().any(|(_, l)| {
-        l.starts_with("header_down") && l.to_ascii_lowercase().contains("-access-control-allow-origin")
+        l.starts_with("header_down")
+            && l.to_ascii_lowercase()
+                .contains("-access-control-allow-origin")
     });
     if sets_cors && !drops_cors {
         out.push(at(
@@ -818,7 +821,10 @@ mod generic_tests {
     fn header_up_and_catch_all() {
         let text = caddyfile_2026(&GenericRule::default())
             .replace("            header_up Host {upstream_hostport}\n", "")
-            .replace("    handle {\n        respond", "    handle /x {\n        respond");
+            .replace(
+                "    handle {\n        respond",
+                "    handle /x {\n        respond",
+            );
         let t = crate::caddy::caddyfile::parse("Caddyfile.cmux", &text);
         let f = lint(&Catalog::embedded_2026(), &[t], &[]);
         let k: Vec<FindingKind> = f.iter().map(|f| f.kind).collect();
@@ -832,7 +838,12 @@ mod generic_tests {
     fn a_2026_setup_script_checks_against_the_2026_catalog() {
         let script = "EXEC_PORT=39375\nWORKER_PORT=39376\nXTERM_PORT=39383\n";
         let consts = parse_setup_script("s", script);
-        assert!(lint(&Catalog::embedded_2026(), &[], &[("s".into(), consts.clone())]).is_empty());
+        assert!(lint(
+            &Catalog::embedded_2026(),
+            &[],
+            &[("s".into(), consts.clone())]
+        )
+        .is_empty());
         // The seed catalog would call the 2026 worker port wrong.
         let f = lint(&Catalog::embedded(), &[], &[("s".into(), consts)]);
         assert_eq!(f.len(), 1, "{f:#?}");

@@ -81,12 +81,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     .await;
     let per_target: std::collections::BTreeMap<u32, crate::probe::ProbeConfig> = chosen
         .iter()
-        .map(|(&v, (g, _))| {
-            (
-                v,
-                crate::generation::config_for(&probe, &cfg.generation, *g),
-            )
-        })
+        .map(|(&v, c)| (v, crate::generation::config_for(&probe, &cfg.generation, c)))
         .collect();
     let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
     let progress = Progress::new(
@@ -169,11 +164,12 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
                 layout: p.template.layout(),
                 caddyfile: HOST_CADDYFILE,
             };
-            let routing = chosen.get(&o.vmid).map(|(g, why)| {
+            let routing = chosen.get(&o.vmid).map(|c| {
                 let inst = p.instances.get(&o.vmid);
                 crate::generation::Routing {
-                    generation: *g,
-                    why: why.clone(),
+                    generation: c.routing,
+                    container: c.container,
+                    why: c.why.clone(),
                     instance: p.instance(o.vmid),
                     instance_source: inst
                         .map(|i| i.source)
