@@ -163,6 +163,14 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
                 catalog: &p.catalog,
                 layout: p.template.layout(),
                 caddyfile: HOST_CADDYFILE,
+                // The name Caddy dials: the hostname behind the generic rule, cmux-{vmid} behind
+                // the seed's per-service rules.
+                instance: match chosen.get(&o.vmid).map(|c| c.routing) {
+                    Some(crate::generation::Generation::Y2026) => {
+                        p.instances.get(&o.vmid).map(|i| i.hostname.as_str())
+                    }
+                    _ => None,
+                },
             };
             let routing = chosen.get(&o.vmid).map(|c| {
                 let inst = p.instances.get(&o.vmid);

@@ -127,6 +127,18 @@ pub struct Context<'a> {
     pub layout: Layout,
     /// The Caddyfile path on the host, for next steps.
     pub caddyfile: &'a str,
+    /// The container's name on the LAN (`{instance}` of the 2026 layout, e.g. `pvelxc-1a2b3c4d`);
+    /// None: `cmux-{vmid}`.
+    pub instance: Option<&'a str>,
+}
+
+impl Context<'_> {
+    /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
+    pub fn instance_name(&self, vmid: u32) -> String {
+        self.instance
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("cmux-{vmid}"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,8 +407,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     let mut chain = None;
     if t.exec.via_public_url && t.exec.run.reached_execd() {
         chain = Some(format!(
-            "the exec call through the same tunnel and Caddy reached cmux-execd in cmux-{}",
-            t.vmid
+            "the exec call through the same tunnel and Caddy reached cmux-execd in {}",
+            ctx.instance_name(t.vmid)
         ));
     }
     let mut externals = 0usize;
@@ -677,9 +689,10 @@ fn caddy_route_next(
             )
         }
         Layout::PortInHost => format!(
-            "the generic rule dials cmux-{vmid}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}",
+            "the generic rule dials {ct}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}",
             port = s.port,
-            cf = ctx.caddyfile
+            cf = ctx.caddyfile,
+            ct = ctx.instance_name(vmid),
         ),
     }
 }
@@ -912,6 +925,7 @@ fn decide_host(
     let c = classify(s, &hs.caddy);
     let u = classify(s, &hs.upstream);
     let vmid = t.vmid;
+    let ct = ctx.instance_name(vmid);
     let label = service_label(s);
     let p = s.port;
     let ready = h.cloudflared.response().map(|r| r.status);
@@ -1018,9 +1032,9 @@ fn decide_host(
                 Status::Broken,
                 Some(Layer::Container),
                 "host-upstream-name",
-                format!("cmux-{vmid}'s name in {} does not resolve on the host", hs.upstream_url),
+                format!("{ct}'s name in {} does not resolve on the host", hs.upstream_url),
             )
-            .next(format!("on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan (the router's DHCP/DNS must publish the container's hostname)")),
+            .next(format!("on the PVE host: pct status {vmid}; getent hosts {ct}.lan (the router's DHCP/DNS must publish the container's hostname)")),
         ),
         Answer::Unreachable(FailureKind::Refused) if matches!(i, Answer::Healthy) => Some(
             row(
@@ -1041,7 +1055,7 @@ fn decide_host(
                 "host-upstream-unreachable",
                 format!("the host cannot reach {} in time: the container's network or a firewall drops it", hs.upstream_url),
             )
-            .next(format!("on the PVE host: pct status {vmid}; ping -c1 cmux-{vmid}.lan; pct exec {vmid} -- ip addr")),
+            .next(format!("on the PVE host: pct status {vmid}; ping -c1 {ct}.lan; pct exec {vmid} -- ip addr")),
         ),
         _ => None,
     }
@@ -1103,6 +1117,7 @@ fn decide_gateway_error(
     i: &Answer,
 ) -> Row {
     let vmid = f.vmid;
+    let ct = ctx.instance_name(vmid);
     let label = service_label(s);
     let host = host_of(&so.url);
     let p = s.port;
@@ -1157,7 +1172,7 @@ fn decide_gateway_error(
                         ..
                     }) => format!("Caddy has no route for {host}; {label} listens on {p}"),
                     _ => format!(
-                        "{label} answers inside on {p}, but Caddy's route for {host} does not reach it: the route must dial cmux-{vmid}.lan:{p} (if it already does, {label} listens on loopback only: read the Caddyfile with --caddyfile, or probe from the host with --on-host)"
+                        "{label} answers inside on {p}, but Caddy's route for {host} does not reach it: the route must dial {ct}.lan:{p} (if it already does, {label} listens on loopback only: read the Caddyfile with --caddyfile, or probe from the host with --on-host)"
                     ),
                 };
                 row(
@@ -1176,10 +1191,10 @@ fn decide_gateway_error(
                     "gateway-error-service-ok-unproven-chain",
                     candidates,
                     format!(
-                        "{label} answers inside on {p}, but nothing proves the public chain reaches cmux-{vmid} at all"
+                        "{label} answers inside on {p}, but nothing proves the public chain reaches {ct} at all"
                     ),
                 )
-                .next(format!("on the PVE host: getent hosts cmux-{vmid}.lan; curl -sS -H 'Host: {host}' http://127.0.0.1:8080{}", s.probe.path))
+                .next(format!("on the PVE host: getent hosts {ct}.lan; curl -sS -H 'Host: {host}' http://127.0.0.1:8080{}", s.probe.path))
             }
         }
         Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
@@ -1200,7 +1215,7 @@ fn decide_gateway_error(
                     "gateway-error-no-internal",
                     vec![Layer::Caddy, Layer::Service],
                     format!(
-                        "the public URL of {} fails behind the tunnel while other requests reach cmux-{vmid}; without the internal view Caddy's route and the service cannot be told apart",
+                        "the public URL of {} fails behind the tunnel while other requests reach {ct}; without the internal view Caddy's route and the service cannot be told apart",
                         s.name
                     ),
                 )
@@ -1211,11 +1226,11 @@ fn decide_gateway_error(
                     Some(Layer::Container),
                     "container-unreachable",
                     format!(
-                        "Caddy answers, but nothing of cmux-{vmid} does (exec included): the container is stopped or cmux-{vmid}.lan does not resolve from the host"
+                        "Caddy answers, but nothing of {ct} does (exec included): the container is stopped or {ct}.lan does not resolve from the host"
                     ),
                 )
                 .next(format!(
-                    "on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan; pct start {vmid}"
+                    "on the PVE host: pct status {vmid}; getent hosts {ct}.lan; pct start {vmid}"
                 ))
             } else if f.origin_ok == Some(false) {
                 inconclusive(

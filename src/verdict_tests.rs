@@ -176,6 +176,7 @@ fn verdict_of(c: &Catalog, t: &TargetObservation, name: &str) -> Verdict {
 
 fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) -> Verdict {
     let ctx = Context {
+        instance: None,
         catalog: c,
         layout,
         caddyfile: "/etc/caddy/Caddyfile.cmux",
@@ -1032,6 +1033,7 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
     );
     // Every other service stays healthy.
     let ctx = Context {
+        instance: None,
         catalog: &c,
         layout: Layout::PerService,
         caddyfile: "x",
