@@ -440,14 +440,19 @@ pub async fn choose(
 ) -> BTreeMap<u32, Choice> {
     let found = choose_routing(client, base, setting, layout, vmids).await;
     // Seed rules, detected (not named by --catalog): is the container behind them on 2026 images?
+    // (Targets decided by probing had this asked in the same round.)
     if setting.fixed() {
-        return found;
+        return found.into_iter().map(|(v, (c, _))| (v, c)).collect();
     }
-    let checked = futures_util::future::join_all(found.into_iter().map(|(v, c)| async move {
+    let checked = futures_util::future::join_all(found.into_iter().map(|(v, (c, daemon))| async move {
         if c.routing != Generation::Seed {
             return (v, c);
         }
-        match container_behind_seed_rules(client, base, v).await {
+        let daemon = match daemon {
+            Some(d) => d,
+            None => container_behind_seed_rules(client, base, v).await,
+        };
+        match daemon {
             Some(url) => (
                 v,
                 Choice {
@@ -466,13 +471,18 @@ pub async fn choose(
     checked.into_iter().collect()
 }
 
+/// A target's choice, and the seed worker rule's daemon check when it was already made.
+type Routed = (Choice, Option<Option<String>>);
+
+/// The routing generation of each target, and (when it was probed in the same round) whether the
+/// Go worker daemon answers behind the seed worker rule: `Some(None)` no, `Some(Some(url))` yes.
 async fn choose_routing(
     client: &reqwest::Client,
     base: &ProbeConfig,
     setting: &GenerationSetting,
     layout: Option<(&CaddyLayout, &str)>,
     vmids: &[u32],
-) -> BTreeMap<u32, Choice> {
+) -> BTreeMap<u32, Routed> {
     let mut out = BTreeMap::new();
     if setting.checks_dir {
         // A catalog directory: the generation is whatever the template says.
@@ -484,12 +494,15 @@ async fn choose_routing(
         for &v in vmids {
             out.insert(
                 v,
-                Choice::same(
-                    g,
-                    format!(
-                        "--checks {} (URL form of the template)",
-                        base.catalog.origin
+                (
+                    Choice::same(
+                        g,
+                        format!(
+                            "--checks {} (URL form of the template)",
+                            base.catalog.origin
+                        ),
                     ),
+                    None,
                 ),
             );
         }
@@ -497,17 +510,21 @@ async fn choose_routing(
     }
     if let Some((g, why)) = decide_without_probes(setting, layout) {
         for &v in vmids {
-            out.insert(v, Choice::same(g, why.clone()));
+            out.insert(v, (Choice::same(g, why.clone()), None));
         }
         return out;
     }
     let mixed = matches!(layout, Some((CaddyLayout::Mixed { .. }, _)));
+    // One round per target: both URL forms and the seed worker rule, at once.
     let found = futures_util::future::join_all(vmids.iter().map(|&v| async move {
-        let f = probe_forms(client, base, v).await;
-        (v, decide_from_answers(&f))
+        let (f, daemon) = tokio::join!(
+            probe_forms(client, base, v),
+            container_behind_seed_rules(client, base, v)
+        );
+        (v, decide_from_answers(&f), daemon)
     }))
     .await;
-    for (v, d) in found {
+    for (v, d, daemon) in found {
         let d = d.unwrap_or_else(|| {
             let g = if setting.explicit_template && base.template.uses("port") {
                 Generation::Y2026
@@ -526,7 +543,7 @@ async fn choose_routing(
         } else {
             d
         };
-        out.insert(v, Choice::same(d.0, d.1));
+        out.insert(v, (Choice::same(d.0, d.1), Some(daemon)));
     }
     out
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{DiagnoseConfig, UsageError};
+use crate::cli::UsageError;
+use crate::settings::Settings;
+use crate::target::{TargetRequest, Targets};
 
 /// A container's hostname and where it was learnt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,18 +113,26 @@ fn pct_script(vmids: &[u32]) -> String {
     )
 }
 
-/// Fills `cfg.probe.instances` for every target, and turns instance names given as targets into
-/// VMIDs where the PVE API did not already (see the module documentation for the order).
-pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<(), UsageError> {
+/// Fills `targets.instances` for every target, and turns instance names given as targets into
+/// VMIDs where the PVE API did not (see the module documentation for the order).
+pub async fn resolve(
+    settings: &Settings,
+    request: &TargetRequest,
+    targets: &mut Targets,
+) -> Result<(), UsageError> {
     let mut found: BTreeMap<u32, Instance> = BTreeMap::new();
-    // Names the PVE API resolved are gone from cfg.names; those left are resolved here.
-    let names = std::mem::take(&mut cfg.names);
+    // With the PVE API, names are already VMIDs (crate::pve::resolve); without it, here.
+    let names: Vec<String> = if settings.pve.is_some() {
+        Vec::new()
+    } else {
+        request.names.clone()
+    };
     let mut pct_list: Option<BTreeMap<String, u32>> = None;
-    let timeout = cfg.probe.timeout;
+    let timeout = settings.probe.timeout;
 
     // The host vantage: one script for every target.
-    if let Some(h) = cfg.probe.host.clone() {
-        let mut ask: Vec<u32> = cfg.vmids.clone();
+    if let Some(h) = settings.probe.host.clone() {
+        let mut ask: Vec<u32> = targets.vmids.clone();
         ask.extend(names.iter().filter_map(|n| vmid_of_cmux_name(n)));
         ask.sort_unstable();
         ask.dedup();
@@ -159,8 +169,8 @@ pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<(), UsageError> {
                 "the instance name {name:?} needs the Proxmox VE API (PVE_API_URL, PVE_API_TOKEN) or the host vantage (--on-host, --ssh) to find its VMID"
             )));
         };
-        if !cfg.vmids.contains(&vmid) {
-            cfg.vmids.push(vmid);
+        if !targets.vmids.contains(&vmid) {
+            targets.vmids.push(vmid);
         }
         found.entry(vmid).or_insert(Instance {
             hostname: name,
@@ -169,8 +179,8 @@ pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<(), UsageError> {
     }
 
     // The PVE API, for every target `pct` did not answer for.
-    if let Some(pve) = cfg.pve.clone() {
-        let missing: Vec<u32> = cfg
+    if let Some(pve) = settings.pve.clone() {
+        let missing: Vec<u32> = targets
             .vmids
             .iter()
             .copied()
@@ -180,7 +190,7 @@ pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<(), UsageError> {
             match crate::pve::PveApi::new(&pve) {
                 Ok(api) => match api.node().await {
                     Ok(node) => {
-                        let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
+                        let sem = tokio::sync::Semaphore::new(settings.concurrency.max(1));
                         let got = futures_util::future::join_all(missing.iter().map(|&v| {
                             let (api, node, sem) = (&api, &node, &sem);
                             async move {
@@ -201,45 +211,50 @@ pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<(), UsageError> {
                                     );
                                 }
                                 Ok(None) => {}
-                                Err(e) => cfg.warnings.push(format!(
+                                Err(e) => targets.warnings.push(format!(
                                     "warning: no hostname for VMID {v} from the PVE API ({e}); its 2026 URLs use {}",
                                     crate::target::default_instance(v)
                                 )),
                             }
                         }
                     }
-                    Err(e) => cfg.warnings.push(format!(
+                    Err(e) => targets.warnings.push(format!(
                         "warning: no container hostnames from the PVE API: {e}"
                     )),
                 },
-                Err(e) => cfg.warnings.push(format!(
+                Err(e) => targets.warnings.push(format!(
                     "warning: no container hostnames from the PVE API: {e}"
                 )),
             }
         }
     }
-    for &v in &cfg.vmids {
+    for &v in &targets.vmids {
         let i = found.remove(&v).unwrap_or_else(|| Instance {
             hostname: crate::target::default_instance(v),
             source: InstanceSource::Default,
         });
-        cfg.probe.instances.insert(v, i);
+        targets.instances.insert(v, i);
     }
     Ok(())
 }
 
 /// Resolution with a bound: the host script and the API each have their own timeouts; this is the
 /// outer bound so a hung vantage can never hold the run.
-pub async fn resolve_within(cfg: &mut DiagnoseConfig, bound: Duration) -> Result<(), UsageError> {
-    match tokio::time::timeout(bound, resolve(cfg)).await {
+pub async fn resolve_within(
+    settings: &Settings,
+    request: &TargetRequest,
+    targets: &mut Targets,
+    bound: Duration,
+) -> Result<(), UsageError> {
+    match tokio::time::timeout(bound, resolve(settings, request, targets)).await {
         Ok(r) => r,
         Err(_) => {
-            cfg.warnings.push(format!(
+            targets.warnings.push(format!(
                 "warning: container hostnames not resolved within {} ms; 2026 URLs use cmux-{{vmid}}",
                 bound.as_millis()
             ));
-            for &v in &cfg.vmids {
-                cfg.probe.instances.entry(v).or_insert_with(|| Instance {
+            for &v in &targets.vmids {
+                targets.instances.entry(v).or_insert_with(|| Instance {
                     hostname: crate::target::default_instance(v),
                     source: InstanceSource::Default,
                 });

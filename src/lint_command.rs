@@ -1,10 +1,10 @@
 //! `pvediag lint`: the static check for CI before a deploy. Reads files only; no network.
 //! Exit 0 clean, 1 findings, 2 unreadable input.
 
-use crate::catalog::Catalog;
-use crate::cli::{read_caddyfile, read_text, LintArgs, LintFormat, UsageError};
+use crate::cli::{LintArgs, LintFormat, UsageError};
 use crate::lint::{lint, parse_setup_script, render_json, render_text, ScriptFile};
 use crate::report::exit;
+use crate::settings::{catalog_reading_dir, read_caddyfile, read_text};
 
 pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
     if args.caddyfile.is_empty() && args.caddy_json.is_empty() && args.setup_script.is_empty() {
@@ -22,11 +22,10 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
             .map_err(|e| UsageError::new(format!("--caddy-json {}: {e}", p.display())))?;
         tables.push(t);
     }
-    let catalog = match (&args.checks, args.catalog) {
-        (Some(dir), _) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string()))?,
+    let catalog = match (args.checks.as_deref(), args.catalog) {
         (None, Some(g)) => g.catalog(),
         (None, None) => {
-            // The generation of the Caddyfiles: only the generic rule means 2026.
+            // The generation of the Caddy configurations: only the generic rule means 2026.
             use crate::generation::{caddy_layout, CaddyLayout, Generation};
             let generic = !tables.is_empty()
                 && tables
@@ -38,6 +37,7 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
                 Generation::Seed.catalog()
             }
         }
+        (dir, _) => catalog_reading_dir(dir)?,
     };
     let mut scripts: Vec<ScriptFile> = Vec::new();
     for p in &args.setup_script {
