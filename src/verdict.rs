@@ -681,12 +681,41 @@ fn caddy_route_next(
                 port = s.port,
             )
         }
-        Layout::PortInHost => format!(
-            "the generic rule dials {ct}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}",
-            port = s.port,
-            cf = ctx.caddyfile,
-            ct = ctx.instance_name(vmid),
-        ),
+        Layout::PortInHost => {
+            let ct = ctx.instance_name(vmid);
+            let want = format!("{ct}.lan");
+            match route {
+                // Caddy's configuration was read and no rule matches the public name.
+                Some(RouteObservation {
+                    upstream_host: None,
+                    host,
+                    ..
+                }) => format!(
+                    "the generic rule's regexp does not match {host}: on the PVE host: grep -n 'header_regexp' {cf} — it must be ^port-(\\d+)-([a-z0-9-]+)\\.; then systemctl reload caddy-cmux",
+                    cf = ctx.caddyfile,
+                ),
+                // The generic rule dials another name than the container's.
+                Some(RouteObservation {
+                    upstream_host: Some(h),
+                    source,
+                    ..
+                }) if *h != want => format!(
+                    "the generic rule ({}) dials {h}: it must dial {want}:{port} (reverse_proxy {{re.service.2}}.lan:{{re.service.1}}) in {cf}; then systemctl reload caddy-cmux",
+                    source.as_deref().unwrap_or("its line"),
+                    port = s.port,
+                    cf = ctx.caddyfile,
+                ),
+                _ => format!(
+                    "the generic rule{} dials {ct}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}",
+                    route
+                        .and_then(|r| r.source.as_deref())
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default(),
+                    port = s.port,
+                    cf = ctx.caddyfile,
+                ),
+            }
+        }
     }
 }
 
