@@ -548,6 +548,61 @@ async fn choose_routing(
     out
 }
 
+/// The 2026 layout answers every CORS preflight in Caddy (`@options`: 204 with the CORS headers and
+/// `Access-Control-Max-Age`), for any hostname: one `OPTIONS` to the origin-check name, which no
+/// container serves, tells whether Caddy does.
+pub async fn preflight(client: &reqwest::Client, base: &ProbeConfig) -> (String, Probe) {
+    let url = crate::target::origin_check_url(&base.template, &base.domain);
+    let headers = vec![
+        ("Origin".to_string(), "https://pvediag.invalid".to_string()),
+        (
+            "Access-Control-Request-Method".to_string(),
+            "GET".to_string(),
+        ),
+    ];
+    let keep = [
+        "access-control-allow-origin".to_string(),
+        "access-control-max-age".to_string(),
+    ];
+    let p = crate::http::fetch(
+        client,
+        crate::http::Request {
+            method: "OPTIONS",
+            url: &url,
+            headers: &headers,
+            keep_headers: &keep,
+            body_cap: 1024,
+            timeout: base.timeout,
+        },
+    )
+    .await;
+    (url, p)
+}
+
+/// What the preflight says: `None` when Caddy answered it as the 2026 layout does (or when nothing
+/// answered at all: the tunnel or Caddy being down is the verdicts' business), else why not.
+pub fn preflight_problem(url: &str, p: &Probe) -> Option<String> {
+    let r = p.response()?;
+    let by_cloudflare = r
+        .header("server")
+        .is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"));
+    if by_cloudflare && r.status >= 500 {
+        return None;
+    }
+    if r.status == 204 && r.has_header("access-control-allow-origin") {
+        return None;
+    }
+    let what = if is_2026_catch_all(p) {
+        "Caddy's catch-all 404".to_string()
+    } else {
+        let body: String = r.body.chars().take(60).collect();
+        format!("{} {body:?}", r.status)
+    };
+    Some(format!(
+        "Caddy does not answer CORS preflights: OPTIONS {url} got {what}, not 204 with access-control-allow-origin; the 2026 Caddyfile needs `@options method OPTIONS` with `respond 204` (browsers' preflights otherwise reach the services, most of which refuse them)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,6 +702,32 @@ mod tests {
             generic: "b".into(),
         };
         assert_eq!(decide_without_probes(&s, Some((&mixed, "x"))), None);
+    }
+
+    #[test]
+    fn preflights() {
+        let caddy204 = Probe::Response {
+            response: HttpResponse {
+                status: 204,
+                headers: vec![
+                    ("access-control-allow-origin".into(), "*".into()),
+                    ("access-control-max-age".into(), "86400".into()),
+                ],
+                body: String::new(),
+                body_truncated: false,
+            },
+            elapsed_ms: 1,
+        };
+        assert_eq!(preflight_problem("u", &caddy204), None);
+        let catch_all = answer(
+            404,
+            "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN",
+            "text/plain",
+        );
+        assert!(preflight_problem("u", &catch_all)
+            .unwrap()
+            .contains("catch-all"));
+        assert_eq!(preflight_problem("u", &Probe::not_run("x")), None);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum FindingKind {
     GenericOptions,
     /// No catch-all `handle` answering the 404 text for unknown hostnames.
     GenericCatchAll,
+    /// Observed, not read: Caddy did not answer an `OPTIONS` preflight itself (2026 layout).
+    PreflightUnanswered,
 }
 
 impl FindingKind {
@@ -59,6 +61,7 @@ impl FindingKind {
             FindingKind::GenericCors => "generic_cors",
             FindingKind::GenericOptions => "generic_options",
             FindingKind::GenericCatchAll => "generic_catch_all",
+            FindingKind::PreflightUnanswered => "preflight_unanswered",
         }
     }
 }

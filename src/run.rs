@@ -124,6 +124,18 @@ async fn diagnose_once(
         })
         .collect();
     let probe_of = |vmid: u32| per_target.get(&vmid).unwrap_or(&probe);
+    // The 2026 layout answers CORS preflights in Caddy: one OPTIONS for the run, with the probes.
+    let preflight = async {
+        let any_2026 = chosen
+            .values()
+            .any(|c| c.routing == crate::generation::Generation::Y2026);
+        match per_target.values().find(|p| p.template.uses("port")) {
+            Some(p) if any_2026 && !p.no_origin_check => {
+                Some(crate::generation::preflight(&client, p).await)
+            }
+            _ => None,
+        }
+    };
     let sem = tokio::sync::Semaphore::new(settings.concurrency.max(1));
     let n = targets.vmids.len();
     let progress = Progress::new(
@@ -153,7 +165,7 @@ async fn diagnose_once(
             o
         }
     }));
-    let mut observations = observations.await;
+    let (mut observations, preflight) = tokio::join!(observations, preflight);
     progress.finish();
     if let Some(table) = &table {
         for (o, _) in &mut observations {
@@ -165,6 +177,21 @@ async fn diagnose_once(
         }
     }
 
+    if let Some((url, p)) = &preflight {
+        if let Some(message) = crate::generation::preflight_problem(url, p) {
+            let c = caddy.get_or_insert_with(|| CaddyReport {
+                source: format!("Caddy's answer to OPTIONS {url}"),
+                error: None,
+                findings: Vec::new(),
+            });
+            c.findings.push(crate::lint::Finding {
+                file: "OPTIONS preflight".into(),
+                line: 0,
+                message,
+                kind: crate::lint::FindingKind::PreflightUnanswered,
+            });
+        }
+    }
     let reports: Vec<TargetReport> = observations
         .into_iter()
         .map(|(o, completion)| {

@@ -237,7 +237,12 @@ impl Format for TableFormat {
                 out.push('\n');
             }
             for f in &c.findings {
-                out.push_str(&format!("  {}:{}: {}\n", f.file, f.line, f.message));
+                if f.line == 0 {
+                    // Not a line of a file (the admin API's JSON, a live probe).
+                    out.push_str(&format!("  {}: {}\n", f.file, f.message));
+                } else {
+                    out.push_str(&format!("  {}:{}: {}\n", f.file, f.line, f.message));
+                }
             }
             if c.error.is_none() && c.findings.is_empty() {
                 out.push_str("  no findings\n");

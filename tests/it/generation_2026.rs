@@ -136,8 +136,14 @@ fn every_2026_scenario_is_detected_and_diagnosed() {
             &[("xterm", "broken", "caddy", "header-doubled-by-proxy")],
             &["generic_cors"],
         ),
-        // Every probe answers; the missing handler is named from the Caddyfile.
-        ("options-unanswered", 0, &[], &["generic_options"]),
+        // Every probe answers; the missing handler is named from the Caddyfile, and the run's one
+        // OPTIONS preflight shows Caddy does not answer it.
+        (
+            "options-unanswered",
+            0,
+            &[],
+            &["generic_options", "preflight_unanswered"],
+        ),
         (
             "worker-daemon",
             1,
