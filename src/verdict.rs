@@ -1242,6 +1242,35 @@ fn decide_gateway_error(
                     ),
                 )
                 .next(svc_next(s, vmid))
+            } else if let (
+                Some(true),
+                Some(RouteObservation {
+                    upstream_host: Some(h),
+                    source,
+                    ..
+                }),
+            ) = (
+                f.origin_ok,
+                route_for(t, &s.name).filter(|r| {
+                    r.upstream_host
+                        .as_deref()
+                        .is_some_and(|h| !h.eq_ignore_ascii_case(&format!("{ct}.lan")))
+                }),
+            ) {
+                // Caddy's configuration (read with --caddyfile/--caddy-admin) dials another name.
+                row(
+                    Status::Broken,
+                    Some(Layer::Caddy),
+                    "caddy-dials-other-host",
+                    format!(
+                        "Caddy answers, but its route for {host} dials {h}, not the container's name {ct}.lan ({}): nothing of {ct} answers through it",
+                        source.as_deref().unwrap_or("Caddy's configuration")
+                    ),
+                )
+                .next(format!(
+                    "fix the route's upstream to {ct}.lan in {} (2026: reverse_proxy {{re.service.2}}.lan:{{re.service.1}}), then systemctl reload caddy-cmux",
+                    ctx.caddyfile
+                ))
             } else if f.origin_ok == Some(true) {
                 row(
                     Status::Broken,

@@ -642,6 +642,30 @@ const CASES: &[Case] = &[
         Some(Container),
     ),
     case(
+        "caddy-dials-other-host",
+        "xterm",
+        |t| {
+            all_ext(t, cf(502, "error code: 502"));
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+            t.routes.push(RouteObservation {
+                service: "xterm".into(),
+                host: "xterm-202.example.test".into(),
+                upstream_host: Some("cmux-202.local".into()),
+                upstream_port: Some(39383),
+                source: Some("Caddyfile.cmux:17".into()),
+            });
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
         "origin-unreachable",
         "xterm",
         |t| {

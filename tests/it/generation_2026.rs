@@ -87,6 +87,17 @@ fn every_2026_scenario_is_detected_and_diagnosed() {
         ("cdp", "inconclusive", "-", "not-checkable"),
         ("xterm", "broken", "container", "container-unreachable"),
     ];
+    let other_host: &[(&str, &str, &str, &str)] = &[
+        ("preview", "skipped", "-", "optional-not-running"),
+        ("exec", "broken", "caddy", "caddy-dials-other-host"),
+        ("worker", "broken", "caddy", "caddy-dials-other-host"),
+        ("worker-daemon", "broken", "caddy", "caddy-dials-other-host"),
+        ("vscode", "broken", "caddy", "caddy-dials-other-host"),
+        ("proxy", "inconclusive", "-", "not-checkable"),
+        ("vnc", "broken", "caddy", "caddy-dials-other-host"),
+        ("cdp", "inconclusive", "-", "not-checkable"),
+        ("xterm", "broken", "caddy", "caddy-dials-other-host"),
+    ];
     let cases: Vec<Want> = vec![
         ("healthy", 0, &[], &[]),
         (
@@ -128,8 +139,8 @@ fn every_2026_scenario_is_detected_and_diagnosed() {
             &[("preview", "broken", "caddy", "caddy-no-route")],
             &["generic_regex"],
         ),
-        // Not told apart from a stopped container from outside; the lint names the rule's line.
-        ("upstream-suffix", 1, container_down, &["generic_upstream"]),
+        // Caddy's route, read from the Caddyfile, dials another name than the container's.
+        ("upstream-suffix", 1, other_host, &["generic_upstream"]),
         (
             "cors-doubled",
             1,
