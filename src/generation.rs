@@ -178,23 +178,24 @@ pub struct FormProbes {
     pub daemon: Option<Probe>,
 }
 
+/// Whether `p` is the healthy answer of the service `name` of generation `g`'s catalog (status and
+/// fingerprint).
+fn answers_as(p: &Probe, g: Generation, name: &str) -> bool {
+    let c = g.catalog();
+    let Some(s) = c.get(name) else { return false };
+    p.response().is_some_and(|r| {
+        s.healthy.status_ok(r.status)
+            && s.healthy
+                .fingerprint
+                .check(r.header("content-type"), &r.body)
+                .is_ok()
+    })
+}
+
 /// Decides from the answers of the two URL forms. Pure, so every row is tested.
 pub fn decide_from_answers(f: &FormProbes) -> Option<(Generation, String)> {
-    let seed_cat = Catalog::embedded();
-    let y_cat = Catalog::embedded_2026();
-    let execd_ok = |p: &Probe, c: &Catalog| {
-        let Some(exec) = c.exec() else { return false };
-        p.response().is_some_and(|r| {
-            exec.healthy.status_ok(r.status)
-                && exec
-                    .healthy
-                    .fingerprint
-                    .check(r.header("content-type"), &r.body)
-                    .is_ok()
-        })
-    };
-    let seed_ok = execd_ok(&f.seed, &seed_cat);
-    let y_ok = execd_ok(&f.y2026, &y_cat);
+    let seed_ok = answers_as(&f.seed, Generation::Seed, crate::catalog::EXEC_SERVICE);
+    let y_ok = answers_as(&f.y2026, Generation::Y2026, crate::catalog::EXEC_SERVICE);
     match (seed_ok, y_ok) {
         (true, false) => Some((
             Generation::Seed,
@@ -212,17 +213,7 @@ pub fn decide_from_answers(f: &FormProbes) -> Option<(Generation, String)> {
         )),
         (true, true) => {
             // Both rule kinds reach the container: what listens on 39377 tells its generation.
-            let daemon = y_cat.get("worker-daemon");
-            let is_daemon = match (&f.daemon, daemon) {
-                (Some(p), Some(d)) => p.response().is_some_and(|r| {
-                    d.healthy.status_ok(r.status)
-                        && d.healthy
-                            .fingerprint
-                            .check(r.header("content-type"), &r.body)
-                            .is_ok()
-                }),
-                _ => false,
-            };
+            let is_daemon = f.daemon.as_ref().is_some_and(is_worker_daemon);
             Some(if is_daemon {
                 (
                     Generation::Y2026,
@@ -350,27 +341,10 @@ pub async fn probe_forms(client: &reqwest::Client, base: &ProbeConfig, vmid: u32
         "{}/health",
         y_t.base_url_for("worker-daemon", vmid, &instance, 39377, &base.domain)
     );
-    let get = |url: String| {
-        let timeout = base.timeout;
-        async move {
-            crate::http::fetch(
-                client,
-                crate::http::Request {
-                    method: "GET",
-                    url: &url,
-                    headers: &[],
-                    keep_headers: &[],
-                    body_cap: 4096,
-                    timeout,
-                },
-            )
-            .await
-        }
-    };
     let (seed, y2026, daemon) = tokio::join!(
-        get(seed_url.clone()),
-        get(y2026_url.clone()),
-        get(daemon_url.clone())
+        detect_get(client, &seed_url, base.timeout),
+        detect_get(client, &y2026_url, base.timeout),
+        detect_get(client, &daemon_url, base.timeout)
     );
     FormProbes {
         seed_url,
@@ -384,17 +358,23 @@ pub async fn probe_forms(client: &reqwest::Client, base: &ProbeConfig, vmid: u32
 
 /// Is this the Go worker daemon's `/health` answer?
 pub fn is_worker_daemon(p: &Probe) -> bool {
-    let c = Catalog::embedded_2026();
-    let Some(d) = c.get("worker-daemon") else {
-        return false;
-    };
-    p.response().is_some_and(|r| {
-        d.healthy.status_ok(r.status)
-            && d.healthy
-                .fingerprint
-                .check(r.header("content-type"), &r.body)
-                .is_ok()
-    })
+    answers_as(p, Generation::Y2026, "worker-daemon")
+}
+
+/// One detection request: a small answer, the run's per-probe timeout.
+async fn detect_get(client: &reqwest::Client, url: &str, timeout: std::time::Duration) -> Probe {
+    crate::http::fetch(
+        client,
+        crate::http::Request {
+            method: "GET",
+            url,
+            headers: &[],
+            keep_headers: &[],
+            body_cap: 4096,
+            timeout,
+        },
+    )
+    .await
 }
 
 /// Behind seed rules: asks `GET /health` through the worker's seed route (it dials 39377), to find
@@ -414,18 +394,7 @@ async fn container_behind_seed_rules(
             &base.domain
         )
     );
-    let p = crate::http::fetch(
-        client,
-        crate::http::Request {
-            method: "GET",
-            url: &url,
-            headers: &[],
-            keep_headers: &[],
-            body_cap: 4096,
-            timeout: base.timeout,
-        },
-    )
-    .await;
+    let p = detect_get(client, &url, base.timeout).await;
     is_worker_daemon(&p).then_some(url)
 }
 

@@ -193,9 +193,7 @@ impl UrlTemplate {
 
     /// The base URL of a service, without a trailing slash.
     pub fn base_url(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
-        self.render(service, vmid, port, domain)
-            .trim_end_matches('/')
-            .to_string()
+        self.base_url_for(service, vmid, &default_instance(vmid), port, domain)
     }
 
     /// [`UrlTemplate::base_url`] with the container's hostname for `{instance}`.
