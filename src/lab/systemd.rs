@@ -36,7 +36,11 @@ struct Unit {
 fn units(spec: &ContainerSpec) -> Vec<Unit> {
     let host = format!("cmux-{}", spec.vmid);
     let mut out = Vec::new();
-    for kind in ServiceKind::ALL.into_iter().chain(ServiceKind::BACK_ENDS) {
+    for kind in ServiceKind::ALL
+        .into_iter()
+        .chain([ServiceKind::WorkerDaemon])
+        .chain(ServiceKind::BACK_ENDS)
+    {
         let Some(unit) = kind.unit() else { continue };
         let id = format!("{unit}.service");
         let running = spec.services.iter().find(|s| s.kind == kind);

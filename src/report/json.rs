@@ -54,6 +54,7 @@ pub fn to_value(report: &Report) -> Value {
                 "origin": o.origin,
                 "routes": o.routes,
                 "inside": o.inside,
+                "routing": t.routing,
                 "services": services,
             })
         })
