@@ -634,6 +634,9 @@ pub const SCENARIOS_2026: &[&str] = &[
     "worker-daemon",
     "hostname-unresolved",
     "mixed-host",
+    "vnc-server-down",
+    "chrome-down",
+    "crash-loop",
 ];
 
 /// The same faults on 2026 containers behind the generic rule, with the lab's PVE API.

@@ -14,7 +14,7 @@ use pvediag::probe::internal::build_command;
 
 use crate::bash_fallback::path_without_curl;
 use crate::common::curl_present;
-use crate::demo_scenarios::{demo, not_healthy, t, verdict};
+use crate::demo_scenarios::{demo, demo_args, not_healthy, t, verdict};
 
 fn text(v: &serde_json::Value) -> String {
     v.to_string()
@@ -117,6 +117,40 @@ fn healthy_lab_checks_the_back_ends_and_reads_no_journal() {
     for s in ["vnc", "cdp"] {
         let ev = text(&verdict(&v, s)["evidence"]);
         assert!(ev.contains("answers as itself"), "{s}: {ev}");
+    }
+}
+
+/// The same faults in the 2026 generation (pvelxc hostnames, the generic Caddy rule, the 2026
+/// catalog with its back ends).
+#[test]
+fn the_2026_layout_names_the_same_back_ends() {
+    if !curl_present() {
+        return;
+    }
+    for (scenario, service, rule, want) in [
+        ("vnc-server-down", "vnc", "backend-down", "cmux-tigervnc"),
+        ("chrome-down", "cdp", "backend-down", "cmux-devtools"),
+        (
+            "crash-loop",
+            "xterm",
+            "unit-crash-looping",
+            "restarted 17 times",
+        ),
+    ] {
+        let (code, v) = demo_args(&["--layout", "2026", "--scenario", scenario]);
+        assert_eq!(code, 1, "{scenario}: {v:#}");
+        let x = verdict(&v, service);
+        assert_eq!(x["rule"], rule, "{scenario}: {x}");
+        assert!(
+            x["summary"].as_str().unwrap().contains(want),
+            "{scenario}: {x}"
+        );
+        assert_eq!(
+            not_healthy(&v).len(),
+            1,
+            "{scenario}: {:?}",
+            not_healthy(&v)
+        );
     }
 }
 

@@ -289,7 +289,7 @@ fn demo_serve_prints_a_command_that_reaches_the_lab() {
     );
 }
 
-fn demo_args(args: &[&str]) -> (i32, Value) {
+pub(crate) fn demo_args(args: &[&str]) -> (i32, Value) {
     let out = Command::cargo_bin("pvediag")
         .unwrap()
         .env_clear()
