@@ -19,7 +19,7 @@ use crate::verdict::{diagnose, Context};
 pub const CONCURRENCY: usize = 32;
 
 /// The Caddyfile path on a PVE host, for next steps.
-pub const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
+pub use crate::verdict::HOST_CADDYFILE;
 
 /// Runs the diagnosis of every target of `cfg` within its deadline.
 pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
@@ -120,10 +120,17 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         }
     }
 
+    // The Caddyfile really read (next steps name it); none when routes came from the admin API.
+    let caddyfile_read = match &cfg.caddy {
+        Some(CaddySource::File { path, .. }) => Some(path.display().to_string()),
+        _ => None,
+    };
+    let connect_to = cfg.connect_to.map(|a| a.to_string());
     let ctx = Context {
         catalog: &probe.catalog,
         layout: probe.template.layout(),
-        caddyfile: HOST_CADDYFILE,
+        caddyfile: caddyfile_read.as_deref(),
+        connect_to: connect_to.as_deref(),
     };
     let targets = observations
         .into_iter()
@@ -245,6 +252,13 @@ pub fn routes_for(
                 upstream_host: r.as_ref().map(|r| r.upstream_host.clone()),
                 upstream_port: r.as_ref().and_then(|r| r.port),
                 source: r.as_ref().map(|r| r.route.source.to_string()),
+                from: r.as_ref().map(|r| {
+                    if r.route.source.json_path.is_some() {
+                        crate::observation::RouteFrom::AdminApi
+                    } else {
+                        crate::observation::RouteFrom::Caddyfile
+                    }
+                }),
                 host,
             })
         })
