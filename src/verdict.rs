@@ -735,6 +735,7 @@ impl Subject<'_> {
         let (vmid, p, path, host) = (self.vmid(), self.port(), &self.s.probe.path, self.host());
         match layer {
             Layer::Tunnel => "on the PVE host: curl -s http://127.0.0.1:20241/ready (cloudflared's edge connection); or add --on-host / --ssh USER@HOST to probe each hop from the host".into(),
+            Layer::Caddy if self.outer_down() => "on the PVE host: systemctl status caddy-cmux; curl -sS -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/ (or add --on-host)".into(),
             Layer::Caddy => match self.route() {
                 Some(RouteObservation { from: Some(RouteFrom::Caddyfile), source, .. }) => format!(
                     "Caddy may run another configuration than the file read ({}): add --caddy-admin http://127.0.0.1:2019 or --on-host to read what Caddy has loaded",
@@ -815,7 +816,9 @@ fn caddy_route_next(x: &Subject) -> String {
     ) = route
     {
         if *rp != port {
-            if let Some((file, line)) = file_line(r) {
+            if let Some((name, line)) = file_line(r) {
+                // The path really read (the route's source names the file only).
+                let file = x.ctx.caddyfile.unwrap_or(name);
                 return format!(
                     "edit {file} line {line}: the route dials {h}:{rp} but must dial port {port} — sed -i '{line}s/:{rp}/:{port}/' {file}; then systemctl reload caddy-cmux on the PVE host"
                 );
@@ -864,43 +867,6 @@ fn decide(x: &Subject) -> Row {
             "healthy",
             format!("{} answers correctly through the tunnel", s.name),
         );
-    }
-
-    // The host reaches no port of the container: every service of it is down, optional ones too.
-    if let Some(why) = &x.f.host_lost_container {
-        return row(
-            Status::Broken,
-            Some(Layer::Container),
-            "host-container-unreachable",
-            why.clone(),
-        )
-        .next(format!(
-            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts cmux-{vmid}.lan"
-        ));
-    }
-
-    // Optional services that simply are not running.
-    if s.optional
-        && (matches!(x.i, Answer::Unreachable(FailureKind::Refused))
-            || (!x.internal_known()
-                && (x.e.is_gateway_error() || matches!(x.e, Answer::Unreachable(_)))))
-    {
-        let summary = if x.internal_known() {
-            format!(
-                "{} is not running (nothing listens on {p}); it is optional",
-                s.name
-            )
-        } else {
-            format!(
-                "{} does not answer publicly and could not be checked inside; it is optional",
-                s.name
-            )
-        };
-        return row(Status::Skipped, None, "optional-not-running", summary);
-    }
-
-    if !s.routed {
-        return decide_internal_only(x);
     }
 
     // The outermost hop first: cloudflared as the host sees it, then a failure at the edge itself.
@@ -959,6 +925,16 @@ fn decide(x: &Subject) -> Row {
             )
             .next("check where the name resolves; for a private CA pass --cacert FILE (or -k/--insecure to look past it)")
         }
+        Answer::CaddyNoRoute => {
+            // Caddy itself answered with its catch-all: the first hop that fails is Caddy's routes.
+            return row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "caddy-no-route",
+                format!("Caddy answers for {host} with its catch-all: no route matches this hostname"),
+            )
+            .next(caddy_route_next(x));
+        }
         Answer::Unreachable(FailureKind::Refused) => {
             return row(
                 Status::Broken,
@@ -972,6 +948,46 @@ fn decide(x: &Subject) -> Row {
             .next(format!("check where {host} resolves (dig +short {host}) and --connect-to, if given"))
         }
         _ => {}
+    }
+
+    // The host reaches no port of the container: every service of it is down, optional and
+    // internal-only ones too (unless an outer hop already fails first).
+    let inner_failure =
+        x.e.is_gateway_error() || matches!(x.e, Answer::Unreachable(_) | Answer::NotRun);
+    if let (Some(why), true, false) = (&x.f.host_lost_container, inner_failure, x.outer_down()) {
+        return row(
+            Status::Broken,
+            Some(Layer::Container),
+            "host-container-unreachable",
+            why.clone(),
+        )
+        .next(format!(
+            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts cmux-{vmid}.lan"
+        ));
+    }
+
+    // Optional services that simply are not running.
+    if s.optional
+        && (matches!(x.i, Answer::Unreachable(FailureKind::Refused))
+            || (!x.internal_known()
+                && (x.e.is_gateway_error() || matches!(x.e, Answer::Unreachable(_)))))
+    {
+        let summary = if x.internal_known() {
+            format!(
+                "{} is not running (nothing listens on {p}); it is optional",
+                s.name
+            )
+        } else {
+            format!(
+                "{} does not answer publicly and could not be checked inside; it is optional",
+                s.name
+            )
+        };
+        return row(Status::Skipped, None, "optional-not-running", summary);
+    }
+
+    if !s.routed {
+        return decide_internal_only(x);
     }
 
     // An internal answer that proves the service itself broken, while the outer hops are not
@@ -1026,13 +1042,6 @@ fn decide(x: &Subject) -> Row {
             )
             .with_status(Status::Degraded),
         },
-        Answer::CaddyNoRoute => row(
-            Status::Broken,
-            Some(Layer::Caddy),
-            "caddy-no-route",
-            format!("Caddy answers for {host} with its catch-all: no route matches this hostname"),
-        )
-        .next(caddy_route_next(x)),
         Answer::EdgeError { .. } | Answer::CaddyBadGateway(_) => decide_gateway_error(x),
         Answer::WrongService { .. } | Answer::BadStatus(_) => decide_wrong_answer(x),
         Answer::Unreachable(FailureKind::Timeout) if x.outer_down() => outer_down_row(x),
@@ -1063,7 +1072,9 @@ fn decide(x: &Subject) -> Row {
             _ => decide_internal_only(x),
         },
         // Handled above.
-        Answer::Healthy | Answer::TunnelDown | Answer::NoIngress => unreachable_row(x),
+        Answer::Healthy | Answer::TunnelDown | Answer::NoIngress | Answer::CaddyNoRoute => {
+            unreachable_row(x)
+        }
     }
 }
 
