@@ -11,10 +11,10 @@
 //!   would tell it apart. More evidence only narrows the candidates (`verdict_props.rs` checks it).
 //!
 //! Three steps:
-//! 1. [`classify`] turns one HTTP outcome into an [`Answer`] relative to the service it was meant for
-//!    (healthy, Cloudflare's own error page, Caddy's own 502, the wrong service, ...);
-//! 2. [`facts`] computes once what the whole target proves (the exec round trip, the other services,
-//!    the origin check, the host vantage);
+//! 1. [`classify`] turns one HTTP outcome into an [`Answer`] relative to the service it was
+//!    meant for (healthy, Cloudflare's own error page, Caddy's own 502, the wrong service, ...);
+//! 2. `facts` computes once what the whole target proves (the exec round trip, the other
+//!    services, the origin check, the host vantage);
 //! 3. [`diagnose`] combines, per service, the external and internal answers with those facts into a
 //!    [`Verdict`] (the `decide*` functions, one [`Subject`] each).
 
@@ -195,7 +195,8 @@ pub enum Answer {
     MissingHeaders(Vec<String>),
     /// An accepted status whose body is not this service's: another service answered.
     WrongService { reason: String, empty: bool },
-    /// A status the service does not give when healthy, not made by Cloudflare, cloudflared or Caddy.
+    /// A status the service does not give when healthy, not made by Cloudflare, cloudflared or
+    /// Caddy.
     BadStatus(u16),
     /// Cloudflare's 530 (error 1033): no healthy cloudflared connector for the tunnel.
     TunnelDown,
@@ -496,7 +497,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         };
         kinds.iter().all(unreachable).then(|| {
             format!(
-                "from the host ({}), no port of cmux-{}.lan answers ({}): the container is stopped or cut off",
+                "from the host ({}), no port of cmux-{}.lan answers ({}): the container is \
+                    stopped or cut off",
                 h.vantage,
                 t.vmid,
                 kinds
@@ -554,7 +556,8 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
             return ChannelVerdict {
                 status: Status::Healthy,
                 summary: format!(
-                    "the exec endpoint could not be used ({}); internal probes ran through pct exec ({}, exit {})",
+                    "the exec endpoint could not be used ({}); internal probes ran through pct \
+                        exec ({}, exit {})",
                     channel_problem(&t.exec.run, t.exec.token_sent),
                     p.vantage,
                     exit_code.map_or("missing".to_string(), |c| c.to_string())
@@ -575,7 +578,9 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
                 .all(|s| matches!(s.internal, Probe::NotRun { .. })) =>
         {
             // Status 200 but not one record and no exit: not execd's stream (an HTML page, ...).
-            let mut summary = "internal probes unavailable: the exec answer held no record and no exit event (not cmux-execd's JSON-lines stream?)".to_string();
+            let mut summary = "internal probes unavailable: the exec answer held no record and \
+                no exit event (not cmux-execd's JSON-lines stream?)"
+                .to_string();
             if !notes.is_empty() {
                 summary.push_str(&format!("; {}", notes.join("; ")));
             }
@@ -610,12 +615,16 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
         other => {
             let next = match other {
                 ExecRun::Rejected { status: 401, .. } => Some(format!(
-                    "give the container's token: export CMUX_EXECD_AUTH_TOKEN=... or --exec-token-file FILE \
-                     (it is CMUX_EXECD_AUTH_TOKEN in `pct config {}` env, or /root/.worker-auth-token inside)",
+                    "give the container's token: export CMUX_EXECD_AUTH_TOKEN=... or \
+                     --exec-token-file FILE (it is CMUX_EXECD_AUTH_TOKEN in `pct config {}` env, \
+                     or /root/.worker-auth-token inside)",
                     t.vmid
                 )),
-                ExecRun::Rejected { status: 415 | 400, .. } => Some(
-                    "this cmux-execd speaks another protocol version: report it with the output of --format json"
+                ExecRun::Rejected {
+                    status: 415 | 400, ..
+                } => Some(
+                    "this cmux-execd speaks another protocol version: report it with the output \
+                        of --format json"
                         .into(),
                 ),
                 _ => None,
@@ -725,7 +734,8 @@ impl Subject<'_> {
     fn internal_known(&self) -> bool {
         !matches!(self.i, Answer::NotRun)
     }
-    /// Edge, tunnel or Caddy is proven down for every hostname (origin check failed, or 530 everywhere).
+    /// Edge, tunnel or Caddy is proven down for every hostname (origin check failed, or 530
+    /// everywhere).
     fn outer_down(&self) -> bool {
         self.f.origin_ok == Some(false) || self.f.tunnel_down
     }
@@ -734,32 +744,56 @@ impl Subject<'_> {
     fn check_for(&self, layer: Layer) -> String {
         let (vmid, p, path, host) = (self.vmid(), self.port(), &self.s.probe.path, self.host());
         match layer {
-            Layer::Tunnel => "on the PVE host: curl -s http://127.0.0.1:20241/ready (cloudflared's edge connection); or add --on-host / --ssh USER@HOST to probe each hop from the host".into(),
-            Layer::Caddy if self.outer_down() => "on the PVE host: systemctl status caddy-cmux; curl -sS -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/ (or add --on-host)".into(),
+            Layer::Tunnel => "on the PVE host: curl -s http://127.0.0.1:20241/ready \
+                (cloudflared's edge connection); or add --on-host / --ssh USER@HOST to probe \
+                each hop from the host"
+                .into(),
+            Layer::Caddy if self.outer_down() => "on the PVE host: systemctl status caddy-cmux; \
+                curl -sS -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/ (or add \
+                --on-host)"
+                .into(),
             Layer::Caddy => match self.route() {
-                Some(RouteObservation { from: Some(RouteFrom::Caddyfile), source, .. }) => format!(
-                    "Caddy may run another configuration than the file read ({}): add --caddy-admin http://127.0.0.1:2019 or --on-host to read what Caddy has loaded",
+                Some(RouteObservation {
+                    from: Some(RouteFrom::Caddyfile),
+                    source,
+                    ..
+                }) => format!(
+                    "Caddy may run another configuration than the file read ({}): add \
+                        --caddy-admin http://127.0.0.1:2019 or --on-host to read what Caddy has \
+                        loaded",
                     source.as_deref().unwrap_or("the Caddyfile")
                 ),
-                Some(_) => format!("on the PVE host: curl -sS -i -H 'Host: {host}' http://127.0.0.1:8080{path}"),
+                Some(_) => format!(
+                    "on the PVE host: curl -sS -i -H 'Host: {host}' \
+                    http://127.0.0.1:8080{path}"
+                ),
                 None => format!(
-                    "add --caddyfile {HOST_CADDYFILE} (or --caddy-admin, --on-host) to read Caddy's route for {host}; on the PVE host: curl -sS -i -H 'Host: {host}' http://127.0.0.1:8080{path}"
+                    "add --caddyfile {HOST_CADDYFILE} (or --caddy-admin, --on-host) to read \
+                        Caddy's route for {host}; on the PVE host: curl -sS -i -H 'Host: \
+                        {host}' http://127.0.0.1:8080{path}"
                 ),
             },
             Layer::Container => format!(
-                "on the PVE host: pct status {vmid}; curl -sS -i http://cmux-{vmid}.lan:{p}{path} (or add --on-host)"
+                "on the PVE host: pct status {vmid}; curl -sS -i \
+                    http://cmux-{vmid}.lan:{p}{path} (or add --on-host)"
             ),
             Layer::Service => {
                 if self.internal_known() {
-                    format!("pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on 0.0.0.0:{p}, not 127.0.0.1 only)")
+                    format!(
+                        "pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on \
+                        0.0.0.0:{p}, not 127.0.0.1 only)"
+                    )
                 } else {
                     format!(
-                        "the internal view: give the exec token (--exec-token-file) or run on the host (--on-host / --ssh); by hand: pct exec {vmid} -- curl -sS -i http://127.0.0.1:{p}{path}"
+                        "the internal view: give the exec token (--exec-token-file) or run on \
+                            the host (--on-host / --ssh); by hand: pct exec {vmid} -- curl -sS \
+                            -i http://127.0.0.1:{p}{path}"
                     )
                 }
             }
             Layer::Input => format!(
-                "every public hostname failed the same way ({}) when dialled at {}: check --domain and --connect-to (dig +short {host})",
+                "every public hostname failed the same way ({}) when dialled at {}: check \
+                    --domain and --connect-to (dig +short {host})",
                 self.f.public_all_failed.map_or("?", |k| k.as_str()),
                 self.ctx.connect_to.unwrap_or("the address DNS gives")
             ),
@@ -777,19 +811,22 @@ fn host_of(url: &Option<String>) -> String {
 fn svc_next(s: &Service, vmid: u32) -> String {
     if s.unit.is_empty() {
         format!(
-            "start it inside the container; check with: pct exec {vmid} -- curl -sS -i http://127.0.0.1:{}{}",
+            "start it inside the container; check with: pct exec {vmid} -- curl -sS -i \
+                http://127.0.0.1:{}{}",
             s.port, s.probe.path
         )
     } else {
         format!(
-            "pct exec {vmid} -- systemctl status {u}; then pct exec {vmid} -- systemctl restart {u}",
+            "pct exec {vmid} -- systemctl status {u}; then pct exec {vmid} -- systemctl restart \
+                {u}",
             u = s.unit
         )
     }
 }
 
 fn tunnel_next() -> String {
-    "on the PVE host: systemctl status cloudflared; journalctl -u cloudflared -n 50; curl -s http://127.0.0.1:20241/ready"
+    "on the PVE host: systemctl status cloudflared; journalctl -u cloudflared -n 50; curl -s \
+        http://127.0.0.1:20241/ready"
         .into()
 }
 
@@ -820,11 +857,14 @@ fn caddy_route_next(x: &Subject) -> String {
                 // The path really read (the route's source names the file only).
                 let file = x.ctx.caddyfile.unwrap_or(name);
                 return format!(
-                    "edit {file} line {line}: the route dials {h}:{rp} but must dial port {port} — sed -i '{line}s/:{rp}/:{port}/' {file}; then systemctl reload caddy-cmux on the PVE host"
+                    "edit {file} line {line}: the route dials {h}:{rp} but must dial port \
+                        {port} — sed -i '{line}s/:{rp}/:{port}/' {file}; then systemctl reload \
+                        caddy-cmux on the PVE host"
                 );
             }
             return format!(
-                "Caddy's loaded route ({}) dials {h}:{rp}: on the PVE host, find it with grep -n ':{rp}' {cf}, make it dial port {port}, then systemctl reload caddy-cmux",
+                "Caddy's loaded route ({}) dials {h}:{rp}: on the PVE host, find it with grep \
+                    -n ':{rp}' {cf}, make it dial port {port}, then systemctl reload caddy-cmux",
                 r.source.as_deref().unwrap_or("admin API"),
                 cf = x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE),
             );
@@ -833,11 +873,14 @@ fn caddy_route_next(x: &Subject) -> String {
     let cf = x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE);
     match x.ctx.layout {
         Layout::PerService => format!(
-            "on the PVE host: grep -n -A3 '@{name}' {cf} — the route for {name} must be `reverse_proxy cmux-{{re.vmid.1}}.lan:{port}`; then systemctl reload caddy-cmux",
+            "on the PVE host: grep -n -A3 '@{name}' {cf} — the route for {name} must be \
+                `reverse_proxy cmux-{{re.vmid.1}}.lan:{port}`; then systemctl reload caddy-cmux",
             name = s.name,
         ),
         Layout::PortInHost => format!(
-            "the generic rule dials cmux-{vmid}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}"
+            "the generic rule dials cmux-{vmid}.lan:{port}: check the service listens on all \
+                addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; \
+                and grep -n 'reverse_proxy' {cf}"
         ),
     }
 }
@@ -882,9 +925,14 @@ fn decide(x: &Subject) -> Row {
                 Some(Layer::Tunnel),
                 "tunnel-down",
                 if x.f.tunnel_down {
-                    "Cloudflare answers 530 / error 1033 for every hostname: the tunnel has no healthy cloudflared connector".into()
+                    "Cloudflare answers 530 / error 1033 for every hostname: the tunnel has no \
+                        healthy cloudflared connector"
+                        .into()
                 } else {
-                    format!("Cloudflare answers 530 / error 1033 for {host}: no healthy cloudflared connector serves it")
+                    format!(
+                        "Cloudflare answers 530 / error 1033 for {host}: no healthy \
+                        cloudflared connector serves it"
+                    )
                 },
             )
             .next(tunnel_next())
@@ -894,10 +942,15 @@ fn decide(x: &Subject) -> Row {
                 Status::Broken,
                 Some(Layer::Tunnel),
                 "tunnel-no-ingress",
-                format!("cloudflared has no ingress rule for {host} (its catch-all answered an empty 404)"),
+                format!(
+                    "cloudflared has no ingress rule for {host} (its catch-all answered an \
+                    empty 404)"
+                ),
             )
             .next(format!(
-                "on the PVE host: check the ingress list of /etc/cloudflared/config.yml has a rule for {host} (or its wildcard) to http://localhost:8080, then systemctl restart cloudflared"
+                "on the PVE host: check the ingress list of /etc/cloudflared/config.yml has a \
+                    rule for {host} (or its wildcard) to http://localhost:8080, then systemctl \
+                    restart cloudflared"
             ))
         }
         Answer::Unreachable(k @ (FailureKind::Dns | FailureKind::Refused))
@@ -910,10 +963,14 @@ fn decide(x: &Subject) -> Row {
                 Status::Broken,
                 Some(Layer::Tunnel),
                 "dns-missing",
-                format!("{host} does not resolve: the DNS record (wildcard CNAME to the tunnel) is missing"),
+                format!(
+                    "{host} does not resolve: the DNS record (wildcard CNAME to the tunnel) \
+                    is missing"
+                ),
             )
             .next(format!(
-                "check the proxied DNS record for {host} (a wildcard CNAME to <tunnel-id>.cfargotunnel.com); dig +short {host}"
+                "check the proxied DNS record for {host} (a wildcard CNAME to \
+                    <tunnel-id>.cfargotunnel.com); dig +short {host}"
             ))
         }
         Answer::Unreachable(k @ (FailureKind::Certificate | FailureKind::Tls)) => {
@@ -921,9 +978,16 @@ fn decide(x: &Subject) -> Row {
                 Status::Broken,
                 Some(Layer::Tunnel),
                 "edge-tls",
-                format!("TLS to the edge for {host} failed ({}): this is not Cloudflare's certificate, or it is invalid", k.as_str()),
+                format!(
+                    "TLS to the edge for {host} failed ({}): this is not Cloudflare's \
+                    certificate, or it is invalid",
+                    k.as_str()
+                ),
             )
-            .next("check where the name resolves; for a private CA pass --cacert FILE (or -k/--insecure to look past it)")
+            .next(
+                "check where the name resolves; for a private CA pass --cacert FILE (or \
+                -k/--insecure to look past it)",
+            )
         }
         Answer::CaddyNoRoute => {
             // Caddy itself answered with its catch-all: the first hop that fails is Caddy's routes.
@@ -931,7 +995,10 @@ fn decide(x: &Subject) -> Row {
                 Status::Broken,
                 Some(Layer::Caddy),
                 "caddy-no-route",
-                format!("Caddy answers for {host} with its catch-all: no route matches this hostname"),
+                format!(
+                    "Caddy answers for {host} with its catch-all: no route matches this \
+                    hostname"
+                ),
             )
             .next(caddy_route_next(x));
         }
@@ -942,10 +1009,16 @@ fn decide(x: &Subject) -> Row {
                 "edge-refused",
                 format!(
                     "the edge address for {host} refused the connection{}",
-                    x.ctx.connect_to.map(|a| format!(" (dialled at {a}, from --connect-to)")).unwrap_or_default()
+                    x.ctx
+                        .connect_to
+                        .map(|a| format!(" (dialled at {a}, from --connect-to)"))
+                        .unwrap_or_default()
                 ),
             )
-            .next(format!("check where {host} resolves (dig +short {host}) and --connect-to, if given"))
+            .next(format!(
+                "check where {host} resolves (dig +short {host}) and --connect-to, if \
+                given"
+            ))
         }
         _ => {}
     }
@@ -1016,12 +1089,14 @@ fn decide(x: &Subject) -> Row {
                 Some(Layer::Caddy),
                 "header-dropped-by-proxy",
                 format!(
-                    "{label} sends {} inside, but the public answer lacks it: the proxy chain drops it",
+                    "{label} sends {} inside, but the public answer lacks it: the proxy chain \
+                        drops it",
                     h.join(", ")
                 ),
             )
             .next(format!(
-                "check the header directives of the {} route in {} (header_down / header), then systemctl reload caddy-cmux",
+                "check the header directives of the {} route in {} (header_down / header), then \
+                    systemctl reload caddy-cmux",
                 s.name,
                 x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE)
             )),
@@ -1029,14 +1104,21 @@ fn decide(x: &Subject) -> Row {
                 Status::Degraded,
                 Some(Layer::Service),
                 "header-missing-at-service",
-                format!("{label} answers without {}: the service itself does not send it", h.join(", ")),
+                format!(
+                    "{label} answers without {}: the service itself does not send it",
+                    h.join(", ")
+                ),
             )
-            .next(format!("{}; check the service's CORS settings", svc_next(s, vmid))),
+            .next(format!(
+                "{}; check the service's CORS settings",
+                svc_next(s, vmid)
+            )),
             _ => broken_between(
                 "header-missing-unknown-origin",
                 vec![Layer::Caddy, Layer::Service],
                 format!(
-                    "the public answer lacks {}; without the internal view it is unknown whether the service or the proxy drops it",
+                    "the public answer lacks {}; without the internal view it is unknown \
+                        whether the service or the proxy drops it",
                     h.join(", ")
                 ),
             )
@@ -1053,21 +1135,41 @@ fn decide(x: &Subject) -> Row {
             ),
             _ => broken_between(
                 "public-timeout",
-                vec![Layer::Tunnel, Layer::Caddy, Layer::Container, Layer::Service],
-                format!("the public URL of {} timed out and the internal view does not tell why", s.name),
+                vec![
+                    Layer::Tunnel,
+                    Layer::Caddy,
+                    Layer::Container,
+                    Layer::Service,
+                ],
+                format!(
+                    "the public URL of {} timed out and the internal view does not tell why",
+                    s.name
+                ),
             ),
         },
         Answer::Unreachable(k) => broken_between(
             "public-transport-error",
-            vec![Layer::Tunnel, Layer::Caddy, Layer::Container, Layer::Service],
-            format!("the public URL of {} broke off without an HTTP answer ({})", s.name, k.as_str()),
+            vec![
+                Layer::Tunnel,
+                Layer::Caddy,
+                Layer::Container,
+                Layer::Service,
+            ],
+            format!(
+                "the public URL of {} broke off without an HTTP answer ({})",
+                s.name,
+                k.as_str()
+            ),
         ),
         Answer::NotRun => match x.i {
             Answer::Healthy => row(
                 Status::Healthy,
                 None,
                 "healthy-inside-only",
-                format!("{} answers correctly inside; the public URL was not probed", s.name),
+                format!(
+                    "{} answers correctly inside; the public URL was not probed",
+                    s.name
+                ),
             ),
             _ => decide_internal_only(x),
         },
@@ -1100,13 +1202,18 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
         FailureKind::Dns => (
             "all-public-dns",
             Layer::Tunnel,
-            format!("no public hostname of cmux-{} resolves ({host} neither): the DNS record is missing, or --domain names another zone", x.vmid()),
+            format!(
+                "no public hostname of cmux-{} resolves ({host} neither): the DNS record is \
+                missing, or --domain names another zone",
+                x.vmid()
+            ),
         ),
         _ => (
             "all-public-refused",
             Layer::Tunnel,
             format!(
-                "every public hostname of cmux-{} was refused at {}: nothing listens at the edge address, or --connect-to points elsewhere",
+                "every public hostname of cmux-{} was refused at {}: nothing listens at the \
+                    edge address, or --connect-to points elsewhere",
                 x.vmid(),
                 x.ctx.connect_to.unwrap_or("the address DNS gives")
             ),
@@ -1124,10 +1231,15 @@ fn outer_down_row(x: &Subject) -> Row {
         vec![Layer::Caddy, Layer::Tunnel],
         format!(
             "cloudflared cannot reach Caddy: even {} (a hostname Caddy answers itself) fails",
-            x.t.origin.as_ref().map_or("the origin check", |o| o.url.as_str())
+            x.t.origin
+                .as_ref()
+                .map_or("the origin check", |o| o.url.as_str())
         ),
     )
-    .next("on the PVE host: systemctl status caddy-cmux cloudflared; curl -sS -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/")
+    .next(
+        "on the PVE host: systemctl status caddy-cmux cloudflared; curl -sS -o /dev/null -w \
+        '%{http_code}' http://127.0.0.1:8080/",
+    )
 }
 
 /// An internal answer that by itself proves the service broken (whatever the public side saw):
@@ -1194,10 +1306,16 @@ fn decide_gateway_error(x: &Subject) -> Row {
     match &x.i {
         Answer::Healthy | Answer::MissingHeaders(_) if x.f.chain_reaches_container.is_some() => {
             match x.route() {
-                Some(r @ RouteObservation { upstream_host: Some(h), upstream_port: Some(rp), .. }) if *rp == p => {
-                    // Caddy's configuration is right: then the service is not reachable from the
-                    // host where Caddy dials it (bound to loopback, or a firewall), or the file read
-                    // is not what Caddy has loaded.
+                Some(
+                    r @ RouteObservation {
+                        upstream_host: Some(h),
+                        upstream_port: Some(rp),
+                        ..
+                    },
+                ) if *rp == p => {
+                    // Caddy's configuration is right: then the service is not reachable
+                    // from the host where Caddy dials it (bound to loopback, or a firewall),
+                    // or the file read is not what Caddy has loaded.
                     let from_file = r.from != Some(RouteFrom::AdminApi);
                     let mut candidates = vec![Layer::Service, Layer::Container];
                     if from_file {
@@ -1207,25 +1325,48 @@ fn decide_gateway_error(x: &Subject) -> Row {
                         "route-correct-upstream-unreachable",
                         candidates,
                         format!(
-                            "{label} answers inside on 127.0.0.1:{p} and Caddy's route for {host} dials {h}:{p} as it should{}, yet the request fails: {label} may listen on loopback only, a firewall may drop it{}",
+                            "{label} answers inside on 127.0.0.1:{p} and Caddy's route for \
+                                {host} dials {h}:{p} as it should{}, yet the request fails: \
+                                {label} may listen on loopback only, a firewall may drop it{}",
                             route_src(r),
-                            if from_file { ", or Caddy runs another configuration than this file" } else { "" }
+                            if from_file {
+                                ", or Caddy runs another configuration than this file"
+                            } else {
+                                ""
+                            }
                         ),
                     )
                     .next(format!(
-                        "pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on 0.0.0.0:{p}); on the PVE host: curl -sS http://{h}:{p}{}{}",
+                        "pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on \
+                            0.0.0.0:{p}); on the PVE host: curl -sS http://{h}:{p}{}{}",
                         s.probe.path,
-                        if from_file { "; systemctl reload caddy-cmux" } else { "" }
+                        if from_file {
+                            "; systemctl reload caddy-cmux"
+                        } else {
+                            ""
+                        }
                     ))
                 }
-                Some(r @ RouteObservation { upstream_host: Some(h), upstream_port: Some(rp), .. }) => row(
+                Some(
+                    r @ RouteObservation {
+                        upstream_host: Some(h),
+                        upstream_port: Some(rp),
+                        ..
+                    },
+                ) => row(
                     Status::Broken,
                     Some(Layer::Caddy),
                     "caddy-route-misses-live-service",
-                    format!("Caddy sends {host} to {h}:{rp}; {label} listens on {p}{}", route_src(r)),
+                    format!(
+                        "Caddy sends {host} to {h}:{rp}; {label} listens on {p}{}",
+                        route_src(r)
+                    ),
                 )
                 .next(caddy_route_next(x)),
-                Some(RouteObservation { upstream_host: None, .. }) => row(
+                Some(RouteObservation {
+                    upstream_host: None,
+                    ..
+                }) => row(
                     Status::Broken,
                     Some(Layer::Caddy),
                     "caddy-route-misses-live-service",
@@ -1236,7 +1377,10 @@ fn decide_gateway_error(x: &Subject) -> Row {
                     "gateway-error-service-ok",
                     vec![Layer::Caddy, Layer::Service, Layer::Container],
                     format!(
-                        "{label} answers inside on {p}, but the request through Caddy for {host} does not reach it: Caddy's route dials another port, or {label} listens on loopback only, or the host cannot reach the container on {p}"
+                        "{label} answers inside on {p}, but the request through Caddy for \
+                            {host} does not reach it: Caddy's route dials another port, or \
+                            {label} listens on loopback only, or the host cannot reach the \
+                            container on {p}"
                     ),
                 )
                 .next(caddy_route_next(x)),
@@ -1251,11 +1395,13 @@ fn decide_gateway_error(x: &Subject) -> Row {
                 "gateway-error-service-ok-unproven-chain",
                 candidates,
                 format!(
-                    "{label} answers inside on {p}, but nothing proves the public chain reaches cmux-{vmid} at all"
+                    "{label} answers inside on {p}, but nothing proves the public chain reaches \
+                        cmux-{vmid} at all"
                 ),
             )
             .next(format!(
-                "on the PVE host: getent hosts cmux-{vmid}.lan; curl -sS -H 'Host: {host}' http://127.0.0.1:8080{}",
+                "on the PVE host: getent hosts cmux-{vmid}.lan; curl -sS -H 'Host: {host}' \
+                    http://127.0.0.1:8080{}",
                 s.probe.path
             ))
         }
@@ -1274,7 +1420,9 @@ fn decide_gateway_error(x: &Subject) -> Row {
                     "gateway-error-no-internal",
                     vec![Layer::Caddy, Layer::Service, Layer::Container],
                     format!(
-                        "the public URL of {} fails behind the tunnel while other requests reach cmux-{vmid}; without the internal view Caddy's route and the service cannot be told apart",
+                        "the public URL of {} fails behind the tunnel while other requests \
+                            reach cmux-{vmid}; without the internal view Caddy's route and the \
+                            service cannot be told apart",
                         s.name
                     ),
                 )
@@ -1284,17 +1432,29 @@ fn decide_gateway_error(x: &Subject) -> Row {
                     "container-unreachable",
                     vec![Layer::Container, Layer::Caddy, Layer::Service],
                     format!(
-                        "Caddy answers, but nothing of cmux-{vmid} does (exec included): most likely the container is stopped or cmux-{vmid}.lan does not resolve from the host"
+                        "Caddy answers, but nothing of cmux-{vmid} does (exec included): most \
+                            likely the container is stopped or cmux-{vmid}.lan does not resolve \
+                            from the host"
                     ),
                 )
                 .next(format!(
-                    "on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan; pct start {vmid}"
+                    "on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan; pct \
+                        start {vmid}"
                 ))
             } else {
                 broken_between(
                     "gateway-error-unknown",
-                    vec![Layer::Tunnel, Layer::Caddy, Layer::Container, Layer::Service],
-                    format!("the public URL of {} fails behind the edge and nothing else narrows it down", s.name),
+                    vec![
+                        Layer::Tunnel,
+                        Layer::Caddy,
+                        Layer::Container,
+                        Layer::Service,
+                    ],
+                    format!(
+                        "the public URL of {} fails behind the edge and nothing else \
+                        narrows it down",
+                        s.name
+                    ),
                 )
             }
         }
@@ -1308,23 +1468,37 @@ fn decide_wrong_answer(x: &Subject) -> Row {
     match &x.i {
         Answer::Healthy | Answer::MissingHeaders(_) => {
             let summary = match x.route() {
-                Some(r @ RouteObservation { upstream_host: Some(h), upstream_port: Some(rp), .. }) if *rp != p => format!(
-                    "Caddy sends {} to {h}:{rp}, where another service answers; {label} listens on {p}{}",
+                Some(
+                    r @ RouteObservation {
+                        upstream_host: Some(h),
+                        upstream_port: Some(rp),
+                        ..
+                    },
+                ) if *rp != p => format!(
+                    "Caddy sends {} to {h}:{rp}, where another service answers; {label} listens \
+                        on {p}{}",
                     s.name,
                     route_src(r)
                 ),
                 _ => format!(
-                    "the public URL reaches a different service ({what}) while {label} answers correctly inside on {p}: Caddy routes to the wrong port"
+                    "the public URL reaches a different service ({what}) while {label} answers \
+                        correctly inside on {p}: Caddy routes to the wrong port"
                 ),
             };
-            row(Status::Broken, Some(Layer::Caddy), "caddy-route-to-wrong-service", summary)
-                .next(caddy_route_next(x))
+            row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "caddy-route-to-wrong-service",
+                summary,
+            )
+            .next(caddy_route_next(x))
         }
         _ => broken_between(
             "wrong-answer-no-internal",
             vec![Layer::Caddy, Layer::Service],
             format!(
-                "the public URL answers wrongly ({what}); without the internal view a wrong Caddy port and a broken service cannot be told apart"
+                "the public URL answers wrongly ({what}); without the internal view a wrong \
+                    Caddy port and a broken service cannot be told apart"
             ),
         ),
     }
@@ -1407,15 +1581,26 @@ fn decide_host_tunnel(x: &Subject) -> Option<Row> {
                     .next(tunnel_next()),
                 )
             }
-            (None, Probe::Failed { kind: FailureKind::Refused, .. }) if matches!(x.e, Answer::TunnelDown) => {
+            (
+                None,
+                Probe::Failed {
+                    kind: FailureKind::Refused,
+                    ..
+                },
+            ) if matches!(x.e, Answer::TunnelDown) => {
                 return Some(
                     row(
                         Status::Broken,
                         Some(Layer::Tunnel),
                         "host-cloudflared-not-running",
-                        "cloudflared is not running on the host (nothing answers /ready on 127.0.0.1:20241-20245)".into(),
+                        "cloudflared is not running on the host (nothing answers /ready on \
+                            127.0.0.1:20241-20245)"
+                            .into(),
                     )
-                    .next("on the PVE host: systemctl restart cloudflared; journalctl -u cloudflared -n 50"),
+                    .next(
+                        "on the PVE host: systemctl restart cloudflared; journalctl -u \
+                        cloudflared -n 50",
+                    ),
                 )
             }
             _ => {}
@@ -1447,9 +1632,15 @@ fn decide_host(x: &Subject) -> Option<Row> {
                 Status::Broken,
                 Some(Layer::Caddy),
                 "host-caddy-down",
-                format!("nothing listens on Caddy's address {} on the host: caddy-cmux is down", h.caddy_url),
+                format!(
+                    "nothing listens on Caddy's address {} on the host: caddy-cmux is down",
+                    h.caddy_url
+                ),
             )
-            .next("on the PVE host: systemctl status caddy-cmux; journalctl -u caddy-cmux -n 50; systemctl restart caddy-cmux"),
+            .next(
+                "on the PVE host: systemctl status caddy-cmux; journalctl -u caddy-cmux -n \
+                50; systemctl restart caddy-cmux",
+            ),
         );
     }
     if matches!(c, Answer::Healthy | Answer::MissingHeaders(_)) && edge_side {
@@ -1459,11 +1650,16 @@ fn decide_host(x: &Subject) -> Option<Row> {
                 Some(Layer::Tunnel),
                 "host-caddy-ok-edge-fails",
                 format!(
-                    "Caddy answers {} correctly on the host, but the public URL does not: the break is between the edge and Caddy (cloudflared's origin setting)",
+                    "Caddy answers {} correctly on the host, but the public URL does not: the \
+                        break is between the edge and Caddy (cloudflared's origin setting)",
                     s.name
                 ),
             )
-            .next("on the PVE host: grep -n -A2 ingress /etc/cloudflared/config.yml (the rule must send the sandbox hostnames to http://localhost:8080); journalctl -u cloudflared -n 50"),
+            .next(
+                "on the PVE host: grep -n -A2 ingress /etc/cloudflared/config.yml (the rule \
+                must send the sandbox hostnames to http://localhost:8080); journalctl -u \
+                cloudflared -n 50",
+            ),
         );
     }
     if x.outer_down() {
@@ -1481,61 +1677,105 @@ fn decide_host(x: &Subject) -> Option<Row> {
     match u {
         Answer::Healthy | Answer::MissingHeaders(_) if caddy_fails => {
             let summary = match x.route() {
-                Some(r @ RouteObservation { upstream_host: Some(rh), upstream_port: Some(rp), .. }) => format!(
+                Some(
+                    r @ RouteObservation {
+                        upstream_host: Some(rh),
+                        upstream_port: Some(rp),
+                        ..
+                    },
+                ) => format!(
                     "the host reaches {label} at {}, but Caddy sends it to {rh}:{rp}{}",
                     hs.upstream_url,
                     route_src(r)
                 ),
                 _ => format!(
-                    "the host reaches {label} at {}, but Caddy's own answer for it fails ({}): Caddy's route is wrong",
+                    "the host reaches {label} at {}, but Caddy's own answer for it fails ({}): \
+                        Caddy's route is wrong",
                     hs.upstream_url,
                     describe_answer(&c, s)
                 ),
             };
-            Some(row(Status::Broken, Some(Layer::Caddy), "host-caddy-route-wrong", summary).next(caddy_route_next(x)))
+            Some(
+                row(
+                    Status::Broken,
+                    Some(Layer::Caddy),
+                    "host-caddy-route-wrong",
+                    summary,
+                )
+                .next(caddy_route_next(x)),
+            )
         }
         Answer::Unreachable(FailureKind::Dns) => Some(
             row(
                 Status::Broken,
                 Some(Layer::Container),
                 "host-upstream-name",
-                format!("cmux-{vmid}'s name in {} does not resolve on the host", hs.upstream_url),
-            )
-            .next(format!("on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan (the router's DHCP/DNS must publish the container's hostname)")),
-        ),
-        Answer::Unreachable(FailureKind::Refused) if matches!(x.i, Answer::Healthy | Answer::MissingHeaders(_)) => Some(
-            row(
-                Status::Broken,
-                Some(Layer::Service),
-                "host-upstream-loopback-only",
                 format!(
-                    "{label} answers inside on 127.0.0.1:{p} but refuses {}: it listens only on loopback",
+                    "cmux-{vmid}'s name in {} does not resolve on the host",
                     hs.upstream_url
                 ),
             )
-            .next(format!("pct exec {vmid} -- ss -ltnp 'sport = :{p}' — make {label} listen on 0.0.0.0:{p}")),
+            .next(format!(
+                "on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan \
+                (the router's DHCP/DNS must publish the container's hostname)"
+            )),
         ),
-        Answer::Unreachable(FailureKind::Timeout) if matches!(x.i, Answer::Healthy | Answer::MissingHeaders(_)) => Some(
-            row(
-                Status::Broken,
-                Some(Layer::Container),
-                "host-upstream-unreachable",
-                format!("the host cannot reach {} in time while {label} answers inside: the container's network or a firewall drops it", hs.upstream_url),
+        Answer::Unreachable(FailureKind::Refused)
+            if matches!(x.i, Answer::Healthy | Answer::MissingHeaders(_)) =>
+        {
+            Some(
+                row(
+                    Status::Broken,
+                    Some(Layer::Service),
+                    "host-upstream-loopback-only",
+                    format!(
+                        "{label} answers inside on 127.0.0.1:{p} but refuses {}: \
+                         it listens only on loopback",
+                        hs.upstream_url
+                    ),
+                )
+                .next(format!(
+                    "pct exec {vmid} -- ss -ltnp 'sport = :{p}' — \
+                     make {label} listen on 0.0.0.0:{p}"
+                )),
             )
-            .next(format!("on the PVE host: pct status {vmid}; ping -c1 cmux-{vmid}.lan; pct exec {vmid} -- ip addr")),
-        ),
-        Answer::Unreachable(FailureKind::Timeout | FailureKind::Refused) if !x.internal_known() => Some(
-            broken_between(
-                "host-upstream-fails-no-internal",
-                vec![Layer::Service, Layer::Container],
-                format!(
-                    "the host gets no answer from {} ({}) and the internal view is unavailable: {label} is down or hangs, or the container's network drops it",
-                    hs.upstream_url,
-                    describe_answer(&u, s)
-                ),
+        }
+        Answer::Unreachable(FailureKind::Timeout)
+            if matches!(x.i, Answer::Healthy | Answer::MissingHeaders(_)) =>
+        {
+            Some(
+                row(
+                    Status::Broken,
+                    Some(Layer::Container),
+                    "host-upstream-unreachable",
+                    format!(
+                        "the host cannot reach {} in time while {label} answers inside: \
+                         the container's network or a firewall drops it",
+                        hs.upstream_url
+                    ),
+                )
+                .next(format!(
+                    "on the PVE host: pct status {vmid}; ping -c1 cmux-{vmid}.lan; \
+                     pct exec {vmid} -- ip addr"
+                )),
             )
-            .next(svc_next(s, vmid)),
-        ),
+        }
+        Answer::Unreachable(FailureKind::Timeout | FailureKind::Refused) if !x.internal_known() => {
+            Some(
+                broken_between(
+                    "host-upstream-fails-no-internal",
+                    vec![Layer::Service, Layer::Container],
+                    format!(
+                        "the host gets no answer from {} ({}) and the internal view is \
+                         unavailable: {label} is down or hangs, or the container's network \
+                         drops it",
+                        hs.upstream_url,
+                        describe_answer(&u, s)
+                    ),
+                )
+                .next(svc_next(s, vmid)),
+            )
+        }
         _ => None,
     }
 }
@@ -1623,7 +1863,9 @@ fn evidence(x: &Subject, r: &Row) -> Vec<String> {
         }
         if let Some(ok) = f.origin_ok {
             evidence.push(if ok {
-                "the origin check (a hostname Caddy answers itself) got Caddy's answer: edge, tunnel and Caddy are up".into()
+                "the origin check (a hostname Caddy answers itself) got Caddy's answer: edge, \
+                    tunnel and Caddy are up"
+                    .into()
             } else {
                 "the origin check (a hostname Caddy answers itself) failed too".into()
             });

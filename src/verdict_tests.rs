@@ -1057,7 +1057,7 @@ fn every_row_of_the_decision_table() {
         match v.status {
             Broken | Degraded => {
                 assert!(
-                    v.layer.is_some() != !v.candidates.is_empty(),
+                    v.layer.is_some() == v.candidates.is_empty(),
                     "case {n}: broken needs a layer or candidates, not both"
                 );
                 assert!(
