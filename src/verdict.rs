@@ -454,11 +454,12 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         }
     }
     let public_all_failed = match failures.first() {
-        Some(Some(k @ (FailureKind::Dns | FailureKind::Refused)))
-            if failures.len() > 1 && failures.iter().all(|f| *f == Some(*k)) =>
-        {
-            Some(*k)
-        }
+        Some(Some(
+            k @ (FailureKind::Dns
+            | FailureKind::Refused
+            | FailureKind::Certificate
+            | FailureKind::Tls),
+        )) if failures.len() > 1 && failures.iter().all(|f| *f == Some(*k)) => Some(*k),
         _ => None,
     };
     let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
@@ -953,11 +954,12 @@ fn decide(x: &Subject) -> Row {
                     restart cloudflared"
             ))
         }
-        Answer::Unreachable(k @ (FailureKind::Dns | FailureKind::Refused))
-            if x.f.public_all_failed == Some(*k) =>
-        {
-            return decide_all_public_failed(x, *k)
-        }
+        Answer::Unreachable(
+            k @ (FailureKind::Dns
+            | FailureKind::Refused
+            | FailureKind::Certificate
+            | FailureKind::Tls),
+        ) if x.f.public_all_failed == Some(*k) => return decide_all_public_failed(x, *k),
         Answer::Unreachable(FailureKind::Dns) => {
             return row(
                 Status::Broken,
@@ -1194,8 +1196,8 @@ fn unreachable_row(x: &Subject) -> Row {
     )
 }
 
-/// Every public hostname failed the same way at DNS or connect: the tunnel's DNS/edge, or pvediag
-/// was pointed at the wrong place (`--domain`, `--connect-to`).
+/// Every public hostname failed the same way at DNS, connect or TLS: the tunnel's DNS/edge, or
+/// pvediag was pointed at the wrong place (`--domain`, `--connect-to`).
 fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
     let host = x.host();
     let (rule, first, summary) = match k {
@@ -1206,6 +1208,21 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
                 "no public hostname of cmux-{} resolves ({host} neither): the DNS record is \
                 missing, or --domain names another zone",
                 x.vmid()
+            ),
+        ),
+        FailureKind::Certificate | FailureKind::Tls => (
+            "all-public-tls",
+            Layer::Tunnel,
+            format!(
+                "TLS failed ({}) for every public hostname of cmux-{} ({host} included): the \
+                 names do not lead to Cloudflare's edge, or --domain / --connect-to point \
+                 elsewhere{}",
+                k.as_str(),
+                x.vmid(),
+                x.ctx
+                    .connect_to
+                    .map(|a| format!(" (dialled at {a})"))
+                    .unwrap_or_default()
             ),
         ),
         _ => (
@@ -1858,6 +1875,18 @@ fn evidence(x: &Subject, r: &Row) -> Vec<String> {
         });
     }
     if r.status != Status::Healthy {
+        if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
+            evidence.push(match x.ctx.connect_to {
+                Some(a) => format!(
+                    "{} was dialled at {a} (--connect-to), with its own name for TLS and Host",
+                    x.host()
+                ),
+                None => format!(
+                    "{} was dialled at the address DNS gave this machine",
+                    x.host()
+                ),
+            });
+        }
         if let Some(c) = &f.chain_reaches_container {
             evidence.push(c.clone());
         }

@@ -344,6 +344,13 @@ const CASES: &[Case] = &[
         &[Tunnel, Input],
     ),
     between(
+        "all-public-tls",
+        "xterm",
+        |t| all_ext(t, failed(FailureKind::Certificate)),
+        Broken,
+        &[Tunnel, Input],
+    ),
+    between(
         "all-public-refused",
         "vnc",
         |t| all_ext(t, failed(FailureKind::Refused)),
