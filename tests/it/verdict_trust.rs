@@ -385,3 +385,41 @@ fn mixed_faults_from_the_host_pin_each_hop() {
         assert_eq!(cell(x), *want, "{scenario} {vmid}/{service}: {x}");
     }
 }
+
+/// A wrong `--domain` or `--connect-to` does not read as a tunnel outage alone: the candidates name
+/// pvediag's own input with the value used, and no next step says the literal word DOMAIN.
+#[test]
+fn wrong_domain_or_connect_to_is_a_candidate_with_its_value() {
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("healthy");
+    let swap = |option: &str, value: &str| -> Vec<String> {
+        let mut a = lab.args.clone();
+        let i = a.iter().position(|x| x == option).unwrap();
+        a[i + 1] = value.to_string();
+        a
+    };
+    for (args, rule, value) in [
+        (swap("--connect-to", "127.0.0.1:1"), "all-public-refused", "127.0.0.1:1"),
+        (swap("--domain", "wrong.test"), "all-public-tls", "wrong.test"),
+    ] {
+        let (code, json) = lab.run(&args, &["--format", "json"]);
+        assert_eq!(code, 1, "{json}");
+        let v: Value = serde_json::from_str(&json).unwrap();
+        let x = verdict(&v, 202, "xterm");
+        assert_eq!(x["rule"], rule, "{x}");
+        assert_eq!(cell(x), "broken (tunnel|input)", "{x}");
+        let text = x.to_string();
+        assert!(text.contains(value), "{value}: {text}");
+        assert!(!text.contains("DOMAIN"), "{text}");
+        assert!(
+            x["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e.as_str().unwrap().contains("dialled at")),
+            "{text}"
+        );
+    }
+}
