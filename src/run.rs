@@ -115,11 +115,11 @@ async fn diagnose_once(
     }
 
     // The Caddyfile really read (next steps name it); none when routes came from the admin API.
-    let caddyfile_read = match &cfg.caddy {
+    let caddyfile_read = match &settings.caddy {
         Some(CaddySource::File { path, .. }) => Some(path.display().to_string()),
         _ => None,
     };
-    let connect_to = cfg.connect_to.map(|a| a.to_string());
+    let connect_to = settings.connect_to.map(|a| a.to_string());
     let ctx = Context {
         catalog: &probe.catalog,
         layout: probe.template.layout(),
@@ -128,10 +128,17 @@ async fn diagnose_once(
     };
     let reports = observations
         .into_iter()
-        .map(|(o, completion)| TargetReport {
-            verdict: crate::verdict::diagnose(&ctx, &o),
-            observation: o,
-            completion,
+        .map(|(o, completion)| {
+            let mut r = TargetReport {
+                verdict: crate::verdict::diagnose(&ctx, &o),
+                observation: o,
+                completion,
+            };
+            // `--services`: what is shown, after everything was diagnosed with everything known.
+            if let Some(names) = &settings.shown {
+                r.retain_services(names);
+            }
+            r
         })
         .collect();
     Ok(Report {

@@ -82,6 +82,9 @@ pub struct Settings {
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub warnings: Vec<String>,
+    /// `--services`: the services shown (all when `None`). Only the report is narrowed: every
+    /// service is probed and diagnosed, so a selection never changes a verdict.
+    pub shown: Option<Vec<String>>,
 }
 
 /// The option groups a subcommand has, and what it sets itself (the lab's host view).
@@ -148,8 +151,10 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        // `--services` selects what is shown, never what is known: the probes, the exec channel and
+        // the Caddy findings always use the whole catalog.
         let catalog = catalog_reading_dir(check.checks.as_deref())?;
-        let catalog = select_services(catalog, &check.services)?;
+        let shown = select_services(&catalog, &check.services)?;
         if catalog.exec().is_none() && check.exec_url.is_none() {
             warnings.push(
                 "note: the catalog has no `exec` service, so nothing is probed inside the container"
@@ -202,6 +207,7 @@ impl Settings {
             color,
             quiet: p.output.quiet,
             warnings,
+            shown,
         })
     }
 
@@ -324,19 +330,23 @@ pub fn catalog_reading_dir(dir: Option<&Path>) -> Result<Catalog, UsageError> {
     }
 }
 
-/// `--services A,B`: only those.
-fn select_services(catalog: Catalog, services: &[String]) -> Result<Catalog, UsageError> {
-    if services.is_empty() {
-        return Ok(catalog);
-    }
+/// `--services A,B`: the names shown (each one checked against the catalog); `None`: all.
+fn select_services(
+    catalog: &Catalog,
+    services: &[String],
+) -> Result<Option<Vec<String>>, UsageError> {
     let names: Vec<String> = services
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
     catalog
         .select(&names)
-        .map_err(|e| UsageError::new(format!("--services: {e}")))
+        .map_err(|e| UsageError::new(format!("--services: {e}")))?;
+    Ok(Some(names))
 }
 
 /// `-o FILE`: found out before probing, not after the whole run.

@@ -68,6 +68,26 @@ pub struct TargetReport {
     pub completion: Completion,
 }
 
+impl TargetReport {
+    /// Keeps only the services named (`--services`): observations and verdicts alike.
+    pub fn retain_services(&mut self, names: &[String]) {
+        let keep: Vec<bool> = self
+            .observation
+            .services
+            .iter()
+            .map(|s| names.contains(&s.name))
+            .collect();
+        let mut k = keep.iter();
+        self.observation
+            .services
+            .retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.verdict
+            .services
+            .retain(|_| *k.next().unwrap_or(&false));
+    }
+}
+
 /// How a target's probes ended: a typed fact, not a phrase in a reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {

@@ -17,4 +17,5 @@ mod pve_api;
 mod real_caddy;
 mod retries;
 mod secrets;
+mod selection;
 mod verdict_trust;

@@ -401,8 +401,16 @@ fn wrong_domain_or_connect_to_is_a_candidate_with_its_value() {
         a
     };
     for (args, rule, value) in [
-        (swap("--connect-to", "127.0.0.1:1"), "all-public-refused", "127.0.0.1:1"),
-        (swap("--domain", "wrong.test"), "all-public-tls", "wrong.test"),
+        (
+            swap("--connect-to", "127.0.0.1:1"),
+            "all-public-refused",
+            "127.0.0.1:1",
+        ),
+        (
+            swap("--domain", "wrong.test"),
+            "all-public-tls",
+            "wrong.test",
+        ),
     ] {
         let (code, json) = lab.run(&args, &["--format", "json"]);
         assert_eq!(code, 1, "{json}");
