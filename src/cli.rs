@@ -376,8 +376,18 @@ fn parse_timeout(s: &str) -> Result<Duration, UsageError> {
     parse_duration("--timeout", s)
 }
 
+/// The shortest `--deadline` that leaves time to run a probe at all.
+pub const MIN_DEADLINE: Duration = Duration::from_millis(100);
+
 fn parse_deadline(s: &str) -> Result<Duration, UsageError> {
-    parse_duration("--deadline", s)
+    let d = parse_duration("--deadline", s)?;
+    if d < MIN_DEADLINE {
+        return Err(UsageError::new(format!(
+            "--deadline {s}: too short to run any probe (at least {} ms)",
+            MIN_DEADLINE.as_millis()
+        )));
+    }
+    Ok(d)
 }
 
 fn parse_wait(s: &str) -> Result<Duration, UsageError> {

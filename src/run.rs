@@ -67,6 +67,23 @@ async fn diagnose_once(
         connect_timeout: Some(settings.probe.timeout),
     })
     .map_err(|e| UsageError::new(e.to_string()))?;
+    // `--connect-to` is for the public URLs: an `--exec-url` is dialled as given.
+    let exec_client = match (&settings.probe.exec_url, settings.connect_to) {
+        (Some(_), Some(_)) => Some(
+            build_client(&ClientOptions {
+                connect_to: None,
+                cacert_pem: settings.cacert_pem.clone(),
+                insecure: settings.insecure,
+                connect_timeout: Some(settings.probe.timeout),
+            })
+            .map_err(|e| UsageError::new(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let clients = crate::probe::Clients {
+        public: &client,
+        exec: exec_client.as_ref().unwrap_or(&client),
+    };
     let probe = probe_config(settings, targets, deadline);
     let caddy_read = read_caddy(settings);
     // The origin check names no VMID: one request serves every target.
@@ -80,8 +97,8 @@ async fn diagnose_once(
         !settings.quiet && n > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
     let observations = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
-        let (client, probe, sem, origin, host_wide, progress) = (
-            &client,
+        let (clients, probe, sem, origin, host_wide, progress) = (
+            clients,
             &probe,
             &sem,
             origin.clone(),
@@ -92,7 +109,7 @@ async fn diagnose_once(
             let remaining = deadline.saturating_sub(start.elapsed());
             let work = async {
                 let _permit = sem.acquire().await;
-                crate::probe::observe_with(client, probe, vmid, origin, host_wide).await
+                crate::probe::observe_with(clients, probe, vmid, origin, host_wide).await
             };
             let o = match tokio::time::timeout(remaining, work).await {
                 Ok(o) => (o, Completion::InTime),
@@ -125,10 +142,21 @@ async fn diagnose_once(
         layout: probe.template.layout(),
         caddyfile: caddyfile_read.as_deref(),
         connect_to: connect_to.as_deref(),
+        // The probes' time limit was the deadline's, not --timeout: a timeout is then a cut.
+        deadline: (probe.timeout < settings.probe.timeout).then_some(deadline),
+        target_cut: false,
     };
     let reports = observations
         .into_iter()
         .map(|(o, completion)| {
+            let ctx = Context {
+                target_cut: completion == Completion::CutByDeadline,
+                deadline: match completion {
+                    Completion::CutByDeadline => Some(deadline),
+                    Completion::InTime => ctx.deadline,
+                },
+                ..ctx.clone()
+            };
             let mut r = TargetReport {
                 verdict: crate::verdict::diagnose(&ctx, &o),
                 observation: o,
@@ -161,7 +189,8 @@ fn probe_config(
 ) -> crate::probe::ProbeConfig {
     let mut probe = settings.probe.clone();
     probe.exec_tokens = targets.exec_tokens.clone();
-    let budget = deadline.saturating_sub(Duration::from_millis(200));
+    let margin = (deadline / 4).min(Duration::from_millis(200));
+    let budget = deadline.saturating_sub(margin);
     if probe.timeout + probe.exec_grace > budget {
         probe.exec_grace = (budget / 5).min(probe.exec_grace);
         probe.timeout = budget

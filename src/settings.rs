@@ -164,6 +164,9 @@ impl Settings {
         if reach.insecure {
             warnings.push("warning: -k/--insecure: TLS certificates are not verified".into());
         }
+        if let Some(w) = deadline_warning(deadline, timeout, EXEC_GRACE) {
+            warnings.push(w);
+        }
         check_output_path(p.output.output.as_deref())?;
         let color = match p.output.color {
             ColorChoice::Always => true,
@@ -195,7 +198,7 @@ impl Settings {
                 retries: check.retries,
                 exec_url: check.exec_url.clone(),
                 no_origin_check: check.no_origin_check,
-                exec_grace: Duration::from_secs(5),
+                exec_grace: EXEC_GRACE,
                 host: host_config(reach, check, p.host_env),
             },
             connect_to,
@@ -328,6 +331,23 @@ pub fn catalog_reading_dir(dir: Option<&Path>) -> Result<Catalog, UsageError> {
         Some(dir) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string())),
         None => Ok(Catalog::embedded()),
     }
+}
+
+/// How much longer than `--timeout` the exec round trip may take (the services' probes run inside it).
+pub const EXEC_GRACE: Duration = Duration::from_secs(5);
+
+/// A deadline shorter than a probe's own time limit is the operator's choice: said up front, and
+/// every probe it cuts is reported as cut by the deadline, never as a failure of the chain.
+fn deadline_warning(deadline: Duration, timeout: Duration, grace: Duration) -> Option<String> {
+    (deadline < timeout + grace).then(|| {
+        format!(
+            "warning: --deadline {} ms is shorter than --timeout {} ms plus the exec grace ({} s): \
+             probes still running then are cut and reported as cut by the deadline, no hop blamed",
+            deadline.as_millis(),
+            timeout.as_millis(),
+            grace.as_secs()
+        )
+    })
 }
 
 /// `--services A,B`: the names shown (each one checked against the catalog); `None`: all.

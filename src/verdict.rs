@@ -175,6 +175,12 @@ pub struct Context<'a> {
     pub caddyfile: Option<&'a str>,
     /// The address every public hostname was dialled at (`--connect-to`), if one was forced.
     pub connect_to: Option<&'a str>,
+    /// The run's deadline, when it limited the probes (their timeouts shortened below
+    /// `--timeout`, or the target cut): a probe that timed out then was cut by the operator's
+    /// limit, not failed by the chain.
+    pub deadline: Option<std::time::Duration>,
+    /// The deadline cut this target before its probes ended: the probes not run were cut.
+    pub target_cut: bool,
 }
 // ---------------------------------------------------------------------------------------------
 // Step 1: classify one answer
@@ -462,6 +468,11 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
                 && !header_is(response, "server", "caddy");
             Some(!made_by_cloudflare(response) && !catch_all_404)
         }
+        // A timeout under a shortened time limit is the deadline's, not the chain's.
+        Probe::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        } if ctx.deadline.is_some() => None,
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,
     });
@@ -707,6 +718,31 @@ struct Subject<'a> {
     so: &'a ServiceObservation,
     e: Answer,
     i: Answer,
+    /// The run's deadline cut what decides this service (its public probe, or the internal one
+    /// of a service without a public URL).
+    cut: bool,
+}
+
+/// Whether the run's deadline, not the chain, ended this probe.
+fn cut_by_deadline(ctx: &Context, t: &TargetObservation, p: &Probe, internal: bool) -> bool {
+    match p {
+        Probe::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        } => ctx.deadline.is_some(),
+        Probe::NotRun { .. } => {
+            let exec_cut = match &t.exec.run {
+                ExecRun::Incomplete { .. } => true,
+                ExecRun::Failed {
+                    kind: FailureKind::Timeout,
+                    ..
+                } => ctx.deadline.is_some() && !t.exec.internal_ran(),
+                _ => false,
+            };
+            ctx.target_cut || (internal && exec_cut)
+        }
+        _ => false,
+    }
 }
 
 impl Subject<'_> {
@@ -904,6 +940,12 @@ fn decide(x: &Subject) -> Row {
             "healthy",
             format!("{} answers correctly through the tunnel", s.name),
         );
+    }
+
+    // The operator's own limit: a check the deadline cut blames no hop (unless the internal view,
+    // which did finish, proves the service itself broken).
+    if x.cut {
+        return service_fault(x).unwrap_or_else(|| cut_row(x));
     }
 
     // The outermost hop first: cloudflared as the host sees it, then a failure at the edge itself.
@@ -1173,6 +1215,21 @@ fn decide(x: &Subject) -> Row {
             unreachable_row(x)
         }
     }
+}
+
+/// A check the run's deadline cut: whether users are affected is not known, and no hop is blamed.
+fn cut_row(x: &Subject) -> Row {
+    let ms = x.ctx.deadline.map_or(0, |d| d.as_millis());
+    inconclusive(
+        "cut-by-deadline",
+        Vec::new(),
+        format!(
+            "the run's deadline ({ms} ms, --deadline) cut the check of {} before it finished: \
+             this says nothing about the chain",
+            x.s.name
+        ),
+    )
+    .next("run again with a longer --deadline (at least --timeout plus 5 s), or without it")
 }
 
 /// Never reached (the answers are decided before); kept total without a panic.
@@ -1798,14 +1855,28 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         let Some(s) = ctx.catalog.get(&so.name) else {
             continue;
         };
+        let ext_cut = so.url.is_some() && cut_by_deadline(ctx, t, &so.external, false);
+        let int_cut = cut_by_deadline(ctx, t, &so.internal, true);
+        let e = if ext_cut {
+            Answer::NotRun
+        } else {
+            classify(s, &so.external)
+        };
+        let i = if int_cut {
+            Answer::NotRun
+        } else {
+            classify(s, &so.internal)
+        };
+        let cut = ext_cut || (int_cut && e == Answer::NotRun);
         let x = Subject {
             ctx,
             f: &f,
             t,
             s,
             so,
-            e: classify(s, &so.external),
-            i: classify(s, &so.internal),
+            e,
+            i,
+            cut,
         };
         let r = decide(&x);
         let evidence = evidence(&x, &r);
@@ -1827,9 +1898,27 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             rule: r.rule,
         });
     }
+    let mut exec = channel_verdict(t);
+    if let (
+        Some(d),
+        ExecRun::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        }
+        | ExecRun::NotRun { .. },
+    ) = (ctx.deadline, &t.exec.run)
+    {
+        if exec.status != Status::Healthy {
+            exec.summary = format!(
+                "internal probes unavailable: the run's deadline ({} ms, --deadline) cut the exec \
+                 call",
+                d.as_millis()
+            );
+        }
+    }
     TargetVerdict {
         vmid: t.vmid,
-        exec: channel_verdict(t),
+        exec,
         services,
     }
 }
@@ -1838,11 +1927,18 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
 fn evidence(x: &Subject, r: &Row) -> Vec<String> {
     let (s, so, f) = (x.s, x.so, x.f);
     let mut evidence = Vec::new();
+    // An answer set aside because the run's deadline, not the chain, ended the probe.
+    let described = |p: &Probe, a: &Answer| match (p, a) {
+        (Probe::NotRun { .. }, _) | (_, Answer::NotRun) if x.cut => {
+            "cut by the run's deadline (--deadline), not by the chain".to_string()
+        }
+        _ => describe_answer(a, s),
+    };
     if let Some(url) = &so.url {
         evidence.push(format!(
             "external {url}: {} — {}",
             describe_probe(&so.external),
-            describe_answer(&x.e, s)
+            described(&so.external, &x.e)
         ));
     }
     evidence.push(format!(

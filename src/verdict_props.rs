@@ -434,6 +434,8 @@ fn check_world(c: &Catalog, w: &World) -> Result<(), String> {
         layout: Layout::PerService,
         caddyfile: None,
         connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     let sets = Evidence::all();
     let verdicts: Vec<TargetVerdict> = sets
@@ -523,6 +525,8 @@ fn loopback_only_is_never_blamed_on_caddy() {
         layout: Layout::PerService,
         caddyfile: None,
         connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     for ev in Evidence::all() {
         let v = &diagnose(&ctx, &observe(&w, &c, ev)).services[xterm];

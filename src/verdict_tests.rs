@@ -180,6 +180,8 @@ fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) 
         layout,
         caddyfile: None,
         connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     let tv = diagnose(&ctx, t);
     let i = t.services.iter().position(|s| s.name == name).unwrap();
@@ -273,6 +275,24 @@ fn host_lost(t: &mut TargetObservation, kind: FailureKind) {
 }
 
 const CASES: &[Case] = &[
+    case(
+        "cut-by-deadline",
+        "cdp",
+        |t| {
+            // The deadline cut the exec stream before cdp's record arrived.
+            t.exec.run = ExecRun::Incomplete {
+                notes: vec![],
+                elapsed_ms: 100,
+            };
+            set_int(
+                t,
+                "cdp",
+                Probe::not_run("no record before the stream was cut"),
+            );
+        },
+        Inconclusive,
+        None,
+    ),
     case(
         "host-container-unreachable",
         "xterm",
@@ -1165,6 +1185,8 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
         layout: Layout::PerService,
         caddyfile: None,
         connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     let tv = diagnose(&ctx, &t);
     for (s, v) in t.services.iter().zip(&tv.services) {
@@ -1241,4 +1263,48 @@ fn worst_status_orders_broken_last() {
     assert!(
         Broken > Degraded && Degraded > Inconclusive && Inconclusive > Skipped && Skipped > Healthy
     );
+}
+
+/// A probe whose time limit was the run's deadline (shorter than --timeout) and that timed out was
+/// cut by the operator's limit: no hop is blamed, and a whole target cut says so for every service.
+#[test]
+fn a_deadline_cut_blames_no_layer() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    all_ext(&mut t, failed(FailureKind::Timeout));
+    for s in &mut t.services {
+        s.internal = failed(FailureKind::Timeout);
+    }
+    let mut ctx = Context {
+        catalog: &c,
+        layout: Layout::PerService,
+        caddyfile: None,
+        connect_to: None,
+        deadline: Some(std::time::Duration::from_millis(300)),
+        target_cut: false,
+    };
+    for v in diagnose(&ctx, &t).services {
+        assert_eq!(
+            (v.status, v.rule),
+            (Inconclusive, "cut-by-deadline"),
+            "{}",
+            v.summary
+        );
+        assert!(v.layers().is_empty());
+        assert!(v.summary.contains("300 ms"), "{}", v.summary);
+    }
+    // Without the deadline in the way the same timeouts are the chain's: broken.
+    ctx.deadline = None;
+    assert_eq!(diagnose(&ctx, &t).services[1].status, Broken);
+    // A target the deadline cut: every probe not run.
+    for s in &mut t.services {
+        s.external = Probe::not_run("cut");
+        s.internal = Probe::not_run("cut");
+    }
+    ctx.target_cut = true;
+    ctx.deadline = Some(std::time::Duration::from_millis(300));
+    for v in diagnose(&ctx, &t).services {
+        assert_eq!(v.rule, "cut-by-deadline", "{}", v.summary);
+        assert!(!v.summary.contains("not routed"), "{}", v.summary);
+    }
 }

@@ -431,3 +431,98 @@ fn wrong_domain_or_connect_to_is_a_candidate_with_its_value() {
         );
     }
 }
+
+/// `demo --services xterm`: the same verdict as the full run (Caddy, not the container), the exec
+/// channel still used, and no bogus lint findings from a narrowed catalog.
+#[test]
+fn services_selects_what_is_shown_not_what_is_known() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo_json(&["--services", "xterm"]);
+    assert_eq!(code, 1);
+    let services = v["targets"][0]["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1);
+    let x = verdict(&v, 202, "xterm");
+    assert_eq!(cell(x), "broken (caddy)", "{x}");
+    assert!(
+        !x["next_step"].as_str().unwrap().contains("pct start"),
+        "{x}"
+    );
+    assert_eq!(v["targets"][0]["exec"]["verdict"]["status"], "healthy");
+    let findings = v["caddy"]["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(!findings[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no catalog service uses port"));
+}
+
+/// The operator's own limits are named as such: a deadline too short to run anything is a usage
+/// error; a deadline shorter than the probes' timeout is a warning up front, and the checks it cuts
+/// blame no hop ("not routed" or "no answer within 1 ms" are gone).
+#[test]
+fn a_deadline_names_itself() {
+    let out = pvediag()
+        .args(["demo", "--deadline", "1ms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--deadline 1ms: too short"), "{err}");
+    if !curl_present() {
+        return;
+    }
+    let out = pvediag()
+        .args([
+            "demo",
+            "--scenario",
+            "healthy",
+            "--delay-ms",
+            "400",
+            "--deadline",
+            "600ms",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: --deadline 600 ms is shorter than --timeout"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for s in v["targets"][0]["services"].as_array().unwrap() {
+        let x = &s["verdict"];
+        assert_eq!(x["rule"], "cut-by-deadline", "{}: {x}", s["name"]);
+        assert_eq!(cell(x), "inconclusive", "{}: {x}", s["name"]);
+        assert!(
+            !x["summary"].as_str().unwrap().contains("not routed"),
+            "{x}"
+        );
+    }
+    assert!(v["targets"][0]["exec"]["verdict"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("deadline"));
+}
+
+/// `--connect-to` redirects the public URLs only: an `--exec-url` is dialled as given (here a name
+/// that resolves nowhere, so the exec call fails at DNS while the public probes reach the lab).
+#[test]
+fn connect_to_does_not_redirect_the_exec_url() {
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("healthy");
+    let mut args = lab.args.clone();
+    args.extend(["--exec-url".into(), "https://exec-202.example.test".into()]);
+    let (_, json) = lab.run(&args, &["--format", "json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let run = &v["targets"][0]["exec"]["run"];
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["kind"], "dns", "{run}");
+    assert_eq!(cell(verdict(&v, 202, "xterm")), "healthy");
+}
