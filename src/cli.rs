@@ -189,7 +189,7 @@ pub struct ReachArgs {
     #[arg(long, env = "PVE_PUBLIC_DOMAIN", value_name = "DOMAIN", value_parser = parse_domain)]
     pub domain: Option<String>,
 
-    /// Dial HOST:PORT for every public URL, keeping Host and SNI (like curl --connect-to)
+    /// Dial HOST:PORT for every public URL, keeping Host and SNI (like curl --connect-to); not --exec-url
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_connect_to)]
     pub connect_to: Option<HostPort>,
 
@@ -230,7 +230,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "URL", value_parser = parse_exec_url)]
     pub exec_url: Option<String>,
 
-    /// Only these services (comma-separated names from the catalog)
+    /// Show only these services (comma-separated catalog names); every service is still probed
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub services: Vec<String>,
 
