@@ -121,6 +121,9 @@ async fn diagnose_once(
     }));
     let (mut observations, (table, mut caddy)) = tokio::join!(observations, caddy_read);
     progress.finish();
+    // A Caddy source without a single cmux route (the wrong file?) is a finding, not evidence:
+    // its "no route for every hostname" would pin Caddy on a file Caddy may not even load.
+    let table = table.filter(|t| crate::lint::cmux_routes(&probe.catalog, t) > 0);
     if let Some(table) = &table {
         for (o, _) in &mut observations {
             o.routes = routes_for(&probe, table, o.vmid);

@@ -44,11 +44,19 @@ impl CaddyReport {
         catalog: &Catalog,
     ) -> CaddyReport {
         match table {
-            Ok(t) => CaddyReport {
-                source,
-                error: None,
-                findings: crate::lint::lint(catalog, std::slice::from_ref(t), &[]),
-            },
+            Ok(t) => {
+                // Fails closed, as `pvediag lint` does: a source with no cmux route is a finding.
+                let mut findings: Vec<crate::lint::Finding> =
+                    crate::lint::no_cmux_route(catalog, &source, t)
+                        .into_iter()
+                        .collect();
+                findings.extend(crate::lint::lint(catalog, std::slice::from_ref(t), &[]));
+                CaddyReport {
+                    source,
+                    error: None,
+                    findings,
+                }
+            }
             Err(e) => CaddyReport {
                 source,
                 error: Some(e.clone()),

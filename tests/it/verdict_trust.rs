@@ -463,13 +463,12 @@ fn services_selects_what_is_shown_not_what_is_known() {
 /// blame no hop ("not routed" or "no answer within 1 ms" are gone).
 #[test]
 fn a_deadline_names_itself() {
-    let out = pvediag()
-        .args(["demo", "--deadline", "1ms"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--deadline 1ms: too short"), "{err}");
+    for d in ["1ms", "20ms"] {
+        let out = pvediag().args(["demo", "--deadline", d]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{d}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--deadline {d}: too short")), "{err}");
+    }
     if !curl_present() {
         return;
     }
@@ -525,4 +524,30 @@ fn connect_to_does_not_redirect_the_exec_url() {
     assert_eq!(run["state"], "failed", "{run}");
     assert_eq!(run["kind"], "dns", "{run}");
     assert_eq!(cell(verdict(&v, 202, "xterm")), "healthy");
+}
+
+/// A diagnosis given a Caddyfile with no cmux route says so (as `pvediag lint` does) and does not
+/// take "no route" from it as evidence.
+#[test]
+fn a_caddyfile_without_cmux_routes_is_a_finding_in_the_diagnosis() {
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("seed");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("Caddyfile");
+    std::fs::write(&empty, "").unwrap();
+    let mut args = lab.without_caddyfile();
+    args.extend(["--caddyfile".into(), empty.display().to_string()]);
+    let (code, json) = lab.run(&args, &["--format", "json"]);
+    assert_eq!(code, 1, "{json}");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["caddy"]["findings"][0]["kind"], "no_cmux_route",
+        "{}",
+        v["caddy"]
+    );
+    // Not evidence: the wrong file does not pin Caddy ("no route") on the seed's xterm.
+    let x = verdict(&v, 202, "xterm");
+    assert_eq!(cell(x), "broken (caddy|service|container)", "{x}");
 }
