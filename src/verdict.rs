@@ -1483,13 +1483,29 @@ fn decide_gateway_error(x: &Subject) -> Row {
         _ => {
             // No internal view.
             if x.f.chain_reaches_container.is_some() {
+                // Caddy's route, when read, orders the candidates: a right port makes the service
+                // the likely one (and rules Caddy out when it is what Caddy has loaded).
+                let candidates = match x.route() {
+                    Some(RouteObservation {
+                        upstream_port: Some(rp),
+                        from,
+                        ..
+                    }) if *rp == p => {
+                        let mut c = vec![Layer::Service, Layer::Container];
+                        if *from != Some(RouteFrom::AdminApi) {
+                            c.push(Layer::Caddy);
+                        }
+                        c
+                    }
+                    _ => vec![Layer::Caddy, Layer::Service, Layer::Container],
+                };
                 broken_between(
                     "gateway-error-no-internal",
-                    vec![Layer::Caddy, Layer::Service, Layer::Container],
+                    candidates,
                     format!(
                         "the public URL of {} fails behind the tunnel while other requests \
-                            reach cmux-{vmid}; without the internal view Caddy's route and the \
-                            service cannot be told apart",
+                         reach cmux-{vmid}; without the internal view Caddy's route and the \
+                         service cannot be told apart",
                         s.name
                     ),
                 )

@@ -275,6 +275,17 @@ fn host_lost(t: &mut TargetObservation, kind: FailureKind) {
 }
 
 const CASES: &[Case] = &[
+    between(
+        "gateway-error-no-internal",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            no_internal(t, UNAUTHORIZED);
+            route(t, "xterm", 39383, RouteFrom::AdminApi);
+        },
+        Broken,
+        &[Service, Container],
+    ),
     case(
         "cut-by-deadline",
         "cdp",

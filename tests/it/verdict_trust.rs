@@ -300,7 +300,7 @@ fn mixed_fault_scenarios_are_pinned() {
             "unauthorized-and-down",
             1,
             &[
-                (202, "vscode", "broken (caddy|service|container)"),
+                (202, "vscode", "broken (service|container|caddy)"),
                 (202, "xterm", "healthy"),
                 (202, "cdp", "inconclusive"),
                 (202, "proxy", "inconclusive"),
