@@ -823,9 +823,10 @@ impl Subject<'_> {
             }
             Layer::Input => format!(
                 "every public hostname failed the same way ({}) when dialled at {}: check \
-                    --domain and --connect-to (dig +short {host})",
+                 --domain (these names end in {}) and --connect-to (dig +short {host})",
                 self.f.public_all_failed.map_or("?", |k| k.as_str()),
-                self.ctx.connect_to.unwrap_or("the address DNS gives")
+                self.ctx.connect_to.unwrap_or("the address DNS gives"),
+                host.split_once('.').map_or(host.as_str(), |(_, d)| d)
             ),
         }
     }
