@@ -12,29 +12,41 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
             "nothing to lint: give --caddyfile FILE, --caddy-json FILE and/or --setup-script FILE",
         ));
     }
-    let catalog = catalog_reading_dir(args.checks.as_deref())?;
     let mut tables = Vec::new();
     // Fails closed: a file with nothing cmux in it is a finding, not a pass.
     let mut empty = Vec::new();
+    let mut names = Vec::new();
     for p in &args.caddyfile {
         let t = read_caddyfile(p)?;
-        empty.extend(crate::lint::no_cmux_route(
-            &catalog,
-            &p.display().to_string(),
-            &t,
-        ));
+        names.push(p.display().to_string());
         tables.push(t);
     }
     for p in &args.caddy_json {
         let text = read_text("--caddy-json", p)?;
         let t = crate::caddy::admin::parse(&text)
             .map_err(|e| UsageError::new(format!("--caddy-json {}: {e}", p.display())))?;
-        empty.extend(crate::lint::no_cmux_route(
-            &catalog,
-            &p.display().to_string(),
-            &t,
-        ));
+        names.push(p.display().to_string());
         tables.push(t);
+    }
+    let catalog = match (args.checks.as_deref(), args.catalog) {
+        (None, Some(g)) => g.catalog(),
+        (None, None) => {
+            // The generation of the Caddy configurations: only the generic rule means 2026.
+            use crate::generation::{caddy_layout, CaddyLayout, Generation};
+            let generic = !tables.is_empty()
+                && tables
+                    .iter()
+                    .all(|t| matches!(caddy_layout(t), CaddyLayout::Generic(_)));
+            if generic {
+                Generation::Y2026.catalog()
+            } else {
+                Generation::Seed.catalog()
+            }
+        }
+        (dir, _) => catalog_reading_dir(dir)?,
+    };
+    for (name, t) in names.iter().zip(&tables) {
+        empty.extend(crate::lint::no_cmux_route(&catalog, name, t));
     }
     let mut scripts: Vec<ScriptFile> = Vec::new();
     for p in &args.setup_script {

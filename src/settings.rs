@@ -85,6 +85,9 @@ pub struct Settings {
     /// `--services`: the services shown (all when `None`). Only the report is narrowed: every
     /// service is probed and diagnosed, so a selection never changes a verdict.
     pub shown: Option<Vec<String>>,
+    /// `--catalog`, `--checks`, `--url-template`, `--services`: what is fixed about each target's
+    /// routing generation; the rest is detected per target ([`crate::generation`]).
+    pub generation: crate::generation::GenerationSetting,
 }
 
 /// The option groups a subcommand has, and what it sets itself (the lab's host view).
@@ -152,9 +155,23 @@ impl Settings {
             (None, None) => None,
         };
         // `--services` selects what is shown, never what is known: the probes, the exec channel and
-        // the Caddy findings always use the whole catalog.
-        let catalog = catalog_reading_dir(check.checks.as_deref())?;
-        let shown = select_services(&catalog, &check.services)?;
+        // the Caddy findings always use the whole catalog (each name is checked here).
+        let catalog = match (check.checks.as_deref(), check.catalog) {
+            (None, Some(g)) => g.catalog(),
+            (dir, _) => catalog_reading_dir(dir)?,
+        };
+        let detected = check.checks.is_none() && check.catalog.is_none();
+        if detected {
+            select_services_of_both(catalog.clone(), &check.services)?;
+        }
+        let shown = select_services(&catalog, &check.services, !detected)?;
+        let generation = crate::generation::GenerationSetting {
+            catalog: check.catalog,
+            checks_dir: check.checks.is_some(),
+            explicit_template: check.url_template.as_str() != crate::target::DEFAULT_TEMPLATE,
+            // Not applied to any target's catalog: `--services` narrows the report only.
+            services: Vec::new(),
+        };
         if catalog.exec().is_none() && check.exec_url.is_none() {
             warnings.push(
                 "note: the catalog has no `exec` service, so nothing is probed inside the container"
@@ -200,6 +217,7 @@ impl Settings {
                 no_origin_check: check.no_origin_check,
                 exec_grace: EXEC_GRACE,
                 host: host_config(reach, check, p.host_env),
+                instances: Default::default(),
             },
             connect_to,
             cacert_pem,
@@ -211,6 +229,7 @@ impl Settings {
             quiet: p.output.quiet,
             warnings,
             shown,
+            generation,
         })
     }
 
@@ -231,14 +250,24 @@ impl Settings {
                 _ => {}
             }
         }
-        if self.pve.is_none() && (all || !req.names.is_empty()) {
+        // Without the API: `cmux-N` is VMID N, and the host's `pct list` knows the others
+        // (crate::instance).
+        let unresolvable = req
+            .names
+            .iter()
+            .find(|n| crate::instance::vmid_of_cmux_name(n).is_none() && self.probe.host.is_none());
+        if self.pve.is_none() && (all || unresolvable.is_some()) {
             let what = if all {
                 "--all".to_string()
             } else {
-                format!("the instance name {:?}", req.names[0])
+                format!(
+                    "the instance name {:?}",
+                    unresolvable.cloned().unwrap_or_default()
+                )
             };
             return Err(UsageError::new(format!(
-                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN"
+                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN{}",
+                if all { "" } else { " (or run on the PVE host with --on-host)" }
             )));
         }
         Ok(req)
@@ -350,10 +379,12 @@ fn deadline_warning(deadline: Duration, timeout: Duration, grace: Duration) -> O
     })
 }
 
-/// `--services A,B`: the names shown (each one checked against the catalog); `None`: all.
+/// `--services A,B`: the names shown (each one checked against the catalog when `check`; with a
+/// detected catalog they were checked against both built-in ones); `None`: all.
 fn select_services(
     catalog: &Catalog,
     services: &[String],
+    check: bool,
 ) -> Result<Option<Vec<String>>, UsageError> {
     let names: Vec<String> = services
         .iter()
@@ -363,10 +394,43 @@ fn select_services(
     if names.is_empty() {
         return Ok(None);
     }
-    catalog
-        .select(&names)
-        .map_err(|e| UsageError::new(format!("--services: {e}")))?;
+    if check {
+        catalog
+            .select(&names)
+            .map_err(|e| UsageError::new(format!("--services: {e}")))?;
+    }
     Ok(Some(names))
+}
+
+/// `--services A,B` while the catalog is detected per target: each name must be a service of one
+/// of the two built-in catalogs; the default catalog keeps the names it has.
+fn select_services_of_both(catalog: Catalog, services: &[String]) -> Result<Catalog, UsageError> {
+    let names: Vec<String> = services
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(catalog);
+    }
+    let both = crate::generation::Generation::ALL.map(|g| g.catalog());
+    for n in &names {
+        if both.iter().all(|c| c.get(n).is_none()) {
+            let err = both[1]
+                .select(std::slice::from_ref(n))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            return Err(UsageError::new(format!("--services: {err}")));
+        }
+    }
+    let known: Vec<String> = names
+        .into_iter()
+        .filter(|n| catalog.get(n).is_some())
+        .collect();
+    catalog
+        .select(&known)
+        .map_err(|e| UsageError::new(format!("--services: {e}")))
 }
 
 /// `-o FILE`: found out before probing, not after the whole run.

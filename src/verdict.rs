@@ -175,6 +175,9 @@ pub struct Context<'a> {
     pub caddyfile: Option<&'a str>,
     /// The address every public hostname was dialled at (`--connect-to`), if one was forced.
     pub connect_to: Option<&'a str>,
+    /// The container's name on the LAN (`{instance}` of the 2026 layout, e.g. `pvelxc-1a2b3c4d`);
+    /// None: `cmux-{vmid}`.
+    pub instance: Option<&'a str>,
     /// The run's deadline, when it limited the probes (their timeouts shortened below
     /// `--timeout`, or the target cut): a probe that timed out then was cut by the operator's
     /// limit, not failed by the chain.
@@ -182,6 +185,15 @@ pub struct Context<'a> {
     /// The deadline cut this target before its probes ended: the probes not run were cut.
     pub target_cut: bool,
 }
+impl Context<'_> {
+    /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
+    pub fn instance_name(&self, vmid: u32) -> String {
+        self.instance
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("cmux-{vmid}"))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Step 1: classify one answer
 
@@ -192,6 +204,10 @@ pub enum Answer {
     Healthy,
     /// The right service answered (fingerprint matches) but required headers are missing.
     MissingHeaders(Vec<String>),
+    /// The right service answered, but a required header came more than once (2026 layout: Caddy
+    /// sets `access-control-allow-origin` and the upstream's own was not dropped): browsers reject
+    /// a response with two `access-control-allow-origin` values.
+    DoubledHeaders(Vec<String>),
     /// An accepted status whose body is not this service's: another service answered.
     WrongService { reason: String, empty: bool },
     /// A status the service does not give when healthy, not made by Cloudflare, cloudflared or
@@ -304,6 +320,24 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
     if !missing.is_empty() {
         return Answer::MissingHeaders(missing);
     }
+    let doubled: Vec<String> = service
+        .healthy
+        .headers
+        .iter()
+        .filter_map(|h| {
+            let values: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(h))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            (values.len() > 1)
+                .then(|| format!("{h} ({} values: {})", values.len(), values.join(" and ")))
+        })
+        .collect();
+    if !doubled.is_empty() {
+        return Answer::DoubledHeaders(doubled);
+    }
     Answer::Healthy
 }
 
@@ -372,6 +406,12 @@ fn describe_answer(a: &Answer, s: &Service) -> String {
         Answer::MissingHeaders(h) => {
             format!("right service, but header(s) missing: {}", h.join(", "))
         }
+        Answer::DoubledHeaders(h) => {
+            format!(
+                "right service, but header(s) sent more than once: {}",
+                h.join(", ")
+            )
+        }
         Answer::WrongService { reason, .. } => {
             format!("not {}'s answer: {reason}", service_label(s))
         }
@@ -426,8 +466,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     let mut chain = None;
     if t.exec.via_public_url && t.exec.run.reached_execd() {
         chain = Some(format!(
-            "the exec call through the same tunnel and Caddy reached cmux-execd in cmux-{}",
-            t.vmid
+            "the exec call through the same tunnel and Caddy reached cmux-execd in {}",
+            ctx.instance_name(t.vmid)
         ));
     }
     let mut externals = 0usize;
@@ -445,7 +485,12 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         if a == Answer::TunnelDown {
             tunnel_down += 1;
         }
-        if chain.is_none() && matches!(a, Answer::Healthy | Answer::MissingHeaders(_)) {
+        if chain.is_none()
+            && matches!(
+                a,
+                Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+            )
+        {
             chain = Some(format!(
                 "{} answered correctly through the same tunnel and Caddy",
                 so.name
@@ -502,10 +547,10 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         };
         kinds.iter().all(unreachable).then(|| {
             format!(
-                "from the host ({}), no port of cmux-{}.lan answers ({}): the container is \
+                "from the host ({}), no port of {}.lan answers ({}): the container is \
                     stopped or cut off",
                 h.vantage,
-                t.vmid,
+                ctx.instance_name(t.vmid),
                 kinds
                     .iter()
                     .flatten()
@@ -773,6 +818,7 @@ impl Subject<'_> {
     /// What would tell `layer` apart from the other candidates.
     fn check_for(&self, layer: Layer) -> String {
         let (vmid, p, path, host) = (self.vmid(), self.port(), &self.s.probe.path, self.host());
+        let ct = self.ctx.instance_name(vmid);
         match layer {
             Layer::Tunnel => "on the PVE host: curl -s http://127.0.0.1:20241/ready \
                 (cloudflared's edge connection); or add --on-host / --ssh USER@HOST to probe \
@@ -805,7 +851,7 @@ impl Subject<'_> {
             },
             Layer::Container => format!(
                 "on the PVE host: pct status {vmid}; curl -sS -i \
-                    http://cmux-{vmid}.lan:{p}{path} (or add --on-host)"
+                    http://{ct}.lan:{p}{path} (or add --on-host)"
             ),
             Layer::Service => {
                 if self.internal_known() {
@@ -908,11 +954,42 @@ fn caddy_route_next(x: &Subject) -> String {
                 `reverse_proxy cmux-{{re.vmid.1}}.lan:{port}`; then systemctl reload caddy-cmux",
             name = s.name,
         ),
-        Layout::PortInHost => format!(
-            "the generic rule dials cmux-{vmid}.lan:{port}: check the service listens on all \
-                addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; \
-                and grep -n 'reverse_proxy' {cf}"
-        ),
+        Layout::PortInHost => {
+            let ct = x.ctx.instance_name(vmid);
+            let want = format!("{ct}.lan");
+            match route {
+                // Caddy's configuration was read and no rule matches the public name.
+                Some(RouteObservation {
+                    upstream_host: None,
+                    host,
+                    ..
+                }) => format!(
+                    "the generic rule's regexp does not match {host}: on the PVE host: grep -n \
+                     'header_regexp' {cf} — it must be ^port-(\\d+)-([a-z0-9-]+)\\.; then \
+                     systemctl reload caddy-cmux"
+                ),
+                // The generic rule dials another name than the container's.
+                Some(RouteObservation {
+                    upstream_host: Some(h),
+                    source,
+                    ..
+                }) if *h != want => format!(
+                    "the generic rule ({}) dials {h}: it must dial {want}:{port} (reverse_proxy \
+                     {{re.service.2}}.lan:{{re.service.1}}) in {cf}; then systemctl reload \
+                     caddy-cmux",
+                    source.as_deref().unwrap_or("its line"),
+                ),
+                _ => format!(
+                    "the generic rule{} dials {ct}.lan:{port}: check the service listens on all \
+                     addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = \
+                     :{port}'; and grep -n 'reverse_proxy' {cf}",
+                    route
+                        .and_then(|r| r.source.as_deref())
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default(),
+                ),
+            }
+        }
     }
 }
 
@@ -931,6 +1008,7 @@ fn route_src(r: &RouteObservation) -> String {
 /// The decision for one service.
 fn decide(x: &Subject) -> Row {
     let (s, vmid, p) = (x.s, x.vmid(), x.port());
+    let ct = x.ctx.instance_name(vmid);
     let (label, host) = (x.label(), x.host());
 
     // A healthy public answer wins over anything else: the public URL working is the goal.
@@ -1073,7 +1151,7 @@ fn decide(x: &Subject) -> Row {
             why.clone(),
         )
         .next(format!(
-            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts cmux-{vmid}.lan"
+            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts {ct}.lan"
         ));
     }
 
@@ -1106,7 +1184,10 @@ fn decide(x: &Subject) -> Row {
     if !x.outer_down()
         && !matches!(
             x.e,
-            Answer::MissingHeaders(_) | Answer::CaddyNoRoute | Answer::NotRun
+            Answer::MissingHeaders(_)
+                | Answer::DoubledHeaders(_)
+                | Answer::CaddyNoRoute
+                | Answer::NotRun
         )
     {
         if let Some(r) = service_fault(x) {
@@ -1121,6 +1202,47 @@ fn decide(x: &Subject) -> Row {
     }
 
     match &x.e {
+        Answer::DoubledHeaders(h) => match x.i {
+            Answer::DoubledHeaders(_) => row(
+                Status::Broken,
+                Some(Layer::Service),
+                "header-doubled-at-service",
+                format!(
+                    "{label} itself sends {}: browsers reject the answer",
+                    h.join(", ")
+                ),
+            )
+            .next(format!(
+                "{}; check the service's CORS settings",
+                svc_next(s, vmid)
+            )),
+            Answer::Healthy | Answer::MissingHeaders(_) => row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "header-doubled-by-proxy",
+                format!(
+                    "{label} sends the header once inside, but the public answer carries {}: \
+                     browsers reject it. Caddy adds its own CORS headers and must drop the \
+                     upstream's",
+                    h.join(", ")
+                ),
+            )
+            .next(format!(
+                "in {}: the generic rule's reverse_proxy needs `header_down \
+                 -Access-Control-Allow-Origin` (and -Methods, -Headers); then systemctl reload \
+                 caddy-cmux",
+                x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE)
+            )),
+            _ => broken_between(
+                "header-doubled-unknown-origin",
+                vec![Layer::Caddy, Layer::Service],
+                format!(
+                    "the public answer carries {}, which browsers reject; without the internal \
+                     view it is unknown whether the service or the proxy adds the second",
+                    h.join(", ")
+                ),
+            ),
+        },
         Answer::MissingHeaders(h) => match x.i {
             Answer::Healthy => row(
                 Status::Degraded,
@@ -1166,11 +1288,13 @@ fn decide(x: &Subject) -> Row {
         Answer::WrongService { .. } | Answer::BadStatus(_) => decide_wrong_answer(x),
         Answer::Unreachable(FailureKind::Timeout) if x.outer_down() => outer_down_row(x),
         Answer::Unreachable(FailureKind::Timeout) => match x.i {
-            Answer::Healthy | Answer::MissingHeaders(_) => broken_between(
-                "public-timeout-service-ok",
-                vec![Layer::Tunnel, Layer::Caddy, Layer::Container],
-                format!("the public URL timed out while {label} answers inside on {p}"),
-            ),
+            Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
+                broken_between(
+                    "public-timeout-service-ok",
+                    vec![Layer::Tunnel, Layer::Caddy, Layer::Container],
+                    format!("the public URL timed out while {label} answers inside on {p}"),
+                )
+            }
             _ => broken_between(
                 "public-timeout",
                 vec![
@@ -1368,11 +1492,14 @@ fn service_down(x: &Subject, rule: &'static str) -> Row {
 /// Cloudflare's or Caddy's own 502/504: the request did not reach a live upstream.
 fn decide_gateway_error(x: &Subject) -> Row {
     let (s, vmid, p, label, host) = (x.s, x.vmid(), x.port(), x.label(), x.host());
+    let ct = x.ctx.instance_name(vmid);
     if x.outer_down() {
         return outer_down_row(x);
     }
     match &x.i {
-        Answer::Healthy | Answer::MissingHeaders(_) if x.f.chain_reaches_container.is_some() => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+            if x.f.chain_reaches_container.is_some() =>
+        {
             match x.route() {
                 Some(
                     r @ RouteObservation {
@@ -1454,7 +1581,7 @@ fn decide_gateway_error(x: &Subject) -> Row {
                 .next(caddy_route_next(x)),
             }
         }
-        Answer::Healthy | Answer::MissingHeaders(_) => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
             let mut candidates = vec![Layer::Caddy, Layer::Container, Layer::Service];
             if x.f.origin_ok != Some(true) {
                 candidates.insert(0, Layer::Tunnel);
@@ -1464,11 +1591,11 @@ fn decide_gateway_error(x: &Subject) -> Row {
                 candidates,
                 format!(
                     "{label} answers inside on {p}, but nothing proves the public chain reaches \
-                        cmux-{vmid} at all"
+                        {ct} at all"
                 ),
             )
             .next(format!(
-                "on the PVE host: getent hosts cmux-{vmid}.lan; curl -sS -H 'Host: {host}' \
+                "on the PVE host: getent hosts {ct}.lan; curl -sS -H 'Host: {host}' \
                     http://127.0.0.1:8080{}",
                 s.probe.path
             ))
@@ -1505,24 +1632,55 @@ fn decide_gateway_error(x: &Subject) -> Row {
                     candidates,
                     format!(
                         "the public URL of {} fails behind the tunnel while other requests \
-                         reach cmux-{vmid}; without the internal view Caddy's route and the \
+                         reach {ct}; without the internal view Caddy's route and the \
                          service cannot be told apart",
                         s.name
                     ),
                 )
                 .next(svc_next(s, vmid))
+            } else if let (
+                Some(true),
+                Some(RouteObservation {
+                    upstream_host: Some(h),
+                    source,
+                    ..
+                }),
+            ) = (
+                x.f.origin_ok,
+                x.route().filter(|r| {
+                    r.upstream_host
+                        .as_deref()
+                        .is_some_and(|h| !h.eq_ignore_ascii_case(&format!("{ct}.lan")))
+                }),
+            ) {
+                // Caddy's configuration (read with --caddyfile/--caddy-admin) dials another name.
+                row(
+                    Status::Broken,
+                    Some(Layer::Caddy),
+                    "caddy-dials-other-host",
+                    format!(
+                        "Caddy answers, but its route for {host} dials {h}, not the container's \
+                         name {ct}.lan ({}): nothing of {ct} answers through it",
+                        source.as_deref().unwrap_or("Caddy's configuration")
+                    ),
+                )
+                .next(format!(
+                    "fix the route's upstream to {ct}.lan in {} (2026: reverse_proxy \
+                     {{re.service.2}}.lan:{{re.service.1}}), then systemctl reload caddy-cmux",
+                    x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE)
+                ))
             } else if x.f.origin_ok == Some(true) {
                 broken_between(
                     "container-unreachable",
                     vec![Layer::Container, Layer::Caddy, Layer::Service],
                     format!(
-                        "Caddy answers, but nothing of cmux-{vmid} does (exec included): most \
-                            likely the container is stopped or cmux-{vmid}.lan does not resolve \
+                        "Caddy answers, but nothing of {ct} does (exec included): most \
+                            likely the container is stopped or {ct}.lan does not resolve \
                             from the host"
                     ),
                 )
                 .next(format!(
-                    "on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan; pct \
+                    "on the PVE host: pct status {vmid}; getent hosts {ct}.lan; pct \
                         start {vmid}"
                 ))
             } else {
@@ -1550,7 +1708,7 @@ fn decide_wrong_answer(x: &Subject) -> Row {
     let (s, p, label) = (x.s, x.port(), x.label());
     let what = describe_answer(&x.e, s);
     match &x.i {
-        Answer::Healthy | Answer::MissingHeaders(_) => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
             let summary = match x.route() {
                 Some(
                     r @ RouteObservation {
@@ -1701,6 +1859,7 @@ fn decide_host(x: &Subject) -> Option<Row> {
         return None;
     }
     let (s, vmid, p, label) = (x.s, x.vmid(), x.port(), x.label());
+    let ct = x.ctx.instance_name(vmid);
     let hs = h.services.iter().find(|hs| hs.name == s.name)?;
     let c = classify(s, &hs.caddy);
     let u = classify(s, &hs.upstream);
@@ -1727,7 +1886,11 @@ fn decide_host(x: &Subject) -> Option<Row> {
             ),
         );
     }
-    if matches!(c, Answer::Healthy | Answer::MissingHeaders(_)) && edge_side {
+    if matches!(
+        c,
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+    ) && edge_side
+    {
         return Some(
             row(
                 Status::Broken,
@@ -1759,7 +1922,7 @@ fn decide_host(x: &Subject) -> Option<Row> {
             | Answer::WrongService { .. }
     );
     match u {
-        Answer::Healthy | Answer::MissingHeaders(_) if caddy_fails => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) if caddy_fails => {
             let summary = match x.route() {
                 Some(
                     r @ RouteObservation {
@@ -1795,12 +1958,12 @@ fn decide_host(x: &Subject) -> Option<Row> {
                 Some(Layer::Container),
                 "host-upstream-name",
                 format!(
-                    "cmux-{vmid}'s name in {} does not resolve on the host",
+                    "{ct}'s name in {} does not resolve on the host",
                     hs.upstream_url
                 ),
             )
             .next(format!(
-                "on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan \
+                "on the PVE host: pct status {vmid}; getent hosts {ct}.lan \
                 (the router's DHCP/DNS must publish the container's hostname)"
             )),
         ),
@@ -1839,7 +2002,7 @@ fn decide_host(x: &Subject) -> Option<Row> {
                     ),
                 )
                 .next(format!(
-                    "on the PVE host: pct status {vmid}; ping -c1 cmux-{vmid}.lan; \
+                    "on the PVE host: pct status {vmid}; ping -c1 {ct}.lan; \
                      pct exec {vmid} -- ip addr"
                 )),
             )
