@@ -130,6 +130,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         .map(|o| TargetReport {
             verdict: diagnose(&ctx, &o),
             observation: o,
+            state: None,
         })
         .collect();
     Ok(Report {

@@ -47,6 +47,8 @@ pub struct SkippedTarget {
 pub struct TargetReport {
     pub observation: TargetObservation,
     pub verdict: TargetVerdict,
+    /// What the state directory says (last healthy run, what changed since); None without state.
+    pub state: Option<crate::state::TargetState>,
 }
 
 /// Exit codes: stable contract (docs/diagnosis.md, README).
