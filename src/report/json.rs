@@ -38,7 +38,11 @@ pub fn to_value(report: &Report) -> Value {
                     });
                     // What changed since the last healthy run that bears on this verdict
                     // (docs/state.md); only when the state directory had a healthy run.
-                    if let Some(since) = t.state.as_ref().and_then(|st| st.since_last_healthy.as_ref()) {
+                    if let Some(since) = t
+                        .state
+                        .as_ref()
+                        .and_then(|st| st.since_last_healthy.as_ref())
+                    {
                         s["changes_since_last_healthy"] = json!(since.for_service(&so.name));
                     }
                     s

@@ -169,7 +169,8 @@ impl Change {
                 source_before,
                 source_after,
             } => {
-                let src = |s: &Option<String>| s.as_ref().map(|s| format!(" ({s})")).unwrap_or_default();
+                let src =
+                    |s: &Option<String>| s.as_ref().map(|s| format!(" ({s})")).unwrap_or_default();
                 match (before, after) {
                     (Some(b), Some(a)) => format!(
                         "Caddy's route for {service} changed {}{}",
@@ -211,7 +212,10 @@ impl Change {
                 if before == "healthy" {
                     if after == "healthy" {
                         format!("{who} answers on {port} again")
-                    } else if matches!(after.as_str(), "refused" | "timeout" | "empty_reply" | "receive") {
+                    } else if matches!(
+                        after.as_str(),
+                        "refused" | "timeout" | "empty_reply" | "receive"
+                    ) {
                         format!(
                             "{who} stopped answering on {port} (now: {})",
                             answer_words(after)
@@ -328,7 +332,9 @@ pub fn relevant<'c>(
             Change::PortAnswer { service, port, .. } => {
                 service == v.service || ports.contains(port)
             }
-            Change::ExecAuth { .. } => v.service == crate::catalog::EXEC_SERVICE || v.internal_missing,
+            Change::ExecAuth { .. } => {
+                v.service == crate::catalog::EXEC_SERVICE || v.internal_missing
+            }
             Change::Cloudflared { .. } => may(Layer::Tunnel),
             Change::Origin { .. } => may(Layer::Tunnel) || may(Layer::Caddy),
             Change::Catalog { .. } | Change::UrlTemplate { .. } => true,
@@ -482,10 +488,12 @@ mod tests {
         let d = diff(&b, &a);
         let lines: Vec<String> = d.iter().map(|c| c.describe()).collect();
         assert!(lines.contains(&"the exec endpoint now requires a token".to_string()));
+        assert!(lines.iter().any(|l| l.starts_with(
+            "the catalog generation changed ((built in) → checks/2026): xterm 39383 → 39384"
+        )));
         assert!(lines
             .iter()
-            .any(|l| l.starts_with("the catalog generation changed ((built in) → checks/2026): xterm 39383 → 39384")));
-        assert!(lines.iter().any(|l| l.starts_with("cloudflared was ready, now up without")));
+            .any(|l| l.starts_with("cloudflared was ready, now up without")));
         // A Caddy verdict: no cloudflared, no exec auth; the catalog always.
         let caddy = view("xterm", 39383, vec![Layer::Caddy]);
         let r: Vec<&Change> = relevant(&d, &caddy, &b, &a);
@@ -522,6 +530,8 @@ mod tests {
             "Caddy no longer routes xterm (it went to cmux-202.lan:39383 (Caddyfile.cmux:17))"
         );
         let d = diff(&a, &b);
-        assert!(d[0].describe().starts_with("Caddy now routes xterm to cmux-202.lan:39383"));
+        assert!(d[0]
+            .describe()
+            .starts_with("Caddy now routes xterm to cmux-202.lan:39383"));
     }
 }

@@ -52,13 +52,7 @@ pub fn render_text(h: &History, limit: usize) -> String {
         );
         for t in s.transitions.iter().rev().take(limit) {
             let from = t.from.as_deref().unwrap_or("(first run)");
-            let _ = writeln!(
-                out,
-                "  {}  {from} → {}  {}",
-                fmt_time(t.at),
-                t.to,
-                t.cause
-            );
+            let _ = writeln!(out, "  {}  {from} → {}  {}", fmt_time(t.at), t.to, t.cause);
         }
         if s.transitions.len() > limit {
             let _ = writeln!(
@@ -114,4 +108,41 @@ pub fn render_json(h: &History, limit: usize) -> Value {
         "targets": targets,
         "unreadable": unreadable,
     })
+}
+
+/// `pvediag history VMID`: the text or JSON view and the exit code (0; 2 when nothing is recorded
+/// for the VMID, with a one-line reason on stderr).
+pub fn run(
+    dir: &std::path::Path,
+    vmid: u32,
+    domain: Option<&str>,
+    json: bool,
+    limit: usize,
+) -> (String, Vec<String>, u8) {
+    let h = load(&Store::new(dir), vmid, domain);
+    let mut notes: Vec<String> = h
+        .unreadable
+        .iter()
+        .map(|(p, why)| format!("state: {}: {why}; ignored", p.display()))
+        .collect();
+    let out = if json {
+        let mut s = serde_json::to_string_pretty(&render_json(&h, limit)).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        render_text(&h, limit)
+    };
+    if h.targets.is_empty() {
+        notes.push(format!(
+            "error: nothing recorded for {vmid}{} in {}: diagnose it first (the state directory is written after every run unless --no-state)",
+            domain.map(|d| format!(" on {d}")).unwrap_or_default(),
+            dir.display()
+        ));
+        return (
+            if json { out } else { String::new() },
+            notes,
+            crate::report::exit::USAGE,
+        );
+    }
+    (out, notes, crate::report::exit::OK)
 }

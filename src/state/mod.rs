@@ -96,6 +96,27 @@ pub fn default_dir_here() -> Option<PathBuf> {
     )
 }
 
+/// Where this run keeps its state: `--no-state` gives None; `--state-dir DIR` is created now (a
+/// one-line error when it cannot be: the user asked for it); otherwise the default directory, made
+/// when the first record is written (a failure there is only a note: the diagnosis stands).
+pub fn choose_dir(state_dir: Option<&Path>, no_state: bool) -> Result<Option<PathBuf>, String> {
+    if no_state {
+        return Ok(None);
+    }
+    match state_dir {
+        Some(d) => {
+            if d.as_os_str().is_empty() {
+                return Err("--state-dir \"\": not a directory path".into());
+            }
+            Store::new(d)
+                .ensure()
+                .map_err(|e| format!("--state-dir {}: {e}", d.display()))?;
+            Ok(Some(d.to_path_buf()))
+        }
+        None => Ok(default_dir_here()),
+    }
+}
+
 /// What the state directory says about one target in this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetState {
@@ -218,7 +239,10 @@ pub fn cause(rec: &Record, since: Option<&SinceHealthy>) -> String {
             };
             format!("{}: {}{layers}: {}", v.service, v.status, v.summary)
         }
-        _ => format!("exec channel: {}: {}", rec.channel.status, rec.channel.summary),
+        _ => format!(
+            "exec channel: {}: {}",
+            rec.channel.status, rec.channel.summary
+        ),
     };
     if let Some(w) = worst {
         if let Some(c) = since.and_then(|s| s.for_service(&w.service).first()) {
@@ -275,11 +299,17 @@ pub fn attach(t: &mut TargetReport, state: &TargetState) {
     let Some(since) = &state.since_last_healthy else {
         return;
     };
-    for (s, v) in t.observation.services.iter().zip(t.verdict.services.iter_mut()) {
+    for (s, v) in t
+        .observation
+        .services
+        .iter()
+        .zip(t.verdict.services.iter_mut())
+    {
         if matches!(v.status, Status::Healthy | Status::Skipped) {
             continue;
         }
-        v.evidence.push(since.evidence_line(since.for_service(&s.name)));
+        v.evidence
+            .push(since.evidence_line(since.for_service(&s.name)));
     }
 }
 

@@ -189,7 +189,10 @@ pub fn record(
         AuthMode::Off => Some("off".to_string()),
         AuthMode::Unknown => None,
     };
-    let cloudflared = o.host.as_ref().and_then(|h| cloudflared_fact(&h.cloudflared));
+    let cloudflared = o
+        .host
+        .as_ref()
+        .and_then(|h| cloudflared_fact(&h.cloudflared));
     let origin = o.origin.as_ref().and_then(|c| {
         // The origin check is judged against no service: its class is the kind of answer only.
         let label = origin_label(&c.probe);

@@ -68,7 +68,9 @@ pub fn parse(bytes: &[u8], domain: &str, vmid: u32) -> Loaded {
         Err(e) => return Loaded::Unreadable(format!("not valid JSON ({e})")),
     };
     if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-        return Loaded::Unreadable(format!("not a pvediag state file (no \"format\": \"{FORMAT}\")"));
+        return Loaded::Unreadable(format!(
+            "not a pvediag state file (no \"format\": \"{FORMAT}\")"
+        ));
     }
     match v.get("version").and_then(|n| n.as_u64()) {
         Some(n) if n == u64::from(VERSION) => {}
@@ -85,7 +87,9 @@ pub fn parse(bytes: &[u8], domain: &str, vmid: u32) -> Loaded {
             "it holds the record of {} on {}, not {vmid} on {domain}",
             s.vmid, s.domain
         )),
-        Err(e) => Loaded::Unreadable(format!("a version-{VERSION} record with a broken field ({e})")),
+        Err(e) => Loaded::Unreadable(format!(
+            "a version-{VERSION} record with a broken field ({e})"
+        )),
     }
 }
 
@@ -168,18 +172,23 @@ impl Store {
             if !p.exists() {
                 continue;
             }
-            // The domain is what the file says; check it against nothing but the VMID.
+            let dir_name = d
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let loaded = match read_bytes(&p) {
                 Ok(b) => {
+                    // The domain is what the file says; it must match the directory it is in.
                     let domain = serde_json::from_slice::<serde_json::Value>(&b)
                         .ok()
                         .and_then(|v| v.get("domain")?.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    if domain_dir(&domain) != d.file_name().unwrap_or_default().to_string_lossy()
-                    {
-                        Loaded::Unreadable("its domain does not match its directory".into())
-                    } else {
-                        parse(&b, &domain, vmid)
+                        .unwrap_or_else(|| dir_name.clone());
+                    match parse(&b, &domain, vmid) {
+                        Loaded::Ok(_) if domain_dir(&domain) != dir_name => {
+                            Loaded::Unreadable("its domain does not match its directory".into())
+                        }
+                        other => other,
                     }
                 }
                 Err(e) => Loaded::Unreadable(e),
@@ -209,7 +218,10 @@ impl Store {
         let lock = match lock(&dir.join(format!("{vmid}.lock")), LOCK_WAIT) {
             Ok(l) => Some(l),
             Err(e) => {
-                notes.push(format!("{}: {e}; this run's record was not written", path.display()));
+                notes.push(format!(
+                    "{}: {e}; this run's record was not written",
+                    path.display()
+                ));
                 None
             }
         };
@@ -246,7 +258,9 @@ impl Store {
 
 fn read_bytes(p: &Path) -> Result<Vec<u8>, String> {
     let f = File::open(p).map_err(|e| format!("cannot open: {}", e.kind()))?;
-    let meta = f.metadata().map_err(|e| format!("cannot stat: {}", e.kind()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot stat: {}", e.kind()))?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }

@@ -195,7 +195,11 @@ fn after_a_healthy_run_the_seed_route_change_is_named_in_xterms_evidence() {
 
     let (s2, t2) = step(&c, Some(s1), T0 + 600, seed_target(&c));
     assert_eq!(s2.last.status, "broken");
-    assert_eq!(s2.last_healthy.as_ref().unwrap().at, T0, "last-known-good kept");
+    assert_eq!(
+        s2.last_healthy.as_ref().unwrap().at,
+        T0,
+        "last-known-good kept"
+    );
     assert_eq!(s2.previous.as_ref().unwrap().at, T0);
     let i = t2
         .observation
@@ -284,7 +288,11 @@ fn exec_auth_turned_on() {
     let (s2, t) = step(&c, Some(s1), T0 + 60, o);
     let since = t.state.unwrap().since_last_healthy.unwrap();
     assert_eq!(
-        since.changes.iter().map(|c| c.describe()).collect::<Vec<_>>(),
+        since
+            .changes
+            .iter()
+            .map(|c| c.describe())
+            .collect::<Vec<_>>(),
         ["the exec endpoint now requires a token"],
         "the internal answers were not seen, so they are not reported as changed"
     );
@@ -520,6 +528,76 @@ fn odd_domains_get_a_safe_directory() {
         PathBuf::from("/s/targets/example.test/202.json")
     );
     let p = store.path("../../etc", 1);
-    assert!(p.to_string_lossy().starts_with("/s/targets/x-"), "{}", p.display());
+    assert!(
+        p.to_string_lossy().starts_with("/s/targets/x-"),
+        "{}",
+        p.display()
+    );
     assert_eq!(p.components().count(), 5);
+}
+
+#[test]
+fn history_shows_transitions_newest_first_with_their_cause() {
+    let c = Catalog::embedded();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(tmp.path());
+    store.ensure().unwrap();
+    for (i, o) in [healthy_target(&c), seed_target(&c), seed_target(&c)]
+        .into_iter()
+        .enumerate()
+    {
+        let notes = store.update("example.test", 202, |l| {
+            let prev = match l {
+                Loaded::Ok(s) => Some((**s).clone()),
+                _ => None,
+            };
+            step(&c, prev, T0 + 180 * i as i64, o).0
+        });
+        assert!(notes.is_empty());
+    }
+    let (text, notes, code) = history::run(tmp.path(), 202, None, false, 20);
+    assert_eq!(code, 0);
+    assert!(notes.is_empty());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0],
+        "202 on example.test: broken at the last run (2026-11-30 14:08 UTC); last healthy: 2026-11-30 14:02 UTC"
+    );
+    assert!(
+        lines[1].starts_with("  2026-11-30 14:05 UTC  healthy → broken  xterm: broken"),
+        "{text}"
+    );
+    assert!(lines[1].contains("Caddy's route for xterm changed cmux-202.lan:39383 → :39376"));
+    assert!(lines[2]
+        .starts_with("  2026-11-30 14:02 UTC  (first run) → healthy  every service healthy"));
+    let (json, _, code) = history::run(tmp.path(), 202, Some("example.test"), true, 1);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["targets"][0]["status"], "broken");
+    assert_eq!(v["targets"][0]["last_healthy"], "2026-11-30T14:02:00Z");
+    assert_eq!(v["targets"][0]["transitions"].as_array().unwrap().len(), 1);
+    assert_eq!(v["targets"][0]["transitions"][0]["from"], "healthy");
+    // Nothing recorded: exit 2 and a reason.
+    let (_, notes, code) = history::run(tmp.path(), 999, None, false, 20);
+    assert_eq!(code, 2);
+    assert!(notes[0].contains("nothing recorded for 999"), "{notes:?}");
+    // A corrupt file is reported, not a crash.
+    std::fs::write(store.path("example.test", 202), "{").unwrap();
+    let (_, notes, code) = history::run(tmp.path(), 202, None, false, 20);
+    assert_eq!(code, 2);
+    assert!(notes[0].contains("not valid JSON"), "{notes:?}");
+}
+
+#[test]
+fn choose_dir_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(choose_dir(Some(tmp.path()), true).unwrap(), None);
+    let d = tmp.path().join("a/b");
+    assert_eq!(choose_dir(Some(&d), false).unwrap(), Some(d.clone()));
+    assert!(d.join("targets").is_dir());
+    let f = tmp.path().join("f");
+    std::fs::write(&f, "").unwrap();
+    let e = choose_dir(Some(&f), false).unwrap_err();
+    assert!(e.starts_with("--state-dir "), "{e}");
 }

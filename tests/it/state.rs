@@ -49,7 +49,13 @@ fn next(prev: &Loaded, at: i64, status: &str, size: usize) -> StateFile {
         Loaded::Ok(s) => Some((**s).clone()),
         _ => None,
     };
-    pvediag::state::next_state(prev, "example.test", 202, big_record(at, status, size), None)
+    pvediag::state::next_state(
+        prev,
+        "example.test",
+        202,
+        big_record(at, status, size),
+        None,
+    )
 }
 
 /// The child: writes the state of VMID 202 in a loop (mode `loop`, until killed) or a fixed
@@ -138,7 +144,10 @@ fn a_writer_killed_at_any_moment_never_leaves_an_unreadable_state_file() {
         std::thread::sleep(delay);
         c.kill().unwrap(); // SIGKILL
         let status = c.wait().unwrap();
-        assert!(!status.success(), "round {round}: the child ended by itself");
+        assert!(
+            !status.success(),
+            "round {round}: the child ended by itself"
+        );
         let store = Store::new(&dir);
         match store.load("example.test", 202) {
             Loaded::Ok(_) => written += 1,
@@ -181,11 +190,7 @@ fn processes_writing_the_same_target_at_once_lose_no_run() {
     let (procs, per) = (4, 10);
     let start = Instant::now();
     let children: Vec<_> = (0..procs)
-        .map(|id| {
-            child(&dir, &format!("count:{per}:{id}"))
-                .spawn()
-                .unwrap()
-        })
+        .map(|id| child(&dir, &format!("count:{per}:{id}")).spawn().unwrap())
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
