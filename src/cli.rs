@@ -45,6 +45,51 @@ pub enum Command {
     Lint(LintArgs),
     /// Run as a Prometheus multi-target exporter: GET /probe?target=202 diagnoses one container
     Serve(Box<ServeArgs>),
+    /// Show a container's recent transitions (healthy -> broken at T, and why) from the state directory
+    History(HistoryArgs),
+}
+
+/// `pvediag history VMID` (docs/state.md).
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The container's VMID
+    #[arg(value_name = "VMID", value_parser = parse_history_vmid)]
+    pub vmid: u32,
+
+    /// The state directory (default: /var/lib/pvediag as root, else $XDG_STATE_HOME/pvediag or
+    /// ~/.local/state/pvediag)
+    #[arg(long, env = "PVEDIAG_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Only the records made under this public domain (default: every domain)
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+
+    /// Transitions shown per target, newest first
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: LintFormat,
+}
+
+fn parse_history_vmid(s: &str) -> Result<u32, String> {
+    parse_vmid(s).map_err(|e| e.to_string())
+}
+
+/// Where each run's record is kept (docs/state.md).
+#[derive(Debug, Args, Clone, Default)]
+pub struct StateArgs {
+    /// Keep each run's record and the last healthy one in DIR (default: /var/lib/pvediag as root,
+    /// else $XDG_STATE_HOME/pvediag or ~/.local/state/pvediag)
+    #[arg(long, env = "PVEDIAG_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Keep no state: nothing recorded, no "since the last healthy run" in the evidence
+    #[arg(long, env = "PVEDIAG_NO_STATE", conflicts_with = "state_dir")]
+    pub no_state: bool,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +295,9 @@ pub struct DiagnoseArgs {
     /// Print nothing; only the exit code tells
     #[arg(short, long)]
     pub quiet: bool,
+
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 /// A usage or configuration error: exit code 2, one line.
@@ -303,6 +351,8 @@ pub struct DiagnoseConfig {
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub warnings: Vec<String>,
+    /// The state directory (docs/state.md); None: no state.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `PVE_API_TOKEN` from the environment (never a flag: a flag would show in process listings).
@@ -693,6 +743,11 @@ impl DiagnoseArgs {
             color,
             quiet: self.quiet,
             warnings,
+            state_dir: crate::state::choose_dir(
+                self.state.state_dir.as_deref(),
+                self.state.no_state,
+            )
+            .map_err(UsageError::new)?,
         })
     }
 }

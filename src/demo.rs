@@ -68,8 +68,31 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
                 println!("{:<18} {}", s.name, s.description);
             }
         }
+        for (name, description, _) in SEQUENCES {
+            println!("{name:<18} {description}");
+        }
         return Ok(exit::OK);
     }
+    if let Some(&(name, _, steps)) = SEQUENCES.iter().find(|s| s.0 == args.scenario) {
+        return run_sequence(args, name, steps, rt);
+    }
+    let state_dir = match &args.diag.state {
+        s if s.no_state => None,
+        s => s.state_dir.clone(),
+    };
+    if let Some(d) = &state_dir {
+        crate::state::choose_dir(Some(d), false).map_err(UsageError::new)?;
+    }
+    run_scenario(args, rt, state_dir, true)
+}
+
+/// One lab scenario diagnosed; the report is written when `show`.
+fn run_scenario(
+    args: DemoArgs,
+    rt: &tokio::runtime::Runtime,
+    state_dir: Option<std::path::PathBuf>,
+    show: bool,
+) -> Result<u8, UsageError> {
     let mut scenario = match args.containers {
         Some(n) => lab::Scenario {
             name: "fleet",
@@ -85,9 +108,10 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         },
         None => lab::scenario(&args.scenario).ok_or_else(|| {
             UsageError::new(format!(
-                "--scenario {:?} is not a lab scenario; one of: {}",
+                "--scenario {:?} is not a lab scenario; one of: {}, {}",
                 args.scenario,
-                lab::SCENARIOS.join(", ")
+                lab::SCENARIOS.join(", "),
+                SEQUENCES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
             ))
         })?,
     };
@@ -129,6 +153,8 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             ));
         }
         let mut cfg = diag.validate(&vmids, None)?;
+        // The demo keeps no state unless asked (--state-dir): never the user's directory.
+        cfg.state_dir = state_dir.clone();
         if let Some(h) = cfg.probe.host.as_mut() {
             // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
             let home = lab.host_dir.display().to_string();
@@ -140,11 +166,86 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
                 scenario.name, scenario.description
             );
         }
-        let report = crate::run::run(&cfg).await?;
-        let code = crate::output::emit(&cfg, &report)?;
+        let mut report = crate::run::run(&cfg).await?;
+        crate::state::record_run(cfg.state_dir.as_deref(), cfg.quiet, &mut report);
+        let code = if show {
+            crate::output::emit(&cfg, &report)?
+        } else {
+            report.exit_code()
+        };
         lab.shutdown().await;
         Ok(code)
     })
+}
+
+/// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
+/// directory: (name, description, steps). Only the last step's report is shown.
+pub const SEQUENCES: &[(&str, &str, &[&str])] = &[(
+    "seed-after-healthy",
+    "a healthy run, then the seed incident as a change (Caddy's xterm route 39383 -> 39376): the verdict names what changed since the last healthy run",
+    &["healthy", "seed"],
+)];
+
+/// Runs each step of a sequence against its own lab, with one temporary state directory (or the
+/// user's --state-dir), and shows the last step's report.
+fn run_sequence(
+    args: DemoArgs,
+    name: &str,
+    steps: &[&str],
+    rt: &tokio::runtime::Runtime,
+) -> Result<u8, UsageError> {
+    if args.diag.state.no_state {
+        return Err(UsageError::new(format!(
+            "demo: --scenario {name} compares runs through the state directory; it cannot run with --no-state"
+        )));
+    }
+    let tmp;
+    let dir = match &args.diag.state.state_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("pvediag-demo-state-")
+                .tempdir()
+                .map_err(|e| {
+                    UsageError::new(format!("demo: cannot make a state directory: {e}"))
+                })?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let mut code = exit::OK;
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        let mut a = DemoArgs {
+            scenario: step.to_string(),
+            diag: args.diag.clone(),
+            list: false,
+            serve: false,
+            containers: None,
+            delay_ms: args.delay_ms,
+        };
+        a.diag.state.state_dir = Some(dir.clone());
+        if !args.diag.quiet {
+            eprintln!("pvediag demo: step {}/{} of `{name}`:", i + 1, steps.len());
+        }
+        code = run_scenario(a, rt, Some(dir.clone()), last)?;
+        if !last && !args.diag.quiet {
+            eprintln!(
+                "pvediag demo: step {}: {}, recorded in the state directory ({})",
+                i + 1,
+                if code == exit::OK {
+                    "healthy"
+                } else {
+                    "not healthy"
+                },
+                if args.diag.state.state_dir.is_some() {
+                    dir.display().to_string()
+                } else {
+                    "a temporary one, removed afterwards".to_string()
+                }
+            );
+        }
+    }
+    Ok(code)
 }
 
 /// Keeps the lab up and says how to diagnose it by hand, until Ctrl-C.

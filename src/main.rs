@@ -46,6 +46,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
         Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
+        Some(Command::History(args)) => pvediag::state::history::command(&args),
         Some(Command::Serve(args)) => {
             pvediag::serve::run(*args, env_token().as_deref(), &runtime()?)
         }
@@ -59,7 +60,8 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
                 }
                 return Ok(e.exit_code());
             }
-            let report = rt.block_on(pvediag::wait::run(&cfg))?;
+            let mut report = rt.block_on(pvediag::wait::run(&cfg))?;
+            pvediag::state::record_run(cfg.state_dir.as_deref(), cfg.quiet, &mut report);
             emit(&cfg, &report)
         }
     }

@@ -146,3 +146,28 @@ pub fn run(
     }
     (out, notes, crate::report::exit::OK)
 }
+
+/// `pvediag history` from its arguments: prints and returns the exit code.
+pub fn command(args: &crate::cli::HistoryArgs) -> Result<u8, crate::cli::UsageError> {
+    let dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => super::default_dir_here().ok_or_else(|| {
+            crate::cli::UsageError::new(
+                "history: no state directory: give --state-dir DIR (there is no HOME to find the default in)",
+            )
+        })?,
+    };
+    let json = matches!(args.format, crate::cli::LintFormat::Json);
+    let (out, notes, code) = run(
+        &dir,
+        args.vmid,
+        args.domain.as_deref(),
+        json,
+        args.limit as usize,
+    );
+    for n in notes {
+        eprintln!("pvediag: {n}");
+    }
+    print!("{out}");
+    Ok(code)
+}

@@ -355,5 +355,16 @@ pub fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
     notes
 }
 
+/// The edge the commands call after a diagnosis: records the run in `dir` (None: no state) and
+/// prints the notes on stderr (unless quiet).
+pub fn record_run(dir: Option<&Path>, quiet: bool, report: &mut Report) {
+    let Some(dir) = dir else { return };
+    for n in apply(dir, report, now()) {
+        if !quiet {
+            eprintln!("pvediag: state: {n}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

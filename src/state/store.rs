@@ -341,10 +341,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// An exclusive advisory lock on `path`, held until the returned file is dropped. Waits at most
 /// `wait` for another holder: a run never hangs on the state directory.
 pub fn lock(path: &Path, wait: Duration) -> Result<File, String> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let f = o
         .open(path)
         .map_err(|e| io_err("cannot open the lock", path, e))?;
     let start = Instant::now();

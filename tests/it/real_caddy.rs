@@ -243,6 +243,7 @@ impl Setup {
     fn pvediag(&self, extra: &[&str]) -> (i32, Value) {
         let out = Command::new(env!("CARGO_BIN_EXE_pvediag"))
             .env_clear()
+            .env("PVEDIAG_NO_STATE", "1")
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CURL_HOME", &self.lab.host_dir)
             .env("HOME", &self.lab.host_dir)

@@ -211,3 +211,282 @@ fn processes_writing_the_same_target_at_once_lose_no_run() {
     seen.dedup();
     assert_eq!(seen.len(), procs * per);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary: a healthy run, then the seed's route change.
+
+mod through_the_binary {
+    use std::path::Path;
+
+    use crate::common::fleet_lab::{lab_args, pvediag, runtime, start_lab};
+    use pvediag::lab;
+    use serde_json::Value;
+
+    /// `pvediag 202` against the lab of `scenario`, with the state in `state` and HOME in `home`.
+    fn diagnose(
+        rt: &tokio::runtime::Runtime,
+        scenario: &str,
+        state: &Path,
+        home: &Path,
+        extra: &[&str],
+    ) -> (i32, String, String) {
+        let sc = lab::scenario(scenario).unwrap();
+        let lab = start_lab(rt, sc.config.clone());
+        let token = home.join("token");
+        std::fs::write(&token, lab::SCENARIO_TOKEN).unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let out = pvediag()
+            .env_remove("PVEDIAG_NO_STATE")
+            .env("HOME", home)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("202")
+            .args(lab_args(&lab))
+            .arg("--caddyfile")
+            .arg(&lab.caddyfile_path)
+            .arg("--exec-token-file")
+            .arg(&token)
+            .args(if extra.contains(&"--no-state") {
+                vec![]
+            } else {
+                vec!["--state-dir".as_ref(), state.as_os_str()]
+            })
+            .args(extra)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        std::fs::remove_file(&token).unwrap();
+        drop(lab);
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    fn service<'a>(v: &'a Value, name: &str) -> &'a Value {
+        v["targets"][0]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+    }
+
+    fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(all_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn after_a_healthy_run_the_seed_route_change_is_in_table_json_junit_prometheus_and_history() {
+        if !crate::common::curl_present() {
+            return;
+        }
+        let rt = runtime();
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, home) = (tmp.path().join("state"), tmp.path().join("home"));
+        std::fs::create_dir_all(&home).unwrap();
+
+        let (code, _, err) = diagnose(&rt, "healthy", &state, &home, &["--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.is_empty(), "{err}");
+
+        let (code, out, err) = diagnose(&rt, "seed", &state, &home, &["--format", "json"]);
+        assert_eq!(code, 1, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let xterm = service(&v, "xterm");
+        let last = xterm["verdict"]["evidence"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert!(last.starts_with("since the last healthy run (20"), "{last}");
+        assert!(
+            last.contains(
+                "UTC): Caddy's route for xterm changed cmux-202.lan:39383 → :39376 (Caddyfile.cmux:"
+            ),
+            "{last}"
+        );
+        let ch = &xterm["changes_since_last_healthy"];
+        assert_eq!(ch.as_array().unwrap().len(), 1, "{ch}");
+        assert_eq!(ch[0]["fact"], "route");
+        assert_eq!(ch[0]["before"], "cmux-202.lan:39383");
+        assert_eq!(ch[0]["after"], "cmux-202.lan:39376");
+        let st = &v["targets"][0]["state"];
+        assert!(st["last_healthy_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            st["since_last_healthy"]["at_unix"],
+            st["last_healthy_at_unix"]
+        );
+        // Healthy services carry no diff line.
+        let vnc = service(&v, "vnc");
+        assert!(!vnc["verdict"]["evidence"]
+            .to_string()
+            .contains("since the last healthy run"));
+
+        // The table: the same line, for a person.
+        let (code, out, _) = diagnose(&rt, "seed", &state, &home, &["--format", "table"]);
+        assert_eq!(code, 1);
+        assert!(
+            out.contains("Caddy's route for xterm changed cmux-202.lan:39383 → :39376"),
+            "{out}"
+        );
+        assert!(out.contains("since the last healthy run ("), "{out}");
+
+        // JUnit: in the failure message.
+        let (_, out, _) = diagnose(&rt, "seed", &state, &home, &["--format", "junit"]);
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let failure = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("xterm"))
+            .and_then(|n| n.children().find(|c| c.has_tag_name("failure")))
+            .unwrap();
+        assert!(failure
+            .attribute("message")
+            .unwrap()
+            .contains("since the last healthy run ("));
+        assert!(failure.attribute("message").unwrap().contains(":39376"));
+
+        // Prometheus: the last healthy time.
+        let (_, out, _) = diagnose(&rt, "seed", &state, &home, &["--format", "prometheus"]);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("pvediag_last_healthy_timestamp_seconds{vmid=\"202\"} "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let t: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(t, st["last_healthy_at_unix"].as_i64().unwrap());
+
+        // History: healthy -> broken with the cause.
+        let out = pvediag()
+            .env_remove("PVEDIAG_NO_STATE")
+            .args(["history", "202", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("healthy → broken  xterm: broken"), "{text}");
+        assert!(text.contains(":39376"), "{text}");
+        assert!(text.contains("(first run) → healthy"), "{text}");
+        let out = pvediag()
+            .env_remove("PVEDIAG_NO_STATE")
+            .args(["history", "202", "--format", "json", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(h["targets"][0]["transitions"][0]["to"], "broken");
+        assert_eq!(h["targets"][0]["transitions"][1]["to"], "healthy");
+
+        // Privacy: the execd token the runs used is in no state file; nothing went to HOME.
+        for f in all_files(&state) {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            assert!(!text.contains(lab::SCENARIO_TOKEN), "{}", f.display());
+            assert!(!text.to_ascii_lowercase().contains("authorization"));
+        }
+        assert!(std::fs::read_dir(&home).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_reported_once_and_changes_no_verdict() {
+        if !crate::common::curl_present() {
+            return;
+        }
+        let rt = runtime();
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, home) = (tmp.path().join("state"), tmp.path().join("home"));
+        std::fs::create_dir_all(&home).unwrap();
+        let file = state.join("targets/example.test/202.json");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            "{\"format\":\"pvediag-state\",\"version\":1,\"last\":",
+        )
+        .unwrap();
+        let (code, out, err) = diagnose(&rt, "seed", &state, &home, &["--format", "json"]);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(err.matches("not valid JSON").count(), 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert!(!out.contains("since the last healthy run"));
+        let with_state: Vec<Value> = v["targets"][0]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["verdict"]["status"].clone())
+            .collect();
+        // Reported once: the next run reads the fresh record.
+        let (_, _, err) = diagnose(&rt, "seed", &state, &home, &["--format", "json"]);
+        assert!(!err.contains("not valid JSON"), "{err}");
+        // The same verdicts without any state.
+        let (code, out, _) = diagnose(
+            &rt,
+            "seed",
+            &state,
+            &home,
+            &["--format", "json", "--no-state"],
+        );
+        assert_eq!(code, 1);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let without: Vec<Value> = v["targets"][0]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["verdict"]["status"].clone())
+            .collect();
+        assert_eq!(with_state, without);
+        assert!(v["targets"][0]["state"].is_null());
+    }
+
+    #[test]
+    fn demo_seed_after_healthy_shows_the_diff_and_keeps_no_state_of_the_user() {
+        if !crate::common::curl_present() {
+            return;
+        }
+        let home = tempfile::tempdir().unwrap();
+        for format in ["table", "json"] {
+            let out = pvediag()
+                .env_remove("PVEDIAG_NO_STATE")
+                .env("HOME", home.path())
+                .env("XDG_STATE_HOME", home.path().join("xdg"))
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .args([
+                    "demo",
+                    "--scenario",
+                    "seed-after-healthy",
+                    "--format",
+                    format,
+                ])
+                .timeout(std::time::Duration::from_secs(90))
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1));
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            assert!(
+                stdout.contains("Caddy's route for xterm changed cmux-202.lan:39383 → :39376"),
+                "{stdout}"
+            );
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert!(stderr.contains("healthy"), "{stderr}");
+            if format == "json" {
+                let v: Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(
+                    service(&v, "xterm")["changes_since_last_healthy"][0]["fact"],
+                    "route"
+                );
+            }
+        }
+        assert!(std::fs::read_dir(home.path()).unwrap().next().is_none());
+    }
+}
