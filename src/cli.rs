@@ -87,8 +87,9 @@ pub struct StateArgs {
     #[arg(long, env = "PVEDIAG_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Keep no state: nothing recorded, no "since the last healthy run" in the evidence
-    #[arg(long, env = "PVEDIAG_NO_STATE", conflicts_with = "state_dir")]
+    /// Keep no state: nothing recorded, no "since the last healthy run" in the evidence (wins over
+    /// --state-dir)
+    #[arg(long, env = "PVEDIAG_NO_STATE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_state: bool,
 }
 
