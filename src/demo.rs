@@ -1,12 +1,15 @@
 //! `pvediag demo`: start the built-in lab on loopback and run the ordinary diagnosis against it,
-//! through the same code path as a real run (only the domain, `--connect-to`, `--cacert` and the
-//! exec token point at the lab).
+//! through the same code path as a real run ([`crate::run::diagnose`], `--wait` included): only
+//! where the sandboxes are (the domain, `--connect-to`, `--cacert`, the exec token, Caddy's address
+//! and Caddyfile) comes from the lab instead of the command line.
 
 use std::io::Write;
 
-use crate::cli::{DemoArgs, DiagnoseArgs, UsageError};
+use crate::cli::{CheckArgs, DemoArgs, HostPort, ReachArgs, UsageError};
 use crate::lab::{self, Lab};
 use crate::report::exit;
+use crate::settings::{Environment, Parts, Settings};
+use crate::target::{Targets, UrlTemplate, DEFAULT_TEMPLATE};
 
 /// Writes the client's exec token into the lab's directory, readable by the owner only.
 fn write_token(lab: &Lab, token: &str) -> Result<std::path::PathBuf, UsageError> {
@@ -41,24 +44,71 @@ impl OwnerOnly for std::fs::OpenOptions {
 /// The first VMID of `pvediag demo --containers N`.
 pub const FLEET_FIRST_VMID: u32 = 1000;
 
-/// The diagnosis options that point at a running lab.
-pub fn lab_args(
-    base: &DiagnoseArgs,
-    lab: &Lab,
-    token_file: Option<std::path::PathBuf>,
-) -> DiagnoseArgs {
-    let mut d = base.clone();
-    d.domain = Some(lab.domain.clone());
-    d.connect_to = Some(lab.edge_addr.to_string());
-    d.cacert = Some(lab.ca_cert_path.clone());
-    d.exec_token_file = token_file;
-    // On the lab's "host", Caddy listens here (not on :8080).
-    d.caddy_url = format!("http://{}", lab.caddy_addr);
-    // Read Caddy's routes the way a user on the host would: from the Caddyfile.
-    if d.caddy_admin.is_none() {
-        d.caddyfile = Some(lab.caddyfile_path.clone());
+/// Where the sandboxes are: the running lab.
+pub fn lab_reach(lab: &Lab, token_file: Option<std::path::PathBuf>) -> ReachArgs {
+    ReachArgs {
+        domain: Some(lab.domain.clone()),
+        connect_to: Some(HostPort {
+            host: lab.edge_addr.ip().to_string(),
+            port: lab.edge_addr.port(),
+            given: lab.edge_addr.to_string(),
+        }),
+        cacert: Some(lab.ca_cert_path.clone()),
+        insecure: false,
+        exec_token_file: token_file,
+        // Read Caddy's routes the way a user on the host would, from the Caddyfile, unless the
+        // demo was given --caddy-admin (see `lab_settings`).
+        caddyfile: Some(lab.caddyfile_path.clone()),
+        ssh: None,
+        // On the lab's "host", Caddy listens here (not on :8080).
+        caddy_url: HostPort {
+            host: lab.caddy_addr.ip().to_string(),
+            port: lab.caddy_addr.port(),
+            given: format!("http://{}", lab.caddy_addr),
+        },
     }
-    d
+}
+
+/// The demo's settings: the user's checks and output against the lab.
+fn lab_settings(
+    args: &DemoArgs,
+    lab: &Lab,
+    scenario: &lab::Scenario,
+    token_file: Option<std::path::PathBuf>,
+    state_dir: Option<std::path::PathBuf>,
+) -> Result<Settings, UsageError> {
+    let mut reach = lab_reach(lab, token_file);
+    if args.check.caddy_admin.is_some() {
+        reach.caddyfile = None;
+    }
+    // The scenario's routing layout decides the public URLs, unless the user chose a template.
+    let check = CheckArgs {
+        url_template: if args.check.url_template.as_str() == DEFAULT_TEMPLATE {
+            UrlTemplate::parse(scenario.url_template).map_err(|e| UsageError::new(e.to_string()))?
+        } else {
+            args.check.url_template.clone()
+        },
+        ..args.check.clone()
+    };
+    // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
+    let home = lab.host_dir.display().to_string();
+    let parts = Parts {
+        reach: &reach,
+        check: &check,
+        pve: None,
+        wait: args.wait,
+        output: &args.output,
+        host_env: vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)],
+        // The demo keeps no state unless asked: never the user's directory.
+        state_dir,
+    };
+    // The lab's token is in the token file; the environment's is for real sandboxes.
+    let env = Environment {
+        exec_token: None,
+        pve_token: None,
+        ..Environment::read()
+    };
+    Settings::from_parts_reading_files(parts, &env)
 }
 
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
@@ -74,21 +124,81 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         return Ok(exit::OK);
     }
     if let Some(&(name, _, steps)) = SEQUENCES.iter().find(|s| s.0 == args.scenario) {
-        return run_sequence(args, name, steps, rt);
+        return run_sequence(&args, name, steps, rt);
     }
-    let state_dir = match &args.diag.state {
-        s if s.no_state => None,
-        s => s.state_dir.clone(),
-    };
-    if let Some(d) = &state_dir {
-        crate::state::choose_dir(Some(d), false).map_err(UsageError::new)?;
-    }
-    run_scenario(args, rt, state_dir, true)
+    let state_dir = args
+        .state_dir
+        .as_deref()
+        .map(|d| crate::state::choose_dir(Some(d), false).map_err(UsageError::new))
+        .transpose()?
+        .flatten();
+    run_scenario(&args, &args.scenario, rt, state_dir, true)
 }
 
-/// One lab scenario diagnosed; the report is written when `show`.
+/// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
+/// directory: (name, description, steps). Only the last step's report is shown.
+pub const SEQUENCES: &[(&str, &str, &[&str])] = &[(
+    "seed-after-healthy",
+    "a healthy run, then the seed incident as a change (Caddy's xterm route 39383 -> 39376): the verdict names what changed since the last healthy run",
+    &["healthy", "seed"],
+)];
+
+/// Runs each step of a sequence against its own lab, with one state directory (a temporary one
+/// unless --state-dir), and shows the last step's report.
+fn run_sequence(
+    args: &DemoArgs,
+    name: &str,
+    steps: &[&str],
+    rt: &tokio::runtime::Runtime,
+) -> Result<u8, UsageError> {
+    let tmp;
+    let dir = match &args.state_dir {
+        Some(d) => {
+            crate::state::choose_dir(Some(d), false).map_err(UsageError::new)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("pvediag-demo-state-")
+                .tempdir()
+                .map_err(|e| {
+                    UsageError::new(format!("demo: cannot make a state directory: {e}"))
+                })?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let quiet = args.output.quiet;
+    let mut code = exit::OK;
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        if !quiet {
+            eprintln!("pvediag demo: `{name}`, step {}/{}:", i + 1, steps.len());
+        }
+        code = run_scenario(args, step, rt, Some(dir.clone()), last)?;
+        if !last && !quiet {
+            eprintln!(
+                "pvediag demo: step {}: {}, recorded in the state directory ({})",
+                i + 1,
+                if code == exit::OK {
+                    "healthy"
+                } else {
+                    "not healthy"
+                },
+                if args.state_dir.is_some() {
+                    dir.display().to_string()
+                } else {
+                    "a temporary one, removed afterwards".to_string()
+                }
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// One lab scenario diagnosed and recorded in `state_dir`; the report is written when `show`.
 fn run_scenario(
-    args: DemoArgs,
+    args: &DemoArgs,
+    scenario_name: &str,
     rt: &tokio::runtime::Runtime,
     state_dir: Option<std::path::PathBuf>,
     show: bool,
@@ -104,12 +214,12 @@ fn run_scenario(
                 lab::Delays::default(),
             ),
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
-            url_template: crate::target::DEFAULT_TEMPLATE,
+            url_template: DEFAULT_TEMPLATE,
         },
-        None => lab::scenario(&args.scenario).ok_or_else(|| {
+        None => lab::scenario(scenario_name).ok_or_else(|| {
             UsageError::new(format!(
                 "--scenario {:?} is not a lab scenario; one of: {}, {}",
-                args.scenario,
+                scenario_name,
                 lab::SCENARIOS.join(", "),
                 SEQUENCES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
             ))
@@ -125,12 +235,7 @@ fn run_scenario(
     if args.delay_ms > 0 {
         scenario.config.delays = lab::Delays::uniform(args.delay_ms);
     }
-    let vmids: Vec<String> = scenario
-        .config
-        .containers
-        .iter()
-        .map(|c| c.vmid.to_string())
-        .collect();
+    let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
     rt.block_on(async {
         let lab = Lab::start(scenario.config.clone())
             .await
@@ -139,37 +244,21 @@ fn run_scenario(
             Some(t) => Some(write_token(&lab, t)?),
             None => None,
         };
-        let mut diag = lab_args(&args.diag, &lab, token_file.clone());
-        // The scenario's routing layout decides the public URLs, unless the user chose a template.
-        if diag.url_template == crate::target::DEFAULT_TEMPLATE {
-            diag.url_template = scenario.url_template.to_string();
-        }
         if args.serve {
             return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
         }
-        if diag.ssh.is_some() {
-            return Err(UsageError::new(
-                "demo: the lab runs on this machine; use --on-host for the host vantage, not --ssh",
-            ));
-        }
-        let mut cfg = diag.validate(&vmids, None)?;
-        // The demo keeps no state unless asked (--state-dir): never the user's directory.
-        cfg.state_dir = state_dir.clone();
-        if let Some(h) = cfg.probe.host.as_mut() {
-            // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
-            let home = lab.host_dir.display().to_string();
-            h.env = vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)];
-        }
-        if !cfg.quiet {
+        let settings = lab_settings(args, &lab, &scenario, token_file, state_dir)?;
+        if !settings.quiet {
             eprintln!(
                 "pvediag demo: lab scenario `{}` — {}",
                 scenario.name, scenario.description
             );
         }
-        let mut report = crate::run::run(&cfg).await?;
-        crate::state::record_run(cfg.state_dir.as_deref(), cfg.quiet, &mut report);
+        let targets = Targets::given(vmids);
+        let mut report = crate::run::diagnose(&settings, &targets).await?;
+        crate::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
         let code = if show {
-            crate::output::emit(&cfg, &report)?
+            crate::output::emit(&settings, &targets, &report)?
         } else {
             report.exit_code()
         };
@@ -178,83 +267,14 @@ fn run_scenario(
     })
 }
 
-/// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
-/// directory: (name, description, steps). Only the last step's report is shown.
-pub const SEQUENCES: &[(&str, &str, &[&str])] = &[(
-    "seed-after-healthy",
-    "a healthy run, then the seed incident as a change (Caddy's xterm route 39383 -> 39376): the verdict names what changed since the last healthy run",
-    &["healthy", "seed"],
-)];
-
-/// Runs each step of a sequence against its own lab, with one temporary state directory (or the
-/// user's --state-dir), and shows the last step's report.
-fn run_sequence(
-    args: DemoArgs,
-    name: &str,
-    steps: &[&str],
-    rt: &tokio::runtime::Runtime,
-) -> Result<u8, UsageError> {
-    if args.diag.state.no_state {
-        return Err(UsageError::new(format!(
-            "demo: --scenario {name} compares runs through the state directory; it cannot run with --no-state"
-        )));
-    }
-    let tmp;
-    let dir = match &args.diag.state.state_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("pvediag-demo-state-")
-                .tempdir()
-                .map_err(|e| {
-                    UsageError::new(format!("demo: cannot make a state directory: {e}"))
-                })?;
-            tmp.path().to_path_buf()
-        }
-    };
-    let mut code = exit::OK;
-    for (i, step) in steps.iter().enumerate() {
-        let last = i + 1 == steps.len();
-        let mut a = DemoArgs {
-            scenario: step.to_string(),
-            diag: args.diag.clone(),
-            list: false,
-            serve: false,
-            containers: None,
-            delay_ms: args.delay_ms,
-        };
-        a.diag.state.state_dir = Some(dir.clone());
-        if !args.diag.quiet {
-            eprintln!("pvediag demo: step {}/{} of `{name}`:", i + 1, steps.len());
-        }
-        code = run_scenario(a, rt, Some(dir.clone()), last)?;
-        if !last && !args.diag.quiet {
-            eprintln!(
-                "pvediag demo: step {}: {}, recorded in the state directory ({})",
-                i + 1,
-                if code == exit::OK {
-                    "healthy"
-                } else {
-                    "not healthy"
-                },
-                if args.diag.state.state_dir.is_some() {
-                    dir.display().to_string()
-                } else {
-                    "a temporary one, removed afterwards".to_string()
-                }
-            );
-        }
-    }
-    Ok(code)
-}
-
 /// Keeps the lab up and says how to diagnose it by hand, until Ctrl-C.
 async fn serve(
     lab: &Lab,
     scenario: &lab::Scenario,
-    vmids: &[String],
+    vmids: &[u32],
     token_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
+    let vmids: Vec<String> = vmids.iter().map(|v| v.to_string()).collect();
     let mut cmd = format!(
         "pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
         vmids.join(" "),
@@ -266,7 +286,7 @@ async fn serve(
     if let Some(t) = token_file {
         cmd.push_str(&format!(" --exec-token-file {}", t.display()));
     }
-    if scenario.url_template != crate::target::DEFAULT_TEMPLATE {
+    if scenario.url_template != DEFAULT_TEMPLATE {
         cmd.push_str(&format!(" --url-template {}", scenario.url_template));
     }
     println!(

@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod secret;
 pub mod serve;
+pub mod settings;
 pub mod state;
 pub mod target;
 pub mod verdict;

@@ -116,6 +116,7 @@ fn report_of(c: &Catalog, o: TargetObservation) -> TargetReport {
         verdict: verdicts(c, &o),
         observation: o,
         state: None,
+        completion: crate::report::Completion::InTime,
     }
 }
 
