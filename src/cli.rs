@@ -89,8 +89,8 @@ pub struct HistoryArgs {
     pub format: LintFormat,
 }
 
-fn parse_history_vmid(s: &str) -> Result<u32, String> {
-    parse_vmid(s).map_err(|e| e.to_string())
+fn parse_history_vmid(s: &str) -> Result<u32, UsageError> {
+    parse_vmid(s).map_err(|e| UsageError::new(format!("history: {e}")))
 }
 
 /// Where each run's record is kept (docs/state.md).

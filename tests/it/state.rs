@@ -490,3 +490,123 @@ mod through_the_binary {
         assert!(std::fs::read_dir(home.path()).unwrap().next().is_none());
     }
 }
+
+mod fleet {
+    use crate::common::fleet_lab::*;
+    use pvediag::lab::{self, LabConfig, ServiceKind};
+
+    fn run_all(lab: &lab::Lab, pve: &str, state: &std::path::Path, format: &str) -> String {
+        let o = pvediag_pve(lab, pve)
+            .env_remove("PVEDIAG_NO_STATE")
+            .args(["--all", "--format", format, "--state-dir"])
+            .arg(state)
+            .output()
+            .unwrap();
+        let out = String::from_utf8(o.stdout).unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_no_secret(&out);
+        assert_no_secret(&err);
+        assert_eq!(o.status.code(), Some(1), "{out}{err}");
+        out
+    }
+
+    #[test]
+    fn all_with_prometheus_has_the_last_healthy_time_and_junit_the_diff() {
+        if !crate::common::curl_present() {
+            return;
+        }
+        let rt = runtime();
+        let pve = start_pve(&rt, PveMode::Normal);
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path();
+
+        // 202 healthy, 203 with cmux-pty down.
+        let lab1 = start_lab(&rt, fleet_lab_config());
+        let before = pvediag::state::now();
+        let out = run_all(&lab1, &pve, state, "prometheus");
+        drop(lab1);
+        let samples = parse_prometheus(&out).unwrap();
+        let s202 = find(
+            &samples,
+            "pvediag_last_healthy_timestamp_seconds",
+            &[("vmid", "202")],
+        );
+        assert_eq!(s202.len(), 1, "{out}");
+        let t202 = s202[0].value as i64;
+        assert!(t202 >= before && t202 <= pvediag::state::now(), "{out}");
+        assert!(
+            find(
+                &samples,
+                "pvediag_last_healthy_timestamp_seconds",
+                &[("vmid", "203")]
+            )
+            .is_empty(),
+            "203 was never healthy: {out}"
+        );
+
+        // Now cmux-pty stops in 202 too.
+        let mut cfg: LabConfig = fleet_lab_config();
+        cfg.containers[0]
+            .services
+            .retain(|s| s.kind != ServiceKind::Xterm);
+        let lab2 = start_lab(&rt, cfg);
+        let out = run_all(&lab2, &pve, state, "prometheus");
+        let samples = parse_prometheus(&out).unwrap();
+        let s202 = find(
+            &samples,
+            "pvediag_last_healthy_timestamp_seconds",
+            &[("vmid", "202")],
+        );
+        assert_eq!(s202[0].value as i64, t202, "still the first run's time");
+        let out = run_all(&lab2, &pve, state, "junit");
+        let doc = roxmltree::Document::parse(&out).unwrap();
+        let msg = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testsuite") && n.attribute("name") == Some("vmid202"))
+            .flat_map(|s| s.descendants())
+            .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("xterm"))
+            .and_then(|n| n.children().find(|c| c.has_tag_name("failure")))
+            .and_then(|f| f.attribute("message"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string();
+        assert!(
+            msg.contains("since the last healthy run (")
+                && msg.contains("cmux-pty stopped answering on 39383"),
+            "{msg}"
+        );
+        // 203 was never healthy: its failure message has no diff.
+        assert!(!out
+            .split("vmid203")
+            .nth(1)
+            .unwrap_or("")
+            .contains("since the last healthy run"));
+    }
+}
+
+#[test]
+fn bad_state_input_is_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let empty = tmp.path().join("empty");
+    let f = file.to_str().unwrap();
+    let e = empty.to_str().unwrap();
+    for args in [
+        vec!["history", "abc"],
+        vec!["history", "202", "--state-dir", e],
+        vec!["202", "--domain", "example.test", "--state-dir", f],
+        vec!["demo", "--scenario", "seed", "--state-dir", f],
+    ] {
+        let out = crate::common::fleet_lab::pvediag()
+            .env_remove("PVEDIAG_NO_STATE")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("pvediag: error: "), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(!empty.exists(), "history never creates a directory");
+}
