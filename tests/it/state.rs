@@ -610,3 +610,49 @@ fn bad_state_input_is_one_line_and_exit_2() {
     }
     assert!(!empty.exists(), "history never creates a directory");
 }
+
+#[test]
+fn the_binary_killed_at_random_moments_leaves_every_state_file_readable() {
+    if !crate::common::curl_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let mut seed = 0x2545_f491_4f6c_dd1du64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+    let mut recorded = 0;
+    for round in 0..10 {
+        let scenario = if round % 2 == 0 { "healthy" } else { "seed" };
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pvediag"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["demo", "--scenario", scenario, "--format", "json", "--state-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Sometimes it finishes (a record), mostly it dies somewhere on the way.
+        let delay = Duration::from_millis(xorshift(&mut seed) % 900);
+        let start = Instant::now();
+        while start.elapsed() < delay {
+            if c.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        for f in state_files(&dir) {
+            let bytes = std::fs::read(&f).unwrap();
+            match pvediag::state::store::parse(&bytes, "example.test", 202) {
+                Loaded::Ok(_) => recorded += 1,
+                other => panic!("round {round} ({delay:?}): {}: {other:?}", f.display()),
+            }
+        }
+    }
+    eprintln!("state files found readable after the kills: {recorded}");
+}
