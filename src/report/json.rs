@@ -98,6 +98,7 @@ fn state_value(st: &crate::state::TargetState) -> Value {
             "at": s.at,
             "at_unix": s.at_unix,
             "changes": s.changes,
+            "not_compared": s.not_compared,
         })),
     })
 }

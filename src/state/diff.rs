@@ -254,7 +254,7 @@ impl Change {
                 format!("cloudflared was {}, now {}", w(before), w(after))
             }
             Change::Origin { before, after } => format!(
-                "the origin check (a hostname Caddy answers itself) gave {}, now {}",
+                "the origin check (a hostname Caddy answers itself) got {}, now {}",
                 answer_words(before),
                 answer_words(after)
             ),
@@ -361,7 +361,7 @@ mod tests {
                 state: "ready".into(),
                 connections: Some(4),
             }),
-            origin: Some("caddy_answered".into()),
+            origin: Some("origin_answered".into()),
             routes: Some(vec![RouteFact {
                 service: "xterm".into(),
                 host: "xterm-202.example.test".into(),

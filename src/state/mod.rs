@@ -136,6 +136,8 @@ pub struct SinceHealthy {
     pub changes: Vec<Change>,
     /// Per service verdict (in the report's order): the changes that bear on it.
     pub services: Vec<ServiceChanges>,
+    /// Facts the healthy run saw that this run could not, so they were not compared.
+    pub not_compared: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -157,12 +159,19 @@ impl SinceHealthy {
     /// `since the last healthy run (2026-11-30 14:02 UTC): A; B`.
     pub fn evidence_line(&self, changes: &[Change]) -> String {
         let head = format!("since the last healthy run ({})", fmt_time(self.at_unix));
-        if changes.is_empty() {
-            format!("{head}: none of the recorded facts that bear on this verdict changed (routes, answers on its ports, exec auth, cloudflared, catalog)")
+        let mut line = if changes.is_empty() {
+            format!("{head}: none of the recorded facts that bear on this verdict changed")
         } else {
             let parts: Vec<String> = changes.iter().map(|c| c.describe()).collect();
             format!("{head}: {}", parts.join("; "))
+        };
+        if !self.not_compared.is_empty() {
+            line.push_str(&format!(
+                " (not seen in this run, so not compared: {})",
+                self.not_compared.join(", ")
+            ));
         }
+        line
     }
 }
 
@@ -210,6 +219,7 @@ pub fn assess(prev: Option<&StateFile>, rec: &Record, views: &[VerdictView]) -> 
                 at: rfc3339(good.at),
                 changes,
                 services,
+                not_compared: not_compared(&good.facts, &rec.facts),
             })
         }
         _ => None,
@@ -218,6 +228,27 @@ pub fn assess(prev: Option<&StateFile>, rec: &Record, views: &[VerdictView]) -> 
         last_healthy_at,
         since_last_healthy,
     }
+}
+
+/// The facts the healthy run saw and this one did not (never reported as changed).
+fn not_compared(good: &record::Facts, now: &record::Facts) -> Vec<String> {
+    let mut out = Vec::new();
+    if good.routes.is_some() && now.routes.is_none() {
+        out.push("Caddy's routes".to_string());
+    }
+    if !good.ports.is_empty() && now.ports.is_empty() {
+        out.push("what answers inside the container".to_string());
+    }
+    if good.exec_auth.is_some() && now.exec_auth.is_none() {
+        out.push("the exec endpoint's auth mode".to_string());
+    }
+    if good.cloudflared.is_some() && now.cloudflared.is_none() {
+        out.push("cloudflared's readiness".to_string());
+    }
+    if good.origin.is_some() && now.origin.is_none() {
+        out.push("the origin check".to_string());
+    }
+    out
 }
 
 /// One line: why the target is in its status (`xterm: broken (caddy): summary`, plus the first

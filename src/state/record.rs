@@ -144,6 +144,7 @@ pub fn answer_words(label: &str) -> String {
         "tunnel_down" => "Cloudflare 530 (tunnel down)".into(),
         "no_ingress" => "cloudflared's 404 (no ingress rule)".into(),
         "caddy_no_route" => "Caddy's answer for no route".into(),
+        "origin_answered" => "Caddy's answer".into(),
         l if l.starts_with("status_") => format!("status {}", &l[7..]),
         l if l.starts_with("edge_error_") => format!("Cloudflare {}", &l[11..]),
         l if l.starts_with("caddy_") => format!("Caddy's {}", &l[6..]),
@@ -291,14 +292,14 @@ fn origin_label(p: &Probe) -> String {
         Probe::Failed { kind, .. } => kind.as_str().into(),
         Probe::Response { response, .. } => {
             if crate::verdict::made_by_cloudflare(response) {
-                format!("edge_error_{}", response.status)
-            } else if response
-                .header("server")
-                .is_some_and(|s| s.trim().eq_ignore_ascii_case("caddy"))
-            {
-                "caddy_answered".into()
+                if response.status == 530 {
+                    "tunnel_down".into()
+                } else {
+                    format!("edge_error_{}", response.status)
+                }
             } else {
-                format!("status_{}", response.status)
+                // Whatever answers from behind the tunnel for a hostname no route matches is Caddy.
+                "origin_answered".into()
             }
         }
     }

@@ -602,3 +602,42 @@ fn choose_dir_rules() {
     let e = choose_dir(Some(&f), false).unwrap_err();
     assert!(e.starts_with("--state-dir "), "{e}");
 }
+
+#[test]
+fn facts_this_run_could_not_see_are_named_not_compared() {
+    let c = Catalog::embedded();
+    let (s1, _) = step(&c, None, T0, healthy_target(&c));
+    let mut o = seed_target(&c);
+    o.routes.clear();
+    for s in &mut o.services {
+        s.internal = Probe::not_run("the exec channel is unavailable");
+    }
+    o.exec.run = ExecRun::Rejected {
+        status: 401,
+        body: String::new(),
+        from_edge: false,
+    };
+    let (_, t) = step(&c, Some(s1), T0 + 60, o);
+    let since = t
+        .state
+        .as_ref()
+        .unwrap()
+        .since_last_healthy
+        .clone()
+        .unwrap();
+    assert!(since.changes.is_empty(), "{:?}", since.changes);
+    assert_eq!(
+        since.not_compared,
+        ["Caddy's routes", "what answers inside the container"]
+    );
+    let i = t
+        .observation
+        .services
+        .iter()
+        .position(|s| s.name == "xterm")
+        .unwrap();
+    assert_eq!(
+        t.verdict.services[i].evidence.last().unwrap(),
+        "since the last healthy run (2026-11-30 14:02 UTC): none of the recorded facts that bear on this verdict changed (not seen in this run, so not compared: Caddy's routes, what answers inside the container)"
+    );
+}

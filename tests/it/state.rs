@@ -629,7 +629,14 @@ fn the_binary_killed_at_random_moments_leaves_every_state_file_readable() {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pvediag"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .args(["demo", "--scenario", scenario, "--format", "json", "--state-dir"])
+            .args([
+                "demo",
+                "--scenario",
+                scenario,
+                "--format",
+                "json",
+                "--state-dir",
+            ])
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
