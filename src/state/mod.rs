@@ -357,31 +357,67 @@ pub fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
     let domain = report.domain.clone();
     let template = report.template.clone();
     let catalog = report.catalog.clone();
-    for t in &mut report.targets {
-        let rec = record::record(at, &catalog, &template, &t.observation, &t.verdict);
-        let views = views(t);
-        let mut state = None;
-        let n = store.update(&domain, t.observation.vmid, |loaded| {
-            let prev = match loaded {
-                Loaded::Ok(s) => Some((**s).clone()),
-                _ => None,
-            };
-            let st = assess(prev.as_ref(), &rec, &views);
-            let next = next_state(
-                prev,
-                &domain,
-                t.observation.vmid,
-                rec.clone(),
-                st.since_last_healthy.as_ref(),
-            );
-            state = Some(st);
-            next
-        });
-        notes.extend(n);
-        if let Some(st) = state {
-            attach(t, &st);
-            t.state = Some(st);
+    // Each record is fsynced before its rename: a few threads keep a fleet's run short.
+    let workers = report.targets.len().clamp(1, 8);
+    let chunk = report.targets.len().div_ceil(workers).max(1);
+    let (store, domain, template, catalog) = (&store, &domain, &template, &catalog);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = report
+            .targets
+            .chunks_mut(chunk)
+            .map(|targets| {
+                scope.spawn(move || {
+                    let mut notes = Vec::new();
+                    for t in targets {
+                        notes.extend(record_target(store, domain, template, catalog, t, at));
+                    }
+                    notes
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(n) => notes.extend(n),
+                Err(_) => notes.push("a state writer failed; some records were not written".into()),
+            }
         }
+    });
+    store.sync(domain);
+    notes
+}
+
+/// Records one target and attaches what changed since its last healthy run.
+fn record_target(
+    store: &Store,
+    domain: &str,
+    template: &str,
+    catalog: &crate::catalog::Catalog,
+    t: &mut TargetReport,
+    at: i64,
+) -> Vec<String> {
+    let rec = record::record(at, catalog, template, &t.observation, &t.verdict);
+    let views = views(t);
+    let vmid = t.observation.vmid;
+    let mut state = None;
+    let notes = store.update(domain, vmid, |loaded| {
+        let prev = match loaded {
+            Loaded::Ok(s) => Some((**s).clone()),
+            _ => None,
+        };
+        let st = assess(prev.as_ref(), &rec, &views);
+        let next = next_state(
+            prev,
+            domain,
+            vmid,
+            rec.clone(),
+            st.since_last_healthy.as_ref(),
+        );
+        state = Some(st);
+        next
+    });
+    if let Some(st) = state {
+        attach(t, &st);
+        t.state = Some(st);
     }
     notes
 }
