@@ -257,9 +257,11 @@ pub fn cause(rec: &Record, since: Option<&SinceHealthy>) -> String {
     if is_healthy(&rec.status) {
         return "every service healthy".into();
     }
+    // The first of the worst verdicts (max_by_key keeps the last of equals: walk backwards).
     let worst = rec
         .verdicts
         .iter()
+        .rev()
         .max_by_key(|v| record::status_of(&v.status));
     let mut s = match worst {
         Some(v) if record::status_of(&v.status) > Status::Skipped => {

@@ -152,16 +152,12 @@ pub fn answer_words(label: &str) -> String {
     }
 }
 
-fn layers_of(v: &Verdict) -> Vec<Layer> {
+/// The layers a verdict blames (one when pinned, the candidates otherwise).
+pub fn verdict_layers(v: &Verdict) -> Vec<Layer> {
     match v.layer {
         Some(l) => vec![l],
         None => v.candidates.clone(),
     }
-}
-
-/// The layers a verdict blames (one when pinned, the candidates otherwise).
-pub fn verdict_layers(v: &Verdict) -> Vec<Layer> {
-    layers_of(v)
 }
 
 /// Whether a target's worst status counts as healthy (what last-known-good means).
@@ -256,7 +252,7 @@ pub fn record(
         .map(|(s, sv)| VerdictFact {
             service: s.name.clone(),
             status: sv.status.as_str().to_string(),
-            layers: layers_of(sv)
+            layers: verdict_layers(sv)
                 .iter()
                 .map(|l| l.as_str().to_string())
                 .collect(),
