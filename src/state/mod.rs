@@ -196,7 +196,7 @@ fn views(t: &TargetReport) -> Vec<VerdictView<'_>> {
 pub fn assess(prev: Option<&StateFile>, rec: &Record, views: &[VerdictView]) -> TargetState {
     let healthy_now = is_healthy(&rec.status);
     let lkg = prev.and_then(|p| p.last_healthy.as_ref());
-    let last_healthy_at = if healthy_now {
+    let last_healthy_at = if counts_as_healthy(lkg, rec) {
         Some(rec.at)
     } else {
         lkg.map(|r| r.at)
@@ -230,6 +230,21 @@ pub fn assess(prev: Option<&StateFile>, rec: &Record, views: &[VerdictView]) -> 
     }
 }
 
+/// Whether this run becomes the last-known-good: it is healthy and it checked at least every
+/// service the last-known-good checked (a run narrowed to a few services never stands for the
+/// whole target), unless the catalog itself changed.
+pub fn counts_as_healthy(lkg: Option<&Record>, rec: &Record) -> bool {
+    if !is_healthy(&rec.status) {
+        return false;
+    }
+    let Some(good) = lkg else { return true };
+    good.facts.catalog.generation != rec.facts.catalog.generation
+        || good
+            .verdicts
+            .iter()
+            .all(|g| rec.verdicts.iter().any(|v| v.service == g.service))
+}
+
 /// The facts the healthy run saw and this one did not (never reported as changed).
 fn not_compared(good: &record::Facts, now: &record::Facts) -> Vec<String> {
     let mut out = Vec::new();
@@ -253,9 +268,14 @@ fn not_compared(good: &record::Facts, now: &record::Facts) -> Vec<String> {
 
 /// One line: why the target is in its status (`xterm: broken (caddy): summary`, plus the first
 /// change since the last healthy run).
-pub fn cause(rec: &Record, since: Option<&SinceHealthy>) -> String {
+pub fn cause(rec: &Record, since: Option<&SinceHealthy>, narrowed: bool) -> String {
     if is_healthy(&rec.status) {
-        return "every service healthy".into();
+        return if narrowed {
+            let names: Vec<&str> = rec.verdicts.iter().map(|v| v.service.as_str()).collect();
+            format!("healthy, only {} checked", names.join(", "))
+        } else {
+            "every service healthy".into()
+        };
     }
     // The first of the worst verdicts (max_by_key keeps the last of equals: walk backwards).
     let worst = rec
@@ -299,18 +319,24 @@ pub fn next_state(
     };
     let from = previous_last.as_ref().map(|r| r.status.clone());
     if from.as_deref() != Some(rec.status.as_str()) {
+        // Fewer services than the run before: say so, the status is only about those.
+        let narrowed = previous_last.as_ref().is_some_and(|p| {
+            p.verdicts
+                .iter()
+                .any(|g| !rec.verdicts.iter().any(|v| v.service == g.service))
+        });
         transitions.push(Transition {
             at: rec.at,
             from,
             to: rec.status.clone(),
-            cause: cause(&rec, since),
+            cause: cause(&rec, since, narrowed),
         });
     }
     if transitions.len() > MAX_TRANSITIONS {
         let cut = transitions.len() - MAX_TRANSITIONS;
         transitions.drain(..cut);
     }
-    let last_healthy = if is_healthy(&rec.status) {
+    let last_healthy = if counts_as_healthy(last_healthy.as_ref(), &rec) {
         Some(rec.clone())
     } else {
         last_healthy

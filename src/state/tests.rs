@@ -641,3 +641,46 @@ fn facts_this_run_could_not_see_are_named_not_compared() {
         "since the last healthy run (2026-11-30 14:02 UTC): none of the recorded facts that bear on this verdict changed (not seen in this run, so not compared: Caddy's routes, what answers inside the container)"
     );
 }
+
+#[test]
+fn a_run_narrowed_to_some_services_never_replaces_the_last_known_good() {
+    let c = Catalog::embedded();
+    let (s1, _) = step(&c, None, T0, healthy_target(&c));
+    let (s2, _) = step(&c, Some(s1), T0 + 60, seed_target(&c));
+    // `--services vnc`: healthy for what it checked.
+    let narrow = c.select(&["vnc".to_string()]).unwrap();
+    let mut o = healthy_target(&narrow);
+    o.routes.retain(|r| r.service == "vnc");
+    let (s3, t3) = step(&narrow, Some(s2), T0 + 120, o);
+    assert_eq!(s3.last.status, "healthy");
+    assert_eq!(
+        s3.last_healthy.as_ref().unwrap().at,
+        T0,
+        "the full healthy run stays"
+    );
+    assert_eq!(t3.state.unwrap().last_healthy_at, Some(T0));
+    assert!(
+        s3.transitions
+            .last()
+            .unwrap()
+            .cause
+            .starts_with("healthy, only ")
+            && s3
+                .transitions
+                .last()
+                .unwrap()
+                .cause
+                .ends_with("vnc checked"),
+        "{:?}",
+        s3.transitions.last()
+    );
+    // The next full broken run still diffs against the full healthy run.
+    let (_, t4) = step(&c, Some(s3), T0 + 180, seed_target(&c));
+    let since = t4.state.unwrap().since_last_healthy.unwrap();
+    assert_eq!(since.at_unix, T0);
+    assert_eq!(since.changes.len(), 1);
+    // A full healthy run does replace it.
+    let (s5, _) = step(&c, None, T0, healthy_target(&c));
+    let (s6, _) = step(&c, Some(s5), T0 + 240, healthy_target(&c));
+    assert_eq!(s6.last_healthy.unwrap().at, T0 + 240);
+}
