@@ -66,8 +66,13 @@ pub struct TargetReport {
     pub verdict: TargetVerdict,
     /// What the state directory says (last healthy run, what changed since); None without state.
     pub state: Option<crate::state::TargetState>,
+    /// The facts and verdicts the state directory records (docs/state.md), made with this
+    /// target's own catalog and URL template.
+    pub record: crate::state::record::Record,
     /// Whether the run's deadline cut this target's probes off.
     pub completion: Completion,
+    /// The routing generation the target was diagnosed with, and why (crate::generation).
+    pub routing: Option<crate::generation::Routing>,
 }
 
 /// How a target's probes ended: a typed fact, not a phrase in a reason.

@@ -383,12 +383,10 @@ pub fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
         return notes;
     }
     let domain = report.domain.clone();
-    let template = report.template.clone();
-    let catalog = report.catalog.clone();
     // Each record is fsynced before its rename: a few threads keep a fleet's run short.
     let workers = report.targets.len().clamp(1, 8);
     let chunk = report.targets.len().div_ceil(workers).max(1);
-    let (store, domain, template, catalog) = (&store, &domain, &template, &catalog);
+    let (store, domain) = (&store, &domain);
     std::thread::scope(|scope| {
         let handles: Vec<_> = report
             .targets
@@ -397,7 +395,7 @@ pub fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
                 scope.spawn(move || {
                     let mut notes = Vec::new();
                     for t in targets {
-                        notes.extend(record_target(store, domain, template, catalog, t, at));
+                        notes.extend(record_target(store, domain, t, at));
                     }
                     notes
                 })
@@ -415,15 +413,11 @@ pub fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
 }
 
 /// Records one target and attaches what changed since its last healthy run.
-fn record_target(
-    store: &Store,
-    domain: &str,
-    template: &str,
-    catalog: &crate::catalog::Catalog,
-    t: &mut TargetReport,
-    at: i64,
-) -> Vec<String> {
-    let rec = record::record(at, catalog, template, &t.observation, &t.verdict);
+fn record_target(store: &Store, domain: &str, t: &mut TargetReport, at: i64) -> Vec<String> {
+    let rec = Record {
+        at,
+        ..t.record.clone()
+    };
     let views = views(t);
     let vmid = t.observation.vmid;
     let mut state = None;

@@ -117,6 +117,7 @@ pub fn answer_label(a: &Answer) -> String {
     match a {
         Answer::Healthy => "healthy".into(),
         Answer::MissingHeaders(_) => "missing_headers".into(),
+        Answer::DoubledHeaders(_) => "doubled_headers".into(),
         Answer::WrongService { empty: true, .. } => "wrong_service_empty".into(),
         Answer::WrongService { .. } => "wrong_service".into(),
         Answer::BadStatus(s) => format!("status_{s}"),
@@ -135,6 +136,7 @@ pub fn answer_words(label: &str) -> String {
     match label {
         "healthy" => "its healthy answer".into(),
         "missing_headers" => "its answer without a required header".into(),
+        "doubled_headers" => "its answer with a required header twice".into(),
         "wrong_service" => "another service's answer".into(),
         "wrong_service_empty" => "an empty answer".into(),
         "refused" => "connection refused".into(),
@@ -165,7 +167,8 @@ pub fn is_healthy(status: &str) -> bool {
     matches!(status, "healthy" | "skipped")
 }
 
-/// The record of one run of one target.
+/// The record of one run of one target, made with the target's own catalog (`at` is set when it
+/// is stored).
 pub fn record(
     at: i64,
     catalog: &Catalog,
@@ -216,7 +219,7 @@ pub fn record(
         if !matches!(s.internal, Probe::NotRun { .. }) {
             let a = classify(svc, &s.internal);
             let answers_as = match a {
-                Answer::Healthy | Answer::MissingHeaders(_) => None,
+                Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => None,
                 _ => catalog
                     .services
                     .iter()
@@ -225,7 +228,7 @@ pub fn record(
                     .find(|other| {
                         matches!(
                             classify(other, &s.internal),
-                            Answer::Healthy | Answer::MissingHeaders(_)
+                            Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
                         )
                     })
                     .map(|other| other.name.clone()),

@@ -107,16 +107,20 @@ fn verdicts(c: &Catalog, t: &TargetObservation) -> TargetVerdict {
         catalog: c,
         layout: Layout::PerService,
         caddyfile: "/etc/caddy/Caddyfile.cmux",
+        instance: None,
     };
     diagnose(&ctx, t)
 }
 
 fn report_of(c: &Catalog, o: TargetObservation) -> TargetReport {
+    let verdict = verdicts(c, &o);
     TargetReport {
-        verdict: verdicts(c, &o),
+        record: record::record(0, c, "https://{service}-{vmid}.{domain}", &o, &verdict),
+        verdict,
         observation: o,
         state: None,
         completion: crate::report::Completion::InTime,
+        routing: None,
     }
 }
 
