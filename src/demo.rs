@@ -170,6 +170,15 @@ fn run_sequence(
     steps: &[&str],
     rt: &tokio::runtime::Runtime,
 ) -> Result<u8, UsageError> {
+    if let Some(missing) = steps
+        .iter()
+        .find(|st| lab::scenario_in(st, args.layout).is_none())
+    {
+        return Err(UsageError::new(format!(
+            "demo: --scenario {name} runs `{}`, which the {} layout does not have: run it without --layout",
+            missing, args.layout
+        )));
+    }
     let tmp;
     let dir = match &args.state_dir {
         Some(d) => {
