@@ -158,7 +158,7 @@ pub fn answer_words(label: &str) -> String {
 pub fn verdict_layers(v: &Verdict) -> Vec<Layer> {
     match v.layer {
         Some(l) => vec![l],
-        None => v.candidates.clone(),
+        None => v.candidates.iter().map(|c| c.layer).collect(),
     }
 }
 

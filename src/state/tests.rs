@@ -54,6 +54,7 @@ fn route(service: &str, port: u16, line: u32) -> RouteObservation {
         upstream_host: Some("cmux-202.lan".into()),
         upstream_port: Some(port),
         source: Some(format!("Caddyfile.cmux:{line}")),
+        from: Some(RouteFrom::Caddyfile),
     }
 }
 
@@ -106,8 +107,11 @@ fn verdicts(c: &Catalog, t: &TargetObservation) -> TargetVerdict {
     let ctx = Context {
         catalog: c,
         layout: Layout::PerService,
-        caddyfile: "/etc/caddy/Caddyfile.cmux",
+        caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
+        connect_to: None,
         instance: None,
+        deadline: None,
+        target_cut: false,
     };
     diagnose(&ctx, t)
 }
