@@ -683,6 +683,7 @@ impl DiagnoseArgs {
                 no_origin_check: self.no_origin_check,
                 exec_grace: Duration::from_secs(5),
                 host: self.host_config()?,
+                expected_identity: Default::default(),
             },
             connect_to,
             cacert_pem,

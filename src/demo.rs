@@ -130,9 +130,9 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         }
         let mut cfg = diag.validate(&vmids, None)?;
         if let Some(h) = cfg.probe.host.as_mut() {
-            // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
-            let home = lab.host_dir.display().to_string();
-            h.env = vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)];
+            // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc;
+            // its name resolution and pct in the stand-ins on its PATH.
+            h.env = lab.host_env();
         }
         if !cfg.quiet {
             eprintln!(

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod demo;
 pub mod http;
+pub mod identity;
 pub mod lab;
 pub mod lint;
 pub mod lint_command;

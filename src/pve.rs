@@ -361,6 +361,22 @@ impl PveApi {
             .await?;
         Ok(token_from_config(&data))
     }
+
+    /// One container's config, read once: its execd token and what it says the container is
+    /// (hostname, net0) for the identity check.
+    pub async fn token_and_identity(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> Result<(Option<Secret>, Option<crate::identity::IdentityClaim>), PveError> {
+        let data = self
+            .get(&format!("/nodes/{node}/lxc/{vmid}/config"))
+            .await?;
+        Ok((
+            token_from_config(&data),
+            crate::identity::claim_from_pve_config(&data),
+        ))
+    }
 }
 
 /// What [`resolve`] found, besides what it put into the config.
@@ -448,17 +464,21 @@ pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<Resolved, PveError> {
             let (api, node, sem) = (&api, &node, &sem);
             async move {
                 let _permit = sem.acquire().await;
-                (vmid, api.exec_token(node, vmid).await)
+                (vmid, api.token_and_identity(node, vmid).await)
             }
         }))
         .await;
         let mut tokens = BTreeMap::new();
         for (vmid, r) in found {
             match r {
-                Ok(Some(t)) => {
-                    tokens.insert(vmid, t);
+                Ok((t, claim)) => {
+                    if let Some(t) = t {
+                        tokens.insert(vmid, t);
+                    }
+                    if let Some(c) = claim {
+                        cfg.probe.expected_identity.insert(vmid, vec![c]);
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => cfg.warnings.push(format!(
                     "warning: no exec token for VMID {vmid} from the PVE API: {e}"
                 )),

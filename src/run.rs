@@ -79,6 +79,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     }));
     let (mut observations, (table, mut caddy)) = tokio::join!(observations, caddy_read);
     progress.finish();
+    mark_shared_identities(&mut observations);
     if let Some(table) = &table {
         for o in &mut observations {
             o.routes = routes_for(&probe, table, o.vmid);
@@ -141,6 +142,23 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         caddy,
         skipped_targets: cfg.skipped_targets.clone(),
     })
+}
+
+/// Two targets whose exec calls ran in one sandbox: each gets the other's VMID (see
+/// [`crate::identity::shared`]).
+pub fn mark_shared_identities(observations: &mut [TargetObservation]) {
+    let shared = {
+        let reports: Vec<(u32, &crate::identity::ReportedIdentity)> = observations
+            .iter()
+            .filter_map(|o| o.identity.reported.as_ref().map(|r| (o.vmid, r)))
+            .collect();
+        crate::identity::shared(&reports)
+    };
+    for o in observations.iter_mut() {
+        if let Some(others) = shared.get(&o.vmid) {
+            o.identity.shared_with = others.clone();
+        }
+    }
 }
 
 /// Reads Caddy's routes (the Caddyfile was parsed up front; the admin API is asked now).
@@ -329,6 +347,7 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
             .collect(),
         routes: Vec::new(),
         host: None,
+        identity: Default::default(),
     }
 }
 

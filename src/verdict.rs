@@ -1277,6 +1277,7 @@ fn decide_internal_only(s: &Service, vmid: u32, i: &Answer, f: &Facts) -> Row {
 /// Runs the decision table over one target.
 pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
     let f = facts(ctx, t);
+    let identity = identity_row(t);
     let mut services = Vec::with_capacity(t.services.len());
     for so in &t.services {
         let Some(s) = ctx.catalog.get(&so.name) else {
@@ -1284,8 +1285,20 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         };
         let e = classify(s, &so.external);
         let i = classify(s, &so.internal);
-        let r = decide(ctx, &f, t, s, so, &e, &i);
+        let mut r = decide(ctx, &f, t, s, so, &e, &i);
         let mut evidence = Vec::new();
+        // Healthy means the right sandbox answered: identity rows come before any other.
+        if let Some(id) = identity.clone().or_else(|| route_identity_row(t, &s.name)) {
+            evidence.extend(id.evidence.iter().cloned());
+            r = Row {
+                status: id.status,
+                layer: id.layer,
+                candidates: id.candidates,
+                summary: id.summary,
+                next_step: Some(id.next_step),
+                rule: id.rule,
+            };
+        }
         if let Some(url) = &so.url {
             evidence.push(format!(
                 "external {url}: {} — {}",
@@ -1320,7 +1333,8 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             });
         }
         if r.status != Status::Healthy {
-            if let Some(c) = &f.chain_reaches_container {
+            // Under a contradicted identity the chain reached a container, not this one.
+            if let (Some(c), None) = (&f.chain_reaches_container, &identity) {
                 evidence.push(c.clone());
             }
             if let Some(ok) = f.origin_ok {
@@ -1344,11 +1358,55 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             rule: r.rule,
         });
     }
+    let mut exec = channel_verdict(t);
+    if let Some(note) = crate::identity::channel_note(&t.identity, t.vmid, t.exec.internal_ran()) {
+        exec.summary.push_str(&format!("; {note}"));
+        if identity.is_some() || !t.identity.shared_with.is_empty() {
+            exec.status = Status::Broken;
+            exec.next_step = identity.map(|r| r.next_step).or_else(|| {
+                let names: Vec<String> = t
+                    .identity
+                    .shared_with
+                    .iter()
+                    .map(|v| format!("cmux-{v}.lan"))
+                    .collect();
+                Some(format!(
+                    "two targets reach one sandbox: on the PVE host: getent hosts {} (where their names lead); diagnose them with --on-host",
+                    names.join(" ")
+                ))
+            });
+        }
+    }
     TargetVerdict {
         vmid: t.vmid,
-        exec: channel_verdict(t),
+        exec,
         services,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity rows (docs/diagnosis.md, "Who answered"): see crate::identity
+
+/// The identity row of the whole target: the exec call reached another sandbox.
+fn identity_row(t: &TargetObservation) -> Option<crate::identity::IdentityRow> {
+    let exec_route = route_for(t, "exec").and_then(|r| r.upstream_host.as_deref());
+    crate::identity::verdict(&t.identity, t.vmid, exec_route)
+}
+
+/// The identity row of one service: Caddy's route for its hostname names another host.
+fn route_identity_row(
+    t: &TargetObservation,
+    service: &str,
+) -> Option<crate::identity::IdentityRow> {
+    let r = route_for(t, service)?;
+    r.upstream_port?;
+    crate::identity::route_row(
+        service,
+        &r.host,
+        t.vmid,
+        r.upstream_host.as_deref()?,
+        r.source.as_deref(),
+    )
 }
 
 #[cfg(test)]

@@ -103,6 +103,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
             .collect(),
         routes: vec![],
         host: None,
+        identity: Default::default(),
     }
 }
 
@@ -167,6 +168,7 @@ fn host_view(t: &mut TargetObservation, name: &str, caddy_probe: Probe, upstream
         cloudflared: resp(200, &[], r#"{"status":200,"readyConnections":4}"#),
         caddy_config: Probe::not_run("test"),
         services,
+        identity: Default::default(),
     });
 }
 

@@ -79,10 +79,11 @@ pub fn caddyfile(routes: &[RouteSpec]) -> String {
             out.push('\n');
         }
         out.push_str(&format!(
-            "    # {}\n    @{svc} header_regexp vmid Host ^{svc}-(\\d+)\\.\n    handle @{svc} {{\n        reverse_proxy cmux-{{re.vmid.1}}.lan:{port}\n    }}\n",
+            "    # {}\n    @{svc} header_regexp vmid Host ^{svc}-(\\d+)\\.\n    handle @{svc} {{\n        reverse_proxy {up}:{port}\n    }}\n",
             route_comment(&r.service, r.port),
             svc = r.service,
-            port = r.port
+            port = r.port,
+            up = r.upstream.as_deref().unwrap_or("cmux-{re.vmid.1}.lan"),
         ));
     }
     out.push_str("}\n");
@@ -166,6 +167,13 @@ where
             let port: u16 = c.get(1)?.as_str().parse().ok()?;
             let instance = c.get(2)?.as_str();
             Some((instance.strip_prefix("cmux-").map(str::to_string), port))
+        } else if let Some(up) = &route.upstream {
+            // A literal upstream host: whatever the request's VMID.
+            let vmid = up
+                .strip_suffix(".lan")
+                .and_then(|h| h.strip_prefix("cmux-"))
+                .map(str::to_string);
+            Some((vmid, route.port))
         } else {
             Some((c.get(1).map(|m| m.as_str().to_string()), route.port))
         }
@@ -187,8 +195,7 @@ where
     // `cmux-{vmid}.lan` resolves only for running containers.
     let ct = vmid
         .and_then(|v| v.parse::<u32>().ok())
-        .and_then(|v| ctx.containers.get(&v))
-        .filter(|c| c.running);
+        .and_then(|v| super::identity::lan_resolve(&ctx.containers, v));
     let Some(ct) = ct else {
         http::send(s, &caddy_empty(502)).await?;
         return Ok(true);

@@ -14,6 +14,7 @@ pub mod container;
 pub mod edge;
 pub mod host;
 pub mod http;
+pub mod identity;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,6 +67,9 @@ pub struct ContainerSpec {
     /// Some: execd requires this token; None: auth off.
     pub exec_token: Option<String>,
     pub services: Vec<ServiceSpec>,
+    /// Some(other): the LAN's DHCP/DNS sends `cmux-{vmid}.lan` to container `other` (a stale
+    /// lease, a reused hostname); None: to this container.
+    pub lan_name_to: Option<u32>,
 }
 
 /// A service listening on a container port.
@@ -153,6 +157,8 @@ pub enum Behaviour {
 pub struct RouteSpec {
     pub service: String,
     pub port: u16,
+    /// A literal upstream host instead of `cmux-{re.vmid.1}.lan` (a hand-edited route).
+    pub upstream: Option<String>,
 }
 
 /// Injected latency per hop, in milliseconds.
@@ -186,6 +192,7 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
                 behaviour: Behaviour::Healthy,
             })
             .collect(),
+        lan_name_to: None,
     }
 }
 
@@ -231,6 +238,7 @@ pub fn seed_routes() -> Vec<RouteSpec> {
     .map(|(s, p)| RouteSpec {
         service: s.to_string(),
         port: p,
+        upstream: None,
     })
     .collect()
 }
@@ -262,6 +270,8 @@ pub const SCENARIOS: &[&str] = &[
     "loopback-only",
     "later-layout",
     "later-service-down",
+    "lan-name-to-other-sandbox",
+    "route-to-other-sandbox",
 ];
 
 fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
@@ -408,6 +418,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             c.routes = vec![RouteSpec {
                 service: caddy::GENERIC.into(),
                 port: 0,
+                upstream: None,
             }];
             if name == "later-service-down" {
                 c.containers = vec![without(ct, ServiceKind::Vscode)];
@@ -425,6 +436,31 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                     c,
                 )
             }
+        }
+        "lan-name-to-other-sandbox" => {
+            // 202 runs, but the LAN's DHCP/DNS sends cmux-202.lan to 203 (a stale lease).
+            let mut c = base;
+            let mut c202 = ct;
+            c202.lan_name_to = Some(VMID + 1);
+            c.containers = vec![c202, healthy_container(VMID + 1, token.clone())];
+            (
+                "lan-name-to-other-sandbox",
+                "cmux-202.lan resolves to sandbox 203 (a stale DHCP lease): every URL of 202 answers 200 from 203",
+                c,
+            )
+        }
+        "route-to-other-sandbox" => {
+            // A hand-edited route: xterm dials a literal cmux-203.lan, whatever the VMID.
+            let mut c = base;
+            c.containers = vec![ct, healthy_container(VMID + 1, token.clone())];
+            for r in c.routes.iter_mut().filter(|r| r.service == "xterm") {
+                r.upstream = Some(format!("cmux-{}.lan", VMID + 1));
+            }
+            (
+                "route-to-other-sandbox",
+                "Caddy's xterm route dials a literal cmux-203.lan: the terminal of 202 is sandbox 203's",
+                c,
+            )
         }
         _ => return None,
     };
@@ -584,6 +620,7 @@ impl Lab {
             ready_addr,
             closed_addr,
         )?;
+        identity::write_host_view(&host_dir, containers.values().map(|c| c.as_ref()))?;
         tasks.append(&mut guard.0);
 
         Ok(Lab {
@@ -619,6 +656,21 @@ impl Lab {
             .get(&vmid)
             .filter(|c| c.running)
             .and_then(|c| c.ports.get(&port).copied())
+    }
+
+    /// The environment of the PVE host's scripts in the lab (`--on-host`): its `.curlrc` (the
+    /// `.lan` names, cloudflared's `/ready`) and its `getent`/`pct` stand-ins first on PATH.
+    pub fn host_env(&self) -> Vec<(String, String)> {
+        let home = self.host_dir.display().to_string();
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        vec![
+            ("CURL_HOME".into(), home.clone()),
+            ("HOME".into(), home),
+            (
+                "PATH".into(),
+                format!("{}:{path}", self.host_dir.join("bin").display()),
+            ),
+        ]
     }
 
     /// The directory execd's commands run in (HOME, CURL_HOME, `.curlrc`) for a running container.
