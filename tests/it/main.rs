@@ -9,6 +9,7 @@ mod exec_round_trips;
 mod fleet;
 mod host_vantage;
 mod hostile;
+mod identity;
 mod injection;
 mod lint_cli;
 mod parsers_prop;
