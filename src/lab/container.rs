@@ -51,6 +51,8 @@ pub struct ContainerRuntime {
     pub exec_posts: AtomicU64,
     /// The container `cmux-{vmid}.lan` really leads to, when not this one (see `ContainerSpec`).
     pub lan_name_to: Option<u32>,
+    /// `gethostname()` inside.
+    pub hostname: String,
 }
 
 impl ContainerRuntime {
@@ -121,6 +123,7 @@ pub async fn start(
             dir,
             exec_posts: AtomicU64::new(0),
             lan_name_to: spec.lan_name_to,
+            hostname: super::identity::hostname_of(spec),
         });
         return Ok((ct, tasks, keep));
     }
@@ -178,6 +181,7 @@ pub async fn start(
         dir,
         exec_posts: AtomicU64::new(0),
         lan_name_to: spec.lan_name_to,
+        hostname: super::identity::hostname_of(spec),
     });
 
     for (svc, p) in pending {
@@ -793,7 +797,14 @@ where
             }
             // The container's own view of who it is (its namespaces): see lab/identity.rs.
             let command = super::identity::command_in_container(&command, &ctx.ct.dir);
-            run_exec(s, &command, timeout_ms as u64, &ctx.ct.dir, ctx.ct.vmid).await
+            run_exec(
+                s,
+                &command,
+                timeout_ms as u64,
+                &ctx.ct.dir,
+                &ctx.ct.hostname,
+            )
+            .await
         }
         _ => http::send(s, &go_error(404, "404 page not found")).await,
     }
@@ -842,7 +853,7 @@ async fn run_exec<W>(
     command: &str,
     timeout_ms: u64,
     dir: &Path,
-    vmid: u32,
+    hostname: &str,
 ) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
@@ -866,7 +877,7 @@ where
         .env("HOME", dir)
         .env("CURL_HOME", dir)
         .env("PATH", exec_path(dir))
-        .envs(super::identity::container_env(vmid))
+        .env("HOSTNAME", hostname)
         .current_dir(dir)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {

@@ -4,7 +4,7 @@
 //! `/etc/machine-id` and `/proc/net/fib_trie` are its own. The lab's containers run real bash on
 //! this machine, so the lab gives each one that view the way a namespace would:
 //!
-//! - `HOSTNAME=cmux-{vmid}` in execd's environment (bash takes `$HOSTNAME` from there);
+//! - `HOSTNAME=cmux-{vmid}` (or the spec's hostname) in execd's environment (bash takes `$HOSTNAME` from there);
 //! - `<ct dir>/etc/machine-id` and `<ct dir>/proc/net/fib_trie`, and execd maps the two absolute
 //!   paths onto them in the command it runs (as a mount namespace maps them), so the production
 //!   command, which reads the real paths, reads the container's files;
@@ -25,9 +25,11 @@ pub fn ipv4_of(vmid: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 10, ((vmid >> 8) & 0xff) as u8, (vmid & 0xff) as u8)
 }
 
-/// A container's hostname (what `gethostname()` says inside).
-pub fn hostname_of(vmid: u32) -> String {
-    format!("cmux-{vmid}")
+/// A container's hostname (what `gethostname()` says inside): its spec's, else `cmux-{vmid}`.
+pub fn hostname_of(spec: &super::ContainerSpec) -> String {
+    spec.hostname
+        .clone()
+        .unwrap_or_else(|| format!("cmux-{}", spec.vmid))
 }
 
 /// A container's `/etc/machine-id`: 32 hex digits from its VMID.
@@ -78,11 +80,6 @@ pub fn command_in_container(command: &str, dir: &Path) -> String {
     c
 }
 
-/// The container's environment additions: its hostname.
-pub fn container_env(vmid: u32) -> [(&'static str, String); 1] {
-    [("HOSTNAME", hostname_of(vmid))]
-}
-
 /// Where `cmux-{vmid}.lan` leads on the LAN: the container its name resolves to (normally itself;
 /// another one after a stale lease), if that one runs.
 pub fn lan_resolve(
@@ -123,7 +120,7 @@ pub fn write_host_view<'a>(
         cases.push_str(&format!(
             "  {vmid}) conf=$'arch: amd64\\ncores: 4\\nhostname: {h}\\nmemory: 8192\\nnet0: {net}\\nostype: debian\\nrootfs: local-lvm:vm-{vmid}-disk-0,size=32G\\nunprivileged: 1'; ip=$'2: eth0    inet {ip}/24 brd 10.10.{b}.255 scope global dynamic eth0\\\\       valid_lft 3600sec preferred_lft 3600sec' ;;\n",
             vmid = c.vmid,
-            h = hostname_of(c.vmid),
+            h = c.hostname,
             net = net0_of(c.vmid),
             ip = ipv4_of(c.vmid),
             b = ipv4_of(c.vmid).octets()[2],

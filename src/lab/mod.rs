@@ -70,6 +70,9 @@ pub struct ContainerSpec {
     /// Some(other): the LAN's DHCP/DNS sends `cmux-{vmid}.lan` to container `other` (a stale
     /// lease, a reused hostname); None: to this container.
     pub lan_name_to: Option<u32>,
+    /// The container's hostname (`gethostname()` inside, `hostname:` of its config); None:
+    /// `cmux-{vmid}`.
+    pub hostname: Option<String>,
 }
 
 /// A service listening on a container port.
@@ -193,6 +196,7 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
             })
             .collect(),
         lan_name_to: None,
+        hostname: None,
     }
 }
 
