@@ -178,20 +178,20 @@ pub fn ipv4_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // The host vantage's identity section
 
-/// Bash for the host script: resolves the target's `.lan` name, and (with `pct`) reads the
+/// Bash for the host script (uses its `$T` timeout): resolves the target's `.lan` name, and (with `pct`) reads the
 /// container's config and own addresses. Prints `@pvediaglan`, `@pvediagpct` lines of `nonce`.
 /// `lan_name` must be a valid host (see [`crate::probe::internal::valid_host`]); the VMID is a number.
 pub fn host_section(lan_name: &str, vmid: u32, nonce: &str, with_pct: bool) -> String {
     let q = crate::probe::internal::shell_quote;
     let mut s = format!(
-        "pvediag_lan() {{\n  local l a=\n  while read -r l _; do a=$a${{a:+,}}$l; done < <(getent ahostsv4 {name} 2>/dev/null)\n  printf '@pvediaglan %s %s a=%s end\\n' {nonce} {name} \"${{a//[^0-9.,]/_}}\"\n}}\npvediag_lan\n",
+        "pvediag_lan() {{\n  local l a=\n  while read -r l _; do a=$a${{a:+,}}$l; done < <(timeout \"$T\" getent ahostsv4 {name} 2>/dev/null)\n  printf '@pvediaglan %s %s a=%s end\\n' {nonce} {name} \"${{a//[^0-9.,]/_}}\"\n}}\npvediag_lan\n",
         name = q(lan_name),
         nonce = q(nonce),
     );
     if with_pct {
         // `pct config` gives hostname and net0; `ip -4 -o addr` inside gives the address DHCP gave.
         s.push_str(&format!(
-            "pvediag_pct() {{\n  local l h= net= a=\n  while read -r l; do case $l in 'hostname: '*) h=${{l#hostname: }} ;; 'net0: '*) net=${{l#net0: }} ;; esac; done < <(timeout 10 pct config {vmid} 2>/dev/null)\n  while read -r _ _ _ l _; do a=$a${{a:+,}}${{l%/*}}; done < <(timeout 10 pct exec {vmid} -- ip -4 -o addr show scope global 2>/dev/null)\n  h=${{h//[^A-Za-z0-9.-]/_}}; net=${{net//[^A-Za-z0-9=,.:\\/]/_}}; a=${{a//[^0-9.,]/_}}\n  printf '@pvediagpct %s h=%s net=%s a=%s end\\n' {nonce} \"$h\" \"$net\" \"$a\"\n}}\npvediag_pct\n",
+            "pvediag_pct() {{\n  local l h= net= a=\n  while read -r l; do case $l in 'hostname: '*) h=${{l#hostname: }} ;; 'net0: '*) net=${{l#net0: }} ;; esac; done < <(timeout \"$T\" pct config {vmid} 2>/dev/null)\n  while read -r _ _ _ l _; do a=$a${{a:+,}}${{l%/*}}; done < <(timeout \"$T\" pct exec {vmid} -- ip -4 -o addr show scope global 2>/dev/null)\n  h=${{h//[^A-Za-z0-9.-]/_}}; net=${{net//[^A-Za-z0-9=,.:\\/]/_}}; a=${{a//[^0-9.,]/_}}\n  printf '@pvediagpct %s h=%s net=%s a=%s end\\n' {nonce} \"$h\" \"$net\" \"$a\"\n}}\npvediag_pct\n",
             nonce = q(nonce),
         ));
     }

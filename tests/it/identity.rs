@@ -49,8 +49,11 @@ fn verdict<'a>(t: &'a Value, service: &str) -> &'a Value {
 /// `pvediag 202` (the binary, not the demo) against a running lab scenario, `extra` args; the host
 /// vantage sees the lab through its environment (curlrc, getent and pct stand-ins).
 fn run_202(scenario: &str, extra: &[&str]) -> (i32, Value) {
+    run_202_in(lab::scenario(scenario).unwrap(), extra)
+}
+
+fn run_202_in(sc: lab::Scenario, extra: &[&str]) -> (i32, Value) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sc = lab::scenario(scenario).unwrap();
     let lab = rt.block_on(Lab::start(sc.config.clone())).unwrap();
     let token = lab.dir.join("client-token");
     std::fs::write(&token, sc.client_token.unwrap()).unwrap();
@@ -131,6 +134,30 @@ fn lan_name_to_other_sandbox_on_host_pins_name_resolution() {
             "{summary}"
         );
     }
+}
+
+/// The 2026 layout: one generic rule dials `{instance}.lan`; the stale lease is found the same way.
+#[test]
+fn lan_name_to_other_sandbox_in_the_later_layout() {
+    if !curl_present() {
+        return;
+    }
+    let mut sc = lab::scenario("lan-name-to-other-sandbox").unwrap();
+    sc.config.routes = lab::scenario("later-layout").unwrap().config.routes;
+    sc.url_template = lab::LATER_TEMPLATE;
+    let (code, v) = run_202_in(sc.clone(), &[]);
+    assert_eq!(code, 1);
+    let t = target(&v, 202);
+    assert!(services(t)
+        .iter()
+        .all(|s| s["verdict"]["rule"] == "identity-wrong-sandbox"));
+    let (code, v) = run_202_in(sc, &["--on-host"]);
+    assert_eq!(code, 1);
+    let t = target(&v, 202);
+    assert!(services(t)
+        .iter()
+        .all(|s| s["verdict"]["layer"] == "container"
+            && s["verdict"]["rule"] == "identity-lan-name-elsewhere"));
 }
 
 #[test]
