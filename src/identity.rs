@@ -645,6 +645,13 @@ pub fn channel_note(o: &IdentityObservation, vmid: u32, internal_ran: bool) -> O
         }
         Assessment::Unknown { .. } => return None,
     };
+    let disagree = disagreements(o, vmid);
+    if !disagree.is_empty() {
+        note.push_str(&format!(
+            "; identity sources disagree: {}",
+            disagree.join(", ")
+        ));
+    }
     if !o.shared_with.is_empty() {
         let who = o
             .reported
@@ -857,6 +864,27 @@ mod tests {
         let mut o = obs("x", "");
         o.reported.as_mut().unwrap().hostname = None;
         assert!(matches!(assess(&o, 202), Assessment::Unknown { .. }));
+    }
+
+    #[test]
+    fn disagreeing_sources_are_named_on_the_channel_line() {
+        let mut o = obs("web-1", "10.0.0.2");
+        o.expected.push(IdentityClaim {
+            source: IdentitySource::PveApi,
+            hostname: Some("web-1".into()),
+            ipv4: vec![],
+            mac: None,
+        });
+        let note = channel_note(&o, 202, true).unwrap();
+        assert!(note.starts_with("ran in web-1"), "{note}");
+        assert!(
+            note.contains("the PVE API's config of 202 says web-1")
+                && note.contains("the naming convention says cmux-202"),
+            "{note}"
+        );
+        // Sources that agree: no such note.
+        let note = channel_note(&obs("cmux-202", "10.0.0.2"), 202, true).unwrap();
+        assert!(!note.contains("disagree"), "{note}");
     }
 
     #[test]
