@@ -276,3 +276,42 @@ fn healthy_scenarios_confirm_identity_in_both_generations() {
         assert!(t["identity"].get("shared_with").is_none(), "{t}");
     }
 }
+
+/// The PVE API's container config is a source of the expected identity (its `hostname`), and it
+/// outranks the naming convention: 203 is named `pvelxc-1a2b3c4d` (a later-generation instance
+/// name) and is confirmed, with the disagreement named, never a false alarm.
+#[test]
+fn the_pve_api_names_the_expected_sandbox() {
+    use crate::common::fleet_lab::*;
+    if !curl_present() {
+        return;
+    }
+    let rt = runtime();
+    let lab = start_lab(&rt, fleet_lab_config());
+    let pve = start_pve(&rt, PveMode::Normal);
+    let o = pvediag_pve(&lab, &pve)
+        .args(["202", "203", "--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (vmid, name) in [(202, "cmux-202"), (203, NAME_203)] {
+        let t = target(&v, vmid);
+        let expected = t["identity"]["expected"].as_array().unwrap();
+        assert_eq!(expected[0]["source"], "pve_api", "{t}");
+        assert_eq!(expected[0]["hostname"], name);
+        assert_eq!(t["identity"]["reported"]["hostname"], name);
+        let summary = t["exec"]["verdict"]["summary"].as_str().unwrap();
+        assert!(summary.contains(&format!("ran in {name}")), "{summary}");
+        assert!(
+            services(t).iter().all(|s| !s["verdict"]["rule"]
+                .as_str()
+                .unwrap()
+                .starts_with("identity")),
+            "{t}"
+        );
+    }
+    let summary = target(&v, 203)["exec"]["verdict"]["summary"]
+        .as_str()
+        .unwrap();
+    assert!(summary.contains("identity sources disagree"), "{summary}");
+}
