@@ -484,6 +484,7 @@ pub fn verdict(
     o: &IdentityObservation,
     vmid: u32,
     exec_route: Option<&str>,
+    via_public_url: bool,
 ) -> Option<IdentityRow> {
     let Assessment::Contradicted {
         expected,
@@ -506,10 +507,18 @@ pub fn verdict(
     let lan_name = lan
         .map(|h| h.lan_name.clone())
         .unwrap_or_else(|| format!("{}.lan", short_host(&expected)));
-    let summary_head = format!(
-        "the exec call for {vmid} ran in {reached}, not in {}: users of {vmid} reach another sandbox",
-        short_host(&expected)
-    );
+    let summary_head = if via_public_url {
+        format!(
+            "the exec call for {vmid} ran in {reached}, not in {}: users of {vmid} reach another sandbox",
+            short_host(&expected)
+        )
+    } else {
+        // --exec-url: not the public chain, but the name or address it dials leads elsewhere.
+        format!(
+            "the exec call for {vmid} (--exec-url) ran in {reached}, not in {}: the internal view is another sandbox's",
+            short_host(&expected)
+        )
+    };
     // Caddy's route names another sandbox's host.
     if let Some(up) = exec_route {
         if let Some(other) = sandbox_of_upstream(up) {

@@ -1383,7 +1383,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
 /// The identity row of the whole target: the exec call reached another sandbox.
 fn identity_row(t: &TargetObservation) -> Option<crate::identity::IdentityRow> {
     let exec_route = route_for(t, "exec").and_then(|r| r.upstream_host.as_deref());
-    crate::identity::verdict(&t.identity, t.vmid, exec_route)
+    crate::identity::verdict(&t.identity, t.vmid, exec_route, t.exec.via_public_url)
 }
 
 /// The identity row of one service: Caddy's route for its hostname names another host.
