@@ -1278,20 +1278,11 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         };
         let e = classify(s, &so.external);
         let i = classify(s, &so.internal);
-        let mut r = decide(ctx, &f, t, s, so, &e, &i);
+        let r = decide(ctx, &f, t, s, so, &e, &i);
         let mut evidence = Vec::new();
         // Healthy means the right sandbox answered: identity rows come before any other.
-        if let Some(id) = identity.clone().or_else(|| route_identity_row(t, &s.name)) {
-            evidence.extend(id.evidence.iter().cloned());
-            r = Row {
-                status: id.status,
-                layer: id.layer,
-                candidates: id.candidates,
-                summary: id.summary,
-                next_step: Some(id.next_step),
-                rule: id.rule,
-            };
-        }
+        let (r, id_evidence) = with_identity(r, &identity, t, &s.name);
+        evidence.extend(id_evidence);
         if let Some(url) = &so.url {
             evidence.push(format!(
                 "external {url}: {} — {}",
@@ -1352,24 +1343,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         });
     }
     let mut exec = channel_verdict(t);
-    if let Some(note) = crate::identity::channel_note(&t.identity, t.vmid, t.exec.internal_ran()) {
-        exec.summary.push_str(&format!("; {note}"));
-        if identity.is_some() || !t.identity.shared_with.is_empty() {
-            exec.status = Status::Broken;
-            exec.next_step = identity.map(|r| r.next_step).or_else(|| {
-                let names: Vec<String> = t
-                    .identity
-                    .shared_with
-                    .iter()
-                    .map(|v| format!("cmux-{v}.lan"))
-                    .collect();
-                Some(format!(
-                    "two targets reach one sandbox: on the PVE host: getent hosts {} (where their names lead); diagnose them with --on-host",
-                    names.join(" ")
-                ))
-            });
-        }
-    }
+    identity_channel(&mut exec, t, identity);
     TargetVerdict {
         vmid: t.vmid,
         exec,
@@ -1379,6 +1353,58 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
 
 // ---------------------------------------------------------------------------------------------
 // Identity rows (docs/diagnosis.md, "Who answered"): see crate::identity
+
+/// The target's identity row, else the service's route row, replaces the decided row; returns the
+/// row and the identity evidence lines it adds.
+fn with_identity(
+    r: Row,
+    identity: &Option<crate::identity::IdentityRow>,
+    t: &TargetObservation,
+    service: &str,
+) -> (Row, Vec<String>) {
+    match identity.clone().or_else(|| route_identity_row(t, service)) {
+        Some(id) => (
+            Row {
+                status: id.status,
+                layer: id.layer,
+                candidates: id.candidates,
+                summary: id.summary,
+                next_step: Some(id.next_step),
+                rule: id.rule,
+            },
+            id.evidence,
+        ),
+        None => (r, Vec::new()),
+    }
+}
+
+/// The identity note of the exec-channel line; a contradicted or shared identity makes it broken.
+fn identity_channel(
+    exec: &mut ChannelVerdict,
+    t: &TargetObservation,
+    identity: Option<crate::identity::IdentityRow>,
+) {
+    let Some(note) = crate::identity::channel_note(&t.identity, t.vmid, t.exec.internal_ran())
+    else {
+        return;
+    };
+    exec.summary.push_str(&format!("; {note}"));
+    if identity.is_some() || !t.identity.shared_with.is_empty() {
+        exec.status = Status::Broken;
+        exec.next_step = identity.map(|r| r.next_step).or_else(|| {
+            let names: Vec<String> = t
+                .identity
+                .shared_with
+                .iter()
+                .map(|v| format!("cmux-{v}.lan"))
+                .collect();
+            Some(format!(
+                "two targets reach one sandbox: on the PVE host: getent hosts {} (where their names lead); diagnose them with --on-host",
+                names.join(" ")
+            ))
+        });
+    }
+}
 
 /// The identity row of the whole target: the exec call reached another sandbox.
 fn identity_row(t: &TargetObservation) -> Option<crate::identity::IdentityRow> {
