@@ -600,7 +600,9 @@ pub fn route_row(
     if upstream_host.eq_ignore_ascii_case(&want) {
         return None;
     }
-    let other = sandbox_of_upstream(upstream_host);
+    // Only a host that names another sandbox (`cmux-203.lan`, `pvelxc-….lan`): other wrong names
+    // (a `.local` suffix, a typo) reach nothing and are the gateway rows' (caddy-dials-other-host).
+    let other = sandbox_of_upstream(upstream_host)?;
     let at = source.map(|s| format!(" ({s})")).unwrap_or_default();
     let (loc, grep) = match source.and_then(|s| s.rsplit_once(':')) {
         Some((file, line)) if line.parse::<usize>().is_ok() => (
@@ -617,14 +619,9 @@ pub fn route_row(
         layer: Some(Layer::Caddy),
         candidates: Vec::new(),
         rule: "route-names-other-sandbox",
-        summary: match &other {
-            Some(o) => format!(
-                "Caddy's route for {public_host} dials {upstream_host}{at}: {service} of {vmid} is served by sandbox {o}"
-            ),
-            None => format!(
-                "Caddy's route for {public_host} dials {upstream_host}{at}, not {want}: {service} of {vmid} is not served by its own sandbox"
-            ),
-        },
+        summary: format!(
+            "Caddy's route for {public_host} dials {upstream_host}{at}: {service} of {vmid} is served by sandbox {other}"
+        ),
         evidence: vec![format!(
             "identity: the route for {public_host} must dial {want} (the request's own sandbox); it dials {upstream_host}"
         )],

@@ -178,6 +178,7 @@ fn verdict_of(c: &Catalog, t: &TargetObservation, name: &str) -> Verdict {
 
 fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) -> Verdict {
     let ctx = Context {
+        instance: None,
         catalog: c,
         layout,
         caddyfile: "/etc/caddy/Caddyfile.cmux",
@@ -303,6 +304,67 @@ const CASES: &[Case] = &[
         "xterm",
         |t| {
             set_ext(t, "xterm", resp(200, &[], r#"{"sessions":[]}"#));
+            no_internal(t, UNAUTHORIZED);
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "header-doubled-by-proxy",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[
+                        ("content-type", "application/json"),
+                        ("access-control-allow-origin", "*"),
+                        ("access-control-allow-origin", "*"),
+                    ],
+                    r#"{"sessions":[]}"#,
+                ),
+            );
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "header-doubled-at-service",
+        "xterm",
+        |t| {
+            let p = resp(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("access-control-allow-origin", "*"),
+                    ("access-control-allow-origin", "https://a.example"),
+                ],
+                r#"{"sessions":[]}"#,
+            );
+            set_ext(t, "xterm", p.clone());
+            set_int(t, "xterm", p);
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "header-doubled-unknown-origin",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[
+                        ("access-control-allow-origin", "*"),
+                        ("access-control-allow-origin", "*"),
+                    ],
+                    r#"{"sessions":[]}"#,
+                ),
+            );
             no_internal(t, UNAUTHORIZED);
         },
         Inconclusive,
@@ -580,6 +642,30 @@ const CASES: &[Case] = &[
         },
         Broken,
         Some(Container),
+    ),
+    case(
+        "caddy-dials-other-host",
+        "xterm",
+        |t| {
+            all_ext(t, cf(502, "error code: 502"));
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+            t.routes.push(RouteObservation {
+                service: "xterm".into(),
+                host: "xterm-202.example.test".into(),
+                upstream_host: Some("cmux-202.local".into()),
+                upstream_port: Some(39383),
+                source: Some("Caddyfile.cmux:17".into()),
+            });
+        },
+        Broken,
+        Some(Caddy),
     ),
     case(
         "origin-unreachable",
@@ -1042,6 +1128,7 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
     );
     // Every other service stays healthy.
     let ctx = Context {
+        instance: None,
         catalog: &c,
         layout: Layout::PerService,
         caddyfile: "x",
@@ -1152,6 +1239,7 @@ fn identity_confirmed_keeps_healthy_targets_healthy_in_both_generations() {
             catalog: &c,
             layout,
             caddyfile: "/etc/caddy/Caddyfile.cmux",
+            instance: None,
         };
         let tv = diagnose(&ctx, &t);
         assert!(
@@ -1197,6 +1285,7 @@ fn unknown_identity_is_said_once_on_the_channel_line_and_changes_no_verdict() {
             catalog: &c,
             layout: Layout::PerService,
             caddyfile: "/etc/caddy/Caddyfile.cmux",
+            instance: None,
         },
         &t,
     );
@@ -1227,6 +1316,7 @@ fn wrong_sandbox_evidence_names_the_sandbox_reached_and_how() {
             catalog: &c,
             layout: Layout::PerService,
             caddyfile: "/etc/caddy/Caddyfile.cmux",
+            instance: None,
         },
         &t,
     );
@@ -1265,6 +1355,7 @@ fn two_targets_sharing_one_sandbox_are_both_flagged() {
             catalog: &c,
             layout: Layout::PerService,
             caddyfile: "/etc/caddy/Caddyfile.cmux",
+            instance: None,
         },
         &t,
     );

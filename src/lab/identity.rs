@@ -4,7 +4,7 @@
 //! `/etc/machine-id` and `/proc/net/fib_trie` are its own. The lab's containers run real bash on
 //! this machine, so the lab gives each one that view the way a namespace would:
 //!
-//! - `HOSTNAME=cmux-{vmid}` (or the spec's hostname) in execd's environment (bash takes `$HOSTNAME` from there);
+//! - `HOSTNAME=` the spec's hostname (`cmux-{vmid}`, `pvelxc-…`) in execd's environment (bash takes `$HOSTNAME` from there);
 //! - `<ct dir>/etc/machine-id` and `<ct dir>/proc/net/fib_trie`, and execd maps the two absolute
 //!   paths onto them in the command it runs (as a mount namespace maps them), so the production
 //!   command, which reads the real paths, reads the container's files;
@@ -25,11 +25,9 @@ pub fn ipv4_of(vmid: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 10, ((vmid >> 8) & 0xff) as u8, (vmid & 0xff) as u8)
 }
 
-/// A container's hostname (what `gethostname()` says inside): its spec's, else `cmux-{vmid}`.
+/// A container's hostname (what `gethostname()` says inside): its spec's.
 pub fn hostname_of(spec: &super::ContainerSpec) -> String {
-    spec.hostname
-        .clone()
-        .unwrap_or_else(|| format!("cmux-{}", spec.vmid))
+    spec.hostname.clone()
 }
 
 /// A container's `/etc/machine-id`: 32 hex digits from its VMID.
@@ -95,6 +93,7 @@ pub fn lan_resolve(
 pub fn write_host_view<'a>(
     host_dir: &Path,
     containers: impl Iterator<Item = &'a ContainerRuntime> + Clone,
+    unpublished: &[u32],
 ) -> std::io::Result<()> {
     let bin = host_dir.join("bin");
     std::fs::create_dir_all(&bin)?;
@@ -106,6 +105,9 @@ pub fn write_host_view<'a>(
         let to = c.lan_name_to.unwrap_or(c.vmid);
         if all.get(&to).is_some_and(|t| t.running) {
             hosts.push_str(&format!("{} cmux-{}.lan\n", ipv4_of(to), c.vmid));
+            if c.hostname != format!("cmux-{}", c.vmid) && !unpublished.contains(&c.vmid) {
+                hosts.push_str(&format!("{} {}.lan\n", ipv4_of(to), c.hostname));
+            }
         }
     }
     std::fs::write(host_dir.join("lan-hosts"), hosts)?;

@@ -44,11 +44,23 @@ pub struct ProbeConfig {
     pub host: Option<host::HostConfig>,
     /// What other sources (the PVE API) say each target is (see [`crate::identity`]).
     pub expected_identity: std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
+    /// Container hostnames (the 2026 layout's `{instance}`), by VMID, as
+    /// [`crate::instance`] resolved them; a VMID not in here is `cmux-{vmid}`.
+    pub instances: std::collections::BTreeMap<u32, crate::instance::Instance>,
 }
 
 impl ProbeConfig {
     pub fn public_url(&self, s: &Service, vmid: u32) -> String {
-        self.template.base_url(&s.name, vmid, s.port, &self.domain)
+        self.template
+            .base_url_for(&s.name, vmid, &self.instance(vmid), s.port, &self.domain)
+    }
+
+    /// The container's hostname: resolved, else `cmux-{vmid}`.
+    pub fn instance(&self, vmid: u32) -> String {
+        self.instances
+            .get(&vmid)
+            .map(|i| i.hostname.clone())
+            .unwrap_or_else(|| crate::target::default_instance(vmid))
     }
 
     /// The exec token for one target: the global one, else the one found for this VMID.
@@ -62,6 +74,7 @@ impl ProbeConfig {
         if let Some(u) = &self.exec_url {
             return Some((
                 u.replace("{vmid}", &vmid.to_string())
+                    .replace("{instance}", &self.instance(vmid))
                     .trim_end_matches('/')
                     .to_string(),
                 false,
@@ -275,12 +288,36 @@ fn identity_observation(
     reported_via: Option<String>,
     host_obs: &Option<crate::observation::HostObservation>,
 ) -> crate::identity::IdentityObservation {
-    let mut expected = Vec::new();
+    let mut expected: Vec<crate::identity::IdentityClaim> = Vec::new();
     if let Some(c) = cfg.expected_identity.get(&vmid) {
         expected.extend(c.iter().cloned());
     }
+    // The instance name resolution (crate::instance) is an expected identity too.
+    if let Some(i) = cfg.instances.get(&vmid) {
+        use crate::instance::InstanceSource as I;
+        let source = match i.source {
+            I::PveApi => Some(crate::identity::IdentitySource::PveApi),
+            I::Pct => Some(crate::identity::IdentitySource::PctConfig),
+            I::Given | I::Default => None,
+        };
+        if let Some(source) = source {
+            if !expected
+                .iter()
+                .any(|c| c.source == source && c.hostname.as_deref() == Some(&i.hostname))
+            {
+                expected.push(crate::identity::IdentityClaim {
+                    source,
+                    hostname: Some(i.hostname.clone()),
+                    ipv4: Vec::new(),
+                    mac: None,
+                });
+            }
+        }
+    }
     if let Some(h) = host_obs {
         if let Some(c) = &h.identity.pct_claim {
+            // One claim per source: the host script's `pct config` carries the MAC as well.
+            expected.retain(|e| e.source != c.source || e.hostname != c.hostname);
             expected.push(c.clone());
         }
     }
@@ -294,7 +331,10 @@ fn identity_observation(
     }
     let host = match (host_obs, &cfg.host) {
         (Some(h), Some(hc)) => Some(crate::identity::HostIdentity {
-            lan_name: hc.upstream_template.replace("{vmid}", &vmid.to_string()),
+            lan_name: hc
+                .upstream_template
+                .replace("{vmid}", &vmid.to_string())
+                .replace("{instance}", &cfg.instance(vmid)),
             lan_ipv4: h.identity.lan_ipv4.clone(),
             own_ipv4: h.identity.own_ipv4.clone(),
         }),

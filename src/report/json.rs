@@ -54,6 +54,7 @@ pub fn to_value(report: &Report) -> Value {
                 "origin": o.origin,
                 "routes": o.routes,
                 "identity": o.identity,
+                "routing": t.routing,
                 "services": services,
             })
         })
