@@ -604,6 +604,7 @@ pub const SCENARIOS_2026: &[&str] = &[
     "worker-daemon",
     "hostname-unresolved",
     "mixed-host",
+    "lan-name-to-other-sandbox",
 ];
 
 /// The same faults on 2026 containers behind the generic rule, with the lab's PVE API.
@@ -614,6 +615,7 @@ fn to_2026(mut c: LabConfig) -> LabConfig {
         .map(|old| {
             let mut n = container_2026(old.vmid, old.exec_token.clone());
             n.running = old.running;
+            n.lan_name_to = old.lan_name_to;
             n.services = n
                 .services
                 .into_iter()

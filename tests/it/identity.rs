@@ -269,11 +269,34 @@ fn healthy_scenarios_confirm_identity_in_both_generations() {
             }
         }
     }
-    // A fleet of healthy containers: one identity each, none shared.
-    let (code, v) = demo(&["--containers", "3"]);
-    assert_eq!(code, 0, "{v:#}");
-    for t in v["targets"].as_array().unwrap() {
-        assert!(t["identity"].get("shared_with").is_none(), "{t}");
+    // The 2026 generation: pvelxc-style hostnames, expected from the lab's PVE API (and pct).
+    for extra in [&[][..], &["--on-host"][..]] {
+        let mut args = vec!["--layout", "2026", "--scenario", "healthy"];
+        args.extend_from_slice(extra);
+        let (code, v) = demo(&args);
+        assert_eq!(code, 0, "{extra:?}: {v:#}");
+        let t = target(&v, 202);
+        let got = t["identity"]["reported"]["hostname"].as_str().unwrap();
+        assert!(got.starts_with("pvelxc-"), "{got}");
+        // The first (ranking) claim comes from the PVE API or, on the host, pct config.
+        let first = &t["identity"]["expected"][0];
+        assert!(
+            first["source"] == "pve_api" || first["source"] == "pct_config",
+            "{first}"
+        );
+        assert_eq!(first["hostname"], got);
+    }
+    // Fleets of healthy containers in both generations: one identity each, none shared.
+    for args in [
+        &["--containers", "3"][..],
+        &["--containers", "3", "--layout", "2026"][..],
+    ] {
+        let (code, v) = demo(args);
+        assert_eq!(code, 0, "{v:#}");
+        for t in v["targets"].as_array().unwrap() {
+            assert!(t["identity"].get("shared_with").is_none(), "{t}");
+            assert!(t["identity"]["reported"]["hostname"].is_string(), "{t}");
+        }
     }
 }
 
@@ -314,4 +337,45 @@ fn the_pve_api_names_the_expected_sandbox() {
         .as_str()
         .unwrap();
     assert!(summary.contains("identity sources disagree"), "{summary}");
+}
+
+/// The 2026 generation end to end: pvelxc-style hostnames from the lab's PVE API; the stale lease
+/// of `pvelxc-….lan` is found and, from the host, pinned with both addresses.
+#[test]
+fn lan_name_to_other_sandbox_in_the_2026_generation() {
+    if !curl_present() {
+        return;
+    }
+    for extra in [&[][..], &["--on-host"][..]] {
+        let mut args = vec![
+            "--layout",
+            "2026",
+            "--scenario",
+            "lan-name-to-other-sandbox",
+        ];
+        args.extend_from_slice(extra);
+        let (code, v) = demo(&args);
+        assert_eq!(code, 1, "{extra:?}: {v:#}");
+        let t = target(&v, 202);
+        let want = t["identity"]["expected"][0]["hostname"].as_str().unwrap();
+        assert!(want.starts_with("pvelxc-"), "{want}");
+        let got = t["identity"]["reported"]["hostname"].as_str().unwrap();
+        assert!(got.starts_with("pvelxc-") && got != want, "{got}");
+        let rule = if extra.is_empty() {
+            "identity-wrong-sandbox"
+        } else {
+            "identity-lan-name-elsewhere"
+        };
+        for s in services(t) {
+            assert_eq!(s["verdict"]["status"], "broken", "{}", s["verdict"]);
+            assert_eq!(s["verdict"]["rule"], rule, "{}", s["verdict"]);
+            assert!(s["verdict"]["summary"].as_str().unwrap().contains(got));
+        }
+        // 203 itself is healthy and confirmed, flagged as shared.
+        let t203 = target(&v, 203);
+        assert!(services(t203)
+            .iter()
+            .all(|s| s["verdict"]["status"] == "healthy"));
+        assert_eq!(t203["identity"]["shared_with"][0], 202);
+    }
 }
