@@ -181,7 +181,10 @@ fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) 
         instance: None,
         catalog: c,
         layout,
-        caddyfile: "/etc/caddy/Caddyfile.cmux",
+        caddyfile: None,
+        connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     let tv = diagnose(&ctx, t);
     let i = t.services.iter().position(|s| s.name == name).unwrap();
@@ -196,8 +199,11 @@ struct Case {
     setup: Setup,
     status: Status,
     layer: Option<Layer>,
+    /// When no layer is pinned: the candidates, in order.
+    candidates: &'static [Layer],
 }
 
+/// A row that pins `layer` (or none, for healthy/skipped/inconclusive without candidates).
 const fn case(
     row: &'static str,
     service: &'static str,
@@ -211,6 +217,25 @@ const fn case(
         setup,
         status,
         layer,
+        candidates: &[],
+    }
+}
+
+/// A row whose layer is not pinned: `candidates`, most likely first.
+const fn between(
+    row: &'static str,
+    service: &'static str,
+    setup: Setup,
+    status: Status,
+    candidates: &'static [Layer],
+) -> Case {
+    Case {
+        row,
+        service,
+        setup,
+        status,
+        layer: None,
+        candidates,
     }
 }
 
@@ -227,7 +252,175 @@ fn edge502(t: &mut TargetObservation, name: &str) {
     set_ext(t, name, cf(502, "error code: 502"));
 }
 
+/// Caddy's route for `name` as read from a Caddyfile line 17 (or the admin API).
+fn route(t: &mut TargetObservation, name: &str, port: u16, from: RouteFrom) {
+    t.routes.push(RouteObservation {
+        service: name.into(),
+        host: format!("{name}-202.example.test"),
+        upstream_host: Some("cmux-202.lan".into()),
+        upstream_port: Some(port),
+        source: Some(match from {
+            RouteFrom::Caddyfile => "/srv/Caddyfile.cmux:17".into(),
+            RouteFrom::AdminApi => "caddy admin API apps.http.servers.srv0.routes[2]".into(),
+        }),
+        from: Some(from),
+    });
+}
+
+/// A host vantage that reaches no port of the container (every upstream: `kind`).
+fn host_lost(t: &mut TargetObservation, kind: FailureKind) {
+    host_view(t, "xterm", caddy(502), failed(kind));
+    for s in &mut t.host.as_mut().unwrap().services {
+        s.caddy = caddy(502);
+        s.upstream = failed(kind);
+    }
+    all_ext(t, cf(502, "error code: 502"));
+}
+
 const CASES: &[Case] = &[
+    between(
+        "gateway-error-no-internal",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            no_internal(t, UNAUTHORIZED);
+            route(t, "xterm", 39383, RouteFrom::AdminApi);
+        },
+        Broken,
+        &[Service, Container],
+    ),
+    case(
+        "cut-by-deadline",
+        "cdp",
+        |t| {
+            // The deadline cut the exec stream before cdp's record arrived.
+            t.exec.run = ExecRun::Incomplete {
+                notes: vec![],
+                elapsed_ms: 100,
+            };
+            set_int(
+                t,
+                "cdp",
+                Probe::not_run("no record before the stream was cut"),
+            );
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "host-container-unreachable",
+        "xterm",
+        |t| {
+            host_lost(t, FailureKind::Dns);
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "host-container-unreachable",
+        "preview",
+        |t| {
+            // "no route to host" on every port: optional services are down with the container
+            host_lost(t, FailureKind::Refused);
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "host-container-unreachable",
+        "cdp",
+        |t| {
+            host_lost(t, FailureKind::Timeout);
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+        },
+        Broken,
+        Some(Container),
+    ),
+    between(
+        "host-upstream-fails-no-internal",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            no_internal(t, UNAUTHORIZED);
+            host_view(t, "xterm", caddy(502), failed(FailureKind::Refused));
+        },
+        Broken,
+        &[Service, Container],
+    ),
+    between(
+        "all-public-dns",
+        "xterm",
+        |t| all_ext(t, failed(FailureKind::Dns)),
+        Broken,
+        &[Tunnel, Input],
+    ),
+    between(
+        "all-public-tls",
+        "xterm",
+        |t| all_ext(t, failed(FailureKind::Certificate)),
+        Broken,
+        &[Tunnel, Input],
+    ),
+    between(
+        "all-public-refused",
+        "vnc",
+        |t| all_ext(t, failed(FailureKind::Refused)),
+        Broken,
+        &[Tunnel, Input],
+    ),
+    case(
+        "caddy-route-misses-live-service",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            route(t, "xterm", 39376, RouteFrom::Caddyfile);
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "caddy-route-misses-live-service",
+        "vnc",
+        |t| {
+            set_ext(t, "vnc", caddy(502));
+            route(t, "vnc", 39388, RouteFrom::AdminApi);
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    between(
+        "route-correct-upstream-unreachable",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            route(t, "xterm", 39383, RouteFrom::AdminApi);
+        },
+        Broken,
+        &[Service, Container],
+    ),
     case("healthy", "xterm", |_| {}, Healthy, None),
     case("healthy-inside-only", "cdp", |_| {}, Healthy, None),
     case(
@@ -299,15 +492,15 @@ const CASES: &[Case] = &[
         Degraded,
         Some(Service),
     ),
-    case(
+    between(
         "header-missing-unknown-origin",
         "xterm",
         |t| {
             set_ext(t, "xterm", resp(200, &[], r#"{"sessions":[]}"#));
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Degraded,
+        &[Caddy, Service],
     ),
     case(
         "header-doubled-by-proxy",
@@ -349,7 +542,7 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "header-doubled-unknown-origin",
         "xterm",
         |t| {
@@ -367,8 +560,8 @@ const CASES: &[Case] = &[
             );
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service],
     ),
     case(
         "tunnel-down",
@@ -455,22 +648,22 @@ const CASES: &[Case] = &[
         Broken,
         Some(Caddy),
     ),
-    case(
-        "caddy-route-misses-live-service",
+    between(
+        "gateway-error-service-ok",
         "xterm",
         |t| edge502(t, "xterm"),
         Broken,
-        Some(Caddy),
+        &[Caddy, Service, Container],
     ),
-    case(
-        "caddy-route-misses-live-service",
+    between(
+        "gateway-error-service-ok",
         "vnc",
         |t| set_ext(t, "vnc", caddy(502)),
         Broken,
-        Some(Caddy),
+        &[Caddy, Service, Container],
     ),
-    case(
-        "caddy-route-misses-live-service",
+    between(
+        "gateway-error-service-ok",
         "xterm",
         |t| {
             // exec's round trip failed, but another service answered through the chain
@@ -478,17 +671,17 @@ const CASES: &[Case] = &[
             t.exec.via_public_url = false;
         },
         Broken,
-        Some(Caddy),
+        &[Caddy, Service, Container],
     ),
-    case(
+    between(
         "gateway-error-service-ok-unproven-chain",
         "xterm",
         |t| {
             all_ext(t, cf(502, "error code: 502"));
             t.exec.via_public_url = false;
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Container, Service],
     ),
     case(
         "service-down",
@@ -606,27 +799,27 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "gateway-error-internal-transport",
         "xterm",
         |t| {
             edge502(t, "xterm");
             set_int(t, "xterm", failed(FailureKind::EmptyReply));
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service, Container],
     ),
-    case(
+    between(
         "gateway-error-no-internal",
         "xterm",
         |t| {
             edge502(t, "xterm");
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service, Container],
     ),
-    case(
+    between(
         "container-unreachable",
         "xterm",
         |t| {
@@ -641,7 +834,7 @@ const CASES: &[Case] = &[
             );
         },
         Broken,
-        Some(Container),
+        &[Container, Caddy, Service],
     ),
     case(
         "caddy-dials-other-host",
@@ -662,12 +855,13 @@ const CASES: &[Case] = &[
                 upstream_host: Some("cmux-202.local".into()),
                 upstream_port: Some(39383),
                 source: Some("Caddyfile.cmux:17".into()),
+                from: Some(RouteFrom::Caddyfile),
             });
         },
         Broken,
         Some(Caddy),
     ),
-    case(
+    between(
         "origin-unreachable",
         "xterm",
         |t| {
@@ -682,10 +876,10 @@ const CASES: &[Case] = &[
             );
             t.origin.as_mut().unwrap().probe = cf(502, "error code: 502");
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Tunnel],
     ),
-    case(
+    between(
         "gateway-error-unknown",
         "xterm",
         |t| {
@@ -699,8 +893,8 @@ const CASES: &[Case] = &[
             );
             t.origin = None;
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container, Service],
     ),
     case(
         "caddy-route-to-wrong-service",
@@ -750,32 +944,32 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "wrong-answer-no-internal",
         "xterm",
         |t| {
             set_ext(t, "xterm", resp(200, &[], "<html>vite</html>"));
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service],
     ),
-    case(
+    between(
         "public-timeout-service-ok",
         "xterm",
         |t| set_ext(t, "xterm", failed(FailureKind::Timeout)),
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container],
     ),
-    case(
+    between(
         "public-timeout",
         "xterm",
         |t| {
             set_ext(t, "xterm", failed(FailureKind::Timeout));
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container, Service],
     ),
     case(
         "service-down-timeout",
@@ -787,19 +981,19 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "public-transport-error",
         "xterm",
         |t| set_ext(t, "xterm", failed(FailureKind::Receive)),
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container, Service],
     ),
-    case(
+    between(
         "internal-transport-error",
         "cdp",
         |t| set_int(t, "cdp", failed(FailureKind::EmptyReply)),
         Inconclusive,
-        None,
+        &[Service],
     ),
     case(
         "not-checkable",
@@ -938,7 +1132,7 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "route-correct-upstream-unreachable",
         "xterm",
         |t| {
@@ -949,14 +1143,27 @@ const CASES: &[Case] = &[
                 upstream_host: Some("cmux-202.lan".into()),
                 upstream_port: Some(39383),
                 source: Some("Caddyfile.cmux:17".into()),
+                from: Some(RouteFrom::Caddyfile),
             });
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Service, Container, Caddy],
     ),
     // Who answered (crate::identity): rows that come before every other.
-    case("identity-wrong-sandbox", "xterm", reached_203, Broken, None),
-    case("identity-wrong-sandbox", "cdp", reached_203, Broken, None),
+    between(
+        "identity-wrong-sandbox",
+        "xterm",
+        reached_203,
+        Broken,
+        &[Caddy, Container],
+    ),
+    between(
+        "identity-wrong-sandbox",
+        "cdp",
+        reached_203,
+        Broken,
+        &[Caddy, Container],
+    ),
     case(
         "identity-lan-name-elsewhere",
         "xterm",
@@ -976,7 +1183,7 @@ const CASES: &[Case] = &[
         "vscode",
         |t| {
             reached_203(t);
-            t.routes.push(route("exec", "cmux-203.lan", 39375));
+            t.routes.push(route_to("exec", "cmux-203.lan", 39375));
         },
         Broken,
         Some(Caddy),
@@ -986,20 +1193,21 @@ const CASES: &[Case] = &[
         "xterm",
         |t| {
             reported(t, "cmux-202", "10.10.0.202");
-            t.routes.push(route("xterm", "cmux-203.lan", 39383));
+            t.routes.push(route_to("xterm", "cmux-203.lan", 39383));
         },
         Broken,
         Some(Caddy),
     ),
 ];
 
-fn route(service: &str, upstream: &str, port: u16) -> RouteObservation {
+fn route_to(service: &str, upstream: &str, port: u16) -> RouteObservation {
     RouteObservation {
         service: service.into(),
         host: format!("{service}-202.example.test"),
         upstream_host: Some(upstream.into()),
         upstream_port: Some(port),
         source: Some("Caddyfile.cmux:17".into()),
+        from: Some(RouteFrom::Caddyfile),
     }
 }
 
@@ -1030,16 +1238,20 @@ fn every_row_of_the_decision_table() {
         (k.setup)(&mut t);
         let v = verdict_of(&c, &t, k.service);
         let want_rule = k.row;
-        if v.status != k.status || v.layer != k.layer || v.rule != want_rule {
+        let got: Vec<Layer> = v.candidates.iter().map(|c| c.layer).collect();
+        if v.status != k.status || v.layer != k.layer || v.rule != want_rule || got != k.candidates
+        {
             failures.push(format!(
-                "case {n} ({} / {}): want {:?} {:?} {}, got {:?} {:?} {} — {}",
+                "case {n} ({} / {}): want {:?} {:?} {:?} {}, got {:?} {:?} {:?} {} — {}",
                 k.row,
                 k.service,
                 k.status,
                 k.layer,
+                k.candidates,
                 want_rule,
                 v.status,
                 v.layer,
+                got,
                 v.rule,
                 v.summary
             ));
@@ -1049,12 +1261,15 @@ fn every_row_of_the_decision_table() {
         assert!(!v.evidence.is_empty(), "case {n}: no evidence");
         match v.status {
             Broken | Degraded => {
-                // Broken without a pinned hop names its candidates (the identity rows).
                 assert!(
-                    v.layer.is_some() || (v.status == Broken && !v.candidates.is_empty()),
-                    "case {n}: broken without layer or candidates"
+                    v.layer.is_some() == v.candidates.is_empty(),
+                    "case {n}: broken needs a layer or candidates, not both"
                 );
-                assert!(v.next_step.is_some(), "case {n}: broken without next step");
+                assert!(
+                    v.next_step.is_some() || !v.candidates.is_empty(),
+                    "case {n}: broken without next step"
+                );
+                assert!(v.candidates.iter().all(|c| !c.check.is_empty()));
             }
             Inconclusive => {
                 assert!(v.layer.is_none(), "case {n}: inconclusive with a layer");
@@ -1094,13 +1309,18 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
     let mut t = healthy_target(&c);
     edge502(&mut t, "xterm");
     let v = verdict_of(&c, &t, "xterm");
-    assert_eq!((v.status, v.layer), (Broken, Some(Caddy)));
+    // Without Caddy's configuration a wrong route and a loopback-only service look the same:
+    // broken, Caddy the most likely candidate, no layer pinned.
+    assert_eq!((v.status, v.layer), (Broken, None));
+    assert_eq!(v.layers(), vec![Caddy, Service, Container]);
+    assert!(v.candidates[0].check.contains("--caddyfile"));
     assert!(v.summary.contains("39383"), "{}", v.summary);
-    assert!(v
-        .next_step
-        .as_deref()
-        .unwrap()
-        .contains("cmux-{re.vmid.1}.lan:39383"));
+    let next = v.next_step.as_deref().unwrap();
+    assert!(next.contains("cmux-{re.vmid.1}.lan:39383"), "{next}");
+    // No line-number edit of a file that was not read: how to find the line instead.
+    assert!(!next.contains("sed -i"), "{next}");
+    assert!(next.contains("grep -n"), "{next}");
+    assert!(next.contains(HOST_CADDYFILE), "{next}");
     assert!(v
         .next_step
         .as_deref()
@@ -1117,8 +1337,19 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
         upstream_host: Some("cmux-202.lan".into()),
         upstream_port: Some(39376),
         source: Some("Caddyfile.cmux:17".into()),
+        from: Some(RouteFrom::Caddyfile),
     });
     let v = verdict_of(&c, &t, "xterm");
+    assert_eq!((v.status, v.layer), (Broken, Some(Caddy)));
+    // The edit names the file really read, with its line.
+    assert!(
+        v.next_step
+            .as_deref()
+            .unwrap()
+            .contains("sed -i '17s/:39376/:39383/' Caddyfile.cmux"),
+        "{:?}",
+        v.next_step
+    );
     assert!(
         v.summary.contains("cmux-202.lan:39376")
             && v.summary.contains("39383")
@@ -1131,7 +1362,10 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
         instance: None,
         catalog: &c,
         layout: Layout::PerService,
-        caddyfile: "x",
+        caddyfile: None,
+        connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     let tv = diagnose(&ctx, &t);
     for (s, v) in t.services.iter().zip(&tv.services) {
@@ -1147,7 +1381,8 @@ fn later_layout_next_step_checks_the_bind_address() {
     let mut t = healthy_target(&c);
     edge502(&mut t, "xterm");
     let v = verdict_with(&c, &t, "xterm", Layout::PortInHost);
-    assert_eq!(v.layer, Some(Caddy));
+    assert_eq!(v.layer, None);
+    assert!(v.layers().contains(&Caddy) && v.layers().contains(&Service));
     assert!(v.next_step.unwrap().contains("ss -ltnp"));
 }
 
@@ -1234,12 +1469,16 @@ fn identity_confirmed_keeps_healthy_targets_healthy_in_both_generations() {
             upstream_host: Some(format!("{name}.lan")),
             upstream_port: Some(39383),
             source: None,
+            from: Some(RouteFrom::AdminApi),
         });
         let ctx = Context {
             catalog: &c,
             layout,
-            caddyfile: "/etc/caddy/Caddyfile.cmux",
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
             instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
         };
         let tv = diagnose(&ctx, &t);
         assert!(
@@ -1284,8 +1523,11 @@ fn unknown_identity_is_said_once_on_the_channel_line_and_changes_no_verdict() {
         &Context {
             catalog: &c,
             layout: Layout::PerService,
-            caddyfile: "/etc/caddy/Caddyfile.cmux",
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
             instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
         },
         &t,
     );
@@ -1315,8 +1557,11 @@ fn wrong_sandbox_evidence_names_the_sandbox_reached_and_how() {
         &Context {
             catalog: &c,
             layout: Layout::PerService,
-            caddyfile: "/etc/caddy/Caddyfile.cmux",
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
             instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
         },
         &t,
     );
@@ -1354,12 +1599,60 @@ fn two_targets_sharing_one_sandbox_are_both_flagged() {
         &Context {
             catalog: &c,
             layout: Layout::PerService,
-            caddyfile: "/etc/caddy/Caddyfile.cmux",
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
             instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
         },
         &t,
     );
     assert_eq!(tv.exec.status, Broken);
     assert!(tv.exec.summary.contains("203"), "{}", tv.exec.summary);
     assert!(tv.exec.summary.contains("cmux-202"), "{}", tv.exec.summary);
+}
+
+/// A probe whose time limit was the run's deadline (shorter than --timeout) and that timed out was
+/// cut by the operator's limit: no hop is blamed, and a whole target cut says so for every service.
+#[test]
+fn a_deadline_cut_blames_no_layer() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    all_ext(&mut t, failed(FailureKind::Timeout));
+    for s in &mut t.services {
+        s.internal = failed(FailureKind::Timeout);
+    }
+    let mut ctx = Context {
+        instance: None,
+        catalog: &c,
+        layout: Layout::PerService,
+        caddyfile: None,
+        connect_to: None,
+        deadline: Some(std::time::Duration::from_millis(300)),
+        target_cut: false,
+    };
+    for v in diagnose(&ctx, &t).services {
+        assert_eq!(
+            (v.status, v.rule),
+            (Inconclusive, "cut-by-deadline"),
+            "{}",
+            v.summary
+        );
+        assert!(v.layers().is_empty());
+        assert!(v.summary.contains("300 ms"), "{}", v.summary);
+    }
+    // Without the deadline in the way the same timeouts are the chain's: broken.
+    ctx.deadline = None;
+    assert_eq!(diagnose(&ctx, &t).services[1].status, Broken);
+    // A target the deadline cut: every probe not run.
+    for s in &mut t.services {
+        s.external = Probe::not_run("cut");
+        s.internal = Probe::not_run("cut");
+    }
+    ctx.target_cut = true;
+    ctx.deadline = Some(std::time::Duration::from_millis(300));
+    for v in diagnose(&ctx, &t).services {
+        assert_eq!(v.rule, "cut-by-deadline", "{}", v.summary);
+        assert!(!v.summary.contains("not routed"), "{}", v.summary);
+    }
 }
