@@ -336,6 +336,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
                 upstream: at_port(w, c, s.port, false),
             })
             .collect(),
+        identity: Default::default(),
     });
     TargetObservation {
         vmid: 202,
@@ -355,6 +356,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
         routes,
         host,
         inside: None,
+        identity: Default::default(),
     }
 }
 

@@ -17,6 +17,8 @@ pub struct ExecResult {
     pub records: Vec<Record>,
     /// Back-end, unit and journal records ([`crate::probe::backend`]).
     pub backend: Vec<BackendRecord>,
+    /// Who the command ran in (its identity line), when it said.
+    pub identity: Option<crate::identity::ReportedIdentity>,
 }
 
 /// `GET /exec`: 401 means auth is on, 405 means it is off. Side-effect free.
@@ -81,6 +83,7 @@ pub async fn run(
                 },
                 records: Vec::new(),
                 backend: Vec::new(),
+                identity: None,
             }
         }
         Ok(Err(e)) => {
@@ -89,6 +92,7 @@ pub async fn run(
                 run: ExecRun::Failed { kind, message },
                 records: Vec::new(),
                 backend: Vec::new(),
+                identity: None,
             };
         }
         Ok(Ok(r)) => r,
@@ -122,6 +126,7 @@ pub async fn run(
             },
             records: Vec::new(),
             backend: Vec::new(),
+            identity: None,
         };
     }
     let mut parser = Parser::new();
@@ -131,6 +136,7 @@ pub async fn run(
     let mut exit_code = None;
     let mut stderr_lines = 0usize;
     let mut cut = false;
+    let mut identity = None;
     let mut handle = |ev: Event,
                       records: &mut Vec<Record>,
                       backend: &mut Vec<BackendRecord>,
@@ -146,6 +152,8 @@ pub async fn run(
                     if backend.len() < 512 {
                         backend.push(b);
                     }
+                } else if let Some(id) = crate::identity::parse_line(&line, nonce) {
+                    identity = Some(id);
                 }
             }
             Event::Stderr(line) => {
@@ -264,6 +272,7 @@ pub async fn run(
         run,
         records,
         backend,
+        identity,
     }
 }
 

@@ -159,7 +159,17 @@ pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> S
         start: super::backend::start(services),
         finish: super::backend::finish(services),
     };
-    script(&probes, batch.as_deref(), Some(&section), nonce, timeout)
+    // Who the command runs in comes first: the batch may end the script.
+    let identity = crate::identity::CONTAINER_SECTION;
+    script(
+        &probes,
+        batch.as_deref(),
+        Some(&section),
+        nonce,
+        timeout,
+        Some(identity),
+        None,
+    )
 }
 
 /// Code around the probes: `start` runs before them, `finish` defines `b_end`, run after them.
@@ -172,7 +182,18 @@ struct Section {
 /// vantage's probes: any host, one probe per record).
 /// Probes whose name or host is not valid are left out (their record is then missing).
 pub fn build_script(probes: &[ScriptProbe], nonce: &str, timeout: Duration) -> String {
-    script(probes, None, None, nonce, timeout)
+    script(probes, None, None, nonce, timeout, None, None)
+}
+
+/// [`build_script`] with one more job (`job`, a self-contained bash section) run in the background
+/// next to the probes; its output goes straight to stdout.
+pub fn build_script_with_job(
+    probes: &[ScriptProbe],
+    nonce: &str,
+    timeout: Duration,
+    job: &str,
+) -> String {
+    script(probes, None, None, nonce, timeout, None, Some(job))
 }
 
 fn script(
@@ -181,11 +202,16 @@ fn script(
     section: Option<&Section>,
     nonce: &str,
     timeout: Duration,
+    first: Option<&str>,
+    job: Option<&str>,
 ) -> String {
     let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
     let mut cmd = HEAD
         .replace("__NONCE__", &shell_quote(nonce))
         .replace("__TIMEOUT__", &shell_quote(&secs));
+    if let Some(f) = first {
+        cmd.push_str(f);
+    }
     match section {
         Some(sec) => {
             cmd.push_str(&sec.start);
@@ -220,6 +246,9 @@ fn script(
         }
         line.push_str(" &\n");
         cmd.push_str(&line);
+    }
+    if let Some(j) = job {
+        cmd.push_str(&format!("(\n{j}) &\n"));
     }
     cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nb_end\nexit 0\n");
     cmd

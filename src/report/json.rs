@@ -66,6 +66,7 @@ pub fn to_value(report: &Report) -> Value {
                 "origin": o.origin,
                 "routes": o.routes,
                 "inside": o.inside,
+                "identity": o.identity,
                 "routing": t.routing,
                 "services": services,
                 "state": t.state.as_ref().map(state_value),

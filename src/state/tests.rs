@@ -101,6 +101,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
             .collect(),
         host: None,
         inside: None,
+        identity: Default::default(),
     }
 }
 
