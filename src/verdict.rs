@@ -12,9 +12,9 @@
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Service};
+use crate::made_by::{cloudflare_error_code, cloudflared_catch_all, made_by_cloudflare};
 use crate::observation::{
-    ExecRun, FailureKind, HttpResponse, Probe, RouteObservation, ServiceObservation,
-    TargetObservation,
+    ExecRun, FailureKind, Probe, RouteObservation, ServiceObservation, TargetObservation,
 };
 
 /// Verdict status. Stable names: they appear in JSON, JUnit and metrics.
@@ -166,37 +166,6 @@ impl Answer {
     }
 }
 
-fn header_is(r: &HttpResponse, name: &str, value: &str) -> bool {
-    r.header(name)
-        .map(|v| v.trim().eq_ignore_ascii_case(value))
-        .unwrap_or(false)
-}
-
-/// The `error code: NNN` of a Cloudflare-made body (plain text or HTML), if any.
-pub fn cloudflare_error_code(body: &str) -> Option<String> {
-    let lower = body.to_ascii_lowercase();
-    let i = lower.find("error code")?;
-    let rest = &body[i + "error code".len()..];
-    let digits: String = rest
-        .trim_start_matches([':', ' ', '\u{a0}'])
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    (!digits.is_empty()).then_some(digits)
-}
-
-/// Whether Cloudflare itself generated this answer (not the origin).
-pub fn made_by_cloudflare(r: &HttpResponse) -> bool {
-    let cf_headers = header_is(r, "server", "cloudflare") && r.has_header("cf-ray");
-    if !cf_headers {
-        return false;
-    }
-    r.status == 530
-        || r.has_header("cf-error-type")
-        || (r.status >= 500 && cloudflare_error_code(&r.body).is_some())
-        || (r.status >= 500 && r.body.to_ascii_lowercase().contains("cloudflare"))
-}
-
 /// Classifies one probe outcome against the service it was meant for.
 pub fn classify(service: &Service, probe: &Probe) -> Answer {
     let r = match probe {
@@ -215,7 +184,7 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
             code,
         };
     }
-    if r.status == 404 && body_empty && !header_is(r, "server", "caddy") {
+    if cloudflared_catch_all(r) {
         return Answer::NoIngress;
     }
     if (r.status == 502 || r.status == 504) && body_empty {
@@ -393,10 +362,7 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     }
     let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
         Probe::Response { response, .. } => {
-            let catch_all_404 = response.status == 404
-                && response.body.trim().is_empty()
-                && !header_is(response, "server", "caddy");
-            Some(!made_by_cloudflare(response) && !catch_all_404)
+            Some(!made_by_cloudflare(response) && !cloudflared_catch_all(response))
         }
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,

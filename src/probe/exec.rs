@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use crate::http::classify_error;
+use crate::made_by::made_by_cloudflare;
 use crate::observation::{AuthMode, ExecRun, FailureKind, HttpResponse, Probe};
 use crate::probe::internal::{parse_batch, parse_record, printable, Record};
 use crate::probe::jsonlines::{Event, Parser};
 use crate::secret::Secret;
-use crate::verdict::made_by_cloudflare;
 
 /// What one exec round trip gave: the channel outcome and the records that arrived.
 #[derive(Debug)]

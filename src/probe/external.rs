@@ -31,7 +31,7 @@ pub fn is_transient(p: &Probe) -> bool {
     match p {
         Probe::Failed { kind, .. } => matches!(kind, FailureKind::Timeout | FailureKind::Receive),
         Probe::Response { response, .. } => {
-            matches!(response.status, 502..=504) && crate::verdict::made_by_cloudflare(response)
+            matches!(response.status, 502..=504) && crate::made_by::made_by_cloudflare(response)
         }
         Probe::NotRun { .. } => false,
     }

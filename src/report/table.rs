@@ -44,7 +44,7 @@ pub fn probe_cell(p: &Probe) -> String {
         } => {
             let who = match response.header("server") {
                 Some(s) if s.eq_ignore_ascii_case("cloudflare") && response.status >= 500 => {
-                    let code = crate::verdict::cloudflare_error_code(&response.body);
+                    let code = crate::made_by::cloudflare_error_code(&response.body);
                     match code {
                         Some(c) if c != response.status.to_string() => format!(" cloudflare {c}"),
                         _ => " cloudflare".into(),
