@@ -154,6 +154,11 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "FILE")]
     pub exec_token_file: Option<PathBuf>,
 
+    /// Cloudflare Access service token: FILE holds two lines, the client id and the client secret
+    /// (else env CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET)
+    #[arg(long, value_name = "FILE")]
+    pub access_token_file: Option<PathBuf>,
+
     /// Reach cmux-execd at this URL instead of its public one ({vmid} is replaced)
     #[arg(long, value_name = "URL")]
     pub exec_url: Option<String>,
@@ -602,6 +607,16 @@ impl DiagnoseArgs {
             ),
             (None, None) => None,
         };
+        let access = crate::secret::access_token(
+            self.access_token_file.as_deref(),
+            std::env::var("CF_ACCESS_CLIENT_ID").ok().as_deref(),
+            std::env::var("CF_ACCESS_CLIENT_SECRET").ok().as_deref(),
+        )
+        .map_err(|e| UsageError::new(e.to_string()))?
+        .map(|(t, w)| {
+            warnings.extend(w);
+            t
+        });
         let exec_url = self.exec_url.as_deref().map(parse_exec_url).transpose()?;
         let mut catalog = match &self.checks {
             Some(dir) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string()))?,
@@ -683,6 +698,7 @@ impl DiagnoseArgs {
                 no_origin_check: self.no_origin_check,
                 exec_grace: Duration::from_secs(5),
                 host: self.host_config()?,
+                access,
             },
             connect_to,
             cacert_pem,

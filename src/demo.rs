@@ -10,7 +10,12 @@ use crate::report::exit;
 
 /// Writes the client's exec token into the lab's directory, readable by the owner only.
 fn write_token(lab: &Lab, token: &str) -> Result<std::path::PathBuf, UsageError> {
-    let path = lab.dir.join("exec-token");
+    write_secret_file(lab, "exec-token", token)
+}
+
+/// Writes a secret file into the lab's directory, readable by the owner only.
+fn write_secret_file(lab: &Lab, name: &str, token: &str) -> Result<std::path::PathBuf, UsageError> {
+    let path = lab.dir.join(name);
     let io = |e: std::io::Error| UsageError::new(format!("lab: cannot write the token file: {e}"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -82,6 +87,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             ),
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
             url_template: crate::target::DEFAULT_TEMPLATE,
+            client_access: None,
         },
         None => lab::scenario(&args.scenario).ok_or_else(|| {
             UsageError::new(format!(
@@ -116,12 +122,31 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             None => None,
         };
         let mut diag = lab_args(&args.diag, &lab, token_file.clone());
+        // The lab's Access service token, as a file (two lines: id, secret).
+        let access_file = match &scenario.client_access {
+            Some((id, secret)) => Some(write_secret_file(
+                &lab,
+                "access-token",
+                &format!("{id}\n{secret}\n"),
+            )?),
+            None => None,
+        };
+        if access_file.is_some() {
+            diag.access_token_file = access_file.clone();
+        }
         // The scenario's routing layout decides the public URLs, unless the user chose a template.
         if diag.url_template == crate::target::DEFAULT_TEMPLATE {
             diag.url_template = scenario.url_template.to_string();
         }
         if args.serve {
-            return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
+            return serve(
+                &lab,
+                &scenario,
+                &vmids,
+                token_file.as_deref(),
+                access_file.as_deref(),
+            )
+            .await;
         }
         if diag.ssh.is_some() {
             return Err(UsageError::new(
@@ -153,6 +178,7 @@ async fn serve(
     scenario: &lab::Scenario,
     vmids: &[String],
     token_file: Option<&std::path::Path>,
+    access_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
     let mut cmd = format!(
         "pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
@@ -164,6 +190,9 @@ async fn serve(
     );
     if let Some(t) = token_file {
         cmd.push_str(&format!(" --exec-token-file {}", t.display()));
+    }
+    if let Some(a) = access_file {
+        cmd.push_str(&format!(" --access-token-file {}", a.display()));
     }
     if scenario.url_template != crate::target::DEFAULT_TEMPLATE {
         cmd.push_str(&format!(" --url-template {}", scenario.url_template));

@@ -16,6 +16,7 @@ pub const EVIDENCE_HEADERS: &[&str] = &[
     "server",
     "cf-ray",
     "cf-error-type",
+    "cf-mitigated",
     "cf-cache-status",
     "via",
     "content-type",
@@ -160,8 +161,17 @@ pub struct Request<'a> {
 }
 
 pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
+    fetch_with(client, req, None).await
+}
+
+/// [`fetch`], with the Access service token's headers when given (public URLs only).
+pub async fn fetch_with(
+    client: &reqwest::Client,
+    req: Request<'_>,
+    access: Option<&crate::secret::AccessToken>,
+) -> Probe {
     let start = Instant::now();
-    let fut = fetch_inner(client, &req);
+    let fut = fetch_inner(client, &req, access);
     match tokio::time::timeout(req.timeout, fut).await {
         Ok(Ok(response)) => Probe::Response {
             response,
@@ -186,11 +196,17 @@ pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
 async fn fetch_inner(
     client: &reqwest::Client,
     req: &Request<'_>,
+    access: Option<&crate::secret::AccessToken>,
 ) -> Result<HttpResponse, reqwest::Error> {
     let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut rb = client.request(method, req.url);
     for (k, v) in req.headers {
         rb = rb.header(k.as_str(), v.as_str());
+    }
+    if let Some(a) = access {
+        for (k, v) in a.headers() {
+            rb = rb.header(k, v);
+        }
     }
     let mut resp = rb.send().await?;
     let status = resp.status().as_u16();
@@ -212,6 +228,18 @@ async fn fetch_inner(
         body: String::from_utf8_lossy(&body).into_owned(),
         body_truncated: truncated,
     })
+}
+
+/// Whether `url`'s host is `domain` or under it: where the Access service token may be sent.
+pub fn under_domain(url: &str, domain: &str) -> bool {
+    let Some(host) = url::Url::parse(url).ok().and_then(|u| {
+        u.host_str()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+    }) else {
+        return false;
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    host == domain || host.strip_suffix(&domain).is_some_and(|p| p.ends_with('.'))
 }
 
 /// Keeps the evidence headers (and the extra ones), each value capped.

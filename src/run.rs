@@ -124,6 +124,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         catalog: &probe.catalog,
         layout: probe.template.layout(),
         caddyfile: HOST_CADDYFILE,
+        access_token_sent: probe.access.is_some(),
     };
     let targets = observations
         .into_iter()

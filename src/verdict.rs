@@ -12,7 +12,9 @@
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Service};
-use crate::made_by::{cloudflare_error_code, cloudflared_catch_all, made_by_cloudflare};
+use crate::made_by::{
+    cloudflare_error_code, cloudflared_catch_all, edge_gate, made_by_cloudflare, Gate,
+};
 use crate::observation::{
     ExecRun, FailureKind, Probe, RouteObservation, ServiceObservation, TargetObservation,
 };
@@ -52,6 +54,9 @@ pub enum Layer {
     Container,
     /// The service process inside the container.
     Service,
+    /// The zone's security settings at Cloudflare's edge (WAF and bot rules, Access): a gate that
+    /// stops a plain HTTP client before the tunnel.
+    Edge,
 }
 
 impl Layer {
@@ -61,6 +66,7 @@ impl Layer {
             Layer::Caddy => "caddy",
             Layer::Container => "container",
             Layer::Service => "service",
+            Layer::Edge => "edge",
         }
     }
 }
@@ -96,6 +102,23 @@ pub struct TargetVerdict {
     pub vmid: u32,
     pub exec: ChannelVerdict,
     pub services: Vec<Verdict>,
+    /// A gate of the edge stopped public requests (said once for the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_gate: Option<GateVerdict>,
+}
+
+/// A gate of Cloudflare's edge (challenge, Access, block page) stopped pvediag's public requests:
+/// whether users are affected is not proven (a browser may pass), and the candidates are the zone's
+/// security settings, not the tunnel, Caddy, the container or a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateVerdict {
+    pub gate: Gate,
+    pub summary: String,
+    /// One of the gated answers, as observed.
+    pub evidence: Vec<String>,
+    /// The services whose public URL the gate answered.
+    pub services: Vec<String>,
+    pub next_step: String,
 }
 
 impl TargetVerdict {
@@ -127,6 +150,8 @@ pub struct Context<'a> {
     pub layout: Layout,
     /// The Caddyfile path on the host, for next steps.
     pub caddyfile: &'a str,
+    /// An Access service token was sent with the public requests.
+    pub access_token_sent: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,6 +180,9 @@ pub enum Answer {
     CaddyNoRoute,
     /// No HTTP answer.
     Unreachable(FailureKind),
+    /// A gate of Cloudflare's edge answered (challenge, Access, block page): nothing behind the
+    /// edge was reached, and no service is healthy through it.
+    EdgeGate(Gate),
     /// Not probed.
     NotRun,
 }
@@ -174,6 +202,9 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
         Probe::Response { response, .. } => response,
     };
     let body_empty = r.body.trim().is_empty();
+    if let Some(g) = edge_gate(r) {
+        return Answer::EdgeGate(g);
+    }
     if made_by_cloudflare(r) {
         let code = cloudflare_error_code(&r.body);
         if r.status == 530 || code.as_deref() == Some("1033") {
@@ -259,6 +290,8 @@ pub fn describe_probe(p: &Probe) -> String {
             for h in [
                 "server",
                 "cf-ray",
+                "cf-mitigated",
+                "location",
                 "content-type",
                 "access-control-allow-origin",
             ] {
@@ -304,6 +337,7 @@ fn describe_answer(a: &Answer, s: &Service) -> String {
         }
         Answer::CaddyNoRoute => "Caddy's catch-all answer: no route matches this hostname".into(),
         Answer::Unreachable(k) => format!("no HTTP answer ({})", k.as_str()),
+        Answer::EdgeGate(g) => format!("{}: made by the edge, not by the sandbox", g.name()),
         Answer::NotRun => "not probed".into(),
     }
 }
@@ -361,6 +395,7 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         }
     }
     let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
+        Probe::Response { response, .. } if edge_gate(response).is_some() => None,
         Probe::Response { response, .. } => {
             Some(!made_by_cloudflare(response) && !cloudflared_catch_all(response))
         }
@@ -407,6 +442,10 @@ fn channel_problem(run: &ExecRun, token_sent: bool) -> String {
         ExecRun::Rejected { status, body, .. } => format!(
             "cmux-execd answered {status} {:?} to the exec call",
             short_body(body)
+        ),
+        ExecRun::Gated { gate, status } => format!(
+            "the exec call got {} ({status}) at Cloudflare's edge: it never reached cmux-execd",
+            gate.name()
         ),
         ExecRun::Failed { kind, message } => {
             format!("the exec call got no answer ({}: {message})", kind.as_str())
@@ -480,6 +519,10 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
                 ExecRun::Rejected { status: 401, .. } => Some(format!(
                     "give the container's token: export CMUX_EXECD_AUTH_TOKEN=... or --exec-token-file FILE \
                      (it is CMUX_EXECD_AUTH_TOKEN in `pct config {}` env, or /root/.worker-auth-token inside)",
+                    t.vmid
+                )),
+                ExecRun::Gated { .. } => Some(format!(
+                    "check the services from inside without the edge: --exec-url http://cmux-{}.lan:39375 from the PVE host, or --on-host (pct exec)",
                     t.vmid
                 )),
                 ExecRun::Rejected { status: 415 | 400, .. } => Some(
@@ -754,6 +797,7 @@ fn decide(
         )
         .next(caddy_route_next(ctx, s, vmid, route_for(t, &s.name))),
         Answer::EdgeError { .. } | Answer::CaddyBadGateway(_) => decide_gateway_error(ctx, f, t, s, so, i),
+        Answer::EdgeGate(g) => decide_gate(ctx, t, s, g, i),
         Answer::WrongService { .. } | Answer::BadStatus(_) => decide_wrong_answer(ctx, f, t, s, e, i),
         Answer::Unreachable(FailureKind::Timeout) => match i {
             Answer::Unreachable(FailureKind::Timeout) => row(
@@ -790,6 +834,165 @@ fn decide(
             _ => decide_internal_only(s, vmid, i, f),
         },
     }
+}
+
+/// The public answer was made by a gate of the edge: nothing behind it was observed from outside.
+/// The internal view, where it ran, still checks the service itself.
+fn decide_gate(ctx: &Context, t: &TargetObservation, s: &Service, g: &Gate, i: &Answer) -> Row {
+    let vmid = t.vmid;
+    let rule = gate_rule(ctx, g);
+    // The host vantage sees Caddy's answer for the public hostname, behind the edge.
+    let behind_caddy_ok = t
+        .host
+        .as_ref()
+        .filter(|h| matches!(h.run, ExecRun::Completed { .. }))
+        .and_then(|h| h.services.iter().find(|x| x.name == s.name))
+        .is_some_and(|hs| {
+            matches!(
+                classify(s, &hs.caddy),
+                Answer::Healthy | Answer::MissingHeaders(_)
+            )
+        });
+    let stopped = format!("its public URL gets {} (see the edge gate)", g.name());
+    match i {
+        Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
+        | Answer::BadStatus(_)
+        | Answer::WrongService { .. } => {
+            let mut r = service_fault(s, vmid, i).expect("a service fault");
+            r.summary.push_str(&format!(" ({stopped})"));
+            r
+        }
+        Answer::Healthy | Answer::MissingHeaders(_) => inconclusive(
+            rule,
+            vec![Layer::Edge],
+            format!(
+                "{} answers correctly inside the container; {stopped}, so whether users reach it is not proven",
+                s.name
+            ),
+        ),
+        _ if behind_caddy_ok => inconclusive(
+            rule,
+            vec![Layer::Edge],
+            format!(
+                "{} answers correctly through Caddy on the host; {stopped}, so whether users reach it is not proven",
+                s.name
+            ),
+        ),
+        _ => inconclusive(
+            rule,
+            vec![Layer::Edge],
+            format!(
+                "{stopped}: nothing behind the edge (tunnel, Caddy, container, service) was observed, and the internal view is unavailable"
+            ),
+        ),
+    }
+}
+
+/// The decision-table row of a gate.
+fn gate_rule(ctx: &Context, g: &Gate) -> &'static str {
+    match g {
+        Gate::Challenge { .. } => "edge-challenge",
+        Gate::Blocked { .. } => "edge-blocked",
+        Gate::AccessLogin { .. } if ctx.access_token_sent => "edge-access-token-not-accepted",
+        Gate::AccessDenied { .. } if ctx.access_token_sent => "edge-access-token-rejected",
+        Gate::AccessLogin { .. } | Gate::AccessDenied { .. } => "edge-access",
+    }
+}
+
+/// The gate that stopped this target's public requests, said once: what it is, that users may
+/// still pass it in a browser, and the fix.
+fn gate_verdict(ctx: &Context, t: &TargetObservation) -> Option<GateVerdict> {
+    let mut gated = Vec::new();
+    let mut public = 0usize;
+    let mut evidence = Vec::new();
+    for so in &t.services {
+        if let Probe::Response { response, .. } = &so.external {
+            public += 1;
+            if let Some(g) = edge_gate(response) {
+                if evidence.is_empty() {
+                    evidence.push(format!(
+                        "external {}: {}",
+                        so.url.as_deref().unwrap_or(&so.name),
+                        describe_probe(&so.external)
+                    ));
+                }
+                gated.push((so.name.clone(), g));
+            }
+        } else if matches!(so.external, Probe::Failed { .. }) {
+            public += 1;
+        }
+    }
+    let exec_gate = match &t.exec.run {
+        ExecRun::Gated { gate, .. } => Some(gate.clone()),
+        _ => None,
+    };
+    let gate = gated
+        .first()
+        .map(|(_, g)| g.clone())
+        .or_else(|| exec_gate.clone())?;
+    let mut what = Vec::new();
+    if !gated.is_empty() {
+        what.push(if gated.len() == public {
+            format!("every public URL ({public})")
+        } else {
+            format!(
+                "{} of {public} public URLs ({})",
+                gated.len(),
+                gated
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    if exec_gate.is_some() {
+        what.push("the exec call".into());
+    }
+    let (summary, next_step) = match (&gate, ctx.access_token_sent) {
+        (Gate::AccessDenied { status }, true) => (
+            format!(
+                "configuration error: Cloudflare Access rejected the service token pvediag sent ({status} for {})",
+                what.join(" and ")
+            ),
+            "check CF_ACCESS_CLIENT_ID / CF_ACCESS_CLIENT_SECRET (or --access-token-file): the token must exist, not be expired or revoked, and be included in a Service Auth policy of the Access application".to_string(),
+        ),
+        (Gate::AccessLogin { .. }, true) => (
+            format!(
+                "Cloudflare Access sends pvediag to its login although a service token was sent, for {}: the application has no policy that lets this token in",
+                what.join(" and ")
+            ),
+            "add a policy with action Service Auth that includes this service token to the Access application (an Allow policy sends service tokens to the login)".to_string(),
+        ),
+        _ => (
+            format!(
+                "Cloudflare's edge answers {} with {}: a person with a browser may pass it, so whether users are affected is not proven; what stops pvediag is the zone's security settings, not the tunnel, Caddy, the container or a service",
+                what.join(" and "),
+                gate.describe()
+            ),
+            if gate.is_access() {
+                "give pvediag an Access service token: export CF_ACCESS_CLIENT_ID=... CF_ACCESS_CLIENT_SECRET=... (or --access-token-file FILE: two lines, id then secret); the Access application needs a Service Auth policy that includes it".to_string()
+            } else {
+                format!(
+                    "let pvediag through: a WAF custom rule with action Skip (bot fight, managed challenge) for requests whose User-Agent starts with \"pvediag/\" (it sends {}); or check from inside with --exec-url / --on-host",
+                    crate::http::USER_AGENT
+                )
+            },
+        ),
+    };
+    if let ExecRun::Gated { status, .. } = &t.exec.run {
+        evidence.push(format!(
+            "exec call {}/exec: {status} from the edge",
+            t.exec.url
+        ));
+    }
+    Some(GateVerdict {
+        gate,
+        summary,
+        evidence,
+        services: gated.into_iter().map(|(n, _)| n).collect(),
+        next_step,
+    })
 }
 
 /// With the host vantage every hop is probed directly, so the break is pinned to one hop.
@@ -1314,6 +1517,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         vmid: t.vmid,
         exec: channel_verdict(t),
         services,
+        edge_gate: gate_verdict(ctx, t),
     }
 }
 

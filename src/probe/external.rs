@@ -3,14 +3,21 @@
 use std::time::Duration;
 
 use crate::catalog::Service;
-use crate::http::{fetch, Request};
+use crate::http::{fetch_with, Request};
 use crate::observation::Probe;
+use crate::secret::AccessToken;
 
 /// Body bytes kept per external probe.
 pub const BODY_CAP: usize = 64 * 1024;
 
-pub async fn probe(client: &reqwest::Client, s: &Service, url: &str, timeout: Duration) -> Probe {
-    fetch(
+pub async fn probe(
+    client: &reqwest::Client,
+    s: &Service,
+    url: &str,
+    timeout: Duration,
+    access: Option<&AccessToken>,
+) -> Probe {
+    fetch_with(
         client,
         Request {
             method: &s.probe.method,
@@ -20,6 +27,7 @@ pub async fn probe(client: &reqwest::Client, s: &Service, url: &str, timeout: Du
             body_cap: BODY_CAP,
             timeout,
         },
+        access,
     )
     .await
 }

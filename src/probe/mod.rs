@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, Service};
 use crate::observation::{
     AuthMode, ExecChannel, ExecRun, OriginCheck, Probe, ServiceObservation, TargetObservation,
 };
-use crate::secret::Secret;
+use crate::secret::{AccessToken, Secret};
 use crate::target::{origin_check_url, UrlTemplate};
 
 /// Everything the probes need, validated.
@@ -42,11 +42,21 @@ pub struct ProbeConfig {
     pub exec_grace: Duration,
     /// The host vantage (`--on-host`, `--ssh`).
     pub host: Option<host::HostConfig>,
+    /// The Cloudflare Access service token, sent with every request to a hostname under `domain`.
+    pub access: Option<AccessToken>,
 }
 
 impl ProbeConfig {
     pub fn public_url(&self, s: &Service, vmid: u32) -> String {
         self.template.base_url(&s.name, vmid, s.port, &self.domain)
+    }
+
+    /// The Access service token for a request to `url`: only to hostnames under the domain (the
+    /// public chain), never to an internal `--exec-url`.
+    pub fn access_for(&self, url: &str) -> Option<&AccessToken> {
+        self.access
+            .as_ref()
+            .filter(|_| crate::http::under_domain(url, &self.domain))
     }
 
     /// The exec token for one target: the global one, else the one found for this VMID.
@@ -77,7 +87,7 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
         return None;
     }
     let url = origin_check_url(&cfg.template, &cfg.domain);
-    let probe = crate::http::fetch(
+    let probe = crate::http::fetch_with(
         client,
         crate::http::Request {
             method: "GET",
@@ -87,6 +97,7 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
             body_cap: 4096,
             timeout: cfg.timeout,
         },
+        cfg.access_for(&url),
     )
     .await;
     Some(OriginCheck { url, probe })
@@ -119,13 +130,14 @@ pub async fn observe_with(
     let externals = futures_util::future::join_all(routed.iter().map(|s| {
         let url = format!("{}{}", cfg.public_url(s, vmid), s.probe.path);
         async move {
-            let mut p = external::probe(client, s, &url, cfg.timeout).await;
+            let access = cfg.access_for(&url);
+            let mut p = external::probe(client, s, &url, cfg.timeout, access).await;
             for attempt in 0..cfg.retries {
                 if !external::is_transient(&p) {
                     break;
                 }
                 tokio::time::sleep(external::retry_backoff(attempt)).await;
-                p = external::probe(client, s, &url, cfg.timeout).await;
+                p = external::probe(client, s, &url, cfg.timeout, access).await;
             }
             (s.name.clone(), url, p)
         }
@@ -150,11 +162,15 @@ pub async fn observe_with(
                 false,
             );
         };
-        let auth = exec::auth_mode(client, base, cfg.timeout);
+        let access = cfg.access_for(base);
+        let auth = exec::auth_mode(client, base, cfg.timeout, access);
         let run = exec::run(
             client,
             base,
-            cfg.token_for(vmid),
+            exec::Credentials {
+                token: cfg.token_for(vmid),
+                access,
+            },
             &command,
             &nonce,
             cfg.timeout + cfg.exec_grace / 2,

@@ -38,7 +38,7 @@ pub fn to_value(report: &Report) -> Value {
                     })
                 })
                 .collect();
-            json!({
+            let mut target = json!({
                 "vmid": o.vmid,
                 "status": v.worst().as_str(),
                 "exec": {
@@ -54,7 +54,11 @@ pub fn to_value(report: &Report) -> Value {
                 "origin": o.origin,
                 "routes": o.routes,
                 "services": services,
-            })
+            });
+            if let Some(g) = &v.edge_gate {
+                target["edge_gate"] = json!(g);
+            }
+            target
         })
         .collect();
     let counts: serde_json::Map<String, Value> = report

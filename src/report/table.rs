@@ -42,6 +42,9 @@ pub fn probe_cell(p: &Probe) -> String {
             response,
             elapsed_ms,
         } => {
+            if let Some(g) = crate::made_by::edge_gate(response) {
+                return format!("{} {} · {elapsed_ms} ms", response.status, g.cell());
+            }
             let who = match response.header("server") {
                 Some(s) if s.eq_ignore_ascii_case("cloudflare") && response.status >= 500 => {
                     let code = crate::made_by::cloudflare_error_code(&response.body);
@@ -151,6 +154,24 @@ impl TableFormat {
                 out.push('\n');
             }
         }
+        if let Some(g) = &v.edge_gate {
+            out.push_str(&paint(
+                &format!("edge gate: {}", g.summary),
+                Status::Inconclusive,
+                self.color,
+            ));
+            out.push('\n');
+            for e in &g.evidence {
+                out.push_str(&format!("  · {e}\n"));
+            }
+            if !g.services.is_empty() {
+                out.push_str(&format!(
+                    "  · stopped there: {} (nothing behind the edge observed from outside)\n",
+                    g.services.join(", ")
+                ));
+            }
+            out.push_str(&format!("  next: {}\n", g.next_step));
+        }
         let exec_line = format!("exec channel: {}", v.exec.summary);
         out.push_str(&paint(&exec_line, v.exec.status, self.color));
         out.push('\n');
@@ -159,6 +180,13 @@ impl TableFormat {
         }
         for (so, sv) in o.services.iter().zip(&v.services) {
             if matches!(sv.status, Status::Healthy | Status::Skipped) {
+                continue;
+            }
+            // Said once above, in the edge gate, when the internal view adds nothing.
+            if sv.rule.starts_with("edge-")
+                && matches!(so.internal, Probe::NotRun { .. })
+                && o.host.is_none()
+            {
                 continue;
             }
             out.push('\n');
