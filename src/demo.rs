@@ -214,8 +214,16 @@ async fn serve(
     println!("diagnose it with:");
     println!("  {cmd}");
     println!("or, with the environment:");
+    let access_env = access_file
+        .map(|a| {
+            format!(
+                "CF_ACCESS_CLIENT_ID=\"$(sed -n 1p {a})\" CF_ACCESS_CLIENT_SECRET=\"$(sed -n 2p {a})\" ",
+                a = a.display()
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "  PVE_PUBLIC_DOMAIN={} {}pvediag {} --connect-to {} --cacert {}",
+        "  PVE_PUBLIC_DOMAIN={} {access_env}{}pvediag {} --connect-to {} --cacert {}",
         lab.domain,
         if token_file.is_some() {
             format!(

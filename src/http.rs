@@ -173,10 +173,23 @@ pub async fn fetch_with(
     let start = Instant::now();
     let fut = fetch_inner(client, &req, access);
     match tokio::time::timeout(req.timeout, fut).await {
-        Ok(Ok(response)) => Probe::Response {
-            response,
-            elapsed_ms: start.elapsed().as_millis() as u64,
-        },
+        Ok(Ok(mut response)) => {
+            // An origin that reflects the request must not put the secret into the report.
+            if let Some(a) = access.map(|a| a.expose_secret()).filter(|s| !s.is_empty()) {
+                if response.body.contains(a) {
+                    response.body = response.body.replace(a, "[redacted]");
+                }
+                for (_, v) in &mut response.headers {
+                    if v.contains(a) {
+                        *v = v.replace(a, "[redacted]");
+                    }
+                }
+            }
+            Probe::Response {
+                response,
+                elapsed_ms: start.elapsed().as_millis() as u64,
+            }
+        }
         Ok(Err(e)) => {
             let (kind, message) = classify_error(&e);
             Probe::Failed {
@@ -256,4 +269,27 @@ pub fn keep_headers(h: &reqwest::header::HeaderMap, extra: &[String]) -> Vec<(St
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_token_goes_only_under_the_domain() {
+        assert!(under_domain(
+            "https://xterm-202.example.test/sessions",
+            "example.test"
+        ));
+        assert!(under_domain("https://example.test/", "example.test."));
+        assert!(under_domain(
+            "https://EXEC-202.Example.Test:8443",
+            "example.test"
+        ));
+        assert!(!under_domain("http://127.0.0.1:39375", "example.test"));
+        assert!(!under_domain("http://cmux-202.lan:39375", "example.test"));
+        assert!(!under_domain("https://badexample.test/", "example.test"));
+        assert!(!under_domain("https://example.test.evil/", "example.test"));
+        assert!(!under_domain("not a url", "example.test"));
+    }
 }

@@ -5,6 +5,7 @@ mod common;
 mod bad_input;
 mod bash_fallback;
 mod demo_scenarios;
+mod edge_gates;
 mod exec_round_trips;
 mod fleet;
 mod host_vantage;
