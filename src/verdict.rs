@@ -522,8 +522,9 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
                     t.vmid
                 )),
                 ExecRun::Gated { .. } => Some(format!(
-                    "check the services from inside without the edge: --exec-url http://cmux-{}.lan:39375 from the PVE host, or --on-host (pct exec)",
-                    t.vmid
+                    "check the services from inside without the edge: --exec-url http://cmux-{}.lan:39375 from the PVE host{}",
+                    t.vmid,
+                    if t.exec.pct.is_some() { "" } else { ", or --on-host (pct exec)" }
                 )),
                 ExecRun::Rejected { status: 415 | 400, .. } => Some(
                     "this cmux-execd speaks another protocol version: report it with the output of --format json"
@@ -853,7 +854,7 @@ fn decide_gate(ctx: &Context, t: &TargetObservation, s: &Service, g: &Gate, i: &
                 Answer::Healthy | Answer::MissingHeaders(_)
             )
         });
-    let stopped = format!("its public URL gets {} (see the edge gate)", g.name());
+    let stopped = format!("its public URL gets {} at the edge", g.name());
     match i {
         Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
         | Answer::BadStatus(_)
@@ -869,7 +870,8 @@ fn decide_gate(ctx: &Context, t: &TargetObservation, s: &Service, g: &Gate, i: &
                 "{} answers correctly inside the container; {stopped}, so whether users reach it is not proven",
                 s.name
             ),
-        ),
+        )
+        .next(gate_fix(ctx, g)),
         _ if behind_caddy_ok => inconclusive(
             rule,
             vec![Layer::Edge],
@@ -877,14 +879,16 @@ fn decide_gate(ctx: &Context, t: &TargetObservation, s: &Service, g: &Gate, i: &
                 "{} answers correctly through Caddy on the host; {stopped}, so whether users reach it is not proven",
                 s.name
             ),
-        ),
+        )
+        .next(gate_fix(ctx, g)),
         _ => inconclusive(
             rule,
             vec![Layer::Edge],
             format!(
                 "{stopped}: nothing behind the edge (tunnel, Caddy, container, service) was observed, and the internal view is unavailable"
             ),
-        ),
+        )
+        .next(gate_fix(ctx, g)),
     }
 }
 
@@ -896,6 +900,19 @@ fn gate_rule(ctx: &Context, g: &Gate) -> &'static str {
         Gate::AccessLogin { .. } if ctx.access_token_sent => "edge-access-token-not-accepted",
         Gate::AccessDenied { .. } if ctx.access_token_sent => "edge-access-token-rejected",
         Gate::AccessLogin { .. } | Gate::AccessDenied { .. } => "edge-access",
+    }
+}
+
+/// What lets pvediag through a gate.
+fn gate_fix(ctx: &Context, g: &Gate) -> String {
+    match (g, ctx.access_token_sent) {
+        (Gate::AccessDenied { .. }, true) => "check CF_ACCESS_CLIENT_ID / CF_ACCESS_CLIENT_SECRET (or --access-token-file): the token must exist, not be expired or revoked, and be included in a Service Auth policy of the Access application".into(),
+        (Gate::AccessLogin { .. }, true) => "add a policy with action Service Auth that includes this service token to the Access application (an Allow policy sends service tokens to the login)".into(),
+        _ if g.is_access() => "give pvediag an Access service token: export CF_ACCESS_CLIENT_ID=... CF_ACCESS_CLIENT_SECRET=... (or --access-token-file FILE: two lines, id then secret); the Access application needs a Service Auth policy that includes it".into(),
+        _ => format!(
+            "let pvediag through: a WAF custom rule with action Skip (bot fight, managed challenge) for requests whose User-Agent starts with \"pvediag/\" (it sends {}); or check from inside with --exec-url / --on-host",
+            crate::http::USER_AGENT
+        ),
     }
 }
 
@@ -949,37 +966,22 @@ fn gate_verdict(ctx: &Context, t: &TargetObservation) -> Option<GateVerdict> {
     if exec_gate.is_some() {
         what.push("the exec call".into());
     }
-    let (summary, next_step) = match (&gate, ctx.access_token_sent) {
-        (Gate::AccessDenied { status }, true) => (
-            format!(
-                "configuration error: Cloudflare Access rejected the service token pvediag sent ({status} for {})",
-                what.join(" and ")
-            ),
-            "check CF_ACCESS_CLIENT_ID / CF_ACCESS_CLIENT_SECRET (or --access-token-file): the token must exist, not be expired or revoked, and be included in a Service Auth policy of the Access application".to_string(),
+    let summary = match (&gate, ctx.access_token_sent) {
+        (Gate::AccessDenied { status }, true) => format!(
+            "configuration error: Cloudflare Access rejected the service token pvediag sent ({status} for {})",
+            what.join(" and ")
         ),
-        (Gate::AccessLogin { .. }, true) => (
-            format!(
-                "Cloudflare Access sends pvediag to its login although a service token was sent, for {}: the application has no policy that lets this token in",
-                what.join(" and ")
-            ),
-            "add a policy with action Service Auth that includes this service token to the Access application (an Allow policy sends service tokens to the login)".to_string(),
+        (Gate::AccessLogin { .. }, true) => format!(
+            "Cloudflare Access sends pvediag to its login although a service token was sent, for {}: the application has no policy that lets this token in",
+            what.join(" and ")
         ),
-        _ => (
-            format!(
-                "Cloudflare's edge answers {} with {}: a person with a browser may pass it, so whether users are affected is not proven; what stops pvediag is the zone's security settings, not the tunnel, Caddy, the container or a service",
-                what.join(" and "),
-                gate.describe()
-            ),
-            if gate.is_access() {
-                "give pvediag an Access service token: export CF_ACCESS_CLIENT_ID=... CF_ACCESS_CLIENT_SECRET=... (or --access-token-file FILE: two lines, id then secret); the Access application needs a Service Auth policy that includes it".to_string()
-            } else {
-                format!(
-                    "let pvediag through: a WAF custom rule with action Skip (bot fight, managed challenge) for requests whose User-Agent starts with \"pvediag/\" (it sends {}); or check from inside with --exec-url / --on-host",
-                    crate::http::USER_AGENT
-                )
-            },
+        _ => format!(
+            "Cloudflare's edge answers {} with {}: a person with a browser may pass it, so whether users are affected is not proven; what stops pvediag is the zone's security settings, not the tunnel, Caddy, the container or a service",
+            what.join(" and "),
+            gate.describe()
         ),
     };
+    let next_step = gate_fix(ctx, &gate);
     if let ExecRun::Gated { status, .. } = &t.exec.run {
         evidence.push(format!(
             "exec call {}/exec: {status} from the edge",

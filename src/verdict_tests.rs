@@ -1034,6 +1034,9 @@ fn check_case(n: usize, k: &Case, v: &Verdict, failures: &mut Vec<String>) {
             k.row, k.service, k.status, k.layer, v.status, v.layer, v.rule, v.summary
         ));
     }
+    if k.row.starts_with("edge-") && v.next_step.is_none() {
+        failures.push(format!("case {n} ({}): no next step", k.row));
+    }
     if k.row.starts_with("edge-") && v.candidates != vec![Edge] {
         failures.push(format!(
             "case {n} ({}): candidates {:?}, want only the edge",

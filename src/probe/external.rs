@@ -39,7 +39,9 @@ pub fn is_transient(p: &Probe) -> bool {
     match p {
         Probe::Failed { kind, .. } => matches!(kind, FailureKind::Timeout | FailureKind::Receive),
         Probe::Response { response, .. } => {
-            matches!(response.status, 502..=504) && crate::made_by::made_by_cloudflare(response)
+            matches!(response.status, 502..=504)
+                && crate::made_by::made_by_cloudflare(response)
+                && crate::made_by::edge_gate(response).is_none()
         }
         Probe::NotRun { .. } => false,
     }
@@ -94,6 +96,12 @@ mod tests {
         )));
         assert!(!is_transient(&answer(502, "Caddy", "")));
         assert!(!is_transient(&answer(200, "cloudflare", "ok")));
+        // Under Attack mode's 503 challenge page never goes away by retrying.
+        assert!(!is_transient(&answer(
+            503,
+            "cloudflare",
+            "<title>Just a moment...</title> Performance & security by Cloudflare"
+        )));
         assert!(!is_transient(&Probe::not_run("x")));
         assert_eq!(retry_backoff(0), Duration::from_millis(250));
         assert_eq!(retry_backoff(9), Duration::from_secs(2));

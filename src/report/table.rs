@@ -197,7 +197,12 @@ impl TableFormat {
             for e in &sv.evidence {
                 out.push_str(&format!("  · {e}\n"));
             }
-            if let Some(n) = &sv.next_step {
+            // The gate's fix is said once, with the edge gate.
+            let said_above = v
+                .edge_gate
+                .as_ref()
+                .is_some_and(|g| sv.next_step.as_ref() == Some(&g.next_step));
+            if let Some(n) = sv.next_step.as_ref().filter(|_| !said_above) {
                 let line = format!("  next: {n}");
                 out.push_str(&if self.color {
                     line.bold().to_string()
