@@ -209,6 +209,21 @@ fn a_planted_access_secret_never_appears_and_a_wrong_one_is_a_configuration_erro
     assert_eq!(out.status.code(), Some(2));
     assert_clean("half a token", &out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("CF_ACCESS_CLIENT_ID"));
+    // A token file that is missing, or holds the secret alone: one line, exit 2, no value.
+    std::fs::write(&file, format!("{PLANTED_SECRET}\n")).unwrap();
+    for f in [dir.path().join("missing"), file.clone()] {
+        let out = pvediag()
+            .args(lab_args(&lab))
+            .args(["202", "--access-token-file"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_clean("bad token file", &out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(&f.display().to_string()), "{err}");
+    }
 }
 
 /// Where the internal view still works (`--exec-url` straight to execd, as from the host), the
