@@ -333,7 +333,7 @@ fn main() {
     );
     println!(
         "pvediag: {PVEDIAG} (default --concurrency {})",
-        pvediag::run::CONCURRENCY
+        pvediag::cli::CONCURRENCY
     );
     println!("floor: {floor} ms = {floor_how}");
     println!("each figure: median of {runs} run(s), wall time measured around the child process");
