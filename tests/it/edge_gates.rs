@@ -48,12 +48,14 @@ fn assert_gated(name: &str, v: &Value, word: &str) {
                 "{name}: {} healthy",
                 s["name"]
             );
-            assert_eq!(
-                verdict["candidates"],
-                serde_json::json!(["edge"]),
-                "{name}: {}",
-                s["name"]
-            );
+            // A candidate is a layer name (schema 1) or {layer, check} (schema 2).
+            let layers: Vec<&str> = verdict["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().or(c["layer"].as_str()).unwrap())
+                .collect();
+            assert_eq!(layers, ["edge"], "{name}: {}", s["name"]);
             assert!(
                 verdict["rule"].as_str().unwrap().starts_with("edge-"),
                 "{name}: {}",
