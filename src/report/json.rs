@@ -50,7 +50,7 @@ pub fn to_value(report: &Report) -> Value {
                     s
                 })
                 .collect();
-            json!({
+            let mut target = json!({
                 "vmid": o.vmid,
                 "status": v.worst().as_str(),
                 "exec": {
@@ -70,7 +70,11 @@ pub fn to_value(report: &Report) -> Value {
                 "routing": t.routing,
                 "services": services,
                 "state": t.state.as_ref().map(state_value),
-            })
+            });
+            if let Some(g) = &v.edge_gate {
+                target["edge_gate"] = json!(g);
+            }
+            target
         })
         .collect();
     let counts: serde_json::Map<String, Value> = report
