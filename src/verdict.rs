@@ -459,6 +459,12 @@ struct Facts {
     host_lost_container: Option<String>,
     /// Every public hostname failed the same way before any HTTP answer (DNS or connect).
     public_all_failed: Option<FailureKind>,
+    /// In the same run some public requests got Cloudflare's 530 / error 1033 and others got
+    /// through the tunnel: its connectors flap (or some names lead to another tunnel).
+    tunnel_flapping: bool,
+    /// The origin check failed while other requests got through the same tunnel and Caddy: its
+    /// hostname is routed elsewhere (a catch-all route), so its failure proves nothing.
+    origin_contradicted: Option<String>,
 }
 
 /// What the whole target proves (step 2).
@@ -472,6 +478,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     }
     let mut externals = 0usize;
     let mut tunnel_down = 0usize;
+    // Services whose public request got through the tunnel (an answer from behind the edge).
+    let mut through_tunnel = false;
     let mut failures = Vec::new();
     for so in &t.services {
         let Some(svc) = ctx.catalog.get(&so.name) else {
@@ -485,6 +493,10 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         if a == Answer::TunnelDown {
             tunnel_down += 1;
         }
+        through_tunnel |= so
+            .external
+            .response()
+            .is_some_and(|r| !made_by_cloudflare(r));
         if chain.is_none()
             && matches!(
                 a,
@@ -506,7 +518,7 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         )) if failures.len() > 1 && failures.iter().all(|f| *f == Some(*k)) => Some(*k),
         _ => None,
     };
-    let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
+    let mut origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
         Probe::Response { response, .. } => {
             let catch_all_404 = response.status == 404
                 && response.body.trim().is_empty()
@@ -521,6 +533,27 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,
     });
+    // The services' own answers are the witnesses (at least one 530 and one through the tunnel);
+    // the origin check and the exec call do not count alone.
+    let tunnel_flapping = through_tunnel && tunnel_down > 0;
+    // A failed origin check next to requests that reached the container through the same tunnel
+    // and Caddy: the check's hostname is answered by something else than Caddy's catch-all.
+    let mut origin_contradicted = None;
+    if origin_ok == Some(false) && !tunnel_flapping {
+        if let (Some(c), Some(o)) = (&chain, &t.origin) {
+            origin_contradicted = Some(format!(
+                "the origin check {} failed ({}), but {c}: Caddy does not answer that hostname \
+                 itself (a catch-all route sends it elsewhere), so it proves nothing",
+                o.url,
+                describe_probe(&o.probe)
+            ));
+            origin_ok = None;
+        }
+    }
+    if tunnel_flapping {
+        // Its 530 (or its answer) is the flapping tunnel's, not Caddy's state.
+        origin_ok = None;
+    }
     let internal_unavailable = if t.exec.internal_ran() {
         None
     } else {
@@ -570,6 +603,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         internal_unavailable,
         host_lost_container,
         public_all_failed,
+        tunnel_flapping,
+        origin_contradicted,
     }
 }
 
@@ -1010,6 +1045,39 @@ fn decide(x: &Subject) -> Row {
     let (s, vmid, p) = (x.s, x.vmid(), x.port());
     let ct = x.ctx.instance_name(vmid);
     let (label, host) = (x.label(), x.host());
+
+    // A flapping tunnel: this answer (healthy or 530) was luck of the draw; users get either.
+    if x.f.tunnel_flapping && matches!(x.e, Answer::Healthy | Answer::TunnelDown) {
+        // The host's view of cloudflared, when there is one, names the tunnel's state itself.
+        if let Some(r) = decide_host_tunnel(x) {
+            return r;
+        }
+        let (status, summary) = if x.e == Answer::TunnelDown {
+            (
+                Status::Broken,
+                format!(
+                    "Cloudflare answered 530 / error 1033 for {host} while other requests of \
+                     this run got through the same tunnel: its connectors flap, or {host} \
+                     leads to another tunnel"
+                ),
+            )
+        } else {
+            (
+                Status::Degraded,
+                format!(
+                    "{} answered through the tunnel, but Cloudflare answered 530 / error 1033 \
+                     to other requests of this run: the tunnel's connectors flap (or those \
+                     names lead to another tunnel), so users get errors intermittently",
+                    s.name
+                ),
+            )
+        };
+        return row(status, Some(Layer::Tunnel), "tunnel-flapping", summary).next(
+            "on the PVE host: journalctl -u cloudflared --since -15min (connections registered \
+             and lost); cloudflared tunnel info <tunnel>; check that every connector serves the \
+             same tunnel and every name's DNS record points to it",
+        );
+    }
 
     // A healthy public answer wins over anything else: the public URL working is the goal.
     if x.e == Answer::Healthy {
@@ -2158,6 +2226,9 @@ fn evidence(x: &Subject, r: &Row) -> Vec<String> {
         }
         if let Some(c) = &f.chain_reaches_container {
             evidence.push(c.clone());
+        }
+        if let Some(why) = &f.origin_contradicted {
+            evidence.push(why.clone());
         }
         if let Some(ok) = f.origin_ok {
             evidence.push(if ok {

@@ -568,12 +568,34 @@ const CASES: &[Case] = &[
         Broken,
         Some(Tunnel),
     ),
+    // One hostname's 530 next to answers through the same tunnel: flapping connectors (or a name
+    // leading to another tunnel). The 530 is broken, the others degraded; never healthy.
     case(
-        "tunnel-down",
+        "tunnel-flapping",
         "vscode",
         |t| set_ext(t, "vscode", cf(530, "<html>Cloudflare Tunnel error</html>")),
         Broken,
         Some(Tunnel),
+    ),
+    case(
+        "tunnel-flapping",
+        "xterm",
+        |t| set_ext(t, "vscode", cf(530, "error code: 1033")),
+        Degraded,
+        Some(Tunnel),
+    ),
+    // The origin check failed (its hostname routed elsewhere) while the chain reaches the
+    // container: it proves nothing, the service's own fault is named.
+    case(
+        "service-down",
+        "vscode",
+        |t| {
+            edge502(t, "vscode");
+            set_int(t, "vscode", failed(FailureKind::Refused));
+            t.origin.as_mut().unwrap().probe = cf(502, "error code: 502");
+        },
+        Broken,
+        Some(Service),
     ),
     case(
         "tunnel-no-ingress",

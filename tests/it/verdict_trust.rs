@@ -551,3 +551,92 @@ fn a_caddyfile_without_cmux_routes_is_a_finding_in_the_diagnosis() {
     let x = verdict(&v, 202, "xterm");
     assert_eq!(cell(x), "broken (caddy|service|container)", "{x}");
 }
+
+/// `tunnel-flapping`: the edge answers every other request with 530 / 1033. Users are affected
+/// intermittently: every routed service is broken (its request got the 530) or degraded (it got
+/// through), always on the tunnel, never healthy, never an inner hop — with the Caddyfile, without
+/// it, and from the host.
+#[test]
+fn a_flapping_tunnel_is_never_healthy_and_never_an_inner_hop() {
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("tunnel-flapping");
+    let mut runs: Vec<(String, i32, Value)> = Vec::new();
+    for extra in [&[][..], &["--on-host", "--no-pct"][..]] {
+        let mut args = vec!["--scenario", "tunnel-flapping"];
+        args.extend_from_slice(extra);
+        let (code, v) = demo_json(&args);
+        runs.push((format!("demo {extra:?}"), code, v));
+    }
+    let (code, json) = lab.run(&lab.without_caddyfile(), &["--format", "json"]);
+    runs.push((
+        "without --caddyfile".into(),
+        code,
+        serde_json::from_str(&json).unwrap(),
+    ));
+    for (what, code, v) in &runs {
+        assert_eq!(*code, 1, "{what}: {v:#}");
+        let t = &v["targets"][0];
+        let mut got = std::collections::BTreeSet::new();
+        for s in t["services"].as_array().unwrap() {
+            let x = &s["verdict"];
+            if s["url"].is_null() {
+                // Internal-only: as good as the exec call's luck, but never blamed outward.
+                assert!(
+                    ["healthy", "inconclusive"].contains(&cell(x).as_str()),
+                    "{what} {}: {x}",
+                    s["name"]
+                );
+                continue;
+            }
+            let c = cell(x);
+            assert!(
+                c == "broken (tunnel)" || c == "degraded (tunnel)",
+                "{what} {}: {x}",
+                s["name"]
+            );
+            if c == "broken (tunnel)" {
+                assert_eq!(x["rule"], "tunnel-flapping", "{what}: {x}");
+            }
+            got.insert(c);
+        }
+        assert_eq!(got.len(), 2, "{what}: both answers seen: {got:?}");
+    }
+}
+
+/// `origin-check-elsewhere`: Caddy sends unmatched hostnames (the origin check's) to a host that is
+/// down, and openvscode-server is not running. The failed origin check must not turn the service's
+/// fault into "cloudflared cannot reach Caddy": vscode is broken (service) with and without the
+/// Caddyfile and from the host, the others healthy, and the evidence says the check proves nothing.
+#[test]
+fn an_origin_check_routed_elsewhere_does_not_hide_the_fault() {
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("origin-check-elsewhere");
+    let mut runs: Vec<(String, i32, Value)> = Vec::new();
+    for extra in [&[][..], &["--on-host", "--no-pct"][..]] {
+        let mut args = vec!["--scenario", "origin-check-elsewhere"];
+        args.extend_from_slice(extra);
+        let (code, v) = demo_json(&args);
+        runs.push((format!("demo {extra:?}"), code, v));
+    }
+    let (code, json) = lab.run(&lab.without_caddyfile(), &["--format", "json"]);
+    runs.push((
+        "without --caddyfile".into(),
+        code,
+        serde_json::from_str(&json).unwrap(),
+    ));
+    for (what, code, v) in &runs {
+        assert_eq!(*code, 1, "{what}: {v:#}");
+        let x = verdict(v, 202, "vscode");
+        assert_eq!(cell(x), "broken (service)", "{what}: {x}");
+        assert!(x.to_string().contains("proves nothing"), "{what}: {x}");
+        for s in v["targets"][0]["services"].as_array().unwrap() {
+            if s["name"] != "vscode" {
+                assert_eq!(cell(&s["verdict"]), "healthy", "{what}: {s}");
+            }
+        }
+    }
+}
