@@ -902,11 +902,23 @@ impl Subject<'_> {
                     )
                 }
             }
+            Layer::Input if self.f.public_all_failed == Some(FailureKind::Dns) => format!(
+                "no public hostname resolves: check --domain (these names end in {}; dig +short \
+                 {host})",
+                host.split_once('.').map_or(host.as_str(), |(_, d)| d)
+            ),
             Layer::Input => format!(
                 "every public hostname failed the same way ({}) when dialled at {}: check \
                  --domain (these names end in {}) and --connect-to (dig +short {host})",
                 self.f.public_all_failed.map_or("?", |k| k.as_str()),
-                self.ctx.connect_to.unwrap_or("the address DNS gives"),
+                match dials(self.t).1 {
+                    a if a.is_empty() => self
+                        .ctx
+                        .connect_to
+                        .unwrap_or("the address DNS gives")
+                        .to_string(),
+                    a => first_three(&a),
+                },
                 host.split_once('.').map_or(host.as_str(), |(_, d)| d)
             ),
         }
@@ -1439,18 +1451,57 @@ fn unreachable_row(x: &Subject) -> Row {
     )
 }
 
+/// At most three items, then how many more.
+fn first_three(items: &[String]) -> String {
+    match items.len() {
+        0..=3 => items.join(", "),
+        n => format!("{}, and {} more", items[..3].join(", "), n - 3),
+    }
+}
+
+/// Where the public hostnames were dialled (the dial evidence): the names that did not resolve,
+/// and the addresses dialled (the `--connect-to` address, or what DNS gave), each once.
+fn dials(t: &TargetObservation) -> (Vec<String>, Vec<String>) {
+    use crate::observation::Dial;
+    let (mut failed, mut addresses) = (Vec::new(), Vec::new());
+    for d in t.services.iter().filter_map(|s| s.dial.as_ref()) {
+        match d {
+            Dial::DnsFailed { host, .. } => failed.push(host.clone()),
+            Dial::ConnectTo { address, .. } => addresses.push(address.clone()),
+            Dial::Dns { addresses: a, .. } => addresses.extend(a.iter().cloned()),
+        }
+    }
+    addresses.sort();
+    addresses.dedup();
+    (failed, addresses)
+}
+
 /// Every public hostname failed the same way at DNS, connect or TLS: the tunnel's DNS/edge, or
 /// pvediag was pointed at the wrong place (`--domain`, `--connect-to`).
 fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
     let host = x.host();
+    let (failed_names, addresses) = dials(x.t);
+    let dialled = if addresses.is_empty() {
+        x.ctx
+            .connect_to
+            .unwrap_or("the address DNS gives")
+            .to_string()
+    } else {
+        first_three(&addresses)
+    };
     let (rule, first, summary) = match k {
         FailureKind::Dns => (
             "all-public-dns",
             Layer::Tunnel,
             format!(
-                "no public hostname of cmux-{} resolves ({host} neither): the DNS record is \
-                missing, or --domain names another zone",
-                x.vmid()
+                "no public hostname of cmux-{} resolves ({}): the DNS record is missing, or \
+                 --domain names another zone",
+                x.vmid(),
+                if failed_names.is_empty() {
+                    format!("{host} neither")
+                } else {
+                    first_three(&failed_names)
+                }
             ),
         ),
         FailureKind::Certificate | FailureKind::Tls => (
@@ -1462,10 +1513,11 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
                  elsewhere{}",
                 k.as_str(),
                 x.vmid(),
-                x.ctx
-                    .connect_to
-                    .map(|a| format!(" (dialled at {a})"))
-                    .unwrap_or_default()
+                if addresses.is_empty() && x.ctx.connect_to.is_none() {
+                    String::new()
+                } else {
+                    format!(" (dialled at {dialled})")
+                }
             ),
         ),
         _ => (
@@ -1475,7 +1527,7 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
                 "every public hostname of cmux-{} was refused at {}: nothing listens at the \
                     edge address, or --connect-to points elsewhere",
                 x.vmid(),
-                x.ctx.connect_to.unwrap_or("the address DNS gives")
+                dialled
             ),
         ),
     };
@@ -2212,7 +2264,9 @@ fn evidence(x: &Subject, r: &Row) -> Vec<String> {
         });
     }
     if r.status != Status::Healthy {
-        if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
+        if let Some(d) = &so.dial {
+            evidence.push(d.describe());
+        } else if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
             evidence.push(match x.ctx.connect_to {
                 Some(a) => format!(
                     "{} was dialled at {a} (--connect-to), with its own name for TLS and Host",

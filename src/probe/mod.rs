@@ -269,6 +269,7 @@ pub async fn observe_with(
                 url,
                 external,
                 internal,
+                dial: None,
             }
         })
         .collect();

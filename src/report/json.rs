@@ -30,14 +30,19 @@ pub fn to_value(report: &Report) -> Value {
                 .iter()
                 .zip(&v.services)
                 .map(|(so, sv)| {
-                    json!({
+                    let mut s = json!({
                         "name": so.name,
                         "port": so.port,
                         "url": so.url,
                         "external": so.external,
                         "internal": so.internal,
                         "verdict": sv,
-                    })
+                    });
+                    // Where the public hostname was dialled (absent when no request was made).
+                    if let Some(d) = &so.dial {
+                        s["dial"] = json!(d);
+                    }
+                    s
                 })
                 .collect();
             json!({

@@ -640,3 +640,63 @@ fn an_origin_check_routed_elsewhere_does_not_hide_the_fault() {
         }
     }
 }
+
+/// The dialled address and the resolved names are evidence: a name that does not resolve is named
+/// in the rule and in `dial` (a label over 63 bytes fails in the resolver library itself: no query
+/// leaves the machine), and `--connect-to` is named with its address, not looked up.
+#[test]
+fn the_dialled_address_and_the_resolved_names_are_evidence() {
+    let long = "a".repeat(60);
+    let out = pvediag()
+        .args(["202", "--domain", "example.test", "--url-template"])
+        .arg(format!("http://{{service}}-{{vmid}}-{long}.{{domain}}"))
+        .args(["--timeout", "3s", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let xterm = v["targets"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "xterm")
+        .unwrap();
+    let host = format!("xterm-202-{long}.example.test");
+    assert_eq!(xterm["dial"]["via"], "dns_failed", "{xterm}");
+    assert_eq!(xterm["dial"]["host"], host.as_str());
+    let x = &xterm["verdict"];
+    assert_eq!(x["rule"], "all-public-dns", "{x}");
+    assert_eq!(cell(x), "broken (tunnel|input)");
+    assert!(x["summary"].as_str().unwrap().contains("-202-aaaa"), "{x}");
+    assert!(
+        x["evidence"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .contains(&format!("{host} did not resolve"))),
+        "{x}"
+    );
+
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("healthy");
+    let mut args = lab.args.clone();
+    let i = args.iter().position(|a| a == "--connect-to").unwrap();
+    args[i + 1] = "127.0.0.1:1".into();
+    let (code, json) = lab.run(&args, &["--format", "json"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    for s in v["targets"][0]["services"].as_array().unwrap() {
+        if s["url"].is_null() {
+            assert!(s.get("dial").is_none(), "{s}");
+            continue;
+        }
+        assert_eq!(s["dial"]["via"], "connect_to", "{s}");
+        assert_eq!(s["dial"]["address"], "127.0.0.1:1", "{s}");
+    }
+    let x = verdict(&v, 202, "xterm");
+    assert!(
+        x["summary"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{x}"
+    );
+}
