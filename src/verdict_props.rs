@@ -337,6 +337,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
                 upstream: at_port(w, c, s.port, false),
             })
             .collect(),
+        identity: Default::default(),
     });
     TargetObservation {
         vmid: 202,
@@ -355,6 +356,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
         services,
         routes,
         host,
+        identity: Default::default(),
     }
 }
 
