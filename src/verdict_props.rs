@@ -356,6 +356,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
         services,
         routes,
         host,
+        inside: None,
         identity: Default::default(),
     }
 }
