@@ -182,6 +182,8 @@ async fn serve(
     vmids: &[u32],
     token_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
+    // Listening before the command is printed: a stop sent right after it still counts.
+    let stop = crate::signal::Stop::listen();
     let vmids: Vec<String> = vmids.iter().map(|v| v.to_string()).collect();
     let mut cmd = format!(
         "pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
@@ -234,22 +236,7 @@ async fn serve(
     println!();
     println!("press Ctrl-C to stop the lab");
     let _ = std::io::stdout().flush();
-    wait_for_stop().await;
+    // Ctrl-C or SIGTERM: the lab is dropped afterwards, which removes its temporary directory.
+    stop.wait().await;
     Ok(exit::OK)
-}
-
-/// Ctrl-C or SIGTERM: the lab is dropped afterwards, which removes its temporary directory.
-async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
