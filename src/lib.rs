@@ -6,8 +6,10 @@
 pub mod caddy;
 pub mod catalog;
 pub mod cli;
+#[cfg(feature = "lab")]
 pub mod demo;
 pub mod http;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod lint;
 pub mod lint_command;
