@@ -199,12 +199,6 @@ pub struct Route {
 }
 
 impl Route {
-    /// Whether this route serves a request for `host` (conditions other than the host aside).
-    /// `None` when the pattern is not a valid regexp.
-    pub fn matches_host(&self, host: &str) -> Option<bool> {
-        Some(self.captures(host)?.is_some())
-    }
-
     /// The capture groups of the host regexp for `host` (`Some(None)`: no match).
     fn captures(&self, host: &str) -> Option<Option<Vec<String>>> {
         let bare = strip_port(host);

@@ -9,9 +9,7 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
-};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest request/status line or header line accepted.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -665,74 +663,6 @@ pub async fn forward(
     }
 }
 
-/// Reads a whole response body into memory (tests and small internal uses), at most `limit` bytes.
-pub async fn read_body<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    framing: Framing,
-    limit: usize,
-) -> Result<Vec<u8>, ReadError> {
-    let mut sink = LimitedSink {
-        buf: Vec::new(),
-        limit,
-        chunked: framing == Framing::Chunked || framing == Framing::Close,
-    };
-    pipe_body(r, framing, &mut sink).await?;
-    Ok(sink.buf)
-}
-
-/// Collects what [`pipe_body`] writes; for chunked output it keeps only the payload (pipe_body
-/// writes one `size CRLF data CRLF` frame per call, and `0 CRLF CRLF` at the end).
-struct LimitedSink {
-    buf: Vec<u8>,
-    limit: usize,
-    chunked: bool,
-}
-
-impl AsyncWrite for LimitedSink {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        let payload = if self.chunked {
-            // `{size:x}\r\n{data}\r\n` or the last chunk `0\r\n\r\n`.
-            match data.iter().position(|&b| b == b'\n') {
-                Some(i) if data.len() >= i + 3 => &data[i + 1..data.len() - 2],
-                _ => &data[..0],
-            }
-        } else {
-            data
-        };
-        if self.buf.len() + payload.len() > self.limit {
-            return std::task::Poll::Ready(Err(io::Error::other("body over limit")));
-        }
-        self.buf.extend_from_slice(payload);
-        std::task::Poll::Ready(Ok(data.len()))
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// Drains and discards any bytes (used to keep a hanging connection's reads from blocking writes).
-pub async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = r.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
 /// A pseudo-random 64-bit value (std only: hashed time, counter and a per-process random key).
 pub fn rand_u64() -> u64 {
     use std::collections::hash_map::RandomState;
@@ -793,20 +723,9 @@ mod tests {
         pipe_body(&mut r, framing, &mut out).await.unwrap();
         assert_eq!(out, b"5\r\nab\ncd\r\n0\r\n\r\n");
 
-        let mut r = tokio::io::BufReader::new(&resp[..]);
-        let head = read_response_head(&mut r).await.unwrap().unwrap();
-        let body = read_body(&mut r, response_framing("GET", &head), 1024)
-            .await
-            .unwrap();
-        assert_eq!(body, b"ab\ncd");
         let close = b"HTTP/1.1 200 OK\r\n\r\nuntil close";
         let mut r = tokio::io::BufReader::new(&close[..]);
         let head = read_response_head(&mut r).await.unwrap().unwrap();
         assert_eq!(response_framing("GET", &head), Framing::Close);
-        let body = read_body(&mut r, Framing::Close, 1024).await.unwrap();
-        assert_eq!(body, b"until close");
-        let mut r = tokio::io::BufReader::new(&close[..]);
-        read_response_head(&mut r).await.unwrap().unwrap();
-        assert!(read_body(&mut r, Framing::Close, 4).await.is_err());
     }
 }

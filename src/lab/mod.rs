@@ -114,10 +114,6 @@ impl ServiceKind {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<ServiceKind> {
-        ServiceKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
     /// The port in the seed's table.
     pub fn seed_port(self) -> u16 {
         match self {

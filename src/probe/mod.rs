@@ -92,11 +92,6 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
     Some(OriginCheck { url, probe })
 }
 
-/// Probes one target: every probe concurrently, within about one probe timeout.
-pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> TargetObservation {
-    observe_with(client, cfg, vmid, origin_check(client, cfg), host_wide(cfg)).await
-}
-
 /// The host's run-wide view ([`host::observe_wide`]), when there is a host vantage.
 pub async fn host_wide(cfg: &ProbeConfig) -> Option<host::HostWide> {
     match &cfg.host {
@@ -105,9 +100,9 @@ pub async fn host_wide(cfg: &ProbeConfig) -> Option<host::HostWide> {
     }
 }
 
-/// [`observe`] with the run-wide checks given (the origin check and the host's run-wide view: one
-/// shared future each for every target of a run); they are awaited concurrently with the target's
-/// own probes.
+/// Probes one target: every probe concurrently, within about one probe timeout. The run-wide checks
+/// are given (the origin check and the host's run-wide view: one shared future each for every
+/// target of a run); they are awaited concurrently with the target's own probes.
 pub async fn observe_with(
     client: &reqwest::Client,
     cfg: &ProbeConfig,
