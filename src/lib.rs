@@ -8,7 +8,9 @@ pub mod catalog;
 pub mod cli;
 #[cfg(feature = "lab")]
 pub mod demo;
+pub mod generation;
 pub mod http;
+pub mod instance;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod lint;

@@ -277,7 +277,10 @@ async fn probe(state: &State, req: &Asked<'_>) -> (u16, &'static str, String) {
     };
     let target = target.trim().to_string();
     let request = if is_instance_name(&target) {
-        if state.base.pve.is_none() {
+        if state.base.pve.is_none()
+            && state.base.probe.host.is_none()
+            && crate::target::vmid_of_cmux_name(&target).is_none()
+        {
             return (
                 400,
                 TEXT,
@@ -311,7 +314,7 @@ async fn probe(state: &State, req: &Asked<'_>) -> (u16, &'static str, String) {
     let Ok(Ok(_permit)) = tokio::time::timeout(deadline, state.sem.acquire()).await else {
         return (503, TEXT, "too many probes in flight\n".into());
     };
-    let targets = match crate::run::resolve_targets(&state.base, &request).await {
+    let mut targets = match crate::run::resolve_targets(&state.base, &request).await {
         Ok(t) => t,
         Err(e) => {
             let status = if e.exit_code() == exit::USAGE {
@@ -322,6 +325,12 @@ async fn probe(state: &State, req: &Asked<'_>) -> (u16, &'static str, String) {
             return (status, TEXT, format!("{e}\n"));
         }
     };
+    let bound = deadline.saturating_sub(start.elapsed()) / 2;
+    if let Err(e) =
+        crate::instance::resolve_within(&state.base, &request, &mut targets, bound).await
+    {
+        return (400, TEXT, format!("{e}\n"));
+    }
     let deadline = deadline.saturating_sub(start.elapsed()).max(MIN_DEADLINE);
     let report = match crate::run::diagnose_within(&state.base, &targets, deadline).await {
         Ok(r) => r,

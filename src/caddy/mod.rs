@@ -199,6 +199,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether this route serves a request for `host` (conditions other than the host aside).
+    /// `None` when the pattern is not a valid regexp.
+    pub fn matches_host(&self, host: &str) -> Option<bool> {
+        Some(self.captures(host)?.is_some())
+    }
+
     /// The capture groups of the host regexp for `host` (`Some(None)`: no match).
     fn captures(&self, host: &str) -> Option<Option<Vec<String>>> {
         let bare = strip_port(host);
@@ -263,6 +269,11 @@ impl ResolvedRoute<'_> {
 pub struct RouteTable {
     pub routes: Vec<Route>,
     pub warnings: Vec<Warning>,
+    /// The Caddyfile's name and text, for the lint checks of directives the route model does not
+    /// keep (`header_up`, `header_down`, the `OPTIONS` handler, the catch-all). None for the
+    /// admin API.
+    #[serde(skip)]
+    pub caddyfile_text: Option<(String, String)>,
 }
 
 impl RouteTable {

@@ -2,7 +2,7 @@
 //! way (no import cycle), `cli.rs` does no I/O, and the architecture document names every module.
 //!
 //! The module graph is read from the source text: every `crate::MODULE` path (use lines, grouped
-//! `use crate::{a, b::c}` and inline paths), comments and `#[cfg(test)]` test modules left out.
+//! `use crate::{a, b::c}` and inline paths), comments and test modules (`#[cfg(test)] mod x {`) left out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,8 +24,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The source without comments and without its unit-test module.
 fn code(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests {") {
-        Some(i) => &text[..i],
+    let test_module = regex::Regex::new(r"#\[cfg\((?:all\()?test\b[^\]]*\]\s*mod \w+ \{").unwrap();
+    let text = match test_module.find(text) {
+        Some(m) => &text[..m.start()],
         None => text,
     };
     text.lines()
