@@ -19,3 +19,5 @@ mod pve_api;
 mod real_caddy;
 mod retries;
 mod secrets;
+mod selection;
+mod verdict_trust;
