@@ -25,6 +25,7 @@ pub mod secret;
 pub mod serve;
 pub mod settings;
 mod signal;
+pub mod state;
 pub mod target;
 pub mod verdict;
 pub mod wait;

@@ -106,6 +106,8 @@ fn settings_reading_files(args: &ServeArgs, env: &Environment) -> Result<Setting
         wait: None,
         output: &output,
         host_env: Vec::new(),
+        // The exporter keeps no state: Prometheus keeps the history of its answers.
+        state_dir: None,
     };
     Settings::from_parts_reading_files(parts, env)
 }

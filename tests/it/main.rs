@@ -20,4 +20,5 @@ mod real_caddy;
 mod retries;
 mod secrets;
 mod selection;
+mod state;
 mod verdict_trust;
