@@ -3,6 +3,7 @@
 mod common;
 
 mod architecture;
+mod backends;
 mod bad_input;
 mod bash_fallback;
 mod demo_scenarios;
