@@ -182,10 +182,12 @@ fn no_import_cycle_between_modules() {
     //   to the report (`state::record_run(.., &mut Report)`; `state::history` uses `report::exit`);
     // - `identity -> verdict` (its rows use `Layer`, `Status`) and `identity -> probe` (the host
     //   script's `shell_quote`, `valid_host`), while observations and verdicts hold identity's types.
+    // - `observation -> probe`: observations re-export `probe::backend`'s `SystemdView`, `UnitState`.
     let back_edges = [
         ("state", "report"),
         ("identity", "verdict"),
         ("identity", "probe"),
+        ("observation", "probe"),
     ];
     let mut g = g;
     for (from, to) in back_edges {
