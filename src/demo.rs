@@ -48,10 +48,10 @@ impl OwnerOnly for std::fs::OpenOptions {
 }
 
 /// The first VMID of `pvediag demo --containers N`.
-pub const FLEET_FIRST_VMID: u32 = 1000;
+pub(crate) const FLEET_FIRST_VMID: u32 = 1000;
 
 /// Where the sandboxes are: the running lab.
-pub fn lab_reach(lab: &Lab, token_file: Option<std::path::PathBuf>) -> ReachArgs {
+pub(crate) fn lab_reach(lab: &Lab, token_file: Option<std::path::PathBuf>) -> ReachArgs {
     ReachArgs {
         domain: Some(lab.domain.clone()),
         connect_to: Some(HostPort {
@@ -156,7 +156,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
 
 /// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
 /// directory: (name, description, steps). Only the last step's report is shown.
-pub const SEQUENCES: &[(&str, &str, &[&str])] = &[(
+pub(crate) const SEQUENCES: &[(&str, &str, &[&str])] = &[(
     "seed-after-healthy",
     "a healthy run, then the seed incident as a change (Caddy's xterm route 39383 -> 39376): the verdict names what changed since the last healthy run",
     &["healthy", "seed"],

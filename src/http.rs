@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crate::observation::{FailureKind, HttpResponse, Probe};
 
 /// The User-Agent every request carries (Cloudflare's bot filter blocks some default ones).
-pub const USER_AGENT: &str = concat!("pvediag/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("pvediag/", env!("CARGO_PKG_VERSION"));
 
 /// Response headers kept as evidence (names in lower case). Required catalog headers are added.
-pub const EVIDENCE_HEADERS: &[&str] = &[
+pub(crate) const EVIDENCE_HEADERS: &[&str] = &[
     "server",
     "cf-ray",
     "cf-error-type",
@@ -27,19 +27,19 @@ pub const EVIDENCE_HEADERS: &[&str] = &[
 
 /// How the client reaches the public URLs.
 #[derive(Debug, Clone, Default)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     /// Dial this address for every URL, keeping Host and SNI (curl's --connect-to).
-    pub connect_to: Option<SocketAddr>,
+    pub(crate) connect_to: Option<SocketAddr>,
     /// Extra trusted CA certificates (PEM).
-    pub cacert_pem: Option<Vec<u8>>,
+    pub(crate) cacert_pem: Option<Vec<u8>>,
     /// Accept any certificate.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Connection timeout (each probe also has an overall timeout).
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("--cacert: {0}")]
     CaCert(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -60,7 +60,7 @@ impl reqwest::dns::Resolve for FixedResolver {
 }
 
 /// Builds the one client of a run. Redirects are never followed: a redirect is evidence.
-pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+pub(crate) fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError> {
     let mut b = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
@@ -91,7 +91,7 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError
 }
 
 /// Classifies a transport error by walking its source chain (lychee's approach).
-pub fn classify_error(err: &reqwest::Error) -> (FailureKind, String) {
+pub(crate) fn classify_error(err: &reqwest::Error) -> (FailureKind, String) {
     let mut kind = None;
     let mut deepest = err.to_string();
     let mut src: Option<&(dyn std::error::Error + 'static)> = err.source();
@@ -151,15 +151,15 @@ fn clean_message(s: &str) -> String {
 /// One request as a probe: sends it, reads at most `cap` body bytes, all within `timeout`.
 pub struct Request<'a> {
     pub method: &'a str,
-    pub url: &'a str,
-    pub headers: &'a [(String, String)],
+    pub(crate) url: &'a str,
+    pub(crate) headers: &'a [(String, String)],
     /// Extra response headers to keep (lower-case names).
-    pub keep_headers: &'a [String],
-    pub body_cap: usize,
-    pub timeout: Duration,
+    pub(crate) keep_headers: &'a [String],
+    pub(crate) body_cap: usize,
+    pub(crate) timeout: Duration,
 }
 
-pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
+pub(crate) async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
     let start = Instant::now();
     let fut = fetch_inner(client, &req);
     match tokio::time::timeout(req.timeout, fut).await {
@@ -215,7 +215,10 @@ async fn fetch_inner(
 }
 
 /// Keeps the evidence headers (and the extra ones), each value capped.
-pub fn keep_headers(h: &reqwest::header::HeaderMap, extra: &[String]) -> Vec<(String, String)> {
+pub(crate) fn keep_headers(
+    h: &reqwest::header::HeaderMap,
+    extra: &[String],
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, value) in h {
         let n = name.as_str();

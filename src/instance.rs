@@ -17,7 +17,7 @@ use crate::cli::UsageError;
 use crate::settings::Settings;
 use crate::target::{TargetRequest, Targets};
 
-pub use crate::target::{valid_hostname, vmid_of_cmux_name, Instance, InstanceSource};
+pub(crate) use crate::target::{valid_hostname, vmid_of_cmux_name, Instance, InstanceSource};
 
 /// The one line per VMID the host script prints: `instance VMID HOSTNAME` (HOSTNAME may be empty).
 fn parse_pct_lines(stdout: &str) -> BTreeMap<u32, String> {
@@ -38,7 +38,7 @@ fn parse_pct_lines(stdout: &str) -> BTreeMap<u32, String> {
 }
 
 /// `pct list` as printed on a PVE host: `VMID Status Lock Name` (Lock may be empty).
-pub fn parse_pct_list(stdout: &str) -> BTreeMap<String, u32> {
+pub(crate) fn parse_pct_list(stdout: &str) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for l in stdout
         .lines()
@@ -68,7 +68,7 @@ fn pct_script(vmids: &[u32]) -> String {
 
 /// Fills `targets.instances` for every target, and turns instance names given as targets into
 /// VMIDs where the PVE API did not (see the module documentation for the order).
-pub async fn resolve(
+pub(crate) async fn resolve(
     settings: &Settings,
     request: &TargetRequest,
     targets: &mut Targets,
@@ -193,7 +193,7 @@ pub async fn resolve(
 
 /// Resolution with a bound: the host script and the API each have their own timeouts; this is the
 /// outer bound so a hung vantage can never hold the run.
-pub async fn resolve_within(
+pub(crate) async fn resolve_within(
     settings: &Settings,
     request: &TargetRequest,
     targets: &mut Targets,

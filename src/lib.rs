@@ -10,8 +10,8 @@ pub mod cli;
 pub mod demo;
 pub mod generation;
 pub mod http;
-pub mod identity;
-pub mod instance;
+mod identity;
+mod instance;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod lint;
@@ -29,4 +29,4 @@ mod signal;
 pub mod state;
 pub mod target;
 pub mod verdict;
-pub mod wait;
+mod wait;

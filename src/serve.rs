@@ -33,26 +33,26 @@ use crate::settings::{Environment, Parts, Settings};
 use crate::target::{is_instance_name, TargetRequest};
 
 /// Taken off Prometheus' scrape timeout so the answer arrives in time.
-pub const SCRAPE_MARGIN: Duration = Duration::from_millis(500);
+pub(crate) const SCRAPE_MARGIN: Duration = Duration::from_millis(500);
 /// The shortest deadline a probe gets.
-pub const MIN_DEADLINE: Duration = Duration::from_secs(1);
+pub(crate) const MIN_DEADLINE: Duration = Duration::from_secs(1);
 
 /// What the exporter accepts from a client.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// How long a client may take to send its request line and headers (a mute or slow client
     /// is dropped after this).
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// How long a client may take to send a request body.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// Largest request head in bytes (hyper's read buffer; at least 8 KiB): 431 above it.
-    pub max_head: usize,
+    pub(crate) max_head: usize,
     /// Most request headers: 431 above it.
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
     /// Largest request body in bytes (the exporter takes none of use): 413 above it.
-    pub max_body: u64,
+    pub(crate) max_body: u64,
     /// After SIGTERM or Ctrl-C: how long the requests in flight may still take.
-    pub drain: Duration,
+    pub(crate) drain: Duration,
 }
 
 impl Limits {
@@ -88,7 +88,7 @@ struct State {
 }
 
 /// The exporter's settings: its options, the environment and the files they name.
-pub fn settings_reading_env_and_files(args: &ServeArgs) -> Result<Settings, UsageError> {
+pub(crate) fn settings_reading_env_and_files(args: &ServeArgs) -> Result<Settings, UsageError> {
     settings_reading_files(args, &Environment::read())
 }
 
@@ -262,7 +262,7 @@ impl Asked<'_> {
 }
 
 /// The deadline of one probe: the scrape timeout minus the margin, within [1 s, configured].
-pub fn probe_deadline(configured: Duration, scrape_timeout: Option<&str>) -> Duration {
+pub(crate) fn probe_deadline(configured: Duration, scrape_timeout: Option<&str>) -> Duration {
     let from_header = scrape_timeout
         .and_then(|h| h.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0 && *s < 86400.0)

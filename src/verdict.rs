@@ -87,11 +87,11 @@ impl Layer {
 
 /// One hop a verdict cannot rule out, and what would tell it apart from the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Candidate {
-    pub layer: Layer,
+pub(crate) struct Candidate {
+    pub(crate) layer: Layer,
     /// The option to add or the command to run (on the PVE host, in the container) that confirms or
     /// rules out this hop.
-    pub check: String,
+    pub(crate) check: String,
 }
 
 /// One service's verdict.
@@ -103,10 +103,10 @@ pub struct Verdict {
     pub layer: Option<Layer>,
     /// When `layer` is `None` and the status is not healthy/skipped: the hops the evidence cannot
     /// tell apart, most likely first. Empty when a layer is pinned.
-    pub candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
     pub summary: String,
-    pub evidence: Vec<String>,
-    pub next_step: Option<String>,
+    pub(crate) evidence: Vec<String>,
+    pub(crate) next_step: Option<String>,
     /// The decision-table row (see docs/diagnosis.md).
     pub rule: &'static str,
 }
@@ -121,7 +121,7 @@ impl Verdict {
     }
 
     /// `caddy`, `caddy|service|container` (candidates), or "" when no hop is named.
-    pub fn layer_label(&self) -> String {
+    pub(crate) fn layer_label(&self) -> String {
         self.layers()
             .iter()
             .map(|l| l.as_str())
@@ -136,7 +136,7 @@ pub struct ChannelVerdict {
     /// `healthy`: internal probes ran; `inconclusive`: they could not run (reason in summary).
     pub status: Status,
     pub summary: String,
-    pub next_step: Option<String>,
+    pub(crate) next_step: Option<String>,
 }
 
 /// Verdicts for one target.
@@ -149,7 +149,7 @@ pub struct TargetVerdict {
 
 impl TargetVerdict {
     /// The worst status of the target (channel included).
-    pub fn worst(&self) -> Status {
+    pub(crate) fn worst(&self) -> Status {
         self.services
             .iter()
             .map(|v| v.status)
@@ -160,34 +160,34 @@ impl TargetVerdict {
 }
 
 /// The routing layout lives with the URL template that decides it.
-pub use crate::target::Layout;
+pub(crate) use crate::target::Layout;
 
 /// The Caddyfile on a PVE host, named in next steps when no Caddyfile was read (to find the line).
-pub const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
+pub(crate) const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
 
 /// What the engine knows besides the observations.
 #[derive(Debug, Clone)]
-pub struct Context<'a> {
-    pub catalog: &'a Catalog,
-    pub layout: Layout,
+pub(crate) struct Context<'a> {
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) layout: Layout,
     /// The Caddyfile that was read, as its real path (local, or on the host when read there);
     /// `None` when none was read: next steps then say how to find the line, never edit by number.
-    pub caddyfile: Option<&'a str>,
+    pub(crate) caddyfile: Option<&'a str>,
     /// The address every public hostname was dialled at (`--connect-to`), if one was forced.
-    pub connect_to: Option<&'a str>,
+    pub(crate) connect_to: Option<&'a str>,
     /// The container's name on the LAN (`{instance}` of the 2026 layout, e.g. `pvelxc-1a2b3c4d`);
     /// None: `cmux-{vmid}`.
-    pub instance: Option<&'a str>,
+    pub(crate) instance: Option<&'a str>,
     /// The run's deadline, when it limited the probes (their timeouts shortened below
     /// `--timeout`, or the target cut): a probe that timed out then was cut by the operator's
     /// limit, not failed by the chain.
-    pub deadline: Option<std::time::Duration>,
+    pub(crate) deadline: Option<std::time::Duration>,
     /// The deadline cut this target before its probes ended: the probes not run were cut.
-    pub target_cut: bool,
+    pub(crate) target_cut: bool,
 }
 impl Context<'_> {
     /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
-    pub fn instance_name(&self, vmid: u32) -> String {
+    pub(crate) fn instance_name(&self, vmid: u32) -> String {
         self.instance
             .map(str::to_string)
             .unwrap_or_else(|| format!("cmux-{vmid}"))
@@ -199,7 +199,7 @@ impl Context<'_> {
 
 /// What one probe outcome means for the service it was aimed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Accepted status, required headers present, fingerprint matches.
     Healthy,
     /// The right service answered (fingerprint matches) but required headers are missing.
@@ -243,7 +243,7 @@ fn header_is(r: &HttpResponse, name: &str, value: &str) -> bool {
 }
 
 /// The `error code: NNN` of a Cloudflare-made body (plain text or HTML), if any.
-pub fn cloudflare_error_code(body: &str) -> Option<String> {
+pub(crate) fn cloudflare_error_code(body: &str) -> Option<String> {
     let lower = body.to_ascii_lowercase();
     let i = lower.find("error code")?;
     let rest = &body[i + "error code".len()..];
@@ -256,7 +256,7 @@ pub fn cloudflare_error_code(body: &str) -> Option<String> {
 }
 
 /// Whether Cloudflare itself generated this answer (not the origin).
-pub fn made_by_cloudflare(r: &HttpResponse) -> bool {
+pub(crate) fn made_by_cloudflare(r: &HttpResponse) -> bool {
     let cf_headers = header_is(r, "server", "cloudflare") && r.has_header("cf-ray");
     if !cf_headers {
         return false;
@@ -268,7 +268,7 @@ pub fn made_by_cloudflare(r: &HttpResponse) -> bool {
 }
 
 /// Classifies one probe outcome against the service it was meant for.
-pub fn classify(service: &Service, probe: &Probe) -> Answer {
+pub(crate) fn classify(service: &Service, probe: &Probe) -> Answer {
     let r = match probe {
         Probe::NotRun { .. } => return Answer::NotRun,
         Probe::Failed { kind, .. } => return Answer::Unreachable(*kind),
@@ -358,7 +358,7 @@ fn short_body(body: &str) -> String {
 }
 
 /// One line describing a probe outcome: `502 (server: cloudflare, cf-ray …) "error code: 502"`.
-pub fn describe_probe(p: &Probe) -> String {
+pub(crate) fn describe_probe(p: &Probe) -> String {
     match p {
         Probe::NotRun { reason } => format!("not run ({reason})"),
         Probe::Failed {
@@ -600,7 +600,7 @@ fn channel_problem(run: &ExecRun, token_sent: bool) -> String {
 }
 
 /// The exec channel verdict.
-pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
+pub(crate) fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
     if let Some(p) = &t.exec.pct {
         if let ExecRun::Completed { exit_code, .. } = &p.run {
             return ChannelVerdict {
@@ -2028,7 +2028,7 @@ fn decide_host(x: &Subject) -> Option<Row> {
 }
 
 /// Runs the decision table over one target.
-pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
+pub(crate) fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
     let f = facts(ctx, t);
     let identity = identity_row(t);
     let mut services = Vec::with_capacity(t.services.len());

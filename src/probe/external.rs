@@ -9,7 +9,12 @@ use crate::observation::Probe;
 /// Body bytes kept per external probe.
 pub const BODY_CAP: usize = 64 * 1024;
 
-pub async fn probe(client: &reqwest::Client, s: &Service, url: &str, timeout: Duration) -> Probe {
+pub(crate) async fn probe(
+    client: &reqwest::Client,
+    s: &Service,
+    url: &str,
+    timeout: Duration,
+) -> Probe {
     fetch(
         client,
         Request {
@@ -26,7 +31,7 @@ pub async fn probe(client: &reqwest::Client, s: &Service, url: &str, timeout: Du
 
 /// A failure worth retrying: a timeout, a receive error, or a 502/503/504 that Cloudflare made.
 /// Never a refused connection, a DNS failure, or an answer from behind the edge.
-pub fn is_transient(p: &Probe) -> bool {
+pub(crate) fn is_transient(p: &Probe) -> bool {
     use crate::observation::FailureKind;
     match p {
         Probe::Failed { kind, .. } => matches!(kind, FailureKind::Timeout | FailureKind::Receive),
@@ -38,7 +43,7 @@ pub fn is_transient(p: &Probe) -> bool {
 }
 
 /// The pause before retry `attempt` (0-based): 250 ms, 500 ms, 1 s, ... at most 2 s.
-pub fn retry_backoff(attempt: u32) -> Duration {
+pub(crate) fn retry_backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64 << attempt.min(3))
 }
 
