@@ -40,7 +40,7 @@ const EMBEDDED_2026: &[(&str, &str)] = &[
 ];
 
 /// The name of the catalog entry that is the internal channel (cmux-execd).
-pub const EXEC_SERVICE: &str = "exec";
+pub(crate) const EXEC_SERVICE: &str = "exec";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -68,13 +68,13 @@ pub enum CatalogError {
 
 /// A status range as written in the catalog: a code (`200`) or a class (`"2xx"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum StatusSpec {
+pub(crate) enum StatusSpec {
     Code(u16),
     Class(u8),
 }
 
 impl StatusSpec {
-    pub fn matches(&self, status: u16) -> bool {
+    pub(crate) fn matches(&self, status: u16) -> bool {
         match self {
             StatusSpec::Code(c) => *c == status,
             StatusSpec::Class(c) => status / 100 == u16::from(*c),
@@ -93,18 +93,18 @@ impl std::fmt::Display for StatusSpec {
 
 /// What proves that the *right* service answered. Every condition that is set must hold.
 #[derive(Debug, Clone, Default)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     /// `Content-Type` starts with this (case-insensitive).
-    pub content_type: Option<String>,
-    pub body_prefix: Option<String>,
-    pub body_contains: Option<String>,
-    pub body_matches: Option<Regex>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) body_prefix: Option<String>,
+    pub(crate) body_contains: Option<String>,
+    pub(crate) body_matches: Option<Regex>,
     /// The body is a JSON object with all these top-level keys.
-    pub json_keys: Vec<String>,
+    pub(crate) json_keys: Vec<String>,
 }
 
 impl Fingerprint {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.content_type.is_none()
             && self.body_prefix.is_none()
             && self.body_contains.is_none()
@@ -113,7 +113,7 @@ impl Fingerprint {
     }
 
     /// Checks a response against the fingerprint; `Err` says the first condition that failed.
-    pub fn check(&self, content_type: Option<&str>, body: &str) -> Result<(), String> {
+    pub(crate) fn check(&self, content_type: Option<&str>, body: &str) -> Result<(), String> {
         if let Some(want) = &self.content_type {
             let got = content_type.unwrap_or("");
             if !got
@@ -152,31 +152,6 @@ impl Fingerprint {
         }
         Ok(())
     }
-
-    /// A short human description, for evidence lines and docs.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(c) = &self.content_type {
-            parts.push(format!("content-type {c}"));
-        }
-        if let Some(p) = &self.body_prefix {
-            parts.push(format!("body starts with {p:?}"));
-        }
-        if let Some(c) = &self.body_contains {
-            parts.push(format!("body contains {c:?}"));
-        }
-        if let Some(re) = &self.body_matches {
-            parts.push(format!("body matches /{}/", re.as_str()));
-        }
-        if !self.json_keys.is_empty() {
-            parts.push(format!("JSON keys {}", self.json_keys.join(", ")));
-        }
-        if parts.is_empty() {
-            "any body".to_string()
-        } else {
-            parts.join(", ")
-        }
-    }
 }
 
 /// How to probe the service: one HTTP request.
@@ -191,18 +166,18 @@ pub struct ProbeSpec {
 
 /// What a healthy answer is.
 #[derive(Debug, Clone)]
-pub struct Healthy {
-    pub statuses: Vec<StatusSpec>,
+pub(crate) struct Healthy {
+    pub(crate) statuses: Vec<StatusSpec>,
     /// Response headers (lower-case names) that must be present.
-    pub headers: Vec<String>,
-    pub fingerprint: Fingerprint,
+    pub(crate) headers: Vec<String>,
+    pub(crate) fingerprint: Fingerprint,
 }
 
 impl Healthy {
-    pub fn status_ok(&self, status: u16) -> bool {
+    pub(crate) fn status_ok(&self, status: u16) -> bool {
         self.statuses.iter().any(|s| s.matches(status))
     }
-    pub fn describe_statuses(&self) -> String {
+    pub(crate) fn describe_statuses(&self) -> String {
         self.statuses
             .iter()
             .map(|s| s.to_string())
@@ -215,25 +190,27 @@ impl Healthy {
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
-    pub description: String,
+    /// Part of the catalog format, for people reading `checks/*.json`; no output shows it yet.
+    #[allow(dead_code)]
+    pub(crate) description: String,
     /// systemd unit inside the container (empty when none).
-    pub unit: String,
+    pub(crate) unit: String,
     pub port: u16,
     /// Routed through Cloudflare Tunnel and Caddy (has a public URL).
     pub routed: bool,
     /// Optional by nature (the user's dev server): not running is not an outage.
-    pub optional: bool,
+    pub(crate) optional: bool,
     pub probe: ProbeSpec,
-    pub healthy: Healthy,
+    pub(crate) healthy: Healthy,
     /// What this service fronts inside the container, when it is a thin front for another process.
-    pub backend: Option<Backend>,
+    pub(crate) backend: Option<Backend>,
     /// Where the entry came from (file name), for messages.
-    pub origin: String,
+    pub(crate) origin: String,
 }
 
 impl Service {
     /// Every systemd unit this entry names: its own, its back end's, and the units those need.
-    pub fn units(&self) -> Vec<&str> {
+    pub(crate) fn units(&self) -> Vec<&str> {
         let mut v: Vec<&str> = Vec::new();
         let own = std::iter::once(self.unit.as_str());
         let back = self.backend.iter().flat_map(|b| {
@@ -250,21 +227,21 @@ impl Service {
 
 /// A process the service fronts (reference §5a): the front can answer while it is dead.
 #[derive(Debug, Clone)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// What it is, for messages (e.g. "Chrome DevTools").
-    pub description: String,
+    pub(crate) description: String,
     /// Its port on the container's loopback.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Its systemd unit (empty when none or when it is another catalog entry's).
-    pub unit: String,
+    pub(crate) unit: String,
     /// Units it needs to run (Chrome needs openbox and Xvfb).
-    pub needs: Vec<String>,
-    pub check: BackendCheck,
+    pub(crate) needs: Vec<String>,
+    pub(crate) check: BackendCheck,
 }
 
 /// How to tell the back end is alive, cheaply, from inside the container.
 #[derive(Debug, Clone)]
-pub enum BackendCheck {
+pub(crate) enum BackendCheck {
     /// One HTTP request to `127.0.0.1:{port}`.
     Http {
         probe: ProbeSpec,
@@ -275,14 +252,18 @@ pub enum BackendCheck {
     Banner { prefix: String },
     /// The back end is the port named by this request header of the front's own probe
     /// (cmux-proxy's `X-Cmux-Port-Internal`): the catalog's entry on that port checks it.
-    PortHeader { header: String },
+    PortHeader {
+        /// Read by the probe script from the catalog; no output names it yet.
+        #[allow(dead_code)]
+        header: String,
+    },
 }
 
 /// The whole catalog, in a stable order (by port, then name).
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pub services: Vec<Service>,
-    pub origin: String,
+    pub(crate) origin: String,
 }
 
 impl Catalog {
@@ -296,7 +277,7 @@ impl Catalog {
     }
 
     /// The embedded 2026 catalog (`checks/2026`, `--catalog 2026`).
-    pub fn embedded_2026() -> Catalog {
+    pub(crate) fn embedded_2026() -> Catalog {
         let files: Vec<(String, String)> = EMBEDDED_2026
             .iter()
             .map(|(n, c)| (format!("checks/2026/{n}"), (*c).to_string()))
@@ -305,7 +286,7 @@ impl Catalog {
     }
 
     /// Loads every `*.json` file of a directory.
-    pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
+    pub(crate) fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         let rd = std::fs::read_dir(dir).map_err(|source| CatalogError::ReadDir {
             dir: dir.to_path_buf(),
             source,
@@ -382,21 +363,21 @@ impl Catalog {
         })
     }
 
-    pub fn get(&self, name: &str) -> Option<&Service> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
 
-    pub fn by_port(&self, port: u16) -> Option<&Service> {
+    pub(crate) fn by_port(&self, port: u16) -> Option<&Service> {
         self.services.iter().find(|s| s.port == port)
     }
 
     /// The exec channel's entry, if the catalog has one.
-    pub fn exec(&self) -> Option<&Service> {
+    pub(crate) fn exec(&self) -> Option<&Service> {
         self.get(EXEC_SERVICE)
     }
 
     /// Keeps only the named services (the exec entry is always kept: it is the internal channel).
-    pub fn select(&self, names: &[String]) -> Result<Catalog, CatalogError> {
+    pub(crate) fn select(&self, names: &[String]) -> Result<Catalog, CatalogError> {
         for n in names {
             if self.get(n).is_none() {
                 let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
@@ -512,7 +493,7 @@ fn field_err(file: &str, field: &str, message: impl Into<String>) -> CatalogErro
 }
 
 /// A service name: lower-case letters, digits and `-`, starting with a letter, at most 32 long.
-pub fn valid_service_name(s: &str) -> bool {
+pub(crate) fn valid_service_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 32
@@ -522,7 +503,7 @@ pub fn valid_service_name(s: &str) -> bool {
 }
 
 /// An HTTP token (RFC 9110), as header names and methods are.
-pub fn valid_token(s: &str) -> bool {
+pub(crate) fn valid_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -530,12 +511,12 @@ pub fn valid_token(s: &str) -> bool {
 }
 
 /// A header value: visible ASCII and spaces only (no CR, LF, NUL or other control characters).
-pub fn valid_header_value(s: &str) -> bool {
+pub(crate) fn valid_header_value(s: &str) -> bool {
     s.len() <= 1024 && s.bytes().all(|c| (0x20..0x7f).contains(&c))
 }
 
 /// A request target: starts with `/`, only characters a URL path and query may hold unescaped.
-pub fn valid_path(s: &str) -> bool {
+pub(crate) fn valid_path(s: &str) -> bool {
     s.starts_with('/')
         && s.len() <= 1024
         && s.bytes()
@@ -732,7 +713,7 @@ fn parse_unit(file: &str, field: &str, u: &str) -> Result<(), CatalogError> {
 }
 
 /// Longest banner prefix a back-end check may expect (the check reads one line of at most 64).
-pub const BANNER_MAX: usize = 32;
+pub(crate) const BANNER_MAX: usize = 32;
 
 fn parse_backend(file: &str, raw: RawBackend, probe: &ProbeSpec) -> Result<Backend, CatalogError> {
     if raw.description.chars().any(|c| c.is_control()) || raw.description.len() > 200 {

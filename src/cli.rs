@@ -68,25 +68,25 @@ pub enum Command {
 pub struct HistoryArgs {
     /// The container's VMID
     #[arg(value_name = "VMID", value_parser = parse_history_vmid)]
-    pub vmid: u32,
+    pub(crate) vmid: u32,
 
     /// The state directory (default: /var/lib/pvediag as root, else $XDG_STATE_HOME/pvediag or
     /// ~/.local/state/pvediag)
     #[arg(long, env = "PVEDIAG_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
 
     /// Only the records made under this public domain (default: every domain)
     #[arg(long, value_name = "DOMAIN")]
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
 
     /// Transitions shown per target, newest first
     #[arg(long, default_value_t = 20, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub limit: u32,
+    pub(crate) limit: u32,
 
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
-    pub format: LintFormat,
+    pub(crate) format: LintFormat,
 }
 
 fn parse_history_vmid(s: &str) -> Result<u32, UsageError> {
@@ -95,48 +95,48 @@ fn parse_history_vmid(s: &str) -> Result<u32, UsageError> {
 
 /// Where each run's record is kept (docs/state.md).
 #[derive(Debug, Args, Clone, Default)]
-pub struct StateArgs {
+pub(crate) struct StateArgs {
     /// Keep each run's record and the last healthy one in DIR (default: /var/lib/pvediag as root,
     /// else $XDG_STATE_HOME/pvediag or ~/.local/state/pvediag)
     #[arg(long, env = "PVEDIAG_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
 
     /// Keep no state: nothing recorded, no "since the last healthy run" in the evidence (wins over
     /// --state-dir)
     #[arg(long, env = "PVEDIAG_NO_STATE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub no_state: bool,
+    pub(crate) no_state: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
     /// A Caddyfile to check (repeatable)
     #[arg(long, value_name = "FILE")]
-    pub caddyfile: Vec<PathBuf>,
+    pub(crate) caddyfile: Vec<PathBuf>,
 
     /// A JSON config as Caddy's admin API gives it (`curl localhost:2019/config/`), repeatable
     #[arg(long, value_name = "FILE")]
-    pub caddy_json: Vec<PathBuf>,
+    pub(crate) caddy_json: Vec<PathBuf>,
 
     /// A setup script whose NAME_PORT=NUMBER constants must match the catalog (repeatable)
     #[arg(long, value_name = "FILE")]
-    pub setup_script: Vec<PathBuf>,
+    pub(crate) setup_script: Vec<PathBuf>,
 
     /// Use the service catalog in DIR instead of the built-in one
     #[arg(long, value_name = "DIR")]
-    pub checks: Option<PathBuf>,
+    pub(crate) checks: Option<PathBuf>,
 
     /// The built-in catalog to check against: seed or 2026 (default: 2026 when the Caddy
     /// configurations have only the generic port rule, else seed)
     #[arg(long, value_name = "seed|2026", value_parser = parse_generation)]
-    pub catalog: Option<crate::generation::Generation>,
+    pub(crate) catalog: Option<crate::generation::Generation>,
 
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
-    pub format: LintFormat,
+    pub(crate) format: LintFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LintFormat {
+pub(crate) enum LintFormat {
     Text,
     Json,
 }
@@ -146,20 +146,20 @@ pub enum LintFormat {
 pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:9839", value_name = "ADDR", value_parser = parse_listen)]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     #[command(flatten)]
-    pub reach: ReachArgs,
+    pub(crate) reach: ReachArgs,
 
     #[command(flatten)]
-    pub check: CheckArgs,
+    pub(crate) check: CheckArgs,
 
     #[command(flatten)]
-    pub pve: PveArgs,
+    pub(crate) pve: PveArgs,
 
     /// Print no warnings
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// `pvediag demo`: the lab decides the domain, the edge address, the CA, the exec token and Caddy's
@@ -168,47 +168,47 @@ pub struct ServeArgs {
 pub struct DemoArgs {
     /// The fault the lab simulates
     #[arg(long, default_value = "seed", value_name = "NAME")]
-    pub scenario: String,
+    pub(crate) scenario: String,
 
     /// List the scenarios and exit
     #[arg(long)]
-    pub list: bool,
+    pub(crate) list: bool,
 
     /// Keep the lab running and print the command to diagnose it by hand
     #[arg(long)]
-    pub serve: bool,
+    pub(crate) serve: bool,
 
     /// Instead of a scenario: N healthy containers, VMIDs 1000.. (for benchmarks)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2000))]
-    pub containers: Option<u32>,
+    pub(crate) containers: Option<u32>,
 
     /// The routing generation the lab runs: seed (one Caddy rule per service) or 2026 (one
     /// generic port-{port}-{instance} rule, pvelxc-… hostnames, a PVE API)
     #[arg(long, default_value = "seed", value_name = "seed|2026", value_parser = parse_generation)]
-    pub layout: crate::generation::Generation,
+    pub(crate) layout: crate::generation::Generation,
 
     /// Latency injected at every hop of the lab (edge, host proxy, execd, each service)
     #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub delay_ms: u64,
+    pub(crate) delay_ms: u64,
 
     #[command(flatten)]
-    pub check: CheckArgs,
+    pub(crate) check: CheckArgs,
 
     /// Re-diagnose with backoff until everything is healthy or DURATION is spent
     #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
-    pub wait: Option<Duration>,
+    pub(crate) wait: Option<Duration>,
 
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 
     /// Record the demo's runs in DIR (the demo keeps no state otherwise; `seed-after-healthy` uses
     /// a temporary directory)
     #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Table,
     Json,
     Junit,
@@ -216,7 +216,7 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
+pub(crate) enum ColorChoice {
     Auto,
     Always,
     Never,
@@ -243,7 +243,7 @@ pub struct DiagnoseArgs {
     pub output: OutputArgs,
 
     #[command(flatten)]
-    pub state: StateArgs,
+    pub(crate) state: StateArgs,
 }
 
 /// Where the sandboxes are and how to reach them (the lab sets all of these in `demo`).
@@ -251,23 +251,23 @@ pub struct DiagnoseArgs {
 pub struct ReachArgs {
     /// The public domain of the sandboxes
     #[arg(long, env = "PVE_PUBLIC_DOMAIN", value_name = "DOMAIN", value_parser = parse_domain)]
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
 
     /// Dial HOST:PORT for every public URL, keeping Host and SNI (like curl --connect-to); not --exec-url
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_connect_to)]
-    pub connect_to: Option<HostPort>,
+    pub(crate) connect_to: Option<HostPort>,
 
     /// Trust the CA certificate(s) in this PEM file too
     #[arg(long, value_name = "FILE")]
-    pub cacert: Option<PathBuf>,
+    pub(crate) cacert: Option<PathBuf>,
 
     /// Accept any TLS certificate (insecure)
     #[arg(short = 'k', long)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
 
     /// Read the cmux-execd token from FILE (else env CMUX_EXECD_AUTH_TOKEN)
     #[arg(long, value_name = "FILE")]
-    pub exec_token_file: Option<PathBuf>,
+    pub(crate) exec_token_file: Option<PathBuf>,
 
     /// Cloudflare Access service token: FILE holds two lines, the client id and the client secret
     /// (else env CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET)
@@ -276,15 +276,15 @@ pub struct ReachArgs {
 
     /// Read Caddy's routes from this Caddyfile (as on the host: /etc/caddy/Caddyfile.cmux)
     #[arg(long, value_name = "FILE", conflicts_with = "caddy_admin")]
-    pub caddyfile: Option<PathBuf>,
+    pub(crate) caddyfile: Option<PathBuf>,
 
     /// Probe from the PVE host through ssh (BatchMode, the system ssh client): [USER@]HOST
     #[arg(long, value_name = "USER@HOST", conflicts_with = "on_host", value_parser = parse_ssh)]
-    pub ssh: Option<String>,
+    pub(crate) ssh: Option<String>,
 
     /// Caddy's listener as seen from the host (with --on-host / --ssh)
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL", value_parser = parse_caddy_url)]
-    pub caddy_url: HostPort,
+    pub(crate) caddy_url: HostPort,
 }
 
 /// What to check and how long to try.
@@ -295,63 +295,63 @@ pub struct CheckArgs {
     /// port-{port}-{instance}.{domain})
     #[arg(long, env = "PVEDIAG_URL_TEMPLATE", default_value = DEFAULT_TEMPLATE, value_name = "TEMPLATE",
           value_parser = parse_template)]
-    pub url_template: UrlTemplate,
+    pub(crate) url_template: UrlTemplate,
 
     /// Reach cmux-execd at this URL instead of its public one ({vmid} is replaced)
     #[arg(long, value_name = "URL", value_parser = parse_exec_url)]
-    pub exec_url: Option<String>,
+    pub(crate) exec_url: Option<String>,
 
     /// Show only these services (comma-separated catalog names); every service is still probed
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
-    pub services: Vec<String>,
+    pub(crate) services: Vec<String>,
 
     /// Use the service catalog in DIR (*.json) instead of the built-in one
     #[arg(long, value_name = "DIR")]
-    pub checks: Option<PathBuf>,
+    pub(crate) checks: Option<PathBuf>,
 
     /// The routing generation's built-in catalog: seed (one Caddy rule per service, worker on
     /// 39377) or 2026 (generic port-{port}-{instance} rule, worker 39376, daemon 39377); default:
     /// detected per target from Caddy's configuration, else from what answers
     #[arg(long, value_name = "seed|2026", value_parser = parse_generation)]
-    pub catalog: Option<crate::generation::Generation>,
+    pub(crate) catalog: Option<crate::generation::Generation>,
 
     /// Timeout of each probe (e.g. 10s, 1500ms, 1m)
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// Bound on the whole run, however many probes hang (default: 2 × timeout + 15s)
     #[arg(long, value_name = "DURATION", value_parser = parse_deadline)]
-    pub deadline: Option<Duration>,
+    pub(crate) deadline: Option<Duration>,
 
     /// Read Caddy's loaded routes from its admin API (e.g. http://127.0.0.1:2019)
     #[arg(long, value_name = "URL", value_parser = parse_admin_url)]
-    pub caddy_admin: Option<String>,
+    pub(crate) caddy_admin: Option<String>,
 
     /// pvediag runs on the PVE host: also probe Caddy, the upstream and cloudflared directly
     #[arg(long)]
-    pub on_host: bool,
+    pub(crate) on_host: bool,
 
     /// The upstream Caddy dials for a container ({vmid}, {instance} are replaced; the 2026
     /// generation dials {instance}.lan when this is left at its default)
     #[arg(long, default_value = "cmux-{vmid}.lan", value_name = "HOST", value_parser = parse_upstream_host)]
-    pub upstream_host: String,
+    pub(crate) upstream_host: String,
 
     /// With --on-host / --ssh: never fall back to `pct exec` for the internal probes
     #[arg(long)]
-    pub no_pct: bool,
+    pub(crate) no_pct: bool,
 
     /// Targets diagnosed at once (1-256)
     #[arg(long, default_value_t = CONCURRENCY, value_name = "N", value_parser = parse_concurrency)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 
     /// Retry an external probe that failed transiently (timeout, edge 502/503/504, receive error)
     #[arg(long, default_value_t = 0, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub retries: u32,
+    pub(crate) retries: u32,
 
     /// Skip the origin check (a hostname Caddy answers itself)
     #[arg(long)]
-    pub no_origin_check: bool,
+    pub(crate) no_origin_check: bool,
 }
 
 /// The Proxmox VE API (its token comes from the environment only: PVE_API_TOKEN).
@@ -359,15 +359,15 @@ pub struct CheckArgs {
 pub struct PveArgs {
     /// The Proxmox VE API, e.g. https://pve.lan:8006
     #[arg(long, env = "PVE_API_URL", value_name = "URL")]
-    pub pve_url: Option<String>,
+    pub(crate) pve_url: Option<String>,
 
     /// The PVE node (default: the first node the API lists)
     #[arg(long, env = "PVE_NODE", value_name = "NODE")]
-    pub pve_node: Option<String>,
+    pub(crate) pve_node: Option<String>,
 
     /// Do not verify the PVE API's TLS certificate (the default unless PVE_VERIFY_TLS is set, as in cmux)
     #[arg(long)]
-    pub pve_insecure: bool,
+    pub(crate) pve_insecure: bool,
 }
 
 /// How and where the report is written.
@@ -375,19 +375,19 @@ pub struct PveArgs {
 pub struct OutputArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
-    pub format: OutputFormat,
+    pub(crate) format: OutputFormat,
 
     /// Write the report to FILE (written atomically) instead of stdout
     #[arg(short = 'o', long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 
     /// Colour: auto (on a terminal, unless NO_COLOR), always, never
     #[arg(long, value_enum, default_value = "auto")]
-    pub color: ColorChoice,
+    pub(crate) color: ColorChoice,
 
     /// Print nothing; only the exit code tells
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// A usage or configuration error: exit code 2, one line.
@@ -403,16 +403,16 @@ impl UsageError {
 
 /// `HOST:PORT` as given: an address, or a name [`crate::settings`] resolves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    pub host: String,
-    pub port: u16,
+pub(crate) struct HostPort {
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// The text the user gave, for messages.
-    pub given: String,
+    pub(crate) given: String,
 }
 
 impl HostPort {
     /// The address when the host is an IP literal (no resolution needed).
-    pub fn literal(&self) -> Option<SocketAddr> {
+    pub(crate) fn literal(&self) -> Option<SocketAddr> {
         let h = self.host.trim_start_matches('[').trim_end_matches(']');
         h.parse::<std::net::IpAddr>()
             .ok()
@@ -421,7 +421,7 @@ impl HostPort {
 }
 
 /// Parses `10s`, `1500ms`, `1m`, `2.5s`, or a plain number of seconds.
-pub fn parse_duration(what: &str, s: &str) -> Result<Duration, UsageError> {
+pub(crate) fn parse_duration(what: &str, s: &str) -> Result<Duration, UsageError> {
     let t = s.trim();
     let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
         (n, 0.001)
@@ -455,7 +455,7 @@ fn parse_timeout(s: &str) -> Result<Duration, UsageError> {
 }
 
 /// The shortest `--deadline` that leaves time to run a probe at all.
-pub const MIN_DEADLINE: Duration = Duration::from_millis(100);
+pub(crate) const MIN_DEADLINE: Duration = Duration::from_millis(100);
 
 fn parse_deadline(s: &str) -> Result<Duration, UsageError> {
     let d = parse_duration("--deadline", s)?;
@@ -490,7 +490,7 @@ fn parse_template(s: &str) -> Result<UrlTemplate, UsageError> {
 }
 
 /// Parses `HOST:PORT` for --connect-to (a name is resolved later, by the settings).
-pub fn parse_connect_to(s: &str) -> Result<HostPort, UsageError> {
+pub(crate) fn parse_connect_to(s: &str) -> Result<HostPort, UsageError> {
     let bad = |why: &str| connect_to_error(s, why);
     if let Ok(a) = s.parse::<SocketAddr>() {
         if a.port() == 0 {
@@ -519,7 +519,7 @@ pub fn parse_connect_to(s: &str) -> Result<HostPort, UsageError> {
 }
 
 /// The one-line error of a bad `--connect-to`.
-pub fn connect_to_error(s: &str, why: &str) -> UsageError {
+pub(crate) fn connect_to_error(s: &str, why: &str) -> UsageError {
     UsageError::new(format!(
         "--connect-to {s:?}: {why}; expected HOST:PORT such as 127.0.0.1:8443 or [::1]:8443"
     ))

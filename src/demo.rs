@@ -48,7 +48,7 @@ impl OwnerOnly for std::fs::OpenOptions {
 }
 
 /// The first VMID of `pvediag demo --containers N`.
-pub const FLEET_FIRST_VMID: u32 = 1000;
+pub(crate) const FLEET_FIRST_VMID: u32 = 1000;
 
 /// Where the sandboxes are: the running lab.
 pub fn lab_reach(
@@ -164,7 +164,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
 
 /// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
 /// directory: (name, description, steps). Only the last step's report is shown.
-pub const SEQUENCES: &[(&str, &str, &[&str])] = &[(
+pub(crate) const SEQUENCES: &[(&str, &str, &[&str])] = &[(
     "seed-after-healthy",
     "a healthy run, then the seed incident as a change (Caddy's xterm route 39383 -> 39376): the verdict names what changed since the last healthy run",
     &["healthy", "seed"],
@@ -387,6 +387,8 @@ async fn serve(
     pve_token_file: Option<&std::path::Path>,
     access_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
+    // Listening before the command is printed: a stop sent right after it still counts.
+    let stop = crate::signal::Stop::listen();
     let vmids: Vec<String> = vmids.iter().map(|v| v.to_string()).collect();
     // The lab's PVE API, as on a real host: in the environment, the token read from a file.
     let pve_env = match (&lab.pve_url, pve_token_file) {
@@ -458,22 +460,7 @@ async fn serve(
     println!();
     println!("press Ctrl-C to stop the lab");
     let _ = std::io::stdout().flush();
-    wait_for_stop().await;
+    // Ctrl-C or SIGTERM: the lab is dropped afterwards, which removes its temporary directory.
+    stop.wait().await;
     Ok(exit::OK)
-}
-
-/// Ctrl-C or SIGTERM: the lab is dropped afterwards, which removes its temporary directory.
-async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

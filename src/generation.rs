@@ -32,10 +32,10 @@ pub enum Generation {
 }
 
 impl Generation {
-    pub const ALL: [Generation; 2] = [Generation::Seed, Generation::Y2026];
+    pub(crate) const ALL: [Generation; 2] = [Generation::Seed, Generation::Y2026];
 
     /// The name `--catalog` takes and reports print.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Generation::Seed => "seed",
             Generation::Y2026 => "2026",
@@ -51,7 +51,7 @@ impl Generation {
     }
 
     /// The built-in catalog of this generation.
-    pub fn catalog(self) -> Catalog {
+    pub(crate) fn catalog(self) -> Catalog {
         match self {
             Generation::Seed => Catalog::embedded(),
             Generation::Y2026 => Catalog::embedded_2026(),
@@ -59,7 +59,7 @@ impl Generation {
     }
 
     /// The public URL template of this generation.
-    pub fn template(self) -> UrlTemplate {
+    pub(crate) fn template(self) -> UrlTemplate {
         let raw = match self {
             Generation::Seed => DEFAULT_TEMPLATE,
             Generation::Y2026 => TEMPLATE_2026,
@@ -68,7 +68,7 @@ impl Generation {
     }
 
     /// The upstream Caddy dials for a container in this generation.
-    pub fn upstream_template(self) -> &'static str {
+    pub(crate) fn upstream_template(self) -> &'static str {
         match self {
             Generation::Seed => "cmux-{vmid}.lan",
             Generation::Y2026 => "{instance}.lan",
@@ -84,43 +84,43 @@ impl std::fmt::Display for Generation {
 
 /// What the command line fixed about the catalog and the URL template.
 #[derive(Debug, Clone, Default)]
-pub struct GenerationSetting {
+pub(crate) struct GenerationSetting {
     /// `--catalog NAME` (None: detect per target). Ignored when `--checks DIR` gave the catalog.
-    pub catalog: Option<Generation>,
+    pub(crate) catalog: Option<Generation>,
     /// `--checks DIR` gave the catalog.
-    pub checks_dir: bool,
+    pub(crate) checks_dir: bool,
     /// `--url-template` was given (not the default): it is kept whatever the generation.
-    pub explicit_template: bool,
+    pub(crate) explicit_template: bool,
     /// `--services`: applied to whichever catalog a target gets.
-    pub services: Vec<String>,
+    pub(crate) services: Vec<String>,
 }
 
 impl GenerationSetting {
     /// Nothing to detect: the catalog was given by name or directory.
-    pub fn fixed(&self) -> bool {
+    pub(crate) fn fixed(&self) -> bool {
         self.checks_dir || self.catalog.is_some()
     }
 }
 
 /// The generation a target was diagnosed with, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Routing {
-    pub generation: Generation,
+pub(crate) struct Routing {
+    pub(crate) generation: Generation,
     /// The generation of the container's services (its catalog): the routing's, except behind
     /// seed rules in front of a container already on the 2026 images.
-    pub container: Generation,
+    pub(crate) container: Generation,
     /// One sentence: the evidence (or the option) that chose it.
-    pub why: String,
+    pub(crate) why: String,
     /// The container's hostname used for `{instance}`, and where it came from.
-    pub instance: String,
-    pub instance_source: String,
+    pub(crate) instance: String,
+    pub(crate) instance_source: String,
     /// The public URL template used for this target.
-    pub url_template: String,
+    pub(crate) url_template: String,
 }
 
 /// What Caddy's configuration says about the generation of every target behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CaddyLayout {
+pub(crate) enum CaddyLayout {
     /// One rule per service (first rule's source).
     PerService(String),
     /// The generic `port-{port}-{instance}` rule (its source).
@@ -135,7 +135,7 @@ pub enum CaddyLayout {
 }
 
 /// Reads the layout off a route table.
-pub fn caddy_layout(table: &RouteTable) -> CaddyLayout {
+pub(crate) fn caddy_layout(table: &RouteTable) -> CaddyLayout {
     let usable = |r: &&crate::caddy::Route| r.conditions.is_empty();
     let generic = table
         .routes
@@ -161,7 +161,7 @@ pub fn caddy_layout(table: &RouteTable) -> CaddyLayout {
 }
 
 /// Caddy's 2026 catch-all answer for a hostname no rule matches.
-pub fn is_2026_catch_all(p: &Probe) -> bool {
+pub(crate) fn is_2026_catch_all(p: &Probe) -> bool {
     p.response()
         .is_some_and(|r| r.status == 404 && r.body.contains("cmux sandbox not found"))
 }
@@ -169,13 +169,13 @@ pub fn is_2026_catch_all(p: &Probe) -> bool {
 /// What the public URL forms answered for one target: execd's `/healthz` in both forms, and the
 /// 2026 worker daemon's `/health`.
 #[derive(Debug, Clone)]
-pub struct FormProbes {
-    pub seed_url: String,
-    pub seed: Probe,
-    pub y2026_url: String,
-    pub y2026: Probe,
-    pub daemon_url: String,
-    pub daemon: Option<Probe>,
+pub(crate) struct FormProbes {
+    pub(crate) seed_url: String,
+    pub(crate) seed: Probe,
+    pub(crate) y2026_url: String,
+    pub(crate) y2026: Probe,
+    pub(crate) daemon_url: String,
+    pub(crate) daemon: Option<Probe>,
 }
 
 /// Whether `p` is the healthy answer of the service `name` of generation `g`'s catalog (status and
@@ -193,7 +193,7 @@ fn answers_as(p: &Probe, g: Generation, name: &str) -> bool {
 }
 
 /// Decides from the answers of the two URL forms. Pure, so every row is tested.
-pub fn decide_from_answers(f: &FormProbes) -> Option<(Generation, String)> {
+pub(crate) fn decide_from_answers(f: &FormProbes) -> Option<(Generation, String)> {
     let seed_ok = answers_as(&f.seed, Generation::Seed, crate::catalog::EXEC_SERVICE);
     let y_ok = answers_as(&f.y2026, Generation::Y2026, crate::catalog::EXEC_SERVICE);
     match (seed_ok, y_ok) {
@@ -244,7 +244,7 @@ pub fn decide_from_answers(f: &FormProbes) -> Option<(Generation, String)> {
 }
 
 /// The target's generation from the setting and Caddy's layout alone, when they decide it.
-pub fn decide_without_probes(
+pub(crate) fn decide_without_probes(
     setting: &GenerationSetting,
     layout: Option<(&CaddyLayout, &str)>,
 ) -> Option<(Generation, String)> {
@@ -269,12 +269,12 @@ pub fn decide_without_probes(
 
 /// The choice for one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Choice {
+pub(crate) struct Choice {
     /// Routing: URL form, Caddy's rules, the upstream name.
-    pub routing: Generation,
+    pub(crate) routing: Generation,
     /// The container's services (catalog).
-    pub container: Generation,
-    pub why: String,
+    pub(crate) container: Generation,
+    pub(crate) why: String,
 }
 
 impl Choice {
@@ -290,7 +290,11 @@ impl Choice {
 /// A probe config for one target: the container generation's catalog (with `--services`
 /// applied) and, unless `--url-template` was given, the routing generation's URL template and
 /// upstream. Behind seed rules a 2026 container's worker daemon has no public route.
-pub fn config_for(base: &ProbeConfig, setting: &GenerationSetting, choice: &Choice) -> ProbeConfig {
+pub(crate) fn config_for(
+    base: &ProbeConfig,
+    setting: &GenerationSetting,
+    choice: &Choice,
+) -> ProbeConfig {
     let g = choice.routing;
     let mut p = base.clone();
     if !setting.checks_dir {
@@ -325,7 +329,11 @@ pub fn config_for(base: &ProbeConfig, setting: &GenerationSetting, choice: &Choi
 }
 
 /// Probes the public URL forms of one target (execd in both forms; the worker daemon's 2026 URL).
-pub async fn probe_forms(client: &reqwest::Client, base: &ProbeConfig, vmid: u32) -> FormProbes {
+pub(crate) async fn probe_forms(
+    client: &reqwest::Client,
+    base: &ProbeConfig,
+    vmid: u32,
+) -> FormProbes {
     let instance = base.instance(vmid);
     let seed_t = Generation::Seed.template();
     let y_t = Generation::Y2026.template();
@@ -357,7 +365,7 @@ pub async fn probe_forms(client: &reqwest::Client, base: &ProbeConfig, vmid: u32
 }
 
 /// Is this the Go worker daemon's `/health` answer?
-pub fn is_worker_daemon(p: &Probe) -> bool {
+pub(crate) fn is_worker_daemon(p: &Probe) -> bool {
     answers_as(p, Generation::Y2026, "worker-daemon")
 }
 
@@ -401,7 +409,7 @@ async fn container_behind_seed_rules(
 
 /// Chooses every target's generation: the option, Caddy's layout, else what answers. `layout` is
 /// Caddy's layout and where it was read (a phrase such as "the Caddyfile /etc/caddy/Caddyfile.cmux").
-pub async fn choose(
+pub(crate) async fn choose(
     client: &reqwest::Client,
     base: &ProbeConfig,
     setting: &GenerationSetting,
@@ -521,7 +529,7 @@ async fn choose_routing(
 /// The 2026 layout answers every CORS preflight in Caddy (`@options`: 204 with the CORS headers and
 /// `Access-Control-Max-Age`), for any hostname: one `OPTIONS` to the origin-check name, which no
 /// container serves, tells whether Caddy does.
-pub async fn preflight(client: &reqwest::Client, base: &ProbeConfig) -> (String, Probe) {
+pub(crate) async fn preflight(client: &reqwest::Client, base: &ProbeConfig) -> (String, Probe) {
     let url = crate::target::origin_check_url(&base.template, &base.domain);
     let headers = vec![
         ("Origin".to_string(), "https://pvediag.invalid".to_string()),
@@ -552,7 +560,7 @@ pub async fn preflight(client: &reqwest::Client, base: &ProbeConfig) -> (String,
 
 /// What the preflight says: `None` when Caddy answered it as the 2026 layout does (or when nothing
 /// answered at all: the tunnel or Caddy being down is the verdicts' business), else why not.
-pub fn preflight_problem(url: &str, p: &Probe) -> Option<String> {
+pub(crate) fn preflight_problem(url: &str, p: &Probe) -> Option<String> {
     let r = p.response()?;
     let by_cloudflare = r
         .header("server")

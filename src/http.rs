@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crate::observation::{FailureKind, HttpResponse, Probe};
 
 /// The User-Agent every request carries (Cloudflare's bot filter blocks some default ones).
-pub const USER_AGENT: &str = concat!("pvediag/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("pvediag/", env!("CARGO_PKG_VERSION"));
 
 /// Response headers kept as evidence (names in lower case). Required catalog headers are added.
-pub const EVIDENCE_HEADERS: &[&str] = &[
+pub(crate) const EVIDENCE_HEADERS: &[&str] = &[
     "server",
     "cf-ray",
     "cf-error-type",
@@ -28,19 +28,19 @@ pub const EVIDENCE_HEADERS: &[&str] = &[
 
 /// How the client reaches the public URLs.
 #[derive(Debug, Clone, Default)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     /// Dial this address for every URL, keeping Host and SNI (curl's --connect-to).
-    pub connect_to: Option<SocketAddr>,
+    pub(crate) connect_to: Option<SocketAddr>,
     /// Extra trusted CA certificates (PEM).
-    pub cacert_pem: Option<Vec<u8>>,
+    pub(crate) cacert_pem: Option<Vec<u8>>,
     /// Accept any certificate.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Connection timeout (each probe also has an overall timeout).
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("--cacert: {0}")]
     CaCert(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -109,14 +109,16 @@ impl reqwest::dns::Resolve for RecordingResolver {
 
 /// [`build_client`] whose name lookups are recorded ([`DnsLog`]); with `--connect-to` no name is
 /// looked up and the log stays empty.
-pub fn build_client_logged(opts: &ClientOptions) -> Result<(reqwest::Client, DnsLog), ClientError> {
+pub(crate) fn build_client_logged(
+    opts: &ClientOptions,
+) -> Result<(reqwest::Client, DnsLog), ClientError> {
     let log = DnsLog::default();
     let client = build_client_with(opts, Some(&log))?;
     Ok((client, log))
 }
 
 /// Builds the one client of a run. Redirects are never followed: a redirect is evidence.
-pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+pub(crate) fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError> {
     build_client_with(opts, None)
 }
 
@@ -156,7 +158,7 @@ fn build_client_with(
 }
 
 /// Classifies a transport error by walking its source chain (lychee's approach).
-pub fn classify_error(err: &reqwest::Error) -> (FailureKind, String) {
+pub(crate) fn classify_error(err: &reqwest::Error) -> (FailureKind, String) {
     let mut kind = None;
     let mut deepest = err.to_string();
     let mut src: Option<&(dyn std::error::Error + 'static)> = err.source();
@@ -216,12 +218,12 @@ fn clean_message(s: &str) -> String {
 /// One request as a probe: sends it, reads at most `cap` body bytes, all within `timeout`.
 pub struct Request<'a> {
     pub method: &'a str,
-    pub url: &'a str,
-    pub headers: &'a [(String, String)],
+    pub(crate) url: &'a str,
+    pub(crate) headers: &'a [(String, String)],
     /// Extra response headers to keep (lower-case names).
-    pub keep_headers: &'a [String],
-    pub body_cap: usize,
-    pub timeout: Duration,
+    pub(crate) keep_headers: &'a [String],
+    pub(crate) body_cap: usize,
+    pub(crate) timeout: Duration,
 }
 
 pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
@@ -320,7 +322,10 @@ pub fn under_domain(url: &str, domain: &str) -> bool {
 }
 
 /// Keeps the evidence headers (and the extra ones), each value capped.
-pub fn keep_headers(h: &reqwest::header::HeaderMap, extra: &[String]) -> Vec<(String, String)> {
+pub(crate) fn keep_headers(
+    h: &reqwest::header::HeaderMap,
+    extra: &[String],
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, value) in h {
         let n = name.as_str();

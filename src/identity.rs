@@ -29,20 +29,20 @@ use crate::verdict::{Layer, Status};
 
 /// Who the internal command ran in, as it reported itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ReportedIdentity {
+pub(crate) struct ReportedIdentity {
     /// `gethostname()` as bash sees it (`$HOSTNAME`); `None` when empty.
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// `/etc/machine-id`; `None` when unreadable.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub machine_id: Option<String>,
+    pub(crate) machine_id: Option<String>,
     /// The container's own IPv4 addresses (loopback left out).
-    pub ipv4: Vec<String>,
+    pub(crate) ipv4: Vec<String>,
 }
 
 /// Where an expected identity comes from. Stable names: they appear in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum IdentitySource {
+pub(crate) enum IdentitySource {
     /// `GET /nodes/{node}/lxc/{vmid}/config` of the PVE API.
     PveApi,
     /// `pct config VMID` on the host vantage.
@@ -52,7 +52,7 @@ pub enum IdentitySource {
 }
 
 impl IdentitySource {
-    pub fn describe(self, vmid: u32) -> String {
+    pub(crate) fn describe(self, vmid: u32) -> String {
         match self {
             IdentitySource::PveApi => format!("the PVE API's config of {vmid}"),
             IdentitySource::PctConfig => format!("pct config {vmid} on the host"),
@@ -63,44 +63,44 @@ impl IdentitySource {
 
 /// One source's claim about the target's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IdentityClaim {
-    pub source: IdentitySource,
-    pub hostname: Option<String>,
+pub(crate) struct IdentityClaim {
+    pub(crate) source: IdentitySource,
+    pub(crate) hostname: Option<String>,
     /// Static addresses (`net0: ...,ip=10.0.0.5/24`); empty with DHCP.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ipv4: Vec<String>,
+    pub(crate) ipv4: Vec<String>,
     /// `net0`'s `hwaddr`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
+    pub(crate) mac: Option<String>,
 }
 
 /// The host vantage's view of the target's name and address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct HostIdentity {
+pub(crate) struct HostIdentity {
     /// The name Caddy dials, e.g. `cmux-202.lan`.
-    pub lan_name: String,
+    pub(crate) lan_name: String,
     /// What it resolves to on the host (`getent ahostsv4`); `None`: not looked up, `Some([])`:
     /// it does not resolve.
-    pub lan_ipv4: Option<Vec<String>>,
+    pub(crate) lan_ipv4: Option<Vec<String>>,
     /// The container's own addresses (`pct exec VMID -- ip -4 -o addr show scope global`).
-    pub own_ipv4: Option<Vec<String>>,
+    pub(crate) own_ipv4: Option<Vec<String>>,
 }
 
 /// Everything observed about one target's identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct IdentityObservation {
+pub(crate) struct IdentityObservation {
     /// What the internal command reported; `None` when it ran nowhere or said nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reported: Option<ReportedIdentity>,
+    pub(crate) reported: Option<ReportedIdentity>,
     /// The channel that carried the report: `exec` or `pct`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reported_via: Option<String>,
-    pub expected: Vec<IdentityClaim>,
+    pub(crate) reported_via: Option<String>,
+    pub(crate) expected: Vec<IdentityClaim>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<HostIdentity>,
+    pub(crate) host: Option<HostIdentity>,
     /// Other targets of the run whose exec call reported this very sandbox.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub shared_with: Vec<u32>,
+    pub(crate) shared_with: Vec<u32>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ pub struct IdentityObservation {
 /// Bash that prints one `@pvediagid NONCE h=HOST m=MACHINEID a=IP,IP end` line. Uses the script's
 /// nonce variable `$n`. Only builtins (`read`, `case`, `printf`): no process in the container.
 /// Characters outside `[A-Za-z0-9.-]` become `_`, so the line always has its five fields.
-pub const CONTAINER_SECTION: &str = r#"pvediag_identity() {
+pub(crate) const CONTAINER_SECTION: &str = r#"pvediag_identity() {
   local h=${HOSTNAME-} m= a= l c= s=' '
   { read -r m < /etc/machine-id; } 2>/dev/null
   if { exec 9< /proc/net/fib_trie; } 2>/dev/null; then
@@ -128,7 +128,7 @@ pvediag_identity
 "#;
 
 /// Parses the identity line of `nonce`; `None` for any other line.
-pub fn parse_line(line: &str, nonce: &str) -> Option<ReportedIdentity> {
+pub(crate) fn parse_line(line: &str, nonce: &str) -> Option<ReportedIdentity> {
     let rest = line.strip_prefix("@pvediagid ")?;
     let mut it = rest.split(' ');
     if it.next()? != nonce {
@@ -164,7 +164,7 @@ pub fn parse_line(line: &str, nonce: &str) -> Option<ReportedIdentity> {
 }
 
 /// Valid dotted IPv4 addresses of `items`, sorted, without duplicates.
-pub fn ipv4_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn ipv4_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut v: Vec<String> = items
         .filter_map(|s| s.trim().parse::<std::net::Ipv4Addr>().ok())
         .filter(|a| !a.is_loopback() && !a.is_unspecified())
@@ -181,7 +181,7 @@ pub fn ipv4_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
 /// Bash for the host script (uses its `$T` timeout): resolves the target's `.lan` name, and (with `pct`) reads the
 /// container's config and own addresses. Prints `@pvediaglan`, `@pvediagpct` lines of `nonce`.
 /// `lan_name` must be a valid host (see [`crate::probe::internal::valid_host`]); the VMID is a number.
-pub fn host_section(lan_name: &str, vmid: u32, nonce: &str, with_pct: bool) -> String {
+pub(crate) fn host_section(lan_name: &str, vmid: u32, nonce: &str, with_pct: bool) -> String {
     let q = crate::probe::internal::shell_quote;
     let mut s = format!(
         "pvediag_lan() {{\n  local l a=\n  while read -r l _; do a=$a${{a:+,}}$l; done < <(timeout \"$T\" getent ahostsv4 {name} 2>/dev/null)\n  printf '@pvediaglan %s %s a=%s end\\n' {nonce} {name} \"${{a//[^0-9.,]/_}}\"\n}}\npvediag_lan\n",
@@ -200,14 +200,14 @@ pub fn host_section(lan_name: &str, vmid: u32, nonce: &str, with_pct: bool) -> S
 
 /// What the host section printed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostLines {
-    pub lan_ipv4: Option<Vec<String>>,
-    pub pct_claim: Option<IdentityClaim>,
-    pub own_ipv4: Option<Vec<String>>,
+pub(crate) struct HostLines {
+    pub(crate) lan_ipv4: Option<Vec<String>>,
+    pub(crate) pct_claim: Option<IdentityClaim>,
+    pub(crate) own_ipv4: Option<Vec<String>>,
 }
 
 /// Reads the host section's lines of `nonce` out of a script's stdout.
-pub fn parse_host_lines(stdout: &str, nonce: &str) -> HostLines {
+pub(crate) fn parse_host_lines(stdout: &str, nonce: &str) -> HostLines {
     let mut out = HostLines::default();
     for line in stdout.lines() {
         let line = line.trim_end_matches('\r');
@@ -260,7 +260,7 @@ pub fn parse_host_lines(stdout: &str, nonce: &str) -> HostLines {
 
 /// `net0` of a container config: `name=eth0,bridge=vmbr0,hwaddr=BC:24:11:..,ip=10.0.0.5/24,type=veth`
 /// -> (MAC, static IPv4 addresses).
-pub fn parse_net0(net0: &str) -> (Option<String>, Vec<String>) {
+pub(crate) fn parse_net0(net0: &str) -> (Option<String>, Vec<String>) {
     let mut mac = None;
     let mut ip = Vec::new();
     for kv in net0.split(',') {
@@ -274,7 +274,7 @@ pub fn parse_net0(net0: &str) -> (Option<String>, Vec<String>) {
 }
 
 /// The claim of a container config from the PVE API (`{"hostname": ..., "net0": ...}`).
-pub fn claim_from_pve_config(data: &serde_json::Value) -> Option<IdentityClaim> {
+pub(crate) fn claim_from_pve_config(data: &serde_json::Value) -> Option<IdentityClaim> {
     let hostname = data
         .get("hostname")
         .and_then(|h| h.as_str())
@@ -294,7 +294,7 @@ pub fn claim_from_pve_config(data: &serde_json::Value) -> Option<IdentityClaim> 
 
 /// The sandbox a public hostname names: the instance of the 2026 layout
 /// (`port-{port}-{instance}.DOMAIN`), else `cmux-{vmid}` (the seed layout's `{service}-{vmid}`).
-pub fn instance_of_host(public_host: &str, vmid: u32) -> String {
+pub(crate) fn instance_of_host(public_host: &str, vmid: u32) -> String {
     let first = public_host.split('.').next().unwrap_or("");
     if let Some(rest) = first.strip_prefix("port-") {
         if let Some((port, instance)) = rest.split_once('-') {
@@ -308,7 +308,7 @@ pub fn instance_of_host(public_host: &str, vmid: u32) -> String {
 }
 
 /// The convention's claim for a target whose exec URL has this public host.
-pub fn convention_claim(public_host: &str, vmid: u32) -> IdentityClaim {
+pub(crate) fn convention_claim(public_host: &str, vmid: u32) -> IdentityClaim {
     IdentityClaim {
         source: IdentitySource::Convention,
         hostname: Some(instance_of_host(public_host, vmid)),
@@ -318,7 +318,7 @@ pub fn convention_claim(public_host: &str, vmid: u32) -> IdentityClaim {
 }
 
 /// A host name that names a sandbox (`cmux-203.lan`, `pvelxc-1a2b3c4d.lan`): the sandbox name.
-pub fn sandbox_of_upstream(host: &str) -> Option<String> {
+pub(crate) fn sandbox_of_upstream(host: &str) -> Option<String> {
     let h = host
         .strip_suffix(".lan")
         .unwrap_or(host)
@@ -337,7 +337,7 @@ pub fn sandbox_of_upstream(host: &str) -> Option<String> {
 
 /// What the identity evidence says about one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assessment {
+pub(crate) enum Assessment {
     /// The exec call ran in the expected sandbox.
     Confirmed { name: String, how: String },
     /// It ran somewhere else.
@@ -352,7 +352,7 @@ pub enum Assessment {
 }
 
 /// The expected hostname: PVE API first, then `pct config`, then the convention.
-pub fn expected_hostname(o: &IdentityObservation) -> Option<(&str, IdentitySource)> {
+pub(crate) fn expected_hostname(o: &IdentityObservation) -> Option<(&str, IdentitySource)> {
     let mut claims: Vec<&IdentityClaim> = o.expected.iter().collect();
     claims.sort_by_key(|c| c.source);
     claims
@@ -361,7 +361,7 @@ pub fn expected_hostname(o: &IdentityObservation) -> Option<(&str, IdentitySourc
 }
 
 /// Sources that name different hostnames: `source says X` lines (empty when they agree).
-pub fn disagreements(o: &IdentityObservation, vmid: u32) -> Vec<String> {
+pub(crate) fn disagreements(o: &IdentityObservation, vmid: u32) -> Vec<String> {
     let names: Vec<(&str, IdentitySource)> = o
         .expected
         .iter()
@@ -382,7 +382,7 @@ fn short_host(h: &str) -> &str {
 }
 
 /// Compares what the target reported with what is expected of it.
-pub fn assess(o: &IdentityObservation, vmid: u32) -> Assessment {
+pub(crate) fn assess(o: &IdentityObservation, vmid: u32) -> Assessment {
     let Some(r) = &o.reported else {
         return Assessment::Unknown {
             why: "the internal command reported no identity".into(),
@@ -444,7 +444,7 @@ pub fn assess(o: &IdentityObservation, vmid: u32) -> Assessment {
 
 /// The fleet's shared identities: targets whose exec calls reported one sandbox (same hostname,
 /// machine id and addresses). Returns, per VMID, the other VMIDs.
-pub fn shared(reports: &[(u32, &ReportedIdentity)]) -> BTreeMap<u32, Vec<u32>> {
+pub(crate) fn shared(reports: &[(u32, &ReportedIdentity)]) -> BTreeMap<u32, Vec<u32>> {
     let mut by_key: BTreeMap<(String, Option<String>, Vec<String>), Vec<u32>> = BTreeMap::new();
     for (vmid, r) in reports {
         let Some(h) = &r.hostname else { continue };
@@ -467,20 +467,20 @@ pub fn shared(reports: &[(u32, &ReportedIdentity)]) -> BTreeMap<u32, Vec<u32>> {
 
 /// An identity row of the decision table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityRow {
-    pub status: Status,
-    pub layer: Option<Layer>,
-    pub candidates: Vec<Layer>,
-    pub rule: &'static str,
-    pub summary: String,
-    pub evidence: Vec<String>,
-    pub next_step: String,
+pub(crate) struct IdentityRow {
+    pub(crate) status: Status,
+    pub(crate) layer: Option<Layer>,
+    pub(crate) candidates: Vec<Layer>,
+    pub(crate) rule: &'static str,
+    pub(crate) summary: String,
+    pub(crate) evidence: Vec<String>,
+    pub(crate) next_step: String,
 }
 
 /// The row that overrides every service verdict of a target whose exec call reached another
 /// sandbox; `None` when identity is not contradicted. `exec_route` is the upstream host Caddy's
 /// route dials for the exec hostname (when the route table was read).
-pub fn verdict(
+pub(crate) fn verdict(
     o: &IdentityObservation,
     vmid: u32,
     exec_route: Option<&str>,
@@ -589,7 +589,7 @@ pub fn verdict(
 
 /// The route row: Caddy's route for this service's hostname dials another host than the one the
 /// request's own VMID/instance gives. `None` when it dials the expected host (or is unknown).
-pub fn route_row(
+pub(crate) fn route_row(
     service: &str,
     public_host: &str,
     vmid: u32,
@@ -637,7 +637,11 @@ pub fn route_row(
 }
 
 /// The note for the exec-channel line.
-pub fn channel_note(o: &IdentityObservation, vmid: u32, internal_ran: bool) -> Option<String> {
+pub(crate) fn channel_note(
+    o: &IdentityObservation,
+    vmid: u32,
+    internal_ran: bool,
+) -> Option<String> {
     let mut note = match assess(o, vmid) {
         Assessment::Confirmed { name, how } => format!("ran in {name} ({how})"),
         Assessment::Contradicted {

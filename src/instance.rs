@@ -13,58 +13,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::cli::UsageError;
 use crate::settings::Settings;
 use crate::target::{TargetRequest, Targets};
 
-/// A container's hostname and where it was learnt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Instance {
-    pub hostname: String,
-    pub source: InstanceSource,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceSource {
-    /// `hostname` of the container's config in the PVE API.
-    PveApi,
-    /// `pct config` on the PVE host.
-    Pct,
-    /// Given as the target on the command line.
-    Given,
-    /// Nothing knew better: `cmux-{vmid}`.
-    Default,
-}
-
-impl InstanceSource {
-    pub fn describe(self) -> &'static str {
-        match self {
-            InstanceSource::PveApi => "the PVE API's container config",
-            InstanceSource::Pct => "`pct config` on the host",
-            InstanceSource::Given => "the command line",
-            InstanceSource::Default => "assumed: cmux-{vmid}, no PVE API or host vantage to ask",
-        }
-    }
-}
-
-/// A DNS label as cmux names containers: lower-case letters, digits and '-', 1-63 characters.
-pub fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 63
-        && !h.starts_with('-')
-        && !h.ends_with('-')
-        && h.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-}
-
-/// `cmux-202` -> 202: cmux's older containers are named by their VMID.
-pub fn vmid_of_cmux_name(name: &str) -> Option<u32> {
-    name.strip_prefix("cmux-")
-        .and_then(|r| crate::target::parse_vmid(r).ok())
-}
+pub(crate) use crate::target::{valid_hostname, vmid_of_cmux_name, Instance, InstanceSource};
 
 /// The one line per VMID the host script prints: `instance VMID HOSTNAME` (HOSTNAME may be empty).
 fn parse_pct_lines(stdout: &str) -> BTreeMap<u32, String> {
@@ -85,7 +38,7 @@ fn parse_pct_lines(stdout: &str) -> BTreeMap<u32, String> {
 }
 
 /// `pct list` as printed on a PVE host: `VMID Status Lock Name` (Lock may be empty).
-pub fn parse_pct_list(stdout: &str) -> BTreeMap<String, u32> {
+pub(crate) fn parse_pct_list(stdout: &str) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for l in stdout
         .lines()
@@ -115,7 +68,7 @@ fn pct_script(vmids: &[u32]) -> String {
 
 /// Fills `targets.instances` for every target, and turns instance names given as targets into
 /// VMIDs where the PVE API did not (see the module documentation for the order).
-pub async fn resolve(
+pub(crate) async fn resolve(
     settings: &Settings,
     request: &TargetRequest,
     targets: &mut Targets,
@@ -240,7 +193,7 @@ pub async fn resolve(
 
 /// Resolution with a bound: the host script and the API each have their own timeouts; this is the
 /// outer bound so a hung vantage can never hold the run.
-pub async fn resolve_within(
+pub(crate) async fn resolve_within(
     settings: &Settings,
     request: &TargetRequest,
     targets: &mut Targets,

@@ -6,11 +6,13 @@
 pub mod caddy;
 pub mod catalog;
 pub mod cli;
+#[cfg(feature = "lab")]
 pub mod demo;
 pub mod generation;
 pub mod http;
-pub mod identity;
-pub mod instance;
+mod identity;
+mod instance;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod lint;
 pub mod lint_command;
@@ -24,7 +26,8 @@ pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod settings;
+mod signal;
 pub mod state;
 pub mod target;
 pub mod verdict;
-pub mod wait;
+mod wait;

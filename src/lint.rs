@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, Service};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FindingKind {
+pub(crate) enum FindingKind {
     /// A route for a known service dials another port than the catalog's.
     RoutePortMismatch,
     /// A routed catalog service has no route (per-service layouts only).
@@ -52,7 +52,7 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FindingKind::RoutePortMismatch => "route_port_mismatch",
             FindingKind::MissingRoute => "missing_route",
@@ -83,20 +83,20 @@ impl std::fmt::Display for FindingKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    pub file: String,
+    pub(crate) file: String,
     /// 1-based; 0 when the source has no lines (the admin API: the JSON path is in the message).
-    pub line: usize,
-    pub message: String,
-    pub kind: FindingKind,
+    pub(crate) line: usize,
+    pub(crate) message: String,
+    pub(crate) kind: FindingKind,
 }
 
 // ---------------------------------------------------------------------------------------------
 // Setup scripts
 
 /// One `NAME_PORT=NUMBER` assignment: (NAME, port, 1-based line).
-pub type ScriptConstant = (String, u16, usize);
+pub(crate) type ScriptConstant = (String, u16, usize);
 /// A script's file name and its constants, as [`lint`] takes them.
-pub type ScriptFile = (String, Vec<ScriptConstant>);
+pub(crate) type ScriptFile = (String, Vec<ScriptConstant>);
 
 /// Shell assignments `NAME_PORT=NUMBER` of a setup script: `(NAME, port, line)`.
 ///
@@ -104,7 +104,7 @@ pub type ScriptFile = (String, Vec<ScriptConstant>);
 /// `'39383'`), the default forms `${X_PORT:-39383}` / `${X_PORT:=39383}` (the default is taken),
 /// several assignments on one line; skips comments and here-document bodies. Values that are not
 /// a TCP port (0, > 65535, anything computed) are skipped.
-pub fn parse_setup_script(file: &str, text: &str) -> Vec<(String, u16, usize)> {
+pub(crate) fn parse_setup_script(file: &str, text: &str) -> Vec<(String, u16, usize)> {
     let _ = file;
     let assign = Regex::new(
         r#"([A-Za-z_][A-Za-z0-9_]*)_PORT=(["']?)(?:([0-9]+)|\$\{[A-Za-z_][A-Za-z0-9_]*:?[-=]([0-9]+)\})(["']?)"#,
@@ -180,7 +180,7 @@ fn strip_comment(line: &str) -> &str {
 
 /// The catalog service a script constant names: `XTERM` -> xterm (lower-cased), plus a few
 /// aliases (`PTY` -> xterm, `EXECD` -> exec, `NOVNC` -> vnc, `OPENVSCODE` -> vscode).
-pub fn service_for_constant<'c>(catalog: &'c Catalog, name: &str) -> Option<&'c Service> {
+pub(crate) fn service_for_constant<'c>(catalog: &'c Catalog, name: &str) -> Option<&'c Service> {
     let lower = name.to_ascii_lowercase();
     let mapped = match lower.as_str() {
         "pty" | "cmux_pty" => "xterm",
@@ -561,7 +561,7 @@ fn lint_script(
 
 /// The routes of `table` that serve cmux: a route for a catalog service, or a generic rule that takes
 /// the port from the hostname.
-pub fn cmux_routes(catalog: &Catalog, table: &RouteTable) -> usize {
+pub(crate) fn cmux_routes(catalog: &Catalog, table: &RouteTable) -> usize {
     table
         .routes
         .iter()
@@ -575,7 +575,7 @@ pub fn cmux_routes(catalog: &Catalog, table: &RouteTable) -> usize {
 }
 
 /// The port constants of a setup script that name a catalog service.
-pub fn catalog_constants(catalog: &Catalog, consts: &[(String, u16, usize)]) -> usize {
+pub(crate) fn catalog_constants(catalog: &Catalog, consts: &[(String, u16, usize)]) -> usize {
     consts
         .iter()
         .filter(|(name, _, _)| service_for_constant(catalog, name).is_some())
@@ -584,7 +584,7 @@ pub fn catalog_constants(catalog: &Catalog, consts: &[(String, u16, usize)]) -> 
 
 /// Fails closed: a Caddy source (`file`) without a single cmux route is a finding, with a hint at
 /// the file that was probably meant.
-pub fn no_cmux_route(catalog: &Catalog, file: &str, table: &RouteTable) -> Option<Finding> {
+pub(crate) fn no_cmux_route(catalog: &Catalog, file: &str, table: &RouteTable) -> Option<Finding> {
     (cmux_routes(catalog, table) == 0).then(|| Finding {
         file: file.to_string(),
         line: 0,
@@ -599,7 +599,7 @@ pub fn no_cmux_route(catalog: &Catalog, file: &str, table: &RouteTable) -> Optio
 }
 
 /// Fails closed: a setup script without a single catalog port constant (`NAME_PORT=`) is a finding.
-pub fn no_port_constants(
+pub(crate) fn no_port_constants(
     catalog: &Catalog,
     file: &str,
     consts: &[(String, u16, usize)],
@@ -615,7 +615,7 @@ pub fn no_port_constants(
 }
 
 /// What a clean lint run checked: `6 routes, 2 setup constants: all match the catalog`.
-pub fn checked_line(routes: usize, constants: usize) -> String {
+pub(crate) fn checked_line(routes: usize, constants: usize) -> String {
     let mut parts = Vec::new();
     if routes > 0 {
         parts.push(format!(
@@ -633,7 +633,11 @@ pub fn checked_line(routes: usize, constants: usize) -> String {
 }
 
 /// Compares route tables and setup-script constants with the catalog. Sorted by file and line.
-pub fn lint(catalog: &Catalog, caddyfiles: &[RouteTable], scripts: &[ScriptFile]) -> Vec<Finding> {
+pub(crate) fn lint(
+    catalog: &Catalog,
+    caddyfiles: &[RouteTable],
+    scripts: &[ScriptFile],
+) -> Vec<Finding> {
     let mut out = Vec::new();
     for t in caddyfiles {
         lint_table(catalog, t, &mut out);
@@ -649,7 +653,7 @@ pub fn lint(catalog: &Catalog, caddyfiles: &[RouteTable], scripts: &[ScriptFile]
 }
 
 /// `file:line: message`, one finding per line.
-pub fn render_text(findings: &[Finding]) -> String {
+pub(crate) fn render_text(findings: &[Finding]) -> String {
     findings
         .iter()
         .map(|f| format!("{}:{}: {}\n", f.file, f.line, f.message))
@@ -657,7 +661,7 @@ pub fn render_text(findings: &[Finding]) -> String {
 }
 
 /// `{"findings":[{"file","line","kind","message"}],"count":N}`.
-pub fn render_json(findings: &[Finding]) -> String {
+pub(crate) fn render_json(findings: &[Finding]) -> String {
     let list: Vec<serde_json::Value> = findings
         .iter()
         .map(|f| {
@@ -908,7 +912,8 @@ EOF
     }
 }
 
-#[cfg(test)]
+// The lab writes the 2026 Caddyfiles these tests lint.
+#[cfg(all(test, feature = "lab"))]
 mod generic_tests {
     use super::*;
     use crate::lab::caddy::caddyfile_2026;
@@ -1011,6 +1016,7 @@ mod sandbox_host_tests {
     }
 
     #[test]
+    #[cfg(feature = "lab")]
     fn the_lab_and_fixture_caddyfiles_have_no_such_finding() {
         let c = Catalog::embedded();
         for text in [

@@ -4,8 +4,6 @@
 //!
 //! Pure functions of one [`HttpResponse`]; no I/O.
 
-use serde::Serialize;
-
 use crate::observation::HttpResponse;
 
 /// Whether header `name` has exactly `value` (case-insensitive, trimmed).
@@ -51,92 +49,7 @@ pub fn cloudflared_catch_all(r: &HttpResponse) -> bool {
     r.status == 404 && r.body.trim().is_empty() && !header_is(r, "server", "caddy")
 }
 
-/// A gate of the edge: Cloudflare answered for the zone's security settings before the request
-/// reached the tunnel. A browser may pass it (a challenge, an Access login); a plain HTTP client
-/// never does, so nothing behind it — tunnel, Caddy, container, service — was observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Gate {
-    /// A bot challenge (Bot Fight Mode, a WAF managed challenge, Under Attack mode):
-    /// `cf-mitigated: challenge`, or Cloudflare's 403/503 "Just a moment..." page.
-    Challenge { status: u16 },
-    /// Cloudflare Access sends the client to its login: a redirect to
-    /// `https://<team>.cloudflareaccess.com/cdn-cgi/access/login/<host>?...`.
-    AccessLogin {
-        status: u16,
-        /// `<team>` of `<team>.cloudflareaccess.com`, when the redirect names it.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        team: Option<String>,
-    },
-    /// Cloudflare Access refused the request (401/403): a wrong service token, or none sent to an
-    /// application that only accepts service tokens.
-    AccessDenied { status: u16 },
-    /// A Cloudflare block page: `error code: 1010` (the client's signature is banned), 1020 (a
-    /// firewall rule), or another 10xx.
-    Blocked { status: u16, code: String },
-}
-
-impl Gate {
-    /// The status Cloudflare answered with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Gate::Challenge { status }
-            | Gate::AccessLogin { status, .. }
-            | Gate::AccessDenied { status }
-            | Gate::Blocked { status, .. } => *status,
-        }
-    }
-
-    /// Is this Cloudflare Access (and not the WAF or bot settings)?
-    pub fn is_access(&self) -> bool {
-        matches!(self, Gate::AccessLogin { .. } | Gate::AccessDenied { .. })
-    }
-
-    /// Its name: `Cloudflare's bot challenge`, `the Cloudflare Access login`, ...
-    pub fn name(&self) -> &'static str {
-        match self {
-            Gate::Challenge { .. } => "Cloudflare's bot challenge",
-            Gate::AccessLogin { .. } => "the Cloudflare Access login",
-            Gate::AccessDenied { .. } => "Cloudflare Access's refusal",
-            Gate::Blocked { .. } => "a Cloudflare block page",
-        }
-    }
-
-    /// A table cell: `challenge`, `access`, `access denied`, `blocked 1020`.
-    pub fn cell(&self) -> String {
-        match self {
-            Gate::Challenge { .. } => "challenge".into(),
-            Gate::AccessLogin { .. } => "access login".into(),
-            Gate::AccessDenied { .. } => "access denied".into(),
-            Gate::Blocked { code, .. } => format!("blocked {code}"),
-        }
-    }
-
-    /// What it is, in a few words: `Cloudflare's bot challenge (403, cf-mitigated: challenge)`.
-    pub fn describe(&self) -> String {
-        match self {
-            Gate::Challenge { status } => {
-                format!("Cloudflare's bot challenge ({status} \"Just a moment...\", cf-mitigated: challenge)")
-            }
-            Gate::AccessLogin { status, team } => format!(
-                "a Cloudflare Access login ({status} to {}.cloudflareaccess.com/cdn-cgi/access/login)",
-                team.as_deref().unwrap_or("<team>")
-            ),
-            Gate::AccessDenied { status } => {
-                format!("Cloudflare Access refusing the request ({status})")
-            }
-            Gate::Blocked { status, code } => format!(
-                "a Cloudflare block page ({status}, error code {code}: {})",
-                match code.as_str() {
-                    "1010" => "the client's signature is banned",
-                    "1020" => "a firewall rule blocks it",
-                    "1015" => "rate limited",
-                    _ => "access denied by the zone's security settings",
-                }
-            ),
-        }
-    }
-}
+pub use crate::observation::Gate;
 
 /// The gate of the edge that made this answer, if one did. Checked before anything else: no
 /// service is healthy through a gate, whatever its fingerprint accepts.

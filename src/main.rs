@@ -51,7 +51,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
 
 fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
+        #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
+        #[cfg(not(feature = "lab"))]
+        Some(Command::Demo(_)) => Err(UsageError::new(
+            "demo: this pvediag was built without the lab (cargo feature `lab`)",
+        )),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
         Some(Command::History(args)) => pvediag::state::history::command(&args),
         Some(Command::Serve(args)) => pvediag::serve::run(*args, &runtime()?),

@@ -32,7 +32,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureKind::Dns => "dns",
             FailureKind::Refused => "refused",
@@ -48,7 +48,7 @@ impl FailureKind {
     }
 
     /// curl's exit codes (a stable contract) mapped onto failure kinds.
-    pub fn from_curl_exit(code: i32) -> FailureKind {
+    pub(crate) fn from_curl_exit(code: i32) -> FailureKind {
         match code {
             5 | 6 => FailureKind::Dns,
             7 => FailureKind::Refused,
@@ -84,7 +84,7 @@ impl HttpResponse {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    pub fn has_header(&self, name: &str) -> bool {
+    pub(crate) fn has_header(&self, name: &str) -> bool {
         self.header(name).is_some()
     }
 }
@@ -107,7 +107,7 @@ fn headers_as_object<S: serde::Serializer>(
 
 impl HttpResponse {
     /// Keeps only the evidence headers and `extra` (lower-case names).
-    pub fn retain_headers(&mut self, keep: &[&str], extra: &[String]) {
+    pub(crate) fn retain_headers(&mut self, keep: &[&str], extra: &[String]) {
         self.headers
             .retain(|(k, _)| keep.contains(&k.as_str()) || extra.iter().any(|e| e == k));
     }
@@ -144,7 +144,7 @@ impl Probe {
             _ => None,
         }
     }
-    pub fn not_run(reason: impl Into<String>) -> Probe {
+    pub(crate) fn not_run(reason: impl Into<String>) -> Probe {
         Probe::NotRun {
             reason: reason.into(),
         }
@@ -154,7 +154,7 @@ impl Probe {
 /// Whether cmux-execd wants a token, judged from `GET /exec` (401: yes, 405: no).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthMode {
+pub(crate) enum AuthMode {
     Required,
     Off,
     Unknown,
@@ -185,10 +185,7 @@ pub enum ExecRun {
     },
     /// A gate of Cloudflare's edge answered (a challenge, an Access login or refusal, a block
     /// page): the call never reached cmux-execd.
-    Gated {
-        status: u16,
-        gate: crate::made_by::Gate,
-    },
+    Gated { status: u16, gate: Gate },
     /// No HTTP answer at all.
     Failed { kind: FailureKind, message: String },
     /// Not attempted (no exec URL, exec not in catalog, --no-exec, ...).
@@ -197,7 +194,7 @@ pub enum ExecRun {
 
 impl ExecRun {
     /// The round trip went through tunnel and Caddy to execd and back.
-    pub fn reached_execd(&self) -> bool {
+    pub(crate) fn reached_execd(&self) -> bool {
         match self {
             ExecRun::Completed { .. } | ExecRun::Incomplete { .. } => true,
             ExecRun::Rejected {
@@ -212,29 +209,29 @@ impl ExecRun {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExecChannel {
     /// The URL of execd used (secrets never appear in it).
-    pub url: String,
+    pub(crate) url: String,
     /// The URL is the public one (through edge, tunnel and Caddy), so a round trip proves that chain.
-    pub via_public_url: bool,
-    pub auth_mode: AuthMode,
+    pub(crate) via_public_url: bool,
+    pub(crate) auth_mode: AuthMode,
     /// A token was sent.
-    pub token_sent: bool,
+    pub(crate) token_sent: bool,
     pub run: ExecRun,
     /// When the exec endpoint could not be used: the internal probes through `pct exec` on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pct: Option<PctRun>,
+    pub(crate) pct: Option<PctRun>,
 }
 
 /// The internal probes run through `pct exec VMID -- bash -s` on the PVE host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PctRun {
+pub(crate) struct PctRun {
     /// `local` or `ssh USER@HOST`.
-    pub vantage: String,
-    pub run: ExecRun,
+    pub(crate) vantage: String,
+    pub(crate) run: ExecRun,
 }
 
 impl ExecChannel {
     /// The internal probes ran (through execd or through pct).
-    pub fn internal_ran(&self) -> bool {
+    pub(crate) fn internal_ran(&self) -> bool {
         let done =
             |r: &ExecRun| matches!(r, ExecRun::Completed { .. } | ExecRun::Incomplete { .. });
         done(&self.run) || self.pct.as_ref().is_some_and(|p| done(&p.run))
@@ -243,41 +240,41 @@ impl ExecChannel {
 
 /// What the PVE host itself sees (`--on-host`, `--ssh`): each hop probed directly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostObservation {
+pub(crate) struct HostObservation {
     /// `local` or `ssh USER@HOST`.
-    pub vantage: String,
+    pub(crate) vantage: String,
     /// How the host script went: `completed` with its records, or `failed` (ssh refused, ...).
-    pub run: ExecRun,
+    pub(crate) run: ExecRun,
     /// Caddy's listener probed directly (e.g. `http://127.0.0.1:8080`).
-    pub caddy_url: String,
+    pub(crate) caddy_url: String,
     /// cloudflared's readiness (`GET /ready` on 127.0.0.1:20241-20245): the first port that answered.
-    pub cloudflared: Probe,
+    pub(crate) cloudflared: Probe,
     /// Caddy's admin API on the host (`GET http://127.0.0.1:2019/config/`): what Caddy has loaded.
-    pub caddy_config: Probe,
-    pub services: Vec<HostServiceObservation>,
+    pub(crate) caddy_config: Probe,
+    pub(crate) services: Vec<HostServiceObservation>,
     /// The identity section's lines (moved into [`TargetObservation::identity`]).
     #[serde(skip)]
-    pub identity: crate::identity::HostLines,
+    pub(crate) identity: crate::identity::HostLines,
 }
 
 /// One service from the host: through Caddy directly, and at the upstream Caddy dials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostServiceObservation {
-    pub name: String,
+pub(crate) struct HostServiceObservation {
+    pub(crate) name: String,
     /// `Host: <public hostname>` sent to Caddy's listener.
-    pub caddy: Probe,
+    pub(crate) caddy: Probe,
     /// `cmux-{vmid}.lan:PORT`, name resolution included.
-    pub upstream_url: String,
-    pub upstream: Probe,
+    pub(crate) upstream_url: String,
+    pub(crate) upstream: Probe,
 }
 
 /// One service's observations from every vantage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceObservation {
     pub name: String,
-    pub port: u16,
+    pub(crate) port: u16,
     /// The public URL probed (None when the service is not routed).
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Through the tunnel, from where pvediag runs.
     pub external: Probe,
     /// Inside the container, `127.0.0.1:PORT`, through the exec channel.
@@ -335,31 +332,31 @@ impl Dial {
 /// The edge/tunnel/Caddy check that never touches the container: a request to a hostname under the
 /// domain that no service route matches, which Caddy itself answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OriginCheck {
-    pub url: String,
-    pub probe: Probe,
+pub(crate) struct OriginCheck {
+    pub(crate) url: String,
+    pub(crate) probe: Probe,
 }
 
 /// What Caddy's configuration says about one service's hostname (from a Caddyfile or the admin API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RouteObservation {
-    pub service: String,
+pub(crate) struct RouteObservation {
+    pub(crate) service: String,
     /// The public hostname that was matched against the route table.
-    pub host: String,
+    pub(crate) host: String,
     /// Where Caddy dials for it, e.g. `cmux-202.lan`; `None` when no route matches.
-    pub upstream_host: Option<String>,
-    pub upstream_port: Option<u16>,
+    pub(crate) upstream_host: Option<String>,
+    pub(crate) upstream_port: Option<u16>,
     /// `file:line` (or admin API path) of the route.
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     /// Where the route was read: a Caddyfile (what Caddy will load) or Caddy's admin API (what it
     /// has loaded). `None` when no route matched.
-    pub from: Option<RouteFrom>,
+    pub(crate) from: Option<RouteFrom>,
 }
 
 /// Where a route was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RouteFrom {
+pub(crate) enum RouteFrom {
     /// A Caddyfile (`--caddyfile`): what Caddy loads on its next reload, maybe not what it runs.
     Caddyfile,
     /// Caddy's admin API (`--caddy-admin`, or the host vantage): what Caddy runs now.
@@ -369,38 +366,38 @@ pub enum RouteFrom {
 /// Everything observed about one target (VMID).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetObservation {
-    pub vmid: u32,
+    pub(crate) vmid: u32,
     pub exec: ExecChannel,
-    pub origin: Option<OriginCheck>,
+    pub(crate) origin: Option<OriginCheck>,
     pub services: Vec<ServiceObservation>,
     /// Caddy's routes for this target's hostnames, when its configuration was read.
-    pub routes: Vec<RouteObservation>,
+    pub(crate) routes: Vec<RouteObservation>,
     /// The host vantage, when pvediag ran on (or reached) the PVE host.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<HostObservation>,
+    pub(crate) host: Option<HostObservation>,
     /// Behind the fronts: back ends and systemd units, from the same exec round trip (None when
     /// the internal probes did not run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inside: Option<InsideView>,
+    pub(crate) inside: Option<InsideView>,
     /// Who answered: the sandbox the exec call ran in, what it should be and why
     /// (see [`crate::identity`]).
-    pub identity: crate::identity::IdentityObservation,
+    pub(crate) identity: crate::identity::IdentityObservation,
 }
 
 // ---------------------------------------------------------------------------------------------
 // Behind the fronts (issue 14)
 
-pub use crate::probe::backend::{SystemdView, UnitState};
+pub(crate) use crate::probe::backend::{SystemdView, UnitState};
 
 /// What the exec round trip saw behind the fronts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct InsideView {
+pub(crate) struct InsideView {
     /// One per catalog service with a back end of its own (port-header back ends are the catalog's
     /// entry on that port and are not repeated here).
-    pub backends: Vec<BackendObservation>,
+    pub(crate) backends: Vec<BackendObservation>,
     /// The units' state; None when the command brought no unit record at all.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub systemd: Option<SystemdView>,
+    pub(crate) systemd: Option<SystemdView>,
 }
 
 impl InsideView {
@@ -411,18 +408,18 @@ impl InsideView {
 
 /// One back end, checked at `127.0.0.1:{port}` inside the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BackendObservation {
+pub(crate) struct BackendObservation {
     /// The front's catalog name.
-    pub service: String,
-    pub port: u16,
+    pub(crate) service: String,
+    pub(crate) port: u16,
     #[serde(flatten)]
-    pub check: BackendCheckObservation,
+    pub(crate) check: BackendCheckObservation,
 }
 
 /// What the back end's check saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "check", rename_all = "snake_case")]
-pub enum BackendCheckObservation {
+pub(crate) enum BackendCheckObservation {
     /// An HTTP request (Chrome's `/json/version`).
     Http { probe: Probe },
     /// The first line the server sent (VNC's `RFB 003.008`), or why there was none.
@@ -437,7 +434,94 @@ pub enum BackendCheckObservation {
 }
 
 impl TargetObservation {
-    pub fn service(&self, name: &str) -> Option<&ServiceObservation> {
+    pub(crate) fn service(&self, name: &str) -> Option<&ServiceObservation> {
         self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// A gate of the edge: Cloudflare answered for the zone's security settings before the request
+/// reached the tunnel. A browser may pass it (a challenge, an Access login); a plain HTTP client
+/// never does, so nothing behind it — tunnel, Caddy, container, service — was observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Gate {
+    /// A bot challenge (Bot Fight Mode, a WAF managed challenge, Under Attack mode):
+    /// `cf-mitigated: challenge`, or Cloudflare's 403/503 "Just a moment..." page.
+    Challenge { status: u16 },
+    /// Cloudflare Access sends the client to its login: a redirect to
+    /// `https://<team>.cloudflareaccess.com/cdn-cgi/access/login/<host>?...`.
+    AccessLogin {
+        status: u16,
+        /// `<team>` of `<team>.cloudflareaccess.com`, when the redirect names it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        team: Option<String>,
+    },
+    /// Cloudflare Access refused the request (401/403): a wrong service token, or none sent to an
+    /// application that only accepts service tokens.
+    AccessDenied { status: u16 },
+    /// A Cloudflare block page: `error code: 1010` (the client's signature is banned), 1020 (a
+    /// firewall rule), or another 10xx.
+    Blocked { status: u16, code: String },
+}
+
+impl Gate {
+    /// The status Cloudflare answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Gate::Challenge { status }
+            | Gate::AccessLogin { status, .. }
+            | Gate::AccessDenied { status }
+            | Gate::Blocked { status, .. } => *status,
+        }
+    }
+
+    /// Is this Cloudflare Access (and not the WAF or bot settings)?
+    pub fn is_access(&self) -> bool {
+        matches!(self, Gate::AccessLogin { .. } | Gate::AccessDenied { .. })
+    }
+
+    /// Its name: `Cloudflare's bot challenge`, `the Cloudflare Access login`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Gate::Challenge { .. } => "Cloudflare's bot challenge",
+            Gate::AccessLogin { .. } => "the Cloudflare Access login",
+            Gate::AccessDenied { .. } => "Cloudflare Access's refusal",
+            Gate::Blocked { .. } => "a Cloudflare block page",
+        }
+    }
+
+    /// A table cell: `challenge`, `access`, `access denied`, `blocked 1020`.
+    pub fn cell(&self) -> String {
+        match self {
+            Gate::Challenge { .. } => "challenge".into(),
+            Gate::AccessLogin { .. } => "access login".into(),
+            Gate::AccessDenied { .. } => "access denied".into(),
+            Gate::Blocked { code, .. } => format!("blocked {code}"),
+        }
+    }
+
+    /// What it is, in a few words: `Cloudflare's bot challenge (403, cf-mitigated: challenge)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Gate::Challenge { status } => {
+                format!("Cloudflare's bot challenge ({status} \"Just a moment...\", cf-mitigated: challenge)")
+            }
+            Gate::AccessLogin { status, team } => format!(
+                "a Cloudflare Access login ({status} to {}.cloudflareaccess.com/cdn-cgi/access/login)",
+                team.as_deref().unwrap_or("<team>")
+            ),
+            Gate::AccessDenied { status } => {
+                format!("Cloudflare Access refusing the request ({status})")
+            }
+            Gate::Blocked { status, code } => format!(
+                "a Cloudflare block page ({status}, error code {code}: {})",
+                match code.as_str() {
+                    "1010" => "the client's signature is banned",
+                    "1020" => "a firewall rule blocks it",
+                    "1015" => "rate limited",
+                    _ => "access denied by the zone's security settings",
+                }
+            ),
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::report::{
 use crate::settings::Settings;
 
 /// Renders the report in the configured format.
-pub fn render(cfg: &Settings, report: &Report) -> String {
+pub(crate) fn render(cfg: &Settings, report: &Report) -> String {
     match cfg.format {
         OutputFormat::Table => TableFormat { color: cfg.color }.render(report),
         OutputFormat::Json => Json.render(report),
@@ -20,7 +20,7 @@ pub fn render(cfg: &Settings, report: &Report) -> String {
 }
 
 /// Prints warnings on stderr (not with `quiet`), each prefixed `pvediag: `.
-pub fn print_warnings<'a>(quiet: bool, warnings: impl IntoIterator<Item = &'a String>) {
+pub(crate) fn print_warnings<'a>(quiet: bool, warnings: impl IntoIterator<Item = &'a String>) {
     if !quiet {
         for w in warnings {
             eprintln!("pvediag: {w}");
@@ -50,7 +50,7 @@ pub fn emit(
 }
 
 /// Writes `NAME.tmp` next to the file, then renames it over the file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("not a file path"))?;

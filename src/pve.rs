@@ -18,15 +18,15 @@ use crate::target::{is_instance_name, SkippedTarget, TargetRequest, Targets};
 
 /// The Proxmox VE API, validated.
 #[derive(Debug, Clone)]
-pub struct PveConfig {
+pub(crate) struct PveConfig {
     /// `https://pve.lan:8006` (no trailing slash, no `/api2/json`).
-    pub base: String,
-    pub token: Secret,
+    pub(crate) base: String,
+    pub(crate) token: Secret,
     /// `PVE_NODE`; the first node the API lists when unset.
-    pub node: Option<String>,
-    pub verify_tls: bool,
+    pub(crate) node: Option<String>,
+    pub(crate) verify_tls: bool,
     /// Bound on every request.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl PveConfig {
@@ -118,15 +118,15 @@ impl PveError {
 
 /// One container as `GET /nodes/{node}/lxc` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    pub vmid: u32,
-    pub name: String,
-    pub status: String,
-    pub template: bool,
+pub(crate) struct Container {
+    pub(crate) vmid: u32,
+    pub(crate) name: String,
+    pub(crate) status: String,
+    pub(crate) template: bool,
 }
 
 /// A client of one PVE API.
-pub struct PveApi {
+pub(crate) struct PveApi {
     cfg: PveConfig,
     client: reqwest::Client,
 }
@@ -148,7 +148,7 @@ fn bool_field(v: Option<&Value>) -> bool {
 }
 
 /// Parses the `data` of `GET /nodes/{node}/lxc`.
-pub fn parse_containers(path: &str, data: &Value) -> Result<Vec<Container>, PveError> {
+pub(crate) fn parse_containers(path: &str, data: &Value) -> Result<Vec<Container>, PveError> {
     let malformed = |why: &str| PveError::Malformed {
         path: path.to_string(),
         why: why.to_string(),
@@ -190,7 +190,7 @@ fn hex64(s: &str) -> Option<Secret> {
 
 /// The execd token in a container's config: `env` (NUL-separated, `CMUX_EXECD_AUTH_TOKEN=<64hex>`,
 /// PVE >= 9.1) first, else a line `cmux-execd-auth-token=<64hex>` in `description` (PVE 8).
-pub fn token_from_config(data: &Value) -> Option<Secret> {
+pub(crate) fn token_from_config(data: &Value) -> Option<Secret> {
     let from_env = data.get("env").and_then(Value::as_str).and_then(|env| {
         env.split('\0')
             .filter_map(|e| e.trim().strip_prefix("CMUX_EXECD_AUTH_TOKEN="))
@@ -303,7 +303,7 @@ impl PveApi {
     }
 
     /// `PVE_NODE`, else the first node the API lists.
-    pub async fn node(&self) -> Result<String, PveError> {
+    pub(crate) async fn node(&self) -> Result<String, PveError> {
         if let Some(n) = &self.cfg.node {
             return Ok(n.clone());
         }
@@ -331,23 +331,15 @@ impl PveApi {
         Ok(first.to_string())
     }
 
-    pub async fn containers(&self, node: &str) -> Result<Vec<Container>, PveError> {
+    pub(crate) async fn containers(&self, node: &str) -> Result<Vec<Container>, PveError> {
         let path = format!("/nodes/{node}/lxc");
         let data = self.get(&path).await?;
         parse_containers(&path, &data)
     }
 
-    /// The execd token of one container, if its config holds one.
-    pub async fn exec_token(&self, node: &str, vmid: u32) -> Result<Option<Secret>, PveError> {
-        let data = self
-            .get(&format!("/nodes/{node}/lxc/{vmid}/config"))
-            .await?;
-        Ok(token_from_config(&data))
-    }
-
     /// One container's config, read once: its execd token and what it says the container is
     /// (hostname, net0) for the identity check.
-    pub async fn token_and_identity(
+    pub(crate) async fn token_and_identity(
         &self,
         node: &str,
         vmid: u32,
@@ -365,14 +357,14 @@ impl PveApi {
 impl PveApi {
     /// The container's hostname (`hostname` of `GET /nodes/{node}/lxc/{vmid}/config`): the 2026
     /// layout's `{instance}`. `None` when the config has none or it is not a hostname.
-    pub async fn hostname(&self, node: &str, vmid: u32) -> Result<Option<String>, PveError> {
+    pub(crate) async fn hostname(&self, node: &str, vmid: u32) -> Result<Option<String>, PveError> {
         let data = self
             .get(&format!("/nodes/{node}/lxc/{vmid}/config"))
             .await?;
         Ok(data
             .get("hostname")
             .and_then(Value::as_str)
-            .filter(|h| crate::instance::valid_hostname(h))
+            .filter(|h| crate::target::valid_hostname(h))
             .map(str::to_string))
     }
 }
@@ -380,7 +372,7 @@ impl PveApi {
 /// Resolves what the command line asked for through the PVE API: `--all`'s targets (and the
 /// skipped ones), instance names as VMIDs, and per-target exec tokens when `need_tokens` (no token
 /// was given). Without the API: the VMIDs as given.
-pub async fn resolve(
+pub(crate) async fn resolve(
     pve: Option<&PveConfig>,
     req: &TargetRequest,
     need_tokens: bool,

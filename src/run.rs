@@ -16,9 +16,6 @@ use crate::settings::{CaddySource, Settings};
 use crate::target::Targets;
 use crate::verdict::Context;
 
-/// The Caddyfile path on a PVE host, for next steps.
-pub use crate::verdict::HOST_CADDYFILE;
-
 /// Resolves the command line's targets through the PVE API when the settings have one (exec tokens
 /// only when no token was given).
 pub async fn resolve_targets(
@@ -51,7 +48,7 @@ pub async fn diagnose(settings: &Settings, targets: &Targets) -> Result<Report, 
 }
 
 /// [`diagnose`] with the deadline of each attempt given (the exporter's scrape timeout).
-pub async fn diagnose_within(
+pub(crate) async fn diagnose_within(
     settings: &Settings,
     targets: &Targets,
     deadline: Duration,
@@ -260,7 +257,7 @@ async fn diagnose_once(
                 instance_source: p
                     .instances
                     .get(&o.vmid)
-                    .map_or(crate::instance::InstanceSource::Default, |i| i.source)
+                    .map_or(crate::target::InstanceSource::Default, |i| i.source)
                     .describe()
                     .to_string(),
                 url_template: p.template.as_str().to_string(),
@@ -305,7 +302,9 @@ async fn diagnose_once(
 
 /// Two targets whose exec calls ran in one sandbox: each gets the other's VMID (see
 /// [`crate::identity::shared`]).
-pub fn mark_shared_identities<'a>(observations: impl Iterator<Item = &'a mut TargetObservation>) {
+pub(crate) fn mark_shared_identities<'a>(
+    observations: impl Iterator<Item = &'a mut TargetObservation>,
+) {
     let mut observations: Vec<&mut TargetObservation> = observations.collect();
     let shared = {
         let reports: Vec<(u32, &crate::identity::ReportedIdentity)> = observations
@@ -427,7 +426,7 @@ fn admin_table(p: &Probe, too_large: &str) -> Result<RouteTable, String> {
 }
 
 /// `GET {admin}/config/` on Caddy's admin API (local: no --connect-to, no proxy).
-pub async fn fetch_admin(url: &str, timeout: Duration) -> Result<RouteTable, String> {
+pub(crate) async fn fetch_admin(url: &str, timeout: Duration) -> Result<RouteTable, String> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .user_agent(crate::http::USER_AGENT)
@@ -450,7 +449,7 @@ pub async fn fetch_admin(url: &str, timeout: Duration) -> Result<RouteTable, Str
 }
 
 /// What the route table says about each routed service's public hostname.
-pub fn routes_for(
+pub(crate) fn routes_for(
     probe: &crate::probe::ProbeConfig,
     table: &RouteTable,
     vmid: u32,
@@ -484,7 +483,7 @@ pub fn routes_for(
 
 /// A one-line progress counter on stderr, for a person watching a run over many targets. Off in a
 /// pipe, under cron and with `-q`: then it writes nothing at all.
-pub struct Progress {
+pub(crate) struct Progress {
     total: usize,
     done: std::sync::atomic::AtomicUsize,
     on: bool,
@@ -500,7 +499,7 @@ impl Progress {
     }
 
     /// The line for `done` of `total` targets.
-    pub fn line(done: usize, total: usize) -> String {
+    pub(crate) fn line(done: usize, total: usize) -> String {
         let width = 20;
         let filled = (done * width).checked_div(total).unwrap_or(width);
         format!(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// A secret string. `Debug` and `Display` print `[redacted]`; it implements no `Serialize`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Secret {
@@ -14,12 +14,12 @@ impl Secret {
     }
 
     /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `Authorization: Bearer <token>`, marked sensitive so it is never logged by the HTTP stack.
-    pub fn bearer_header(&self) -> reqwest::header::HeaderValue {
+    pub(crate) fn bearer_header(&self) -> reqwest::header::HeaderValue {
         let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0))
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer invalid"));
         v.set_sensitive(true);
@@ -40,7 +40,7 @@ impl fmt::Display for Secret {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("{source_name}: cannot read the token file: {reason}")]
     Read { source_name: String, reason: String },
     #[error("{source_name}: the token is empty")]
@@ -54,7 +54,7 @@ pub enum SecretError {
 
 /// Validates a token value: trims surrounding whitespace (a trailing newline is normal in files).
 /// The error never contains the value.
-pub fn parse_token(source_name: &str, raw: &str) -> Result<Secret, SecretError> {
+pub(crate) fn parse_token(source_name: &str, raw: &str) -> Result<Secret, SecretError> {
     let t = raw.trim();
     if t.is_empty() {
         return Err(SecretError::Empty {
@@ -77,7 +77,7 @@ pub fn parse_token(source_name: &str, raw: &str) -> Result<Secret, SecretError> 
 }
 
 /// Reads a token file. Returns the token and a warning when the file is readable by others.
-pub fn read_token_file(path: &Path) -> Result<(Secret, Option<String>), SecretError> {
+pub(crate) fn read_token_file(path: &Path) -> Result<(Secret, Option<String>), SecretError> {
     let (name, text, warning) = read_secret_file(path)?;
     Ok((parse_token(&name, &text)?, warning))
 }
@@ -139,7 +139,7 @@ impl fmt::Debug for AccessToken {
 }
 
 impl AccessToken {
-    pub fn new(client_id: Secret, client_secret: Secret) -> AccessToken {
+    pub(crate) fn new(client_id: Secret, client_secret: Secret) -> AccessToken {
         AccessToken {
             client_id,
             client_secret,
@@ -169,7 +169,7 @@ impl AccessToken {
 /// The Access service token from `--access-token-file FILE` (two lines: the client id, then the
 /// secret), else from `CF_ACCESS_CLIENT_ID` and `CF_ACCESS_CLIENT_SECRET` (both or neither).
 /// Returns the token and a warning when the file is readable by others. Errors never hold a value.
-pub fn access_token(
+pub(crate) fn access_token(
     file: Option<&Path>,
     env_id: Option<&str>,
     env_secret: Option<&str>,

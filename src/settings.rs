@@ -56,7 +56,7 @@ impl Environment {
 
 /// Where Caddy's routes come from.
 #[derive(Debug, Clone)]
-pub enum CaddySource {
+pub(crate) enum CaddySource {
     /// A Caddyfile, read and parsed up front.
     File {
         path: PathBuf,
@@ -69,32 +69,32 @@ pub enum CaddySource {
 /// Everything a diagnosis needs, validated. Built once; nothing changes it afterwards.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub caddy: Option<CaddySource>,
+    pub(crate) caddy: Option<CaddySource>,
     /// The Proxmox VE API, when configured.
-    pub pve: Option<PveConfig>,
+    pub(crate) pve: Option<PveConfig>,
     /// Targets diagnosed at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// `--wait`: re-diagnose until healthy for at most this long.
-    pub wait: Option<Duration>,
-    pub probe: ProbeConfig,
-    pub connect_to: Option<SocketAddr>,
-    pub cacert_pem: Option<Vec<u8>>,
-    pub insecure: bool,
-    pub deadline: Duration,
-    pub format: OutputFormat,
-    pub output: Option<PathBuf>,
-    pub color: bool,
+    pub(crate) wait: Option<Duration>,
+    pub(crate) probe: ProbeConfig,
+    pub(crate) connect_to: Option<SocketAddr>,
+    pub(crate) cacert_pem: Option<Vec<u8>>,
+    pub(crate) insecure: bool,
+    pub(crate) deadline: Duration,
+    pub(crate) format: OutputFormat,
+    pub(crate) output: Option<PathBuf>,
+    pub(crate) color: bool,
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The state directory (docs/state.md); None: no state is read or written.
     pub state_dir: Option<PathBuf>,
     /// `--services`: the services shown (all when `None`). Only the report is narrowed: every
     /// service is probed and diagnosed, so a selection never changes a verdict.
-    pub shown: Option<Vec<String>>,
+    pub(crate) shown: Option<Vec<String>>,
     /// `--catalog`, `--checks`, `--url-template`, `--services`: what is fixed about each target's
     /// routing generation; the rest is detected per target ([`crate::generation`]).
-    pub generation: crate::generation::GenerationSetting,
+    pub(crate) generation: crate::generation::GenerationSetting,
 }
 
 /// The option groups a subcommand has, and what it sets itself (the lab's host view).
@@ -282,7 +282,7 @@ impl Settings {
         let unresolvable = req
             .names
             .iter()
-            .find(|n| crate::instance::vmid_of_cmux_name(n).is_none() && self.probe.host.is_none());
+            .find(|n| crate::target::vmid_of_cmux_name(n).is_none() && self.probe.host.is_none());
         if self.pve.is_none() && (all || unresolvable.is_some()) {
             let what = if all {
                 "--all".to_string()
@@ -382,7 +382,7 @@ fn read_cacert(p: &Path) -> Result<Vec<u8>, UsageError> {
 }
 
 /// The catalog in `--checks DIR`, else the built-in one.
-pub fn catalog_reading_dir(dir: Option<&Path>) -> Result<Catalog, UsageError> {
+pub(crate) fn catalog_reading_dir(dir: Option<&Path>) -> Result<Catalog, UsageError> {
     match dir {
         Some(dir) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string())),
         None => Ok(Catalog::embedded()),
@@ -390,7 +390,7 @@ pub fn catalog_reading_dir(dir: Option<&Path>) -> Result<Catalog, UsageError> {
 }
 
 /// How much longer than `--timeout` the exec round trip may take (the services' probes run inside it).
-pub const EXEC_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const EXEC_GRACE: Duration = Duration::from_secs(5);
 
 /// A deadline shorter than a probe's own time limit is the operator's choice: said up front, and
 /// every probe it cuts is reported as cut by the deadline, never as a failure of the chain.
@@ -482,7 +482,7 @@ fn check_output_path(o: Option<&Path>) -> Result<(), UsageError> {
 }
 
 /// Reads a text file pvediag was pointed at, with a one-line error naming the option and file.
-pub fn read_text(option: &str, p: &Path) -> Result<String, UsageError> {
+pub(crate) fn read_text(option: &str, p: &Path) -> Result<String, UsageError> {
     let cannot = |e: std::io::Error| {
         UsageError::new(format!(
             "{option} {}: cannot read: {}",
@@ -509,7 +509,7 @@ pub fn read_text(option: &str, p: &Path) -> Result<String, UsageError> {
 }
 
 /// Reads and parses a Caddyfile (never fails on content: what is not understood becomes findings).
-pub fn read_caddyfile(p: &Path) -> Result<crate::caddy::RouteTable, UsageError> {
+pub(crate) fn read_caddyfile(p: &Path) -> Result<crate::caddy::RouteTable, UsageError> {
     let text = read_text("--caddyfile", p)?;
     let name = p
         .file_name()

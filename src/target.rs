@@ -3,7 +3,7 @@
 /// The routing layout, which decides what a "Caddy" fix looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Layout {
+pub(crate) enum Layout {
     /// One hostname and one Caddy route per service (`https://{service}-{vmid}.DOMAIN`).
     PerService,
     /// The port is in the hostname and one generic Caddy rule dials it (`port-{port}-...`).
@@ -11,22 +11,22 @@ pub enum Layout {
 }
 
 /// The placeholders a URL template may use.
-pub const PLACEHOLDERS: &[&str] = &["service", "vmid", "port", "domain", "instance"];
+pub(crate) const PLACEHOLDERS: &[&str] = &["service", "vmid", "port", "domain", "instance"];
 
 /// The default: the seed layout, one hostname per service.
-pub const DEFAULT_TEMPLATE: &str = "https://{service}-{vmid}.{domain}";
+pub(crate) const DEFAULT_TEMPLATE: &str = "https://{service}-{vmid}.{domain}";
 
 /// The 2026 layout: one generic Caddy rule, the port and the container's hostname in the name.
-pub const TEMPLATE_2026: &str = "https://port-{port}-{instance}.{domain}";
+pub(crate) const TEMPLATE_2026: &str = "https://port-{port}-{instance}.{domain}";
 
 /// The instance name (container hostname) of a VMID when nothing better is known: the name cmux
 /// gave containers before the `pvelxc-` names.
-pub fn default_instance(vmid: u32) -> String {
+pub(crate) fn default_instance(vmid: u32) -> String {
     format!("cmux-{vmid}")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     #[error("--url-template {template:?}: unknown placeholder {{{name}}}; known: {{service}}, {{vmid}}, {{instance}}, {{port}}, {{domain}}")]
     UnknownPlaceholder { template: String, name: String },
     #[error("--url-template {template:?}: unbalanced brace; write placeholders as {{name}}")]
@@ -57,7 +57,7 @@ enum Piece {
 
 /// A parsed, validated URL template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlTemplate {
+pub(crate) struct UrlTemplate {
     raw: String,
     pieces: Vec<Piece>,
 }
@@ -145,18 +145,18 @@ impl UrlTemplate {
         Ok(t)
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.raw
     }
 
-    pub fn uses(&self, name: &str) -> bool {
+    pub(crate) fn uses(&self, name: &str) -> bool {
         self.pieces
             .iter()
             .any(|p| matches!(p, Piece::Var(v) if *v == name))
     }
 
     /// The port is part of the hostname: Caddy's generic rule (later layout).
-    pub fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         if self.uses("port") {
             Layout::PortInHost
         } else {
@@ -164,12 +164,12 @@ impl UrlTemplate {
         }
     }
 
-    pub fn render(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
+    pub(crate) fn render(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
         self.render_for(service, vmid, &default_instance(vmid), port, domain)
     }
 
     /// [`UrlTemplate::render`] with the container's hostname for `{instance}`.
-    pub fn render_for(
+    pub(crate) fn render_for(
         &self,
         service: &str,
         vmid: u32,
@@ -192,12 +192,13 @@ impl UrlTemplate {
     }
 
     /// The base URL of a service, without a trailing slash.
-    pub fn base_url(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
+    #[cfg(test)]
+    pub(crate) fn base_url(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
         self.base_url_for(service, vmid, &default_instance(vmid), port, domain)
     }
 
     /// [`UrlTemplate::base_url`] with the container's hostname for `{instance}`.
-    pub fn base_url_for(
+    pub(crate) fn base_url_for(
         &self,
         service: &str,
         vmid: u32,
@@ -211,7 +212,7 @@ impl UrlTemplate {
     }
 
     /// The scheme of the rendered URLs.
-    pub fn scheme(&self) -> &str {
+    pub(crate) fn scheme(&self) -> &str {
         if self.raw.starts_with("https://") {
             "https"
         } else {
@@ -221,7 +222,7 @@ impl UrlTemplate {
 }
 
 /// A hostname: labels of letters, digits and '-', dot-separated, at least two labels.
-pub fn validate_domain(domain: &str) -> Result<String, TargetError> {
+pub(crate) fn validate_domain(domain: &str) -> Result<String, TargetError> {
     let d = domain.trim_end_matches('.').to_ascii_lowercase();
     let ok = !d.is_empty()
         && d.len() <= 253
@@ -243,7 +244,7 @@ pub fn validate_domain(domain: &str) -> Result<String, TargetError> {
 }
 
 /// A VMID: a positive integer (Proxmox uses 100..=999999999).
-pub fn parse_vmid(s: &str) -> Result<u32, TargetError> {
+pub(crate) fn parse_vmid(s: &str) -> Result<u32, TargetError> {
     match s.parse::<u32>() {
         Ok(v) if v > 0 && s.bytes().all(|c| c.is_ascii_digit()) => Ok(v),
         _ => Err(TargetError::BadVmid { value: s.into() }),
@@ -253,28 +254,29 @@ pub fn parse_vmid(s: &str) -> Result<u32, TargetError> {
 /// The targets the command line asks for, before the PVE API is asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetRequest {
-    pub vmids: Vec<u32>,
+    pub(crate) vmids: Vec<u32>,
     /// Instance names given where a VMID is expected, resolved through the PVE API.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// `--all`: the targets come from the PVE API.
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 /// The targets of a run, resolved: what to diagnose, with what the PVE API told about them.
 #[derive(Debug, Clone, Default)]
 pub struct Targets {
-    pub vmids: Vec<u32>,
+    pub(crate) vmids: Vec<u32>,
     /// Per-target exec tokens from the PVE API (used where no token was given).
-    pub exec_tokens: std::collections::BTreeMap<u32, crate::secret::Secret>,
+    pub(crate) exec_tokens: std::collections::BTreeMap<u32, crate::secret::Secret>,
     /// What each container's PVE config says it is (hostname, net0), for the identity check.
-    pub expected_identity: std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
+    pub(crate) expected_identity:
+        std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
     /// Containers `--all` found and does not diagnose (stopped, templates).
-    pub skipped: Vec<SkippedTarget>,
+    pub(crate) skipped: Vec<SkippedTarget>,
     /// Warnings of the resolution (never containing secrets).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// Container hostnames (the 2026 layout's `{instance}`) by VMID, as [`crate::instance`]
     /// resolved them; a VMID not in here is `cmux-{vmid}`.
-    pub instances: std::collections::BTreeMap<u32, crate::instance::Instance>,
+    pub(crate) instances: std::collections::BTreeMap<u32, Instance>,
 }
 
 impl Targets {
@@ -289,15 +291,15 @@ impl Targets {
 
 /// A container `--all` found and did not diagnose, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SkippedTarget {
-    pub vmid: u32,
-    pub name: String,
-    pub reason: String,
+pub(crate) struct SkippedTarget {
+    pub(crate) vmid: u32,
+    pub(crate) name: String,
+    pub(crate) reason: String,
 }
 
 /// `cmux-202`, `pvelxc-1a2b3c4d`: an instance name (the container's hostname). The one rule for
 /// a name given where a VMID is expected and for the containers `--all` picks from the PVE API.
-pub fn is_instance_name(s: &str) -> bool {
+pub(crate) fn is_instance_name(s: &str) -> bool {
     let rest = s
         .strip_prefix("cmux-")
         .or_else(|| s.strip_prefix("pvelxc-"));
@@ -308,7 +310,7 @@ pub fn is_instance_name(s: &str) -> bool {
 
 /// An http(s) URL with a host and without query or credentials (`--exec-url`, `--caddy-admin`,
 /// `PVE_API_URL`); `None` for anything else.
-pub fn http_base_url(s: &str) -> Option<url::Url> {
+pub(crate) fn http_base_url(s: &str) -> Option<url::Url> {
     url::Url::parse(s).ok().filter(|u| {
         matches!(u.scheme(), "http" | "https")
             && u.host_str().is_some()
@@ -320,8 +322,54 @@ pub fn http_base_url(s: &str) -> Option<url::Url> {
 
 /// The hostname pvediag uses for the origin check: under the domain, matching no service route,
 /// so Caddy answers it itself (seed layout: an empty 200; later layout: its 404 catch-all).
-pub fn origin_check_url(template: &UrlTemplate, domain: &str) -> String {
+pub(crate) fn origin_check_url(template: &UrlTemplate, domain: &str) -> String {
     format!("{}://pvediag-origin-check.{domain}/", template.scheme())
+}
+
+/// A container's hostname and where it was learnt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Instance {
+    pub(crate) hostname: String,
+    pub(crate) source: InstanceSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum InstanceSource {
+    /// `hostname` of the container's config in the PVE API.
+    PveApi,
+    /// `pct config` on the PVE host.
+    Pct,
+    /// Given as the target on the command line.
+    Given,
+    /// Nothing knew better: `cmux-{vmid}`.
+    Default,
+}
+
+impl InstanceSource {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            InstanceSource::PveApi => "the PVE API's container config",
+            InstanceSource::Pct => "`pct config` on the host",
+            InstanceSource::Given => "the command line",
+            InstanceSource::Default => "assumed: cmux-{vmid}, no PVE API or host vantage to ask",
+        }
+    }
+}
+
+/// A DNS label as cmux names containers: lower-case letters, digits and '-', 1-63 characters.
+pub(crate) fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+        && h.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+/// `cmux-202` -> 202: cmux's older containers are named by their VMID.
+pub(crate) fn vmid_of_cmux_name(name: &str) -> Option<u32> {
+    name.strip_prefix("cmux-").and_then(|r| parse_vmid(r).ok())
 }
 
 #[cfg(test)]

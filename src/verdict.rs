@@ -93,11 +93,11 @@ impl Layer {
 
 /// One hop a verdict cannot rule out, and what would tell it apart from the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Candidate {
-    pub layer: Layer,
+pub(crate) struct Candidate {
+    pub(crate) layer: Layer,
     /// The option to add or the command to run (on the PVE host, in the container) that confirms or
     /// rules out this hop.
-    pub check: String,
+    pub(crate) check: String,
 }
 
 /// One service's verdict.
@@ -109,10 +109,10 @@ pub struct Verdict {
     pub layer: Option<Layer>,
     /// When `layer` is `None` and the status is not healthy/skipped: the hops the evidence cannot
     /// tell apart, most likely first. Empty when a layer is pinned.
-    pub candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
     pub summary: String,
-    pub evidence: Vec<String>,
-    pub next_step: Option<String>,
+    pub(crate) evidence: Vec<String>,
+    pub(crate) next_step: Option<String>,
     /// The decision-table row (see docs/diagnosis.md).
     pub rule: &'static str,
 }
@@ -127,7 +127,7 @@ impl Verdict {
     }
 
     /// `caddy`, `caddy|service|container` (candidates), or "" when no hop is named.
-    pub fn layer_label(&self) -> String {
+    pub(crate) fn layer_label(&self) -> String {
         self.layers()
             .iter()
             .map(|l| l.as_str())
@@ -142,7 +142,7 @@ pub struct ChannelVerdict {
     /// `healthy`: internal probes ran; `inconclusive`: they could not run (reason in summary).
     pub status: Status,
     pub summary: String,
-    pub next_step: Option<String>,
+    pub(crate) next_step: Option<String>,
 }
 
 /// Verdicts for one target.
@@ -172,7 +172,7 @@ pub struct GateVerdict {
 
 impl TargetVerdict {
     /// The worst status of the target (channel included).
-    pub fn worst(&self) -> Status {
+    pub(crate) fn worst(&self) -> Status {
         self.services
             .iter()
             .map(|v| v.status)
@@ -183,28 +183,28 @@ impl TargetVerdict {
 }
 
 /// The routing layout lives with the URL template that decides it.
-pub use crate::target::Layout;
+pub(crate) use crate::target::Layout;
 
 /// The Caddyfile on a PVE host, named in next steps when no Caddyfile was read (to find the line).
-pub const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
+pub(crate) const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
 
 /// What the engine knows besides the observations.
 #[derive(Debug, Clone)]
-pub struct Context<'a> {
-    pub catalog: &'a Catalog,
-    pub layout: Layout,
+pub(crate) struct Context<'a> {
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) layout: Layout,
     /// The Caddyfile that was read, as its real path (local, or on the host when read there);
     /// `None` when none was read: next steps then say how to find the line, never edit by number.
-    pub caddyfile: Option<&'a str>,
+    pub(crate) caddyfile: Option<&'a str>,
     /// The address every public hostname was dialled at (`--connect-to`), if one was forced.
-    pub connect_to: Option<&'a str>,
+    pub(crate) connect_to: Option<&'a str>,
     /// The container's name on the LAN (`{instance}` of the 2026 layout, e.g. `pvelxc-1a2b3c4d`);
     /// None: `cmux-{vmid}`.
-    pub instance: Option<&'a str>,
+    pub(crate) instance: Option<&'a str>,
     /// The run's deadline, when it limited the probes (their timeouts shortened below
     /// `--timeout`, or the target cut): a probe that timed out then was cut by the operator's
     /// limit, not failed by the chain.
-    pub deadline: Option<std::time::Duration>,
+    pub(crate) deadline: Option<std::time::Duration>,
     /// The deadline cut this target before its probes ended: the probes not run were cut.
     pub target_cut: bool,
     /// An Access service token was sent with the public requests.
@@ -213,7 +213,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
-    pub fn instance_name(&self, vmid: u32) -> String {
+    pub(crate) fn instance_name(&self, vmid: u32) -> String {
         self.instance
             .map(str::to_string)
             .unwrap_or_else(|| format!("cmux-{vmid}"))
@@ -225,7 +225,7 @@ impl Context<'_> {
 
 /// What one probe outcome means for the service it was aimed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Accepted status, required headers present, fingerprint matches.
     Healthy,
     /// The right service answered (fingerprint matches) but required headers are missing.
@@ -266,7 +266,7 @@ impl Answer {
 }
 
 /// Classifies one probe outcome against the service it was meant for.
-pub fn classify(service: &Service, probe: &Probe) -> Answer {
+pub(crate) fn classify(service: &Service, probe: &Probe) -> Answer {
     let r = match probe {
         Probe::NotRun { .. } => return Answer::NotRun,
         Probe::Failed { kind, .. } => return Answer::Unreachable(*kind),
@@ -359,7 +359,7 @@ fn short_body(body: &str) -> String {
 }
 
 /// One line describing a probe outcome: `502 (server: cloudflare, cf-ray …) "error code: 502"`.
-pub fn describe_probe(p: &Probe) -> String {
+pub(crate) fn describe_probe(p: &Probe) -> String {
     match p {
         Probe::NotRun { reason } => format!("not run ({reason})"),
         Probe::Failed {
@@ -641,7 +641,7 @@ fn channel_problem(run: &ExecRun, token_sent: bool) -> String {
 }
 
 /// The exec channel verdict.
-pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
+pub(crate) fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
     if let Some(p) = &t.exec.pct {
         if let ExecRun::Completed { exit_code, .. } = &p.run {
             return ChannelVerdict {
@@ -2347,7 +2347,7 @@ fn decide_host(x: &Subject) -> Option<Row> {
 }
 
 /// Runs the decision table over one target.
-pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
+pub(crate) fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
     let f = facts(ctx, t);
     let identity = identity_row(t);
     let mut services = Vec::with_capacity(t.services.len());

@@ -18,7 +18,7 @@ use crate::catalog::BackendCheck;
 use crate::observation::{BackendCheckObservation, InsideView, UnitState};
 
 /// Restarts from which a running unit counts as crash-looping.
-pub const CRASH_LOOP_RESTARTS: u32 = 3;
+pub(crate) const CRASH_LOOP_RESTARTS: u32 = 3;
 
 /// What the check behind the front found.
 enum Back<'a> {

@@ -8,11 +8,11 @@ use crate::cli::UsageError;
 use crate::report::{exit, Report};
 
 /// The first pause between attempts; it doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The pause after attempt `n` (1-based): 0.5 s, 1 s, 2 s, 4 s, 5 s, 5 s, ...
-pub fn backoff(n: u32) -> Duration {
+pub(crate) fn backoff(n: u32) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(1u32 << n.saturating_sub(1).min(8))
         .min(MAX_BACKOFF)
@@ -20,7 +20,7 @@ pub fn backoff(n: u32) -> Duration {
 
 /// Runs `attempt` until its report is healthy or `wait` is spent, and returns the last report.
 /// Progress goes to stderr, and only when stderr is a terminal and not `quiet`.
-pub async fn until_healthy<F, Fut>(
+pub(crate) async fn until_healthy<F, Fut>(
     wait: Duration,
     quiet: bool,
     attempt: F,

@@ -14,14 +14,14 @@ use super::{infer_service, Route, RouteTable, Source, Upstream, Warning};
 // Tokens
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    pub text: String,
+pub(crate) struct Token {
+    pub(crate) text: String,
     /// 1-based line where the token starts.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Written in `"..."` or `` `...` ``: never a brace, never a comment.
-    pub quoted: bool,
+    pub(crate) quoted: bool,
     /// A line break (not an escaped one) separates this token from the previous one.
-    pub newline_before: bool,
+    pub(crate) newline_before: bool,
 }
 
 impl Token {
@@ -31,7 +31,7 @@ impl Token {
 }
 
 /// Splits a Caddyfile into tokens as Caddy's lexer does.
-pub fn tokenize(text: &str) -> Vec<Token> {
+pub(crate) fn tokenize(text: &str) -> Vec<Token> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut line = 1usize;

@@ -12,22 +12,22 @@ use regex::Regex;
 use serde::Serialize;
 
 /// The file name used in [`Source`] for routes read from the admin API.
-pub const ADMIN_API_SOURCE: &str = "caddy admin API";
+pub(crate) const ADMIN_API_SOURCE: &str = "caddy admin API";
 
 /// Where a route or a warning comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Source {
-    pub file: String,
+pub(crate) struct Source {
+    pub(crate) file: String,
     /// 1-based line; 0 when there is no line (the admin API).
-    pub line: usize,
+    pub(crate) line: usize,
     /// For the admin API: the JSON path of the handler, e.g.
     /// `apps.http.servers.srv0.routes[2].handle[0].routes[0].handle[0]`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub json_path: Option<String>,
+    pub(crate) json_path: Option<String>,
 }
 
 impl Source {
-    pub fn at(file: &str, line: usize) -> Source {
+    pub(crate) fn at(file: &str, line: usize) -> Source {
         Source {
             file: file.to_string(),
             line,
@@ -55,15 +55,15 @@ impl std::fmt::Display for Source {
 
 /// Something a reader did not understand or chose not to follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Warning {
-    pub source: Source,
-    pub message: String,
+pub(crate) struct Warning {
+    pub(crate) source: Source,
+    pub(crate) message: String,
 }
 
 /// Where Caddy dials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Upstream {
+pub(crate) enum Upstream {
     /// e.g. host_template `cmux-{re.vmid.1}.lan`, port 39383.
     Fixed { host_template: String, port: u16 },
     /// The later layout: `{re.service.2}.lan:{re.service.1}`: the port comes from the hostname.
@@ -145,7 +145,7 @@ impl Upstream {
     }
 
     /// The upstream as Caddy would print it (`host:port`).
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             Upstream::Fixed {
                 host_template,
@@ -159,7 +159,8 @@ impl Upstream {
         }
     }
 
-    pub fn fixed_port(&self) -> Option<u16> {
+    #[cfg(test)]
+    pub(crate) fn fixed_port(&self) -> Option<u16> {
         match self {
             Upstream::Fixed { port, .. } => Some(*port),
             _ => None,
@@ -173,35 +174,35 @@ fn is_single_placeholder(s: &str) -> bool {
 
 /// One route to an upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Route {
+pub(crate) struct Route {
     /// The Host regexp as written, e.g. `^xterm-(\d+)\.`; empty when the route does not match
     /// the Host header with a regexp (then only [`Route::hosts`] restricts it, if anything).
-    pub host_pattern: String,
+    pub(crate) host_pattern: String,
     /// The capture name of the Host regexp (`vmid` in `header_regexp vmid Host ...`): the NAME of
     /// `{re.NAME.N}`. `None` for an unnamed regexp (placeholders `{http.regexp.N}`).
-    pub capture_name: Option<String>,
+    pub(crate) capture_name: Option<String>,
     /// The catalog service this route serves when known from the pattern or the matcher name;
     /// `None` for the generic `port-{port}-{instance}` rule.
-    pub service: Option<String>,
-    pub upstream: Upstream,
+    pub(crate) service: Option<String>,
+    pub(crate) upstream: Upstream,
     /// Where the `reverse_proxy` is (Caddyfile line, or admin API JSON path).
-    pub source: Source,
+    pub(crate) source: Source,
     /// The named matcher that selects the route (`xterm` for `@xterm`), if any.
-    pub matcher: Option<String>,
+    pub(crate) matcher: Option<String>,
     /// Host names the route is restricted to (site addresses, `host` matchers); empty = any host.
     /// `*` matches one label, as in Caddy.
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     /// The site block (Caddyfile addresses) or server (admin API: name and listen addresses).
-    pub site: String,
+    pub(crate) site: String,
     /// Conditions other than the host (`method OPTIONS`, `path /api/*`, ...), as text.
     /// [`RouteTable::resolve`] skips routes that have any: it answers for a plain request.
-    pub conditions: Vec<String>,
+    pub(crate) conditions: Vec<String>,
 }
 
 impl Route {
     /// Whether this route serves a request for `host` (conditions other than the host aside).
     /// `None` when the pattern is not a valid regexp.
-    pub fn matches_host(&self, host: &str) -> Option<bool> {
+    pub(crate) fn matches_host(&self, host: &str) -> Option<bool> {
         Some(self.captures(host)?.is_some())
     }
 
@@ -245,13 +246,13 @@ fn compiled(pattern: &str) -> Option<Regex> {
 /// A route applied to one hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedRoute<'a> {
-    pub route: &'a Route,
+    pub(crate) route: &'a Route,
     /// Index of the route in [`RouteTable::routes`].
-    pub index: usize,
+    pub(crate) index: usize,
     /// The upstream host with the captures applied, e.g. `cmux-202.lan`.
-    pub upstream_host: String,
+    pub(crate) upstream_host: String,
     /// The port Caddy dials; `None` when it is not a number after substitution (or unknown).
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
 }
 
 impl ResolvedRoute<'_> {
@@ -267,13 +268,13 @@ impl ResolvedRoute<'_> {
 /// Every route to an upstream, in the order Caddy evaluates them, plus what was not understood.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RouteTable {
-    pub routes: Vec<Route>,
-    pub warnings: Vec<Warning>,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) warnings: Vec<Warning>,
     /// The Caddyfile's name and text, for the lint checks of directives the route model does not
     /// keep (`header_up`, `header_down`, the `OPTIONS` handler, the catch-all). None for the
     /// admin API.
     #[serde(skip)]
-    pub caddyfile_text: Option<(String, String)>,
+    pub(crate) caddyfile_text: Option<(String, String)>,
 }
 
 impl RouteTable {
@@ -316,7 +317,7 @@ impl RouteTable {
         None
     }
 
-    pub fn routes_for_service(&self, service: &str) -> Vec<&Route> {
+    pub(crate) fn routes_for_service(&self, service: &str) -> Vec<&Route> {
         self.routes
             .iter()
             .filter(|r| r.service.as_deref() == Some(service))
@@ -324,7 +325,7 @@ impl RouteTable {
     }
 
     /// Whether a generic rule (port taken from the hostname, no extra condition) exists.
-    pub fn has_generic_route(&self) -> bool {
+    pub(crate) fn has_generic_route(&self) -> bool {
         self.routes
             .iter()
             .any(|r| matches!(r.upstream, Upstream::FromHost { .. }) && r.conditions.is_empty())
@@ -333,7 +334,7 @@ impl RouteTable {
 
 /// Replaces `{re.NAME.N}`, `{http.regexp.NAME.N}` (and the unnamed `{re.N}`, `{http.regexp.N}`)
 /// with capture N when NAME is the route's capture name. Other placeholders stay as they are.
-pub fn substitute(template: &str, name: Option<&str>, caps: &[String]) -> String {
+pub(crate) fn substitute(template: &str, name: Option<&str>, caps: &[String]) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -371,7 +372,11 @@ fn placeholder_value<'c>(inner: &str, name: Option<&str>, caps: &'c [String]) ->
 
 /// Infers the catalog service name of a route: from the literal prefix of the host regexp
 /// (`^xterm-` -> `xterm`), else from the matcher name. `None` when the port comes from the host.
-pub fn infer_service(pattern: &str, matcher: Option<&str>, upstream: &Upstream) -> Option<String> {
+pub(crate) fn infer_service(
+    pattern: &str,
+    matcher: Option<&str>,
+    upstream: &Upstream,
+) -> Option<String> {
     if matches!(upstream, Upstream::FromHost { .. }) {
         return None;
     }
@@ -396,7 +401,7 @@ fn literal_prefix(pattern: &str) -> Option<String> {
 }
 
 /// Drops a `:port` suffix from a Host header value (keeps IPv6 literals intact).
-pub fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(i) => &host[..=i],
@@ -410,7 +415,7 @@ pub fn strip_port(host: &str) -> &str {
 }
 
 /// Caddy's host matching: case-insensitive, `*` matches exactly one label.
-pub fn host_matches(pattern: &str, host: &str) -> bool {
+pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
     let p: Vec<&str> = pattern.split('.').collect();
     let h: Vec<&str> = host.split('.').collect();
     p.len() == h.len()

@@ -21,37 +21,37 @@ use super::{GenericRule, RouteSpec};
 
 /// Caddy's upstream dial timeout in the later layout (`dial_timeout 10s`), also used as the lab's
 /// response-header timeout (then 504).
-pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct CaddyCtx {
-    pub routes: Vec<(Regex, RouteSpec)>,
-    pub containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
-    pub delay_ms: u64,
+pub(crate) struct CaddyCtx {
+    pub(crate) routes: Vec<(Regex, RouteSpec)>,
+    pub(crate) containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
+    pub(crate) delay_ms: u64,
     /// The generic rule's upstream and CORS handling (2026 layout).
-    pub generic: GenericRule,
+    pub(crate) generic: GenericRule,
     /// What `{hostname}.lan` resolves to: container hostname -> VMID.
-    pub lan: BTreeMap<String, u32>,
+    pub(crate) lan: BTreeMap<String, u32>,
 }
 
 /// The service name of the later layout's one generic rule (`port-{port}-{instance}.DOMAIN`).
-pub const GENERIC: &str = "*";
+pub(crate) const GENERIC: &str = "*";
 
 /// The "service" of a last `handle` block without a matcher: every hostname no other route matches
 /// is sent to `dashboard.lan:PORT`, a host outside the lab (its name does not resolve: Caddy's 502).
 pub const FALLBACK: &str = "*fallback";
 
 /// The generic rule's Host regexp as cmux writes it.
-pub const GENERIC_REGEX: &str = r"^port-(\d+)-([a-z0-9-]+)\.";
+pub(crate) const GENERIC_REGEX: &str = r"^port-(\d+)-([a-z0-9-]+)\.";
 
 /// The generic rule's matcher regex (as configured; an invalid one matches nothing, as Caddy
 /// would refuse to load it).
-pub fn generic_regex(rule: &GenericRule) -> Regex {
+pub(crate) fn generic_regex(rule: &GenericRule) -> Regex {
     Regex::new(&rule.regex).unwrap_or_else(|_| Regex::new("$^").expect("valid"))
 }
 
 /// The matcher regex of a route, as written in the Caddyfile: `^{service}-(\d+)\.`, or the
 /// later layout's `^port-(\d+)-([a-z0-9-]+)\.`.
-pub fn route_regex(service: &str) -> Regex {
+pub(crate) fn route_regex(service: &str) -> Regex {
     if service == GENERIC {
         return Regex::new(GENERIC_REGEX).expect("valid route regex");
     }
@@ -119,7 +119,7 @@ pub fn caddyfile(routes: &[RouteSpec]) -> String {
 
 /// [`caddyfile`] with the generic rule as configured. With both kinds of routes (a host in
 /// transition), the per-service rules come first and the generic rule and catch-all after them.
-pub fn caddyfile_with(routes: &[RouteSpec], rule: &GenericRule) -> String {
+pub(crate) fn caddyfile_with(routes: &[RouteSpec], rule: &GenericRule) -> String {
     let generic = routes.iter().any(|r| r.service == GENERIC);
     let per_service: Vec<&RouteSpec> = routes
         .iter()
@@ -163,7 +163,7 @@ pub fn caddyfile_with(routes: &[RouteSpec], rule: &GenericRule) -> String {
     out
 }
 
-pub fn start(listener: TcpListener, ctx: CaddyCtx) -> JoinHandle<()> {
+pub(crate) fn start(listener: TcpListener, ctx: CaddyCtx) -> JoinHandle<()> {
     let ctx = Arc::new(ctx);
     serve(listener, move |stream| {
         let ctx = ctx.clone();

@@ -24,48 +24,48 @@ use super::{Behaviour, ContainerSpec, Delays, ServiceKind};
 
 /// The ports a cmux container may listen on (the seed's table, plus 39376 and 39382), all mapped
 /// in the container's `.curlrc`.
-pub const CONTAINER_PORTS: &[u16] = &[
+pub(crate) const CONTAINER_PORTS: &[u16] = &[
     5173, 5901, 39375, 39376, 39377, 39378, 39379, 39380, 39381, 39382, 39383,
 ];
 
 /// Largest `POST /exec` body execd accepts.
-pub const EXEC_MAX_BODY: usize = 1024 * 1024;
+pub(crate) const EXEC_MAX_BODY: usize = 1024 * 1024;
 /// Longest output line execd passes on.
-pub const EXEC_MAX_LINE: usize = 1024 * 1024;
+pub(crate) const EXEC_MAX_LINE: usize = 1024 * 1024;
 
 /// The openvscode-server build the lab pretends to be.
-pub const VSCODE_COMMIT: &str = "f1e16e1e6214d7c44d078b1f0607b2388f29d729";
+pub(crate) const VSCODE_COMMIT: &str = "f1e16e1e6214d7c44d078b1f0607b2388f29d729";
 
 /// What the rest of the lab knows about a started container.
 #[derive(Debug)]
-pub struct ContainerRuntime {
-    pub vmid: u32,
-    pub running: bool,
+pub(crate) struct ContainerRuntime {
+    pub(crate) vmid: u32,
+    pub(crate) running: bool,
     /// Container port -> where it really listens (or a refusing socket), seen from the LAN.
-    pub ports: BTreeMap<u16, SocketAddr>,
+    pub(crate) ports: BTreeMap<u16, SocketAddr>,
     /// The same, seen from inside the container (loopback-only services included).
-    pub loopback: BTreeMap<u16, SocketAddr>,
+    pub(crate) loopback: BTreeMap<u16, SocketAddr>,
     /// A refusing address, for any port the container does not have.
-    pub closed_addr: SocketAddr,
+    pub(crate) closed_addr: SocketAddr,
     /// `<lab dir>/ct-<vmid>`: HOME and CURL_HOME of commands run by execd.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// `POST /exec` requests that reached this container's execd (whatever their outcome).
-    pub exec_posts: AtomicU64,
+    pub(crate) exec_posts: AtomicU64,
     /// The container `cmux-{vmid}.lan` really leads to, when not this one (see `ContainerSpec`).
-    pub lan_name_to: Option<u32>,
+    pub(crate) lan_name_to: Option<u32>,
     /// `gethostname()` inside.
-    pub hostname: String,
+    pub(crate) hostname: String,
 }
 
 impl ContainerRuntime {
     /// Where a connection to `cmux-{vmid}.lan:{port}` ends up.
-    pub fn dial_addr(&self, port: u16) -> SocketAddr {
+    pub(crate) fn dial_addr(&self, port: u16) -> SocketAddr {
         self.ports.get(&port).copied().unwrap_or(self.closed_addr)
     }
 }
 
 /// Bound, not listening: connections are refused, the port stays reserved.
-pub fn refusing_socket() -> io::Result<(TcpSocket, SocketAddr)> {
+pub(crate) fn refusing_socket() -> io::Result<(TcpSocket, SocketAddr)> {
     let s = TcpSocket::new_v4()?;
     s.bind("127.0.0.1:0".parse().expect("valid addr"))?;
     let addr = s.local_addr()?;
@@ -74,7 +74,7 @@ pub fn refusing_socket() -> io::Result<(TcpSocket, SocketAddr)> {
 
 /// Runs an accept loop; connection tasks live in a JoinSet owned by the loop, so aborting the
 /// returned handle ends every connection too.
-pub fn serve<H, F>(listener: TcpListener, handler: H) -> JoinHandle<()>
+pub(crate) fn serve<H, F>(listener: TcpListener, handler: H) -> JoinHandle<()>
 where
     H: Fn(TcpStream) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
@@ -105,7 +105,7 @@ struct ServiceCtx {
 }
 
 /// Starts a container. Returns its runtime, the tasks, and sockets to keep alive (refusing ports).
-pub async fn start(
+pub(crate) async fn start(
     spec: &ContainerSpec,
     lab_dir: &Path,
     delays: Delays,
@@ -283,7 +283,7 @@ fn write_curl_wrapper(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Resu
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// The first `curl` on the lab's PATH (looked up once).
-pub fn real_curl() -> Option<PathBuf> {
+pub(crate) fn real_curl() -> Option<PathBuf> {
     static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {
@@ -874,7 +874,7 @@ where
 }
 
 /// JSON as Go's encoding/json writes it: `<`, `>`, `&`, U+2028, U+2029 escaped.
-pub fn go_json_string(s: &str) -> String {
+pub(crate) fn go_json_string(s: &str) -> String {
     serde_json::to_string(s)
         .expect("a string serialises")
         .replace('<', "\\u003c")
@@ -906,7 +906,7 @@ fn exit_event(code: i32) -> String {
 /// machine's loopback, so, as `.curlrc` and the curl wrapper do for curl, the container's port map
 /// is applied to the literal `/dev/tcp/127.0.0.1/PORT` words of a command (bash's own redirection,
 /// which no program on the PATH can stand in for). Nothing else of the command changes.
-pub fn map_dev_tcp(command: &str, ports: &BTreeMap<u16, SocketAddr>) -> String {
+pub(crate) fn map_dev_tcp(command: &str, ports: &BTreeMap<u16, SocketAddr>) -> String {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = RE.get_or_init(|| {
         regex::Regex::new(r"/dev/tcp/127\.0\.0\.1/([0-9]{1,5})\b").expect("a valid regex")

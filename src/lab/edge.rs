@@ -29,18 +29,18 @@ use super::container::serve;
 use super::http::{self, ForwardError, ReadError};
 
 /// cloudflared's origin connect timeout (then 502).
-pub const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cloudflare's proxy read timeout (then 524).
-pub const ORIGIN_READ_TIMEOUT: Duration = Duration::from_secs(100);
+pub(crate) const ORIGIN_READ_TIMEOUT: Duration = Duration::from_secs(100);
 
 /// The lab CA (PEM) and the edge's TLS configuration.
-pub struct EdgeTls {
-    pub ca_pem: String,
-    pub config: Arc<rustls::ServerConfig>,
+pub(crate) struct EdgeTls {
+    pub(crate) ca_pem: String,
+    pub(crate) config: Arc<rustls::ServerConfig>,
 }
 
 /// Makes a CA and a leaf for `*.{domain}` and `{domain}`; HTTP/1.1 only (ALPN `http/1.1`).
-pub fn make_tls(domain: &str) -> anyhow::Result<EdgeTls> {
+pub(crate) fn make_tls(domain: &str) -> anyhow::Result<EdgeTls> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -107,7 +107,7 @@ pub struct EdgeCtx {
     pub flapping: Option<std::sync::atomic::AtomicU64>,
 }
 
-pub fn start(
+pub(crate) fn start(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     ctx: EdgeCtx,
@@ -129,7 +129,7 @@ pub fn start(
 }
 
 /// `<16 hex>-LAB`, like `8f1e2d3c4b5a6978-FRA`.
-pub fn cf_ray() -> String {
+pub(crate) fn cf_ray() -> String {
     format!("{:016x}-LAB", http::rand_u64())
 }
 

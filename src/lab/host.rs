@@ -13,7 +13,7 @@ use super::container::ContainerRuntime;
 use super::http::read_request;
 
 /// cloudflared's metrics server answering `GET /ready` like the real one.
-pub async fn start_ready(tunnel_up: bool) -> std::io::Result<(JoinHandle<()>, SocketAddr)> {
+pub(crate) async fn start_ready(tunnel_up: bool) -> std::io::Result<(JoinHandle<()>, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -48,7 +48,7 @@ pub async fn start_ready(tunnel_up: bool) -> std::io::Result<(JoinHandle<()>, So
 }
 
 /// Writes `<dir>/.curlrc` with the host's view of the containers and of cloudflared.
-pub fn write_host_curlrc<'a>(
+pub(crate) fn write_host_curlrc<'a>(
     dir: &Path,
     containers: impl Iterator<Item = &'a ContainerRuntime>,
     ready: SocketAddr,
@@ -101,7 +101,7 @@ pub fn write_host_curlrc<'a>(
 /// Appends `{hostname}.lan` lines to the host's `.curlrc` for containers whose hostname is not
 /// `cmux-{vmid}` (those lines are already there): the running, published ones map to their ports,
 /// the others refuse.
-pub fn append_hostnames<'a>(
+pub(crate) fn append_hostnames<'a>(
     dir: &Path,
     containers: impl Iterator<Item = (&'a str, Option<&'a ContainerRuntime>, bool)>,
     closed: SocketAddr,

@@ -9,26 +9,24 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
-};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest request/status line or header line accepted.
-pub const MAX_LINE: usize = 16 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024;
 /// Most header lines accepted.
-pub const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 /// Largest request body any lab server reads (execd enforces its own 1 MiB on top).
-pub const MAX_BODY: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// A parsed request. Header names keep their case as sent; look them up with [`Request::header`].
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: String,
     /// Path and query as sent (`/exec?token=...`).
-    pub target: String,
+    pub(crate) target: String,
     /// `HTTP/1.1` or `HTTP/1.0`.
-    pub version: String,
-    pub headers: Vec<(String, String)>,
+    pub(crate) version: String,
+    pub(crate) headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -42,12 +40,12 @@ impl Request {
         self.target.split('?').next().unwrap_or("")
     }
 
-    pub fn query(&self) -> Option<&str> {
+    pub(crate) fn query(&self) -> Option<&str> {
         self.target.split_once('?').map(|(_, q)| q)
     }
 
     /// A query parameter, percent-decoded.
-    pub fn query_param(&self, name: &str) -> Option<String> {
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
         let q = self.query()?;
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == name)
@@ -55,7 +53,7 @@ impl Request {
     }
 
     /// A cookie's value from the `Cookie` header(s).
-    pub fn cookie(&self, name: &str) -> Option<String> {
+    pub(crate) fn cookie(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
@@ -66,12 +64,12 @@ impl Request {
     }
 
     /// The `Host` header without a port, lower-cased.
-    pub fn host(&self) -> Option<String> {
+    pub(crate) fn host(&self) -> Option<String> {
         self.header("host").map(host_without_port)
     }
 
     /// The client wants the connection closed after this exchange.
-    pub fn wants_close(&self) -> bool {
+    pub(crate) fn wants_close(&self) -> bool {
         let conn = self.header("connection").unwrap_or("").to_ascii_lowercase();
         if self.version == "HTTP/1.0" {
             !conn.contains("keep-alive")
@@ -82,7 +80,7 @@ impl Request {
 }
 
 /// `Host: a.b:8443` -> `a.b` (lower case); IPv6 literals keep their brackets.
-pub fn host_without_port(h: &str) -> String {
+pub(crate) fn host_without_port(h: &str) -> String {
     let h = h.trim();
     let base = if let Some(rest) = h.strip_prefix('[') {
         match rest.find(']') {
@@ -99,7 +97,7 @@ pub fn host_without_port(h: &str) -> String {
 }
 
 /// Case-insensitive header lookup (first occurrence).
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -107,12 +105,12 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 }
 
 /// Removes every header of that name.
-pub fn remove_header(headers: &mut Vec<(String, String)>, name: &str) {
+pub(crate) fn remove_header(headers: &mut Vec<(String, String)>, name: &str) {
     headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
 }
 
 /// Headers that describe one connection, not the message; proxies drop them.
-pub const HOP_BY_HOP: &[&str] = &[
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -124,7 +122,7 @@ pub const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-pub fn strip_hop_by_hop(headers: &mut Vec<(String, String)>) {
+pub(crate) fn strip_hop_by_hop(headers: &mut Vec<(String, String)>) {
     // Headers named by `Connection` are hop-by-hop too.
     let named: Vec<String> = headers
         .iter()
@@ -167,7 +165,7 @@ impl std::fmt::Display for ReadError {
 
 /// Reads one line (up to and including `\n`), at most `limit` bytes. `Ok(None)` on EOF before any
 /// byte. The returned line has its `\r\n` / `\n` removed.
-pub async fn read_line<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
     r: &mut R,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, ReadError> {
@@ -327,7 +325,7 @@ async fn read_chunked_body<R: AsyncBufRead + Unpin>(
 }
 
 /// The reason phrase of a status code.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         101 => "Switching Protocols",
@@ -357,7 +355,7 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// An RFC 9110 IMF-fixdate for `Date` headers.
-pub fn http_date(t: SystemTime) -> String {
+pub(crate) fn http_date(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -392,12 +390,12 @@ pub fn http_date(t: SystemTime) -> String {
     )
 }
 
-pub fn now_date() -> String {
+pub(crate) fn now_date() -> String {
     http_date(SystemTime::now())
 }
 
 /// Serialises a status line and headers, exactly as given (no header is added).
-pub fn head_bytes(status: u16, headers: &[(String, String)]) -> Vec<u8> {
+pub(crate) fn head_bytes(status: u16, headers: &[(String, String)]) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", status, reason(status)).into_bytes();
     for (k, v) in headers {
         out.extend_from_slice(k.as_bytes());
@@ -430,7 +428,7 @@ pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<
 }
 
 /// Writes one chunk of a chunked body (nothing for empty data) and flushes.
-pub async fn write_chunk<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_chunk<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -441,13 +439,13 @@ pub async fn write_chunk<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> io::R
 }
 
 /// Ends a chunked body.
-pub async fn write_last_chunk<W: AsyncWrite + Unpin>(w: &mut W) -> io::Result<()> {
+pub(crate) async fn write_last_chunk<W: AsyncWrite + Unpin>(w: &mut W) -> io::Result<()> {
     send(w, b"0\r\n\r\n").await
 }
 
 /// Writes a request (as a client / proxy). `Content-Length` is set from the body when the method
 /// carries one or the body is not empty.
-pub fn request_bytes(
+pub(crate) fn request_bytes(
     method: &str,
     target: &str,
     headers: &[(String, String)],
@@ -470,13 +468,13 @@ pub fn request_bytes(
 
 /// A response's status line and headers, as a proxy reads them from upstream.
 #[derive(Debug, Clone)]
-pub struct ResponseHead {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
+pub(crate) struct ResponseHead {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 /// Reads a response head, skipping interim 1xx answers (except 101).
-pub async fn read_response_head<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_response_head<R: AsyncBufRead + Unpin>(
     r: &mut R,
 ) -> Result<Option<ResponseHead>, ReadError> {
     loop {
@@ -507,7 +505,7 @@ pub async fn read_response_head<R: AsyncBufRead + Unpin>(
 
 /// How a response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body (HEAD, 1xx, 204, 304).
     Empty,
     Length(u64),
@@ -516,7 +514,7 @@ pub enum Framing {
     Close,
 }
 
-pub fn response_framing(request_method: &str, head: &ResponseHead) -> Framing {
+pub(crate) fn response_framing(request_method: &str, head: &ResponseHead) -> Framing {
     if request_method.eq_ignore_ascii_case("HEAD")
         || (100..200).contains(&head.status)
         || head.status == 204
@@ -537,7 +535,7 @@ pub fn response_framing(request_method: &str, head: &ResponseHead) -> Framing {
 
 /// Prepares upstream response headers for the next hop: hop-by-hop headers go; the body will be
 /// sent with `Content-Length` when upstream gave one, chunked otherwise.
-pub fn downstream_headers(head: &ResponseHead, framing: Framing) -> Vec<(String, String)> {
+pub(crate) fn downstream_headers(head: &ResponseHead, framing: Framing) -> Vec<(String, String)> {
     let mut h = head.headers.clone();
     strip_hop_by_hop(&mut h);
     match framing {
@@ -552,7 +550,7 @@ pub fn downstream_headers(head: &ResponseHead, framing: Framing) -> Vec<(String,
 
 /// Copies a response body from upstream to downstream, flushing every piece as it arrives.
 /// Downstream framing: `Length` stays `Length`; `Chunked` and `Close` become chunked.
-pub async fn pipe_body<R, W>(r: &mut R, framing: Framing, w: &mut W) -> Result<(), ReadError>
+pub(crate) async fn pipe_body<R, W>(r: &mut R, framing: Framing, w: &mut W) -> Result<(), ReadError>
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -612,7 +610,7 @@ where
 
 /// Why a forwarded request got no usable answer.
 #[derive(Debug)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// The connection was refused (nothing listens) or failed otherwise.
     Connect(io::Error),
     ConnectTimeout,
@@ -635,7 +633,7 @@ impl std::fmt::Display for ForwardError {
 
 /// Sends a request to `addr` as a proxy does and reads the response head. The caller streams the
 /// body from the returned reader with [`pipe_body`].
-pub async fn forward(
+pub(crate) async fn forward(
     addr: std::net::SocketAddr,
     method: &str,
     target: &str,
@@ -665,76 +663,8 @@ pub async fn forward(
     }
 }
 
-/// Reads a whole response body into memory (tests and small internal uses), at most `limit` bytes.
-pub async fn read_body<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    framing: Framing,
-    limit: usize,
-) -> Result<Vec<u8>, ReadError> {
-    let mut sink = LimitedSink {
-        buf: Vec::new(),
-        limit,
-        chunked: framing == Framing::Chunked || framing == Framing::Close,
-    };
-    pipe_body(r, framing, &mut sink).await?;
-    Ok(sink.buf)
-}
-
-/// Collects what [`pipe_body`] writes; for chunked output it keeps only the payload (pipe_body
-/// writes one `size CRLF data CRLF` frame per call, and `0 CRLF CRLF` at the end).
-struct LimitedSink {
-    buf: Vec<u8>,
-    limit: usize,
-    chunked: bool,
-}
-
-impl AsyncWrite for LimitedSink {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        let payload = if self.chunked {
-            // `{size:x}\r\n{data}\r\n` or the last chunk `0\r\n\r\n`.
-            match data.iter().position(|&b| b == b'\n') {
-                Some(i) if data.len() >= i + 3 => &data[i + 1..data.len() - 2],
-                _ => &data[..0],
-            }
-        } else {
-            data
-        };
-        if self.buf.len() + payload.len() > self.limit {
-            return std::task::Poll::Ready(Err(io::Error::other("body over limit")));
-        }
-        self.buf.extend_from_slice(payload);
-        std::task::Poll::Ready(Ok(data.len()))
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// Drains and discards any bytes (used to keep a hanging connection's reads from blocking writes).
-pub async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = r.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
 /// A pseudo-random 64-bit value (std only: hashed time, counter and a per-process random key).
-pub fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -793,20 +723,9 @@ mod tests {
         pipe_body(&mut r, framing, &mut out).await.unwrap();
         assert_eq!(out, b"5\r\nab\ncd\r\n0\r\n\r\n");
 
-        let mut r = tokio::io::BufReader::new(&resp[..]);
-        let head = read_response_head(&mut r).await.unwrap().unwrap();
-        let body = read_body(&mut r, response_framing("GET", &head), 1024)
-            .await
-            .unwrap();
-        assert_eq!(body, b"ab\ncd");
         let close = b"HTTP/1.1 200 OK\r\n\r\nuntil close";
         let mut r = tokio::io::BufReader::new(&close[..]);
         let head = read_response_head(&mut r).await.unwrap().unwrap();
         assert_eq!(response_framing("GET", &head), Framing::Close);
-        let body = read_body(&mut r, Framing::Close, 1024).await.unwrap();
-        assert_eq!(body, b"until close");
-        let mut r = tokio::io::BufReader::new(&close[..]);
-        read_response_head(&mut r).await.unwrap().unwrap();
-        assert!(read_body(&mut r, Framing::Close, 4).await.is_err());
     }
 }

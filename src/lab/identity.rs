@@ -21,17 +21,17 @@ use std::path::Path;
 use super::container::ContainerRuntime;
 
 /// The lab address of a container: `10.10.(vmid / 256 % 256).(vmid % 256)`.
-pub fn ipv4_of(vmid: u32) -> Ipv4Addr {
+pub(crate) fn ipv4_of(vmid: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 10, ((vmid >> 8) & 0xff) as u8, (vmid & 0xff) as u8)
 }
 
 /// A container's hostname (what `gethostname()` says inside): its spec's.
-pub fn hostname_of(spec: &super::ContainerSpec) -> String {
+pub(crate) fn hostname_of(spec: &super::ContainerSpec) -> String {
     spec.hostname.clone()
 }
 
 /// A container's `/etc/machine-id`: 32 hex digits from its VMID.
-pub fn machine_id_of(vmid: u32) -> String {
+pub(crate) fn machine_id_of(vmid: u32) -> String {
     format!(
         "{:016x}{:016x}",
         0x5eed_0000_u64 + vmid as u64,
@@ -40,7 +40,7 @@ pub fn machine_id_of(vmid: u32) -> String {
 }
 
 /// `net0` of the container's config, as `pct config` prints it (DHCP, like cmux's containers).
-pub fn net0_of(vmid: u32) -> String {
+pub(crate) fn net0_of(vmid: u32) -> String {
     format!(
         "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:{:02X}:{:02X}:{:02X},ip=dhcp,type=veth",
         (vmid >> 16) & 0xff,
@@ -53,7 +53,7 @@ pub fn net0_of(vmid: u32) -> String {
 const MAPPED: &[&str] = &["/etc/machine-id", "/proc/net/fib_trie"];
 
 /// Writes the container's own `/etc/machine-id` and `/proc/net/fib_trie` under `dir`.
-pub fn write_container_view(dir: &Path, vmid: u32) -> std::io::Result<()> {
+pub(crate) fn write_container_view(dir: &Path, vmid: u32) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("etc"))?;
     std::fs::create_dir_all(dir.join("proc/net"))?;
     std::fs::write(
@@ -70,7 +70,7 @@ pub fn write_container_view(dir: &Path, vmid: u32) -> std::io::Result<()> {
 }
 
 /// The command as the container's namespaces would see it: the identity paths mapped into `dir`.
-pub fn command_in_container(command: &str, dir: &Path) -> String {
+pub(crate) fn command_in_container(command: &str, dir: &Path) -> String {
     let mut c = command.to_string();
     for p in MAPPED {
         c = c.replace(p, &format!("{}{p}", dir.display()));
@@ -80,7 +80,7 @@ pub fn command_in_container(command: &str, dir: &Path) -> String {
 
 /// Where `cmux-{vmid}.lan` leads on the LAN: the container its name resolves to (normally itself;
 /// another one after a stale lease), if that one runs.
-pub fn lan_resolve(
+pub(crate) fn lan_resolve(
     containers: &std::collections::BTreeMap<u32, std::sync::Arc<ContainerRuntime>>,
     vmid: u32,
 ) -> Option<&std::sync::Arc<ContainerRuntime>> {
@@ -90,7 +90,7 @@ pub fn lan_resolve(
 }
 
 /// `<host dir>/bin/getent` and `<host dir>/bin/pct`: the host's view of names and containers.
-pub fn write_host_view<'a>(
+pub(crate) fn write_host_view<'a>(
     host_dir: &Path,
     containers: impl Iterator<Item = &'a ContainerRuntime> + Clone,
     unpublished: &[u32],

@@ -10,13 +10,13 @@
 //! lab's choice. The answers copy the real components (see `shared/reference/cmux-stack.md`).
 
 pub mod caddy;
-pub mod container;
+pub(crate) mod container;
 pub mod edge;
-pub mod host;
+pub(crate) mod host;
 pub mod http;
-pub mod identity;
+pub(crate) mod identity;
 pub mod pve;
-pub mod systemd;
+pub(crate) mod systemd;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -104,25 +104,25 @@ impl Default for LabConfig {
 /// One container.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
-    pub vmid: u32,
+    pub(crate) vmid: u32,
     /// The container's hostname (`cmux-{vmid}`, or `pvelxc-<8 hex>` for 2026 containers): what
     /// `{hostname}.lan` resolves for Caddy and the PVE API's config `hostname`.
     pub hostname: String,
     /// false: `cmux-{vmid}.lan` does not resolve for the host proxy -> Caddy 502.
-    pub running: bool,
+    pub(crate) running: bool,
     /// Some: execd requires this token; None: auth off.
-    pub exec_token: Option<String>,
+    pub(crate) exec_token: Option<String>,
     pub services: Vec<ServiceSpec>,
     /// Some(other): the LAN's DHCP/DNS sends `cmux-{vmid}.lan` to container `other` (a stale
     /// lease, a reused hostname); None: to this container.
-    pub lan_name_to: Option<u32>,
+    pub(crate) lan_name_to: Option<u32>,
 }
 
 /// A service listening on a container port.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub kind: ServiceKind,
-    pub port: u16,
+    pub(crate) port: u16,
     pub behaviour: Behaviour,
 }
 
@@ -145,7 +145,7 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 8] = [
+    pub(crate) const ALL: [ServiceKind; 8] = [
         ServiceKind::Exec,
         ServiceKind::Worker,
         ServiceKind::Vscode,
@@ -157,10 +157,10 @@ impl ServiceKind {
     ];
 
     /// The back ends the fronts of the catalog need (reference §5a); not catalog entries.
-    pub const BACK_ENDS: [ServiceKind; 2] = [ServiceKind::VncServer, ServiceKind::Chrome];
+    pub(crate) const BACK_ENDS: [ServiceKind; 2] = [ServiceKind::VncServer, ServiceKind::Chrome];
 
     /// The systemd unit that runs it in a cmux container (None: no unit, the user's dev server).
-    pub fn unit(self) -> Option<&'static str> {
+    pub(crate) fn unit(self) -> Option<&'static str> {
         Some(match self {
             ServiceKind::Exec => "cmux-execd",
             ServiceKind::Worker => "cmux-worker",
@@ -176,32 +176,8 @@ impl ServiceKind {
         })
     }
 
-    /// The catalog name (`checks/<name>.json`); the back ends' names are the lab's own.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Exec => "exec",
-            ServiceKind::Worker => "worker",
-            ServiceKind::Vscode => "vscode",
-            ServiceKind::Proxy => "proxy",
-            ServiceKind::Vnc => "vnc",
-            ServiceKind::Cdp => "cdp",
-            ServiceKind::Xterm => "xterm",
-            ServiceKind::Preview => "preview",
-            ServiceKind::VncServer => "tigervnc",
-            ServiceKind::Chrome => "devtools",
-            ServiceKind::WorkerDaemon => "worker-daemon",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<ServiceKind> {
-        ServiceKind::ALL
-            .into_iter()
-            .chain([ServiceKind::WorkerDaemon])
-            .find(|k| k.name() == name)
-    }
-
     /// The port in the 2026 table: the Node worker on 39376, the Go daemon on 39377.
-    pub fn port_2026(self) -> u16 {
+    pub(crate) fn port_2026(self) -> u16 {
         match self {
             ServiceKind::Worker => 39376,
             ServiceKind::WorkerDaemon => 39377,
@@ -248,10 +224,10 @@ pub enum Behaviour {
 /// A Caddyfile route: requests for `{service}-{vmid}.*` go to `cmux-{vmid}.lan:{port}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
-    pub service: String,
-    pub port: u16,
+    pub(crate) service: String,
+    pub(crate) port: u16,
     /// A literal upstream host instead of `cmux-{re.vmid.1}.lan` (a hand-edited route).
-    pub upstream: Option<String>,
+    pub(crate) upstream: Option<String>,
 }
 
 /// Injected latency per hop, in milliseconds.
@@ -264,7 +240,7 @@ pub struct Delays {
 }
 
 /// The scenarios' domain and VMID.
-pub const DOMAIN: &str = "example.test";
+pub(crate) const DOMAIN: &str = "example.test";
 pub const VMID: u32 = 202;
 /// The execd token of every scenario's container.
 pub const SCENARIO_TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
@@ -317,7 +293,7 @@ pub fn pvelxc_hostname(vmid: u32) -> String {
 
 /// A healthy 2026 container: hostname `pvelxc-…`, the Node worker on 39376, the Go worker daemon
 /// on 39377, everything else at the seed ports.
-pub fn container_2026(vmid: u32, token: Option<String>) -> ContainerSpec {
+pub(crate) fn container_2026(vmid: u32, token: Option<String>) -> ContainerSpec {
     let mut services: Vec<ServiceSpec> = ServiceKind::ALL
         .into_iter()
         .chain([ServiceKind::WorkerDaemon])
@@ -340,7 +316,7 @@ pub fn container_2026(vmid: u32, token: Option<String>) -> ContainerSpec {
 }
 
 /// The 2026 route table: the one generic rule.
-pub fn generic_routes() -> Vec<RouteSpec> {
+pub(crate) fn generic_routes() -> Vec<RouteSpec> {
     vec![RouteSpec {
         service: caddy::GENERIC.into(),
         port: 0,
@@ -393,7 +369,7 @@ impl Delays {
 }
 
 /// The seed's route table with the xterm port fixed (39383), in the seed's order.
-pub fn seed_routes() -> Vec<RouteSpec> {
+pub(crate) fn seed_routes() -> Vec<RouteSpec> {
     [
         ("vscode", 39378),
         ("worker", 39377),
@@ -414,8 +390,8 @@ pub fn seed_routes() -> Vec<RouteSpec> {
 /// A named scenario for `pvediag demo --scenario NAME`.
 #[derive(Debug, Clone)]
 pub struct Scenario {
-    pub name: &'static str,
-    pub description: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) description: &'static str,
     pub config: LabConfig,
     /// The exec token the client should use (may differ from the container's).
     pub client_token: Option<String>,
@@ -850,7 +826,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
 /// seed's that make sense where one generic rule routes every port, and the 2026 layout's own.
 /// Not here: `seed`, `caddy-port` and `wrong-service` (Caddy has no per-service port to get wrong)
 /// and `cors-missing` (Caddy sets the CORS headers itself).
-pub const SCENARIOS_2026: &[&str] = &[
+pub(crate) const SCENARIOS_2026: &[&str] = &[
     "healthy",
     "service-down",
     "tunnel-down",
@@ -1031,7 +1007,6 @@ pub struct Lab {
     pub host_dir: PathBuf,
     /// The lab's Proxmox VE API (`LabConfig::pve_api`): base URL; the token is [`pve::TOKEN`].
     pub pve_url: Option<String>,
-    config: LabConfig,
     containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
     tasks: Vec<JoinHandle<()>>,
     _sockets: Vec<TcpSocket>,
@@ -1218,7 +1193,6 @@ impl Lab {
             dir,
             ca_cert_path,
             caddyfile_path,
-            config,
             containers,
             tasks,
             _sockets: sockets,
@@ -1227,7 +1201,8 @@ impl Lab {
     }
 
     /// Starts a named scenario.
-    pub async fn start_scenario(name: &str) -> anyhow::Result<(Lab, Scenario)> {
+    #[cfg(test)]
+    pub(crate) async fn start_scenario(name: &str) -> anyhow::Result<(Lab, Scenario)> {
         let sc = scenario(name).with_context(|| {
             format!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", "))
         })?;
@@ -1285,18 +1260,16 @@ impl Lab {
             .sum()
     }
 
-    pub fn config(&self) -> &LabConfig {
-        &self.config
-    }
-
     /// `{service}-{vmid}.{domain}`.
-    pub fn host(&self, service: &str, vmid: u32) -> String {
+    #[cfg(test)]
+    pub(crate) fn host(&self, service: &str, vmid: u32) -> String {
         format!("{service}-{vmid}.{}", self.domain)
     }
 
     /// `https://{service}-{vmid}.{domain}:{edge port}{path}`: the public URL, with the edge's port
     /// (name resolution must send the host to 127.0.0.1; see [`Lab::client_builder`]).
-    pub fn url(&self, service: &str, vmid: u32, path: &str) -> String {
+    #[cfg(test)]
+    pub(crate) fn url(&self, service: &str, vmid: u32, path: &str) -> String {
         format!(
             "https://{}:{}{}",
             self.host(service, vmid),
@@ -1306,13 +1279,15 @@ impl Lab {
     }
 
     /// The CA certificate (PEM).
-    pub fn ca_pem(&self) -> anyhow::Result<String> {
+    #[cfg(test)]
+    pub(crate) fn ca_pem(&self) -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(&self.ca_cert_path)?)
     }
 
     /// A reqwest builder that trusts the lab CA and resolves every name under the lab's domain to
     /// 127.0.0.1 (other names fail like NXDOMAIN). URLs must carry the edge port ([`Lab::url`]).
-    pub fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+    #[cfg(test)]
+    pub(crate) fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
         let ca = reqwest::Certificate::from_pem(self.ca_pem()?.as_bytes())?;
         Ok(reqwest::Client::builder()
             .add_root_certificate(ca)
@@ -1346,11 +1321,13 @@ impl Drop for Lab {
 }
 
 /// Resolves `{domain}` and `*.{domain}` to the edge, the way the wildcard CNAME would.
+#[cfg(test)]
 struct LabResolver {
     domain: String,
     addr: SocketAddr,
 }
 
+#[cfg(test)]
 impl reqwest::dns::Resolve for LabResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();

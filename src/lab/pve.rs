@@ -15,13 +15,13 @@ use super::container::serve;
 use super::{http, ContainerSpec};
 
 /// The lab's node name.
-pub const NODE: &str = "lab";
+pub(crate) const NODE: &str = "lab";
 /// The lab's API token (user@realm!tokenid=secret), as `PVE_API_TOKEN` holds it. A lab value, not a
 /// secret of anything real; pvediag still never prints it.
 pub const TOKEN: &str = "root@pam!pvediag-lab=5b1f0c7e-4a2d-4e8b-9c3f-lab000000000";
 
 /// What the API answers for a path (the `data` member), None for 404.
-pub fn route(containers: &[ContainerSpec], path: &str) -> Option<Value> {
+pub(crate) fn route(containers: &[ContainerSpec], path: &str) -> Option<Value> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path.strip_prefix("/api2/json")?;
     if rest == "/nodes" {
@@ -64,7 +64,7 @@ pub fn route(containers: &[ContainerSpec], path: &str) -> Option<Value> {
 }
 
 /// Starts the API on `listener`.
-pub fn start(listener: TcpListener, containers: Vec<ContainerSpec>) -> JoinHandle<()> {
+pub(crate) fn start(listener: TcpListener, containers: Vec<ContainerSpec>) -> JoinHandle<()> {
     let containers = Arc::new(containers);
     serve(listener, move |stream| {
         let containers = containers.clone();
@@ -98,7 +98,7 @@ pub fn start(listener: TcpListener, containers: Vec<ContainerSpec>) -> JoinHandl
 }
 
 /// Binds 127.0.0.1:0 and starts the API; returns the task and its base URL.
-pub async fn start_local(
+pub(crate) async fn start_local(
     containers: Vec<ContainerSpec>,
 ) -> std::io::Result<(JoinHandle<()>, String)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;

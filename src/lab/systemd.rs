@@ -18,9 +18,9 @@ use std::path::Path;
 use super::{Behaviour, ContainerSpec, ServiceKind};
 
 /// Restarts the lab reports for `Behaviour::CrashLooping`.
-pub const CRASH_LOOP_RESTARTS: u32 = 17;
+pub(crate) const CRASH_LOOP_RESTARTS: u32 = 17;
 /// When the lab's failing units last exited, as `systemctl show` writes it.
-pub const LAST_EXIT: &str = "Mon 2026-11-30 20:01:13 UTC";
+pub(crate) const LAST_EXIT: &str = "Mon 2026-11-30 20:01:13 UTC";
 const JOURNAL_TIME: &str = "2026-11-30T20:01:13+00:00";
 
 /// One unit's state: (id, active, sub, restarts, exit status, last exit).
@@ -160,7 +160,7 @@ exit 0
 
 /// Writes `<dir>/bin/systemctl` (the unit table inside), `<dir>/bin/journalctl` and its lines
 /// (`<dir>/systemd/journal/<unit>`).
-pub fn write(dir: &Path, spec: &ContainerSpec) -> io::Result<()> {
+pub(crate) fn write(dir: &Path, spec: &ContainerSpec) -> io::Result<()> {
     let bin = dir.join("bin");
     let journal = dir.join("systemd").join("journal");
     std::fs::create_dir_all(&bin)?;

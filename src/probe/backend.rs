@@ -25,24 +25,24 @@ use crate::probe::internal::{printable, shell_quote, ScriptProbe};
 
 /// The record name of a service's HTTP back-end probe: `{service}.backend` (a `.` no service name
 /// holds, so it never collides with a service's own record).
-pub fn record_name(service: &str) -> String {
+pub(crate) fn record_name(service: &str) -> String {
     format!("{service}.backend")
 }
 
 /// Journal lines kept per unit.
-pub const JOURNAL_LINES: usize = 5;
+pub(crate) const JOURNAL_LINES: usize = 5;
 /// Units whose journal one run may fetch.
-pub const JOURNAL_UNITS: usize = 6;
+pub(crate) const JOURNAL_UNITS: usize = 6;
 /// Characters kept per journal line, banner or error text.
-pub const TEXT_CAP: usize = 240;
+pub(crate) const TEXT_CAP: usize = 240;
 /// How long the journal reads may take together, at most (they start after the probes).
-pub const JOURNAL_BUDGET_US: u64 = 1_500_000;
+pub(crate) const JOURNAL_BUDGET_US: u64 = 1_500_000;
 /// The properties asked of systemd, in the order of the `unit` record's fields.
 pub const PROPERTIES: &str =
     "Id,LoadState,ActiveState,SubState,NRestarts,ExecMainStatus,ExecMainExitTimestamp";
 
 /// The HTTP back-end probes of `services` (`127.0.0.1:{backend port}`).
-pub fn http_probes(services: &[&Service]) -> Vec<ScriptProbe> {
+pub(crate) fn http_probes(services: &[&Service]) -> Vec<ScriptProbe> {
     services
         .iter()
         .filter_map(|s| {
@@ -63,7 +63,7 @@ pub fn http_probes(services: &[&Service]) -> Vec<ScriptProbe> {
 }
 
 /// Every unit of `services`, once each, in catalog order.
-pub fn units(services: &[&Service]) -> Vec<String> {
+pub(crate) fn units(services: &[&Service]) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for s in services {
         for u in s.units() {
@@ -76,7 +76,7 @@ pub fn units(services: &[&Service]) -> Vec<String> {
 }
 
 /// The key systemd reports a unit under (`Id=`): a bare name is a `.service`.
-pub fn unit_id(unit: &str) -> String {
+pub(crate) fn unit_id(unit: &str) -> String {
     if unit.contains('.') && !unit.ends_with('.') {
         unit.to_string()
     } else {
@@ -86,7 +86,7 @@ pub fn unit_id(unit: &str) -> String {
 
 /// The start of the section, right after the command's head: `systemctl show` and the banner reads
 /// run in the background (process substitutions) while the HTTP probes run.
-pub fn start(services: &[&Service]) -> String {
+pub(crate) fn start(services: &[&Service]) -> String {
     let units = units(services);
     // `t0`, `tus`: the section's clock (microseconds) and the probe timeout; everything the section
     // waits for is bounded by one deadline, not one timeout per read.
@@ -141,7 +141,7 @@ fn status_pattern(s: &crate::catalog::Healthy) -> String {
 /// The function `b_end`, called once the probes' records are out: reads the banners and the units,
 /// prints their records, and fetches the journal of the units of services that look unhealthy.
 /// `fr NAME` sets `frc`/`fcode` from the batch's `-w` lines (`W`) or the per-service record file.
-pub fn finish(services: &[&Service]) -> String {
+pub(crate) fn finish(services: &[&Service]) -> String {
     let mut c = String::from(
         r#"rt() {
   local now=${EPOCHREALTIME/[.,]/} r
@@ -276,26 +276,26 @@ pub struct UnitState {
     /// `cmux-devtools.service`.
     pub id: String,
     /// `loaded`, `not-found`, ...
-    pub load_state: String,
+    pub(crate) load_state: String,
     /// `active`, `activating`, `failed`, `inactive`, ...
     pub active_state: String,
     /// `running`, `auto-restart`, `dead`, `exited`, ...
-    pub sub_state: String,
+    pub(crate) sub_state: String,
     /// Automatic restarts since the unit was last started by hand (or at boot).
-    pub restarts: Option<u32>,
+    pub(crate) restarts: Option<u32>,
     /// Exit status of the main process's last run (Chrome's 21: its profile lock).
-    pub exit_status: Option<i32>,
+    pub(crate) exit_status: Option<i32>,
     /// When the main process last exited, as systemd writes it (`Mon 2026-11-30 20:01:13 UTC`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_exit: Option<String>,
+    pub(crate) last_exit: Option<String>,
     /// The last journal lines, fetched only when the service looked unhealthy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub journal: Vec<String>,
+    pub(crate) journal: Vec<String>,
 }
 
 impl UnitState {
     /// `failed (exit-code)`, `activating (auto-restart)`, ...
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut s = format!("{} is {} ({})", self.id, self.active_state, self.sub_state);
         if self.load_state != "loaded" {
             s.push_str(&format!(", load state {}", self.load_state));
@@ -321,7 +321,7 @@ impl UnitState {
     }
 
     /// The unit is not there at all (an older image).
-    pub fn not_found(&self) -> bool {
+    pub(crate) fn not_found(&self) -> bool {
         self.load_state == "not-found"
     }
 }
@@ -413,16 +413,16 @@ pub fn parse_line(line: &str, nonce: &str) -> Option<BackendRecord> {
 
 /// The systemd view of one exec round trip, assembled from its records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SystemdView {
+pub(crate) struct SystemdView {
     /// Every unit systemd reported, in the order asked.
-    pub units: Vec<UnitState>,
+    pub(crate) units: Vec<UnitState>,
     /// Why there is no unit state (no systemctl, not booted with systemd, ...); said once.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unavailable: Option<String>,
+    pub(crate) unavailable: Option<String>,
 }
 
 impl SystemdView {
-    pub fn unit(&self, unit: &str) -> Option<&UnitState> {
+    pub(crate) fn unit(&self, unit: &str) -> Option<&UnitState> {
         let id = unit_id(unit);
         self.units.iter().find(|u| u.id == id)
     }
@@ -431,7 +431,9 @@ impl SystemdView {
 /// Assembles the records into the systemd view and the banner results (service -> (rc, text)).
 /// `None` when the command held no unit record and no systemd record (an older pvediag's command,
 /// or a cut stream).
-pub fn assemble(records: &[BackendRecord]) -> (Option<SystemdView>, Vec<(String, i32, String)>) {
+pub(crate) fn assemble(
+    records: &[BackendRecord],
+) -> (Option<SystemdView>, Vec<(String, i32, String)>) {
     let mut view: Option<SystemdView> = None;
     let mut banners = Vec::new();
     for r in records {
@@ -474,7 +476,7 @@ pub fn assemble(records: &[BackendRecord]) -> (Option<SystemdView>, Vec<(String,
 /// Masks what looks like a credential in text from the container: `token=…`, `secret: …`,
 /// `password …`, `Authorization: …` values, and any run of 32 or more hex digits (execd's token
 /// is 64).
-pub fn redact_secrets(text: &str) -> String {
+pub(crate) fn redact_secrets(text: &str) -> String {
     static KEYED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     static HEX: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let keyed = KEYED.get_or_init(|| {
@@ -490,7 +492,7 @@ pub fn redact_secrets(text: &str) -> String {
 }
 
 /// The back ends and the systemd view of one round trip, from its records.
-pub fn inside_view(
+pub(crate) fn inside_view(
     catalog: &crate::catalog::Catalog,
     records: &[crate::probe::internal::Record],
     backend_records: &[BackendRecord],

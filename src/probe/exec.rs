@@ -12,17 +12,17 @@ use crate::secret::{AccessToken, Secret};
 
 /// What one exec round trip gave: the channel outcome and the records that arrived.
 #[derive(Debug)]
-pub struct ExecResult {
-    pub run: ExecRun,
-    pub records: Vec<Record>,
+pub(crate) struct ExecResult {
+    pub(crate) run: ExecRun,
+    pub(crate) records: Vec<Record>,
     /// Back-end, unit and journal records ([`crate::probe::backend`]).
-    pub backend: Vec<BackendRecord>,
+    pub(crate) backend: Vec<BackendRecord>,
     /// Who the command ran in (its identity line), when it said.
-    pub identity: Option<crate::identity::ReportedIdentity>,
+    pub(crate) identity: Option<crate::identity::ReportedIdentity>,
 }
 
 /// `GET /exec`: 401 means auth is on, 405 means it is off. Side-effect free.
-pub async fn auth_mode(
+pub(crate) async fn auth_mode(
     client: &reqwest::Client,
     exec_url: &str,
     timeout: Duration,
@@ -60,7 +60,7 @@ pub struct Credentials<'a> {
 ///
 /// The stream is read until the `exit` event (children of the command may keep the stream open
 /// after bash exits), the end of the stream, or `deadline`, whichever comes first.
-pub async fn run(
+pub(crate) async fn run(
     client: &reqwest::Client,
     exec_url: &str,
     creds: Credentials<'_>,

@@ -34,7 +34,7 @@ pub async fn probe(
 
 /// A failure worth retrying: a timeout, a receive error, or a 502/503/504 that Cloudflare made.
 /// Never a refused connection, a DNS failure, or an answer from behind the edge.
-pub fn is_transient(p: &Probe) -> bool {
+pub(crate) fn is_transient(p: &Probe) -> bool {
     use crate::observation::FailureKind;
     match p {
         Probe::Failed { kind, .. } => matches!(kind, FailureKind::Timeout | FailureKind::Receive),
@@ -48,7 +48,7 @@ pub fn is_transient(p: &Probe) -> bool {
 }
 
 /// The pause before retry `attempt` (0-based): 250 ms, 500 ms, 1 s, ... at most 2 s.
-pub fn retry_backoff(attempt: u32) -> Duration {
+pub(crate) fn retry_backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64 << attempt.min(3))
 }
 

@@ -19,16 +19,16 @@ use crate::probe::internal::{self, build_script, parse_batch, parse_record, Reco
 use crate::probe::ProbeConfig;
 
 /// cloudflared's metrics server: the first free port of this range (its `/ready` endpoint).
-pub const CLOUDFLARED_READY_PORTS: std::ops::RangeInclusive<u16> = 20241..=20245;
+pub(crate) const CLOUDFLARED_READY_PORTS: std::ops::RangeInclusive<u16> = 20241..=20245;
 
 /// Caddy's admin API as the host sees it, and the request that gives its loaded configuration.
-pub const CADDY_ADMIN_HOST: &str = "127.0.0.1";
-pub const CADDY_ADMIN_PORT: u16 = 2019;
-pub const CADDY_ADMIN_PATH: &str = "GET http://127.0.0.1:2019/config/";
+pub(crate) const CADDY_ADMIN_HOST: &str = "127.0.0.1";
+pub(crate) const CADDY_ADMIN_PORT: u16 = 2019;
+pub(crate) const CADDY_ADMIN_PATH: &str = "GET http://127.0.0.1:2019/config/";
 
 /// Where host scripts run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Vantage {
+pub(crate) enum Vantage {
     /// On this machine (pvediag runs on the PVE host).
     Local,
     /// `ssh -o BatchMode=yes DEST` (validated `[user@]host`).
@@ -36,7 +36,7 @@ pub enum Vantage {
 }
 
 impl Vantage {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Vantage::Local => "local".into(),
             Vantage::Ssh(d) => format!("ssh {d}"),
@@ -46,21 +46,21 @@ impl Vantage {
 
 /// The host vantage's settings, validated.
 #[derive(Debug, Clone)]
-pub struct HostConfig {
-    pub vantage: Vantage,
+pub(crate) struct HostConfig {
+    pub(crate) vantage: Vantage,
     /// Caddy's listener as seen from the host.
-    pub caddy_host: String,
-    pub caddy_port: u16,
+    pub(crate) caddy_host: String,
+    pub(crate) caddy_port: u16,
     /// The upstream host Caddy dials; `{vmid}` is replaced (default `cmux-{vmid}.lan`).
-    pub upstream_template: String,
+    pub(crate) upstream_template: String,
     /// Use `pct exec` when the exec endpoint cannot be used.
-    pub pct_fallback: bool,
+    pub(crate) pct_fallback: bool,
     /// Extra environment for local scripts (the lab uses it to give curl the host's view).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// A `--ssh` destination: `[user@]host`, no option-looking or shell-special characters.
-pub fn valid_ssh_dest(d: &str) -> bool {
+pub(crate) fn valid_ssh_dest(d: &str) -> bool {
     let (user, host) = match d.split_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, d),
@@ -77,14 +77,14 @@ pub fn valid_ssh_dest(d: &str) -> bool {
 
 /// What a script run gave.
 #[derive(Debug)]
-pub struct ScriptOutput {
-    pub stdout: String,
-    pub stderr: String,
-    pub status: Option<i32>,
+pub(crate) struct ScriptOutput {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) status: Option<i32>,
 }
 
 /// Runs `script` with bash on the vantage, optionally inside a container through `pct exec`.
-pub async fn run_script(
+pub(crate) async fn run_script(
     cfg: &HostConfig,
     pct_vmid: Option<u32>,
     script: &str,
@@ -238,7 +238,7 @@ fn collect(
 }
 
 /// The internal probes through `pct exec` on the host.
-pub async fn pct_internal(
+pub(crate) async fn pct_internal(
     cfg: &HostConfig,
     script: &str,
     nonce: &str,
@@ -288,9 +288,9 @@ pub async fn pct_internal(
 /// What the host shows about every target at once: cloudflared's readiness and the routes Caddy
 /// has loaded. Probed once per run (one script), shared by every target.
 #[derive(Debug, Clone)]
-pub struct HostWide {
-    pub cloudflared: Probe,
-    pub caddy_config: Probe,
+pub(crate) struct HostWide {
+    pub(crate) cloudflared: Probe,
+    pub(crate) caddy_config: Probe,
 }
 
 /// Runs `probes` on the host in one script and returns the run outcome and a lookup by name.
@@ -333,7 +333,7 @@ async fn run_probes(
 }
 
 /// cloudflared's `/ready` (the first port of its range that answers) and Caddy's admin config.
-pub async fn observe_wide(cfg: &HostConfig, timeout: Duration) -> HostWide {
+pub(crate) async fn observe_wide(cfg: &HostConfig, timeout: Duration) -> HostWide {
     let mut probes: Vec<ScriptProbe> = CLOUDFLARED_READY_PORTS
         .map(|port| ScriptProbe {
             name: format!("ready.{port}"),
@@ -372,7 +372,7 @@ pub async fn observe_wide(cfg: &HostConfig, timeout: Duration) -> HostWide {
 
 /// Probes one target's hops from the host, in one script run: Caddy's listener with each public
 /// Host header, and each upstream as Caddy dials it. `wide` is the run's [`observe_wide`].
-pub async fn observe(
+pub(crate) async fn observe(
     cfg: &HostConfig,
     probe: &ProbeConfig,
     vmid: u32,

@@ -29,10 +29,10 @@ use crate::observation::{FailureKind, HttpResponse, Probe};
 /// Body bytes kept per internal probe.
 pub const BODY_CAP: usize = 16 * 1024;
 /// Header bytes kept per internal probe.
-pub const HEADER_CAP: usize = 8 * 1024;
+pub(crate) const HEADER_CAP: usize = 8 * 1024;
 
 /// Quotes a string for bash: `'...'` with every `'` written as `'\''`.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -114,7 +114,7 @@ pub struct ScriptProbe {
 }
 
 /// A host a script may dial: a DNS name or an IPv4 address, nothing a shell or URL could misread.
-pub fn valid_host(h: &str) -> bool {
+pub(crate) fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && !h.starts_with('-')
@@ -130,7 +130,7 @@ fn valid_record_name(n: &str) -> bool {
 }
 
 /// The internal probes of `services`: `127.0.0.1:PORT` inside the container.
-pub fn service_probes(services: &[&Service]) -> Vec<ScriptProbe> {
+pub(crate) fn service_probes(services: &[&Service]) -> Vec<ScriptProbe> {
     services
         .iter()
         .map(|s| ScriptProbe {
@@ -146,7 +146,7 @@ pub fn service_probes(services: &[&Service]) -> Vec<ScriptProbe> {
 
 /// Most services probed by one batch line: each can add `(HEADER_CAP + BODY_CAP) * 4 / 3` bytes
 /// to it, and execd passes lines of at most 1 MiB.
-pub const BATCH_MAX: usize = 24;
+pub(crate) const BATCH_MAX: usize = 24;
 
 /// Builds the one bash command that probes `services` inside the container: one `curl --parallel`
 /// batch where curl can, the per-service probes otherwise; the back ends and the units of the
@@ -187,7 +187,7 @@ pub fn build_script(probes: &[ScriptProbe], nonce: &str, timeout: Duration) -> S
 
 /// [`build_script`] with one more job (`job`, a self-contained bash section) run in the background
 /// next to the probes; its output goes straight to stdout.
-pub fn build_script_with_job(
+pub(crate) fn build_script_with_job(
     probes: &[ScriptProbe],
     nonce: &str,
     timeout: Duration,
@@ -324,7 +324,7 @@ fn batch(probes: &[ScriptProbe]) -> String {
 
 /// Parses a batch line (`@pvediag2 ...`); `None` when it is not a complete, consistent batch of
 /// this nonce (then the services it names get no record).
-pub fn parse_batch(line: &str, nonce: &str) -> Option<Vec<Record>> {
+pub(crate) fn parse_batch(line: &str, nonce: &str) -> Option<Vec<Record>> {
     let rest = line.strip_prefix("@pvediag2 ")?;
     let mut it = rest.split(' ');
     if it.next()? != nonce {
@@ -506,7 +506,7 @@ pub fn parse_record(line: &str, nonce: &str) -> Option<Record> {
 
 /// Text from the container made safe to print: control characters (terminal escapes, bells,
 /// line breaks) become spaces.
-pub fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 /// The longest line kept in memory; longer lines are skipped.
-pub const MAX_LINE: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_LINE: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -34,7 +34,7 @@ pub struct Parser {
     /// Inside an over-long line: drop bytes until the next newline.
     skipping: bool,
     pub malformed: usize,
-    pub oversized: usize,
+    pub(crate) oversized: usize,
 }
 
 impl Parser {

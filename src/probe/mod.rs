@@ -5,9 +5,9 @@
 //! A diagnosis therefore takes about as long as its slowest probe.
 
 pub mod backend;
-pub mod exec;
+pub(crate) mod exec;
 pub mod external;
-pub mod host;
+pub(crate) mod host;
 pub mod internal;
 pub mod jsonlines;
 
@@ -22,44 +22,45 @@ use crate::target::{origin_check_url, UrlTemplate};
 
 /// Everything the probes need, validated.
 #[derive(Debug, Clone)]
-pub struct ProbeConfig {
-    pub catalog: Catalog,
-    pub template: UrlTemplate,
-    pub domain: String,
+pub(crate) struct ProbeConfig {
+    pub(crate) catalog: Catalog,
+    pub(crate) template: UrlTemplate,
+    pub(crate) domain: String,
     /// Per-probe timeout.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// The token for every target (from `--exec-token-file` or `CMUX_EXECD_AUTH_TOKEN`).
-    pub exec_token: Option<Secret>,
+    pub(crate) exec_token: Option<Secret>,
     /// Per-target tokens (read from the PVE API), used where `exec_token` is not set.
-    pub exec_tokens: std::collections::BTreeMap<u32, Secret>,
+    pub(crate) exec_tokens: std::collections::BTreeMap<u32, Secret>,
     /// Retries of an external probe that failed transiently ([`external::is_transient`]).
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Reach execd here instead of its public URL (`{vmid}` is replaced).
-    pub exec_url: Option<String>,
+    pub(crate) exec_url: Option<String>,
     /// Skip the origin check.
-    pub no_origin_check: bool,
+    pub(crate) no_origin_check: bool,
     /// How much longer than `timeout` the exec round trip may take (execd's own start-up, the
     /// stream's way back).
-    pub exec_grace: Duration,
+    pub(crate) exec_grace: Duration,
     /// The host vantage (`--on-host`, `--ssh`).
     pub host: Option<host::HostConfig>,
     /// The Cloudflare Access service token, sent with every request to a hostname under `domain`.
     pub access: Option<AccessToken>,
     /// What other sources (the PVE API) say each target is (see [`crate::identity`]).
-    pub expected_identity: std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
+    pub(crate) expected_identity:
+        std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
     /// Container hostnames (the 2026 layout's `{instance}`), by VMID, as
     /// [`crate::instance`] resolved them; a VMID not in here is `cmux-{vmid}`.
-    pub instances: std::collections::BTreeMap<u32, crate::instance::Instance>,
+    pub(crate) instances: std::collections::BTreeMap<u32, crate::target::Instance>,
 }
 
 impl ProbeConfig {
-    pub fn public_url(&self, s: &Service, vmid: u32) -> String {
+    pub(crate) fn public_url(&self, s: &Service, vmid: u32) -> String {
         self.template
             .base_url_for(&s.name, vmid, &self.instance(vmid), s.port, &self.domain)
     }
 
     /// The container's hostname: resolved, else `cmux-{vmid}`.
-    pub fn instance(&self, vmid: u32) -> String {
+    pub(crate) fn instance(&self, vmid: u32) -> String {
         self.instances
             .get(&vmid)
             .map(|i| i.hostname.clone())
@@ -75,7 +76,7 @@ impl ProbeConfig {
     }
 
     /// The exec token for one target: the global one, else the one found for this VMID.
-    pub fn token_for(&self, vmid: u32) -> Option<&Secret> {
+    pub(crate) fn token_for(&self, vmid: u32) -> Option<&Secret> {
         self.exec_token
             .as_ref()
             .or_else(|| self.exec_tokens.get(&vmid))
@@ -98,7 +99,10 @@ impl ProbeConfig {
 
 /// The origin check: a hostname under the domain that no route matches (Caddy answers it itself).
 /// It names no VMID, so one check can serve every target of a run.
-pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option<OriginCheck> {
+pub(crate) async fn origin_check(
+    client: &reqwest::Client,
+    cfg: &ProbeConfig,
+) -> Option<OriginCheck> {
     if cfg.no_origin_check {
         return None;
     }
@@ -119,42 +123,26 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
     Some(OriginCheck { url, probe })
 }
 
-/// Probes one target: every probe concurrently, within about one probe timeout.
-pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> TargetObservation {
-    let channel = Clients {
-        public: client,
-        exec: client,
-    };
-    observe_with(
-        channel,
-        cfg,
-        vmid,
-        origin_check(client, cfg),
-        host_wide(cfg),
-    )
-    .await
-}
-
 /// The host's run-wide view ([`host::observe_wide`]), when there is a host vantage.
-pub async fn host_wide(cfg: &ProbeConfig) -> Option<host::HostWide> {
+pub(crate) async fn host_wide(cfg: &ProbeConfig) -> Option<host::HostWide> {
     match &cfg.host {
         Some(h) => Some(host::observe_wide(h, cfg.timeout).await),
         None => None,
     }
 }
 
-/// [`observe`] with the run-wide checks given (the origin check and the host's run-wide view: one
-/// shared future each for every target of a run); they are awaited concurrently with the target's
-/// own probes.
 /// The HTTP clients of a run: the public URLs' (with `--connect-to`), and the exec channel's
 /// (without it when `--exec-url` names execd directly: `--connect-to` is for public URLs only).
 #[derive(Clone, Copy)]
-pub struct Clients<'a> {
-    pub public: &'a reqwest::Client,
-    pub exec: &'a reqwest::Client,
+pub(crate) struct Clients<'a> {
+    pub(crate) public: &'a reqwest::Client,
+    pub(crate) exec: &'a reqwest::Client,
 }
 
-pub async fn observe_with(
+/// Probes one target: every probe concurrently, within about one probe timeout. The run-wide checks
+/// are given (the origin check and the host's run-wide view: one shared future each for every
+/// target of a run); they are awaited concurrently with the target's own probes.
+pub(crate) async fn observe_with(
     clients: Clients<'_>,
     cfg: &ProbeConfig,
     vmid: u32,
@@ -339,7 +327,7 @@ fn identity_observation(
     }
     // The instance name resolution (crate::instance) is an expected identity too.
     if let Some(i) = cfg.instances.get(&vmid) {
-        use crate::instance::InstanceSource as I;
+        use crate::target::InstanceSource as I;
         let source = match i.source {
             I::PveApi => Some(crate::identity::IdentitySource::PveApi),
             I::Pct => Some(crate::identity::IdentitySource::PctConfig),

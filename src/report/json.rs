@@ -6,7 +6,7 @@ use super::{Format, Report};
 
 /// 2: verdicts answer `status` (users affected?) and `layer` (pinned hop, or null) apart, with
 /// `candidates` as objects `{layer, check}` (docs/json-output.md).
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 pub struct Json;
 

@@ -7,7 +7,7 @@ use super::{Format, Report};
 use crate::observation::Probe;
 use crate::verdict::{ChannelVerdict, Status, Verdict};
 
-pub struct Junit;
+pub(crate) struct Junit;
 
 /// A char XML 1.0 allows (`Char` production); others are replaced by U+FFFD.
 fn xml_char_ok(c: char) -> bool {
@@ -15,7 +15,7 @@ fn xml_char_ok(c: char) -> bool {
 }
 
 /// Escapes text for element content: `& < >`, forbidden characters replaced by U+FFFD.
-pub fn escape_text(s: &str) -> String {
+pub(crate) fn escape_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -31,7 +31,7 @@ pub fn escape_text(s: &str) -> String {
 
 /// Escapes text for a double-quoted attribute: also `"` `'`, and tab/newlines as character
 /// references (attribute normalisation would turn them into spaces).
-pub fn escape_attr(s: &str) -> String {
+pub(crate) fn escape_attr(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

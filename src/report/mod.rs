@@ -1,8 +1,8 @@
 //! Reports: how a diagnosis is said. One module per format behind one small trait.
 
 pub mod json;
-pub mod junit;
-pub mod prometheus;
+pub(crate) mod junit;
+pub(crate) mod prometheus;
 pub mod table;
 
 use crate::catalog::Catalog;
@@ -13,24 +13,24 @@ use crate::verdict::{Status, TargetVerdict};
 #[derive(Debug, Clone)]
 pub struct Report {
     pub targets: Vec<TargetReport>,
-    pub catalog: Catalog,
+    pub(crate) catalog: Catalog,
     /// The URL template used, for headings.
-    pub template: String,
-    pub domain: String,
-    pub duration_ms: u64,
+    pub(crate) template: String,
+    pub(crate) domain: String,
+    pub(crate) duration_ms: u64,
     /// Caddy's configuration, when it was read.
     pub caddy: Option<CaddyReport>,
     /// Containers the PVE API listed that were not diagnosed (stopped, templates).
-    pub skipped_targets: Vec<SkippedTarget>,
+    pub(crate) skipped_targets: Vec<SkippedTarget>,
 }
 
 /// What Caddy's configuration said, independent of any target.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CaddyReport {
     /// The Caddyfile or admin API URL read.
-    pub source: String,
+    pub(crate) source: String,
     /// Why it could not be read (the diagnosis goes on without routes).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Findings of the same checks as `pvediag lint`.
     pub findings: Vec<crate::lint::Finding>,
 }
@@ -38,7 +38,7 @@ pub struct CaddyReport {
 impl CaddyReport {
     /// The report of one reading of Caddy's routes: the lint findings of the table, or why it
     /// could not be read.
-    pub fn new(
+    pub(crate) fn new(
         source: String,
         table: &Result<crate::caddy::RouteTable, String>,
         catalog: &Catalog,
@@ -66,26 +66,26 @@ impl CaddyReport {
     }
 }
 
-pub use crate::target::SkippedTarget;
+pub(crate) use crate::target::SkippedTarget;
 
 #[derive(Debug, Clone)]
 pub struct TargetReport {
     pub observation: TargetObservation,
     pub verdict: TargetVerdict,
     /// What the state directory says (last healthy run, what changed since); None without state.
-    pub state: Option<crate::state::TargetState>,
+    pub(crate) state: Option<crate::state::TargetState>,
     /// The facts and verdicts the state directory records (docs/state.md), made with this
     /// target's own catalog and URL template.
-    pub record: crate::state::record::Record,
+    pub(crate) record: crate::state::record::Record,
     /// Whether the run's deadline cut this target's probes off.
-    pub completion: Completion,
+    pub(crate) completion: Completion,
     /// The routing generation the target was diagnosed with, and why (crate::generation).
-    pub routing: Option<crate::generation::Routing>,
+    pub(crate) routing: Option<crate::generation::Routing>,
 }
 
 impl TargetReport {
     /// Keeps only the services named (`--services`): observations and verdicts alike.
-    pub fn retain_services(&mut self, names: &[String]) {
+    pub(crate) fn retain_services(&mut self, names: &[String]) {
         let keep: Vec<bool> = self
             .observation
             .services
@@ -105,7 +105,7 @@ impl TargetReport {
 
 /// How a target's probes ended: a typed fact, not a phrase in a reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completion {
+pub(crate) enum Completion {
     /// Every probe ended on its own (answered, failed or timed out).
     InTime,
     /// The run's deadline came first: the checks not run are marked so.
@@ -115,14 +115,14 @@ pub enum Completion {
 /// Exit codes: stable contract (docs/diagnosis.md, README).
 pub mod exit {
     pub const OK: u8 = 0;
-    pub const BROKEN: u8 = 1;
+    pub(crate) const BROKEN: u8 = 1;
     pub const USAGE: u8 = 2;
-    pub const INCONCLUSIVE: u8 = 3;
+    pub(crate) const INCONCLUSIVE: u8 = 3;
 }
 
 impl Report {
     /// The worst status over every target and service.
-    pub fn worst(&self) -> Status {
+    pub(crate) fn worst(&self) -> Status {
         self.targets
             .iter()
             .map(|t| t.verdict.worst())
@@ -130,12 +130,12 @@ impl Report {
             .unwrap_or(Status::Healthy)
     }
 
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         exit_code_for(self.worst())
     }
 
     /// Counts of service verdicts by status.
-    pub fn counts(&self) -> Vec<(Status, usize)> {
+    pub(crate) fn counts(&self) -> Vec<(Status, usize)> {
         let all = [
             Status::Broken,
             Status::Degraded,
@@ -159,7 +159,7 @@ impl Report {
 }
 
 /// Checks that got no answer in time or were cut by the deadline, as `202/xterm external (timeout)`.
-pub fn unfinished_checks(report: &Report) -> Vec<String> {
+pub(crate) fn unfinished_checks(report: &Report) -> Vec<String> {
     use crate::observation::{ExecRun, FailureKind, Probe};
     let mut out = Vec::new();
     for t in &report.targets {
@@ -196,7 +196,7 @@ pub fn unfinished_checks(report: &Report) -> Vec<String> {
 }
 
 /// The exit code for a worst status.
-pub fn exit_code_for(worst: Status) -> u8 {
+pub(crate) fn exit_code_for(worst: Status) -> u8 {
     match worst {
         Status::Broken | Status::Degraded => exit::BROKEN,
         Status::Inconclusive => exit::INCONCLUSIVE,

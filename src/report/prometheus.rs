@@ -7,13 +7,13 @@ use super::{Format, Report};
 use crate::observation::Probe;
 use crate::verdict::{classify, Answer};
 
-pub struct Prometheus;
+pub(crate) struct Prometheus;
 
 /// The `Content-Type` of this format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Escapes a label value: backslash, double quote and line feed.
-pub fn escape_label(s: &str) -> String {
+pub(crate) fn escape_label(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -27,7 +27,7 @@ pub fn escape_label(s: &str) -> String {
 }
 
 /// `{a="x",b="y"}`
-pub fn labels(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> String {
     let inner: Vec<String> = pairs
         .iter()
         .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
@@ -36,7 +36,13 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 /// One metric family: `# HELP`, `# TYPE` and its samples (label set, value).
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+pub(crate) fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(String, f64)],
+) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (l, v) in samples {

@@ -34,7 +34,7 @@ fn paint(text: &str, s: Status, on: bool) -> String {
 }
 
 /// A short cell for one probe: `200 · 35 ms`, `502 cloudflare`, `refused`.
-pub fn probe_cell(p: &Probe) -> String {
+pub(crate) fn probe_cell(p: &Probe) -> String {
     match p {
         Probe::NotRun { .. } => "—".into(),
         Probe::Failed { kind, .. } => kind.as_str().replace('_', " "),
@@ -64,7 +64,7 @@ pub fn probe_cell(p: &Probe) -> String {
 }
 
 /// `broken (caddy)` when the layer is pinned, `broken (caddy|service)` between candidates.
-pub fn verdict_cell(v: &Verdict) -> String {
+pub(crate) fn verdict_cell(v: &Verdict) -> String {
     let layers = v.layer_label();
     if layers.is_empty() {
         v.status.as_str().to_string()

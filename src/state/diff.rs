@@ -10,7 +10,7 @@ use crate::verdict::{Layer, Status};
 /// One fact that changed since the last healthy run. Stable names: they appear in JSON output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "fact", rename_all = "snake_case")]
-pub enum Change {
+pub(crate) enum Change {
     /// Caddy's route for a service's hostname dials somewhere else (or no longer exists).
     Route {
         service: String,
@@ -55,7 +55,7 @@ fn upstream(r: &RouteFact) -> Option<String> {
 }
 
 /// Every recorded fact that differs between `before` and `after`, observed in both.
-pub fn diff(before: &Facts, after: &Facts) -> Vec<Change> {
+pub(crate) fn diff(before: &Facts, after: &Facts) -> Vec<Change> {
     let mut out = Vec::new();
     if before.catalog != after.catalog {
         let moved: Vec<(String, u16, u16)> = after
@@ -160,7 +160,7 @@ fn route_words(before: &str, after: &str) -> String {
 
 impl Change {
     /// One line for an evidence list.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Change::Route {
                 service,
@@ -286,15 +286,15 @@ impl Change {
 
 /// What the relevance test needs to know about one verdict.
 #[derive(Debug, Clone)]
-pub struct VerdictView<'a> {
-    pub service: &'a str,
+pub(crate) struct VerdictView<'a> {
+    pub(crate) service: &'a str,
     /// The service's catalog port.
-    pub port: u16,
-    pub status: Status,
+    pub(crate) port: u16,
+    pub(crate) status: Status,
     /// The layer it blames, or its candidates; empty: not narrowed at all.
-    pub layers: Vec<Layer>,
+    pub(crate) layers: Vec<Layer>,
     /// The internal view could not be had in this run (exec channel down).
-    pub internal_missing: bool,
+    pub(crate) internal_missing: bool,
 }
 
 fn route_port(routes: &Option<Vec<RouteFact>>, service: &str) -> Option<u16> {
@@ -306,7 +306,7 @@ fn route_port(routes: &Option<Vec<RouteFact>>, service: &str) -> Option<u16> {
 }
 
 /// The changes that bear on one verdict. Healthy and skipped verdicts get none.
-pub fn relevant<'c>(
+pub(crate) fn relevant<'c>(
     changes: &'c [Change],
     v: &VerdictView,
     before: &Facts,

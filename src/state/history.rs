@@ -11,13 +11,13 @@ use super::{fmt_time, rfc3339};
 /// What the state directory holds about one VMID: one entry per domain it was diagnosed under,
 /// and the files that could not be read.
 #[derive(Debug, Clone, Default)]
-pub struct History {
-    pub targets: Vec<StateFile>,
-    pub unreadable: Vec<(PathBuf, String)>,
+pub(crate) struct History {
+    pub(crate) targets: Vec<StateFile>,
+    pub(crate) unreadable: Vec<(PathBuf, String)>,
 }
 
 /// Reads every record of `vmid` (under `domain` only, when given).
-pub fn load(store: &Store, vmid: u32, domain: Option<&str>) -> History {
+pub(crate) fn load(store: &Store, vmid: u32, domain: Option<&str>) -> History {
     let mut h = History::default();
     let found = match domain {
         Some(d) => vec![(store.path(d, vmid), store.load(d, vmid))],
@@ -35,7 +35,7 @@ pub fn load(store: &Store, vmid: u32, domain: Option<&str>) -> History {
 
 /// The text view: per domain, the current status, the last healthy run and the transitions,
 /// newest first, at most `limit`.
-pub fn render_text(h: &History, limit: usize) -> String {
+pub(crate) fn render_text(h: &History, limit: usize) -> String {
     let mut out = String::new();
     for s in &h.targets {
         let _ = writeln!(
@@ -66,7 +66,7 @@ pub fn render_text(h: &History, limit: usize) -> String {
 }
 
 /// The JSON view (docs/state.md).
-pub fn render_json(h: &History, limit: usize) -> Value {
+pub(crate) fn render_json(h: &History, limit: usize) -> Value {
     let targets: Vec<Value> = h
         .targets
         .iter()
@@ -112,7 +112,7 @@ pub fn render_json(h: &History, limit: usize) -> Value {
 
 /// `pvediag history VMID`: the text or JSON view and the exit code (0; 2 when nothing is recorded
 /// for the VMID, with a one-line reason on stderr).
-pub fn run(
+pub(crate) fn run(
     dir: &std::path::Path,
     vmid: u32,
     domain: Option<&str>,

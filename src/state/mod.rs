@@ -9,7 +9,7 @@
 //!
 //! [`next_state`] and [`assess`] are pure; [`apply`] is the thin edge that reads and writes files.
 
-pub mod diff;
+pub(crate) mod diff;
 pub mod history;
 pub mod record;
 pub mod store;
@@ -25,7 +25,7 @@ use record::{is_healthy, Record};
 use store::{Loaded, StateFile, Store, Transition, MAX_TRANSITIONS};
 
 /// `2026-11-30 14:02 UTC`.
-pub fn fmt_time(unix: i64) -> String {
+pub(crate) fn fmt_time(unix: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(unix) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02} UTC",
@@ -40,7 +40,7 @@ pub fn fmt_time(unix: i64) -> String {
 }
 
 /// `2026-11-30T14:02:05Z` (RFC 3339), for JSON.
-pub fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(unix) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
@@ -65,7 +65,7 @@ pub fn now() -> i64 {
 
 /// The default state directory: `/var/lib/pvediag` for root, else `$XDG_STATE_HOME/pvediag` or
 /// `~/.local/state/pvediag`. None when there is no home to put it in.
-pub fn default_dir(
+pub(crate) fn default_dir(
     is_root: bool,
     xdg_state_home: Option<&str>,
     home: Option<&str>,
@@ -82,12 +82,12 @@ pub fn default_dir(
 }
 
 /// Whether this process runs as root (effective UID 0).
-pub fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
 /// The default state directory for this process and environment.
-pub fn default_dir_here() -> Option<PathBuf> {
+pub(crate) fn default_dir_here() -> Option<PathBuf> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     default_dir(
         running_as_root(),
@@ -99,7 +99,10 @@ pub fn default_dir_here() -> Option<PathBuf> {
 /// Where this run keeps its state: `--no-state` gives None; `--state-dir DIR` is created now (a
 /// one-line error when it cannot be: the user asked for it); otherwise the default directory, made
 /// when the first record is written (a failure there is only a note: the diagnosis stands).
-pub fn choose_dir(state_dir: Option<&Path>, no_state: bool) -> Result<Option<PathBuf>, String> {
+pub(crate) fn choose_dir(
+    state_dir: Option<&Path>,
+    no_state: bool,
+) -> Result<Option<PathBuf>, String> {
     if no_state {
         return Ok(None);
     }
@@ -119,36 +122,36 @@ pub fn choose_dir(state_dir: Option<&Path>, no_state: bool) -> Result<Option<Pat
 
 /// What the state directory says about one target in this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TargetState {
+pub(crate) struct TargetState {
     /// The last time the target was healthy (this run included), Unix seconds.
-    pub last_healthy_at: Option<i64>,
+    pub(crate) last_healthy_at: Option<i64>,
     /// When this run is not healthy and a healthy run was recorded: what changed since.
-    pub since_last_healthy: Option<SinceHealthy>,
+    pub(crate) since_last_healthy: Option<SinceHealthy>,
 }
 
 /// What changed since the last healthy run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SinceHealthy {
     /// The last healthy run, Unix seconds and RFC 3339.
-    pub at_unix: i64,
-    pub at: String,
+    pub(crate) at_unix: i64,
+    pub(crate) at: String,
     /// Every recorded fact that changed (observed in both runs).
-    pub changes: Vec<Change>,
+    pub(crate) changes: Vec<Change>,
     /// Per service verdict (in the report's order): the changes that bear on it.
-    pub services: Vec<ServiceChanges>,
+    pub(crate) services: Vec<ServiceChanges>,
     /// Facts the healthy run saw that this run could not, so they were not compared.
-    pub not_compared: Vec<String>,
+    pub(crate) not_compared: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServiceChanges {
-    pub service: String,
-    pub changes: Vec<Change>,
+pub(crate) struct ServiceChanges {
+    pub(crate) service: String,
+    pub(crate) changes: Vec<Change>,
 }
 
 impl SinceHealthy {
     /// The changes that bear on one service's verdict.
-    pub fn for_service(&self, name: &str) -> &[Change] {
+    pub(crate) fn for_service(&self, name: &str) -> &[Change] {
         self.services
             .iter()
             .find(|s| s.service == name)
@@ -157,7 +160,7 @@ impl SinceHealthy {
     }
 
     /// `since the last healthy run (2026-11-30 14:02 UTC): A; B`.
-    pub fn evidence_line(&self, changes: &[Change]) -> String {
+    pub(crate) fn evidence_line(&self, changes: &[Change]) -> String {
         let head = format!("since the last healthy run ({})", fmt_time(self.at_unix));
         let mut line = if changes.is_empty() {
             format!("{head}: none of the recorded facts that bear on this verdict changed")
@@ -193,7 +196,7 @@ fn views(t: &TargetReport) -> Vec<VerdictView<'_>> {
 }
 
 /// What the previous state and this run's record say about the target. Pure.
-pub fn assess(prev: Option<&StateFile>, rec: &Record, views: &[VerdictView]) -> TargetState {
+pub(crate) fn assess(prev: Option<&StateFile>, rec: &Record, views: &[VerdictView]) -> TargetState {
     let healthy_now = is_healthy(&rec.status);
     let lkg = prev.and_then(|p| p.last_healthy.as_ref());
     let last_healthy_at = if counts_as_healthy(lkg, rec) {
@@ -233,7 +236,7 @@ pub fn assess(prev: Option<&StateFile>, rec: &Record, views: &[VerdictView]) -> 
 /// Whether this run becomes the last-known-good: it is healthy and it checked at least every
 /// service the last-known-good checked (a run narrowed to a few services never stands for the
 /// whole target), unless the catalog itself changed.
-pub fn counts_as_healthy(lkg: Option<&Record>, rec: &Record) -> bool {
+pub(crate) fn counts_as_healthy(lkg: Option<&Record>, rec: &Record) -> bool {
     if !is_healthy(&rec.status) {
         return false;
     }
@@ -268,7 +271,7 @@ fn not_compared(good: &record::Facts, now: &record::Facts) -> Vec<String> {
 
 /// One line: why the target is in its status (`xterm: broken (caddy): summary`, plus the first
 /// change since the last healthy run).
-pub fn cause(rec: &Record, since: Option<&SinceHealthy>, narrowed: bool) -> String {
+pub(crate) fn cause(rec: &Record, since: Option<&SinceHealthy>, narrowed: bool) -> String {
     if is_healthy(&rec.status) {
         return if narrowed {
             let names: Vec<&str> = rec.verdicts.iter().map(|v| v.service.as_str()).collect();
@@ -354,7 +357,7 @@ pub fn next_state(
 }
 
 /// Adds the diff to the evidence of each verdict it bears on.
-pub fn attach(t: &mut TargetReport, state: &TargetState) {
+pub(crate) fn attach(t: &mut TargetReport, state: &TargetState) {
     let Some(since) = &state.since_last_healthy else {
         return;
     };
@@ -375,7 +378,7 @@ pub fn attach(t: &mut TargetReport, state: &TargetState) {
 /// Records this run in the state directory and adds what changed since the last healthy run to
 /// each target of the report. Returns notes for stderr (unreadable files, lock or write failures).
 /// Never fails the run: the diagnosis stands without its history.
-pub fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
+pub(crate) fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
     let store = Store::new(dir);
     let mut notes = Vec::new();
     if let Err(e) = store.ensure() {

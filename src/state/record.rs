@@ -13,107 +13,107 @@ use crate::observation::{AuthMode, Probe, TargetObservation};
 use crate::verdict::{classify, Answer, Layer, Status, TargetVerdict, Verdict};
 
 /// The `format` field of every state file: a file without it is not pvediag's.
-pub const FORMAT: &str = "pvediag-state";
+pub(crate) const FORMAT: &str = "pvediag-state";
 /// The record version this pvediag reads and writes; files of another version are ignored.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// Everything recorded about one run of one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// When the run ended, Unix seconds (UTC).
-    pub at: i64,
+    pub(crate) at: i64,
     /// The target's worst status (`healthy`, `broken`, ...).
-    pub status: String,
-    pub facts: Facts,
-    pub verdicts: Vec<VerdictFact>,
+    pub(crate) status: String,
+    pub(crate) facts: Facts,
+    pub(crate) verdicts: Vec<VerdictFact>,
     /// The exec channel's verdict.
-    pub channel: ChannelFact,
+    pub(crate) channel: ChannelFact,
 }
 
 /// What was observed. `None` (or an absent entry) means "not observed in this run": it is never
 /// compared, so a run that could not see something never reports it as changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Facts {
-    pub catalog: CatalogFact,
+pub(crate) struct Facts {
+    pub(crate) catalog: CatalogFact,
     /// The public URL template (the routing layout).
-    pub url_template: String,
+    pub(crate) url_template: String,
     /// Whether cmux-execd requires a token (`required`, `off`); None: not known.
-    pub exec_auth: Option<String>,
+    pub(crate) exec_auth: Option<String>,
     /// cloudflared's readiness on the host (host vantage only).
-    pub cloudflared: Option<CloudflaredFact>,
+    pub(crate) cloudflared: Option<CloudflaredFact>,
     /// The answer class of the origin check (a hostname Caddy answers itself).
-    pub origin: Option<String>,
+    pub(crate) origin: Option<String>,
     /// Caddy's route for each routed service; None: Caddy's configuration was not read.
-    pub routes: Option<Vec<RouteFact>>,
+    pub(crate) routes: Option<Vec<RouteFact>>,
     /// What answered inside the container on each catalog port (only ports probed inside).
-    pub ports: Vec<PortFact>,
+    pub(crate) ports: Vec<PortFact>,
     /// The answer class of each public URL probed.
-    pub external: Vec<ExternalFact>,
+    pub(crate) external: Vec<ExternalFact>,
 }
 
 /// The catalog in use: its origin and each service's port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CatalogFact {
-    pub generation: String,
-    pub ports: BTreeMap<String, u16>,
+pub(crate) struct CatalogFact {
+    pub(crate) generation: String,
+    pub(crate) ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloudflaredFact {
+pub(crate) struct CloudflaredFact {
     /// `ready`, `not_ready` (503: no edge connection) or `down` (no answer on 20241-20245).
-    pub state: String,
-    pub connections: Option<u64>,
+    pub(crate) state: String,
+    pub(crate) connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteFact {
-    pub service: String,
+pub(crate) struct RouteFact {
+    pub(crate) service: String,
     /// The public hostname matched against Caddy's routes.
-    pub host: String,
-    pub upstream_host: Option<String>,
-    pub upstream_port: Option<u16>,
+    pub(crate) host: String,
+    pub(crate) upstream_host: Option<String>,
+    pub(crate) upstream_port: Option<u16>,
     /// `Caddyfile.cmux:17` or the admin API path.
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortFact {
+pub(crate) struct PortFact {
     /// The catalog service that belongs on this port.
-    pub service: String,
+    pub(crate) service: String,
     /// Its systemd unit (`cmux-pty`), empty when none.
-    pub unit: String,
-    pub port: u16,
+    pub(crate) unit: String,
+    pub(crate) port: u16,
     /// The answer class ([`answer_label`]): `healthy`, `refused`, `status_500`, `wrong_service`...
-    pub answer: String,
+    pub(crate) answer: String,
     /// Whose fingerprint the answer carries, when it is not the service's own (another catalog
     /// service with a fingerprint): e.g. `worker` answering on xterm's port.
-    pub answers_as: Option<String>,
+    pub(crate) answers_as: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExternalFact {
-    pub service: String,
-    pub answer: String,
+pub(crate) struct ExternalFact {
+    pub(crate) service: String,
+    pub(crate) answer: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerdictFact {
-    pub service: String,
-    pub status: String,
+pub(crate) struct VerdictFact {
+    pub(crate) service: String,
+    pub(crate) status: String,
     /// The blamed layer, or the candidates when it is not pinned.
-    pub layers: Vec<String>,
-    pub rule: String,
-    pub summary: String,
+    pub(crate) layers: Vec<String>,
+    pub(crate) rule: String,
+    pub(crate) summary: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelFact {
-    pub status: String,
-    pub summary: String,
+pub(crate) struct ChannelFact {
+    pub(crate) status: String,
+    pub(crate) summary: String,
 }
 
 /// A stable name for an answer class (stored, compared, shown in JSON).
-pub fn answer_label(a: &Answer) -> String {
+pub(crate) fn answer_label(a: &Answer) -> String {
     match a {
         Answer::Healthy => "healthy".into(),
         Answer::MissingHeaders(_) => "missing_headers".into(),
@@ -133,7 +133,7 @@ pub fn answer_label(a: &Answer) -> String {
 }
 
 /// An answer class in words, for evidence lines.
-pub fn answer_words(label: &str) -> String {
+pub(crate) fn answer_words(label: &str) -> String {
     match label {
         "healthy" => "its healthy answer".into(),
         "missing_headers" => "its answer without a required header".into(),
@@ -162,7 +162,7 @@ pub fn answer_words(label: &str) -> String {
 }
 
 /// The layers a verdict blames (one when pinned, the candidates otherwise).
-pub fn verdict_layers(v: &Verdict) -> Vec<Layer> {
+pub(crate) fn verdict_layers(v: &Verdict) -> Vec<Layer> {
     match v.layer {
         Some(l) => vec![l],
         None => v.candidates.iter().map(|c| c.layer).collect(),
@@ -170,13 +170,13 @@ pub fn verdict_layers(v: &Verdict) -> Vec<Layer> {
 }
 
 /// Whether a target's worst status counts as healthy (what last-known-good means).
-pub fn is_healthy(status: &str) -> bool {
+pub(crate) fn is_healthy(status: &str) -> bool {
     matches!(status, "healthy" | "skipped")
 }
 
 /// The record of one run of one target, made with the target's own catalog (`at` is set when it
 /// is stored).
-pub fn record(
+pub(crate) fn record(
     at: i64,
     catalog: &Catalog,
     url_template: &str,
@@ -338,7 +338,7 @@ fn cloudflared_fact(p: &Probe) -> Option<CloudflaredFact> {
 }
 
 /// The status of a stored record as the engine's type (unknown names: inconclusive).
-pub fn status_of(s: &str) -> Status {
+pub(crate) fn status_of(s: &str) -> Status {
     match s {
         "healthy" => Status::Healthy,
         "skipped" => Status::Skipped,

@@ -18,25 +18,25 @@ use serde::{Deserialize, Serialize};
 use super::record::{Record, FORMAT, VERSION};
 
 /// A state file larger than this is not read (a record is a few KiB).
-pub const MAX_FILE: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE: u64 = 1024 * 1024;
 /// How long a run waits for another run's lock on the same target before it gives up writing.
-pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// Transitions kept per target.
-pub const MAX_TRANSITIONS: usize = 50;
+pub(crate) const MAX_TRANSITIONS: usize = 50;
 
 /// One target's state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateFile {
-    pub format: String,
-    pub version: u32,
-    pub domain: String,
-    pub vmid: u32,
+    pub(crate) format: String,
+    pub(crate) version: u32,
+    pub(crate) domain: String,
+    pub(crate) vmid: u32,
     /// The latest run.
-    pub last: Record,
+    pub(crate) last: Record,
     /// The run before it.
-    pub previous: Option<Record>,
+    pub(crate) previous: Option<Record>,
     /// The latest run in which the target was healthy (last-known-good).
-    pub last_healthy: Option<Record>,
+    pub(crate) last_healthy: Option<Record>,
     /// Changes of the target's status, newest last, at most [`MAX_TRANSITIONS`].
     pub transitions: Vec<Transition>,
 }
@@ -44,12 +44,12 @@ pub struct StateFile {
 /// The target's status changed between two runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
-    pub at: i64,
+    pub(crate) at: i64,
     /// None: the first run recorded.
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     pub to: String,
     /// One line: the worst verdict and, when known, what changed.
-    pub cause: String,
+    pub(crate) cause: String,
 }
 
 /// What reading a state file gave.
@@ -111,7 +111,7 @@ fn domain_dir(domain: &str) -> String {
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -150,13 +150,13 @@ impl Store {
         self.dir.join("targets").join(domain_dir(domain))
     }
 
-    pub fn path(&self, domain: &str, vmid: u32) -> PathBuf {
+    pub(crate) fn path(&self, domain: &str, vmid: u32) -> PathBuf {
         self.target_dir(domain).join(format!("{vmid}.json"))
     }
 
     /// Makes the renames of [`Store::update`] under `domain` durable: one directory sync for a
     /// whole run instead of one per target.
-    pub fn sync(&self, domain: &str) {
+    pub(crate) fn sync(&self, domain: &str) {
         sync_dir_of(&self.target_dir(domain));
     }
 
@@ -166,7 +166,7 @@ impl Store {
     }
 
     /// Every domain that has a record of `vmid`, with what reading it gave.
-    pub fn find(&self, vmid: u32) -> Vec<(PathBuf, Loaded)> {
+    pub(crate) fn find(&self, vmid: u32) -> Vec<(PathBuf, Loaded)> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(self.dir.join("targets")) else {
             return out;
@@ -323,7 +323,7 @@ fn remove_stale_temps(dir: &Path, vmid: u32) {
 /// Writes `bytes` to a unique temporary file in the same directory, syncs it and renames it over
 /// `path`: `path` is always the old or the new content, whole. With `sync_dir` the directory is
 /// synced too (the rename survives a power loss); [`Store::sync`] does that once for many files.
-pub fn write_atomically(path: &Path, bytes: &[u8], sync_dir: bool) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], sync_dir: bool) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut o = OpenOptions::new();
@@ -353,7 +353,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], sync_dir: bool) -> std::io::R
 
 /// An exclusive advisory lock on `path`, held until the returned file is dropped. Waits at most
 /// `wait` for another holder: a run never hangs on the state directory.
-pub fn lock(path: &Path, wait: Duration) -> Result<File, String> {
+pub(crate) fn lock(path: &Path, wait: Duration) -> Result<File, String> {
     let mut o = OpenOptions::new();
     o.write(true).create(true).truncate(false);
     #[cfg(unix)]

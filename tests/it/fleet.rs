@@ -319,3 +319,49 @@ fn serve_answers_probes_health_and_its_own_metrics() {
     });
     drop(child);
 }
+
+/// SIGTERM (what systemd and container runtimes send) stops `pvediag serve` gracefully: it says so,
+/// stops listening and exits 0, promptly when nothing is in flight.
+#[test]
+#[cfg(unix)]
+fn serve_stops_on_sigterm() {
+    let mut child = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("pvediag"))
+            .env_clear()
+            .args(["serve", "--listen", "127.0.0.1:0", "--domain", "lab.test"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("pvediag serve: listening on http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert!(std::net::TcpStream::connect(&addr).is_ok());
+    let t = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "serve still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("pvediag serve: stopping"), "{rest}");
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+}
