@@ -2059,7 +2059,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             i,
             cut,
         };
-        let r = decide(&x);
+        let r = with_preflight(decide(&x), &x);
         // Healthy means the right sandbox answered: identity rows come before any other.
         let (r, id_evidence) = with_identity(r, &identity, t, &s.name);
         let mut evidence = id_evidence;
@@ -2154,6 +2154,13 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
             _ => format!("Caddy has no route for {}", route.host),
         });
     }
+    if let (Some(pf), "caddy-preflight-unanswered") = (&x.t.preflight, r.rule) {
+        evidence.push(format!(
+            "CORS preflight OPTIONS {}: {}",
+            pf.url,
+            describe_probe(&pf.probe)
+        ));
+    }
     if r.status != Status::Healthy {
         if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
             evidence.push(match x.ctx.connect_to {
@@ -2184,6 +2191,83 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
         }
     }
     evidence
+}
+
+// ---------------------------------------------------------------------------------------------
+// The 2026 layout's CORS preflight (docs/diagnosis.md, `caddy-preflight-unanswered`)
+
+/// Who failed a CORS preflight, when one was failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightFault {
+    /// The answer is Caddy's own (its catch-all 404, or `Server: Caddy`): the `@options` handler
+    /// is missing. Otherwise another hop of the edge chain answered (the origin-check name reaches
+    /// no container).
+    pub by_caddy: bool,
+    /// What came back, for the summary and evidence.
+    pub what: String,
+}
+
+/// The preflight's answer: `None` when it was answered as the 2026 layout does (204 with
+/// `access-control-allow-origin`), or when nothing usable answered (no HTTP answer, Cloudflare's
+/// own 5xx: the edge or tunnel being down is the other rows' business).
+pub fn preflight_fault(p: &Probe) -> Option<PreflightFault> {
+    let r = p.response()?;
+    if made_by_cloudflare(r) && r.status >= 500 {
+        return None;
+    }
+    if r.status == 204 && r.header("access-control-allow-origin").is_some() {
+        return None;
+    }
+    let catch_all = r.status == 404 && r.body.contains("cmux sandbox not found");
+    let by_caddy = catch_all
+        || r.header("server")
+            .is_some_and(|s| s.eq_ignore_ascii_case("caddy"));
+    let what = if catch_all {
+        "Caddy's catch-all 404".to_string()
+    } else {
+        format!("{} {:?}", r.status, short_body(&r.body))
+    };
+    Some(PreflightFault { by_caddy, what })
+}
+
+/// A routed service that answers healthy is still degraded for the cmux web app when the 2026
+/// layout's preflight was not answered by Caddy: every cross-origin request to the sandbox fails
+/// in the browser. Any other verdict stands (it already says more).
+fn with_preflight(r: Row, x: &Subject) -> Row {
+    if r.status != Status::Healthy || x.so.url.is_none() {
+        return r;
+    }
+    let Some(pf) = &x.t.preflight else {
+        return r;
+    };
+    let Some(fault) = preflight_fault(&pf.probe) else {
+        return r;
+    };
+    let file = x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE);
+    let summary = format!(
+        "{} answers, but Caddy does not answer CORS preflights: OPTIONS {} got {}, not 204 with \
+         access-control-allow-origin; every cross-origin request of the cmux web app fails in the \
+         browser",
+        x.label(),
+        pf.url,
+        fault.what
+    );
+    let next = format!(
+        "add the @options handler to the generic site block of {file} (before `handle @service`): \
+         `@options method OPTIONS` and `handle @options {{ header Access-Control-Allow-Origin \"*\" \
+         ...; header Access-Control-Max-Age \"86400\"; respond 204 }}`; then systemctl reload \
+         caddy-cmux and check: curl -sS -o /dev/null -w '%{{http_code}}' -X OPTIONS -H 'Origin: \
+         https://example.com' {}",
+        pf.url
+    );
+    let rule = "caddy-preflight-unanswered";
+    let r = if fault.by_caddy {
+        row(Status::Degraded, Some(Layer::Caddy), rule, summary)
+    } else {
+        broken_between(rule, vec![Layer::Caddy, Layer::Tunnel], summary)
+            .with_status(Status::Degraded)
+    };
+    r.next(next)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -356,6 +356,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
         routes,
         host,
         identity: Default::default(),
+        preflight: None,
     }
 }
 

@@ -297,6 +297,7 @@ pub async fn observe_with(
         routes: Vec::new(),
         host: host_obs,
         identity,
+        preflight: None,
     }
 }
 

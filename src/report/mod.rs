@@ -81,6 +81,9 @@ pub struct TargetReport {
     pub completion: Completion,
     /// The routing generation the target was diagnosed with, and why (crate::generation).
     pub routing: Option<crate::generation::Routing>,
+    /// The catalog this target was probed and diagnosed with (its generation's: on a mixed host
+    /// targets differ, so formats classify a target's answers with this, never `Report::catalog`).
+    pub catalog: Catalog,
 }
 
 impl TargetReport {

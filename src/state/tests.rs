@@ -101,6 +101,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
             .collect(),
         host: None,
         identity: Default::default(),
+        preflight: None,
     }
 }
 
@@ -126,6 +127,7 @@ fn report_of(c: &Catalog, o: TargetObservation) -> TargetReport {
         state: None,
         completion: crate::report::Completion::InTime,
         routing: None,
+        catalog: c.clone(),
     }
 }
 
