@@ -2029,8 +2029,22 @@ fn decide_host(x: &Subject) -> Option<Row> {
 
 /// Runs the decision table over one target.
 pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
-    let f = facts(ctx, t);
     let identity = identity_row(t);
+    // Under a contradicted identity the internal answers are another sandbox's: a service that
+    // keeps its own verdict (its route, read, dials its own sandbox) is decided without them.
+    let stripped;
+    let t = match &identity {
+        Some(_) => {
+            let mut s = t.clone();
+            for so in &mut s.services {
+                so.internal = Probe::not_run("the exec call ran in another sandbox");
+            }
+            stripped = s;
+            &stripped
+        }
+        None => t,
+    };
+    let f = facts(ctx, t);
     let mut services = Vec::with_capacity(t.services.len());
     for so in &t.services {
         let Some(s) = ctx.catalog.get(&so.name) else {
@@ -2061,7 +2075,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         };
         let r = with_preflight(decide(&x), &x);
         // Healthy means the right sandbox answered: identity rows come before any other.
-        let (r, id_evidence) = with_identity(r, &identity, t, &s.name);
+        let (r, id_evidence) = with_identity(r, &identity, t, &s.name, ctx);
         let mut evidence = id_evidence;
         evidence.extend(evidence_of(&x, &r));
         if identity.is_some() {
@@ -2280,7 +2294,24 @@ fn with_identity(
     identity: &Option<crate::identity::IdentityRow>,
     t: &TargetObservation,
     service: &str,
+    ctx: &Context,
 ) -> (Row, Vec<String>) {
+    // A service that fails fails for its own reason (unless Caddy's exec route names another
+    // sandbox and this service's own route is not read to dial its own): its row, decided without
+    // the other sandbox's internal answers, stands, with the identity evidence. A healthy answer
+    // takes the identity row: healthy means the right sandbox answered.
+    if let Some(id) = identity
+        .as_ref()
+        .filter(|_| matches!(r.status, Status::Broken | Status::Degraded))
+    {
+        let own = format!("{}.lan", ctx.instance_name(t.vmid));
+        let own_route = route_for(t, service)
+            .and_then(|r| r.upstream_host.as_deref())
+            .is_some_and(|h| h.eq_ignore_ascii_case(&own));
+        if service != "exec" && (own_route || id.rule != "identity-route-names-other-sandbox") {
+            return (r, id.evidence.clone());
+        }
+    }
     match identity.clone().or_else(|| route_identity_row(t, service)) {
         Some(id) => (
             Row {
@@ -2327,8 +2358,20 @@ fn identity_channel(
 
 /// The identity row of the whole target: the exec call reached another sandbox.
 fn identity_row(t: &TargetObservation) -> Option<crate::identity::IdentityRow> {
-    let exec_route = route_for(t, "exec").and_then(|r| r.upstream_host.as_deref());
-    crate::identity::verdict(&t.identity, t.vmid, exec_route, t.exec.via_public_url)
+    let route = route_for(t, "exec");
+    let exec_route = route.and_then(|r| r.upstream_host.as_deref());
+    let mut row = crate::identity::verdict(&t.identity, t.vmid, exec_route, t.exec.via_public_url)?;
+    // What Caddy runs (its admin API) dials the exec hostname's own name: Caddy is ruled out,
+    // the name leads elsewhere (a route read from a file leaves Caddy a candidate).
+    if row.rule == "identity-wrong-sandbox"
+        && route.is_some_and(|r| r.from == Some(RouteFrom::AdminApi) && r.upstream_port.is_some())
+    {
+        row.candidates.retain(|&l| l != Layer::Caddy);
+        if row.candidates.len() == 1 {
+            row.layer = row.candidates.pop();
+        }
+    }
+    Some(row)
 }
 
 /// The identity row of one service: Caddy's route for its hostname names another host.
