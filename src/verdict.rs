@@ -2092,7 +2092,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
                 check: x.check_for(layer),
             })
             .collect();
-        services.push(Verdict {
+        let v = Verdict {
             status: r.status,
             layer: r.layer,
             candidates,
@@ -2100,7 +2100,9 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             evidence,
             next_step: r.next_step,
             rule: r.rule,
-        });
+        };
+        // Behind the front: back ends and units (verdict_inside.rs).
+        services.push(inside::refine(ctx, t, s, &x.i, v));
     }
     let mut exec = channel_verdict(t);
     if let (
@@ -2123,7 +2125,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
     identity_channel(&mut exec, t, identity);
     TargetVerdict {
         vmid: t.vmid,
-        exec,
+        exec: inside::channel_note(t, exec),
         services,
     }
 }
@@ -2207,6 +2209,8 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
     evidence
 }
 
+#[path = "verdict_inside.rs"]
+mod inside;
 // ---------------------------------------------------------------------------------------------
 // The 2026 layout's CORS preflight (docs/diagnosis.md, `caddy-preflight-unanswered`)
 

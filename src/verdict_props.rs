@@ -449,6 +449,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
         services,
         routes,
         host,
+        inside: None,
         identity: identity_of(w, ev, via_exec, via_pct),
         preflight: None,
     }
