@@ -2300,10 +2300,10 @@ fn with_identity(
     service: &str,
     ctx: &Context,
 ) -> (Row, Vec<String>) {
-    // A service that fails fails for its own reason (unless Caddy's exec route names another
-    // sandbox and this service's own route is not read to dial its own): its row, decided without
-    // the other sandbox's internal answers, stands, with the identity evidence. A healthy answer
-    // takes the identity row: healthy means the right sandbox answered.
+    // Caddy's exec route names another sandbox, and this failing service's own route is read to
+    // dial its own: it fails for its own reason; its row, decided without the other sandbox's
+    // internal answers, stands, with the identity evidence. A healthy answer takes the identity
+    // row: healthy means the right sandbox answered.
     if let Some(id) = identity
         .as_ref()
         .filter(|_| matches!(r.status, Status::Broken | Status::Degraded))
@@ -2312,7 +2312,7 @@ fn with_identity(
         let own_route = route_for(t, service)
             .and_then(|r| r.upstream_host.as_deref())
             .is_some_and(|h| h.eq_ignore_ascii_case(&own));
-        if service != "exec" && (own_route || id.rule != "identity-route-names-other-sandbox") {
+        if service != "exec" && own_route && id.rule == "identity-route-names-other-sandbox" {
             return (r, id.evidence.clone());
         }
     }
