@@ -21,9 +21,11 @@
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Service};
+use crate::made_by::{
+    cloudflare_error_code, cloudflared_catch_all, edge_gate, made_by_cloudflare, Gate,
+};
 use crate::observation::{
-    ExecRun, FailureKind, HttpResponse, Probe, RouteFrom, RouteObservation, ServiceObservation,
-    TargetObservation,
+    ExecRun, FailureKind, Probe, RouteFrom, RouteObservation, ServiceObservation, TargetObservation,
 };
 
 /// Verdict status: are users affected? Stable names: they appear in JSON, JUnit and metrics.
@@ -71,6 +73,9 @@ pub enum Layer {
     /// pvediag's own input: `--domain` or `--connect-to` point somewhere else than the sandbox's
     /// edge. Only ever a candidate, never pinned.
     Input,
+    /// The zone's security settings at Cloudflare's edge (WAF and bot rules, Access): a gate that
+    /// stops a plain HTTP client before the tunnel. Only ever a candidate, never pinned.
+    Edge,
 }
 
 impl Layer {
@@ -81,6 +86,7 @@ impl Layer {
             Layer::Container => "container",
             Layer::Service => "service",
             Layer::Input => "input",
+            Layer::Edge => "edge",
         }
     }
 }
@@ -145,6 +151,23 @@ pub struct TargetVerdict {
     pub vmid: u32,
     pub exec: ChannelVerdict,
     pub services: Vec<Verdict>,
+    /// A gate of the edge stopped public requests (said once for the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_gate: Option<GateVerdict>,
+}
+
+/// A gate of Cloudflare's edge (challenge, Access, block page) stopped pvediag's public requests:
+/// whether users are affected is not proven (a browser may pass), and the candidates are the zone's
+/// security settings, not the tunnel, Caddy, the container or a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateVerdict {
+    pub gate: Gate,
+    pub summary: String,
+    /// One of the gated answers, as observed.
+    pub evidence: Vec<String>,
+    /// The services whose public URL the gate answered.
+    pub services: Vec<String>,
+    pub next_step: String,
 }
 
 impl TargetVerdict {
@@ -184,7 +207,10 @@ pub struct Context<'a> {
     pub deadline: Option<std::time::Duration>,
     /// The deadline cut this target before its probes ended: the probes not run were cut.
     pub target_cut: bool,
+    /// An Access service token was sent with the public requests.
+    pub access_token_sent: bool,
 }
+
 impl Context<'_> {
     /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
     pub fn instance_name(&self, vmid: u32) -> String {
@@ -225,6 +251,9 @@ pub enum Answer {
     CaddyNoRoute,
     /// No HTTP answer.
     Unreachable(FailureKind),
+    /// A gate of Cloudflare's edge answered (challenge, Access, block page): nothing behind the
+    /// edge was reached, and no service is healthy through it.
+    EdgeGate(Gate),
     /// Not probed.
     NotRun,
 }
@@ -236,37 +265,6 @@ impl Answer {
     }
 }
 
-fn header_is(r: &HttpResponse, name: &str, value: &str) -> bool {
-    r.header(name)
-        .map(|v| v.trim().eq_ignore_ascii_case(value))
-        .unwrap_or(false)
-}
-
-/// The `error code: NNN` of a Cloudflare-made body (plain text or HTML), if any.
-pub fn cloudflare_error_code(body: &str) -> Option<String> {
-    let lower = body.to_ascii_lowercase();
-    let i = lower.find("error code")?;
-    let rest = &body[i + "error code".len()..];
-    let digits: String = rest
-        .trim_start_matches([':', ' ', '\u{a0}'])
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    (!digits.is_empty()).then_some(digits)
-}
-
-/// Whether Cloudflare itself generated this answer (not the origin).
-pub fn made_by_cloudflare(r: &HttpResponse) -> bool {
-    let cf_headers = header_is(r, "server", "cloudflare") && r.has_header("cf-ray");
-    if !cf_headers {
-        return false;
-    }
-    r.status == 530
-        || r.has_header("cf-error-type")
-        || (r.status >= 500 && cloudflare_error_code(&r.body).is_some())
-        || (r.status >= 500 && r.body.to_ascii_lowercase().contains("cloudflare"))
-}
-
 /// Classifies one probe outcome against the service it was meant for.
 pub fn classify(service: &Service, probe: &Probe) -> Answer {
     let r = match probe {
@@ -275,6 +273,9 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
         Probe::Response { response, .. } => response,
     };
     let body_empty = r.body.trim().is_empty();
+    if let Some(g) = edge_gate(r) {
+        return Answer::EdgeGate(g);
+    }
     if made_by_cloudflare(r) {
         let code = cloudflare_error_code(&r.body);
         if r.status == 530 || code.as_deref() == Some("1033") {
@@ -285,7 +286,7 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
             code,
         };
     }
-    if r.status == 404 && body_empty && !header_is(r, "server", "caddy") {
+    if cloudflared_catch_all(r) {
         return Answer::NoIngress;
     }
     if (r.status == 502 || r.status == 504) && body_empty {
@@ -378,6 +379,8 @@ pub fn describe_probe(p: &Probe) -> String {
             for h in [
                 "server",
                 "cf-ray",
+                "cf-mitigated",
+                "location",
                 "content-type",
                 "access-control-allow-origin",
             ] {
@@ -429,6 +432,7 @@ fn describe_answer(a: &Answer, s: &Service) -> String {
         }
         Answer::CaddyNoRoute => "Caddy's catch-all answer: no route matches this hostname".into(),
         Answer::Unreachable(k) => format!("no HTTP answer ({})", k.as_str()),
+        Answer::EdgeGate(g) => format!("{}: made by the edge, not by the sandbox", g.name()),
         Answer::NotRun => "not probed".into(),
     }
 }
@@ -459,6 +463,12 @@ struct Facts {
     host_lost_container: Option<String>,
     /// Every public hostname failed the same way before any HTTP answer (DNS or connect).
     public_all_failed: Option<FailureKind>,
+    /// In the same run some public requests got Cloudflare's 530 / error 1033 and others got
+    /// through the tunnel: its connectors flap (or some names lead to another tunnel).
+    tunnel_flapping: bool,
+    /// The origin check failed while other requests got through the same tunnel and Caddy: its
+    /// hostname is routed elsewhere (a catch-all route), so its failure proves nothing.
+    origin_contradicted: Option<String>,
 }
 
 /// What the whole target proves (step 2).
@@ -472,6 +482,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     }
     let mut externals = 0usize;
     let mut tunnel_down = 0usize;
+    // Services whose public request got through the tunnel (an answer from behind the edge).
+    let mut through_tunnel = false;
     let mut failures = Vec::new();
     for so in &t.services {
         let Some(svc) = ctx.catalog.get(&so.name) else {
@@ -485,6 +497,10 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         if a == Answer::TunnelDown {
             tunnel_down += 1;
         }
+        through_tunnel |= so
+            .external
+            .response()
+            .is_some_and(|r| !made_by_cloudflare(r));
         if chain.is_none()
             && matches!(
                 a,
@@ -506,12 +522,10 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         )) if failures.len() > 1 && failures.iter().all(|f| *f == Some(*k)) => Some(*k),
         _ => None,
     };
-    let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
+    let mut origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
+        Probe::Response { response, .. } if edge_gate(response).is_some() => None,
         Probe::Response { response, .. } => {
-            let catch_all_404 = response.status == 404
-                && response.body.trim().is_empty()
-                && !header_is(response, "server", "caddy");
-            Some(!made_by_cloudflare(response) && !catch_all_404)
+            Some(!made_by_cloudflare(response) && !cloudflared_catch_all(response))
         }
         // A timeout under a shortened time limit is the deadline's, not the chain's.
         Probe::Failed {
@@ -521,6 +535,27 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,
     });
+    // The services' own answers are the witnesses (at least one 530 and one through the tunnel);
+    // the origin check and the exec call do not count alone.
+    let tunnel_flapping = through_tunnel && tunnel_down > 0;
+    // A failed origin check next to requests that reached the container through the same tunnel
+    // and Caddy: the check's hostname is answered by something else than Caddy's catch-all.
+    let mut origin_contradicted = None;
+    if origin_ok == Some(false) && !tunnel_flapping {
+        if let (Some(c), Some(o)) = (&chain, &t.origin) {
+            origin_contradicted = Some(format!(
+                "the origin check {} failed ({}), but {c}: Caddy does not answer that hostname \
+                 itself (a catch-all route sends it elsewhere), so it proves nothing",
+                o.url,
+                describe_probe(&o.probe)
+            ));
+            origin_ok = None;
+        }
+    }
+    if tunnel_flapping {
+        // Its 530 (or its answer) is the flapping tunnel's, not Caddy's state.
+        origin_ok = None;
+    }
     let internal_unavailable = if t.exec.internal_ran() {
         None
     } else {
@@ -570,6 +605,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         internal_unavailable,
         host_lost_container,
         public_all_failed,
+        tunnel_flapping,
+        origin_contradicted,
     }
 }
 
@@ -591,6 +628,10 @@ fn channel_problem(run: &ExecRun, token_sent: bool) -> String {
         ExecRun::Rejected { status, body, .. } => format!(
             "cmux-execd answered {status} {:?} to the exec call",
             short_body(body)
+        ),
+        ExecRun::Gated { gate, status } => format!(
+            "the exec call got {} ({status}) at Cloudflare's edge: it never reached cmux-execd",
+            gate.name()
         ),
         ExecRun::Failed { kind, message } => {
             format!("the exec call got no answer ({}: {message})", kind.as_str())
@@ -669,6 +710,16 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
                      --exec-token-file FILE (it is CMUX_EXECD_AUTH_TOKEN in `pct config {}` env, \
                      or /root/.worker-auth-token inside)",
                     t.vmid
+                )),
+                ExecRun::Gated { .. } => Some(format!(
+                    "check the services from inside without the edge: --exec-url \
+                        http://cmux-{}.lan:39375 from the PVE host{}",
+                    t.vmid,
+                    if t.exec.pct.is_some() {
+                        ""
+                    } else {
+                        ", or --on-host (pct exec)"
+                    }
                 )),
                 ExecRun::Rejected {
                     status: 415 | 400, ..
@@ -867,11 +918,28 @@ impl Subject<'_> {
                     )
                 }
             }
+            Layer::Edge => match &self.e {
+                Answer::EdgeGate(g) => gate_fix(self.ctx, g),
+                _ => "the zone's security settings (WAF, bot rules, Access): see the edge gate"
+                    .into(),
+            },
+            Layer::Input if self.f.public_all_failed == Some(FailureKind::Dns) => format!(
+                "no public hostname resolves: check --domain (these names end in {}; dig +short \
+                 {host})",
+                host.split_once('.').map_or(host.as_str(), |(_, d)| d)
+            ),
             Layer::Input => format!(
                 "every public hostname failed the same way ({}) when dialled at {}: check \
                  --domain (these names end in {}) and --connect-to (dig +short {host})",
                 self.f.public_all_failed.map_or("?", |k| k.as_str()),
-                self.ctx.connect_to.unwrap_or("the address DNS gives"),
+                match dials(self.t).1 {
+                    a if a.is_empty() => self
+                        .ctx
+                        .connect_to
+                        .unwrap_or("the address DNS gives")
+                        .to_string(),
+                    a => first_three(&a),
+                },
                 host.split_once('.').map_or(host.as_str(), |(_, d)| d)
             ),
         }
@@ -1011,6 +1079,39 @@ fn decide(x: &Subject) -> Row {
     let ct = x.ctx.instance_name(vmid);
     let (label, host) = (x.label(), x.host());
 
+    // A flapping tunnel: this answer (healthy or 530) was luck of the draw; users get either.
+    if x.f.tunnel_flapping && matches!(x.e, Answer::Healthy | Answer::TunnelDown) {
+        // The host's view of cloudflared, when there is one, names the tunnel's state itself.
+        if let Some(r) = decide_host_tunnel(x) {
+            return r;
+        }
+        let (status, summary) = if x.e == Answer::TunnelDown {
+            (
+                Status::Broken,
+                format!(
+                    "Cloudflare answered 530 / error 1033 for {host} while other requests of \
+                     this run got through the same tunnel: its connectors flap, or {host} \
+                     leads to another tunnel"
+                ),
+            )
+        } else {
+            (
+                Status::Degraded,
+                format!(
+                    "{} answered through the tunnel, but Cloudflare answered 530 / error 1033 \
+                     to other requests of this run: the tunnel's connectors flap (or those \
+                     names lead to another tunnel), so users get errors intermittently",
+                    s.name
+                ),
+            )
+        };
+        return row(status, Some(Layer::Tunnel), "tunnel-flapping", summary).next(
+            "on the PVE host: journalctl -u cloudflared --since -15min (connections registered \
+             and lost); cloudflared tunnel info <tunnel>; check that every connector serves the \
+             same tunnel and every name's DNS record points to it",
+        );
+    }
+
     // A healthy public answer wins over anything else: the public URL working is the goal.
     if x.e == Answer::Healthy {
         return row(
@@ -1025,6 +1126,11 @@ fn decide(x: &Subject) -> Row {
     // which did finish, proves the service itself broken).
     if x.cut {
         return service_fault(x).unwrap_or_else(|| cut_row(x));
+    }
+
+    // A gate of the edge answered: nothing behind it was observed from outside.
+    if let Answer::EdgeGate(g) = &x.e {
+        return decide_gate(x, g);
     }
 
     // The outermost hop first: cloudflared as the host sees it, then a failure at the edge itself.
@@ -1336,9 +1442,11 @@ fn decide(x: &Subject) -> Row {
             _ => decide_internal_only(x),
         },
         // Handled above.
-        Answer::Healthy | Answer::TunnelDown | Answer::NoIngress | Answer::CaddyNoRoute => {
-            unreachable_row(x)
-        }
+        Answer::Healthy
+        | Answer::TunnelDown
+        | Answer::NoIngress
+        | Answer::CaddyNoRoute
+        | Answer::EdgeGate(_) => unreachable_row(x),
     }
 }
 
@@ -1371,18 +1479,57 @@ fn unreachable_row(x: &Subject) -> Row {
     )
 }
 
+/// At most three items, then how many more.
+fn first_three(items: &[String]) -> String {
+    match items.len() {
+        0..=3 => items.join(", "),
+        n => format!("{}, and {} more", items[..3].join(", "), n - 3),
+    }
+}
+
+/// Where the public hostnames were dialled (the dial evidence): the names that did not resolve,
+/// and the addresses dialled (the `--connect-to` address, or what DNS gave), each once.
+fn dials(t: &TargetObservation) -> (Vec<String>, Vec<String>) {
+    use crate::observation::Dial;
+    let (mut failed, mut addresses) = (Vec::new(), Vec::new());
+    for d in t.services.iter().filter_map(|s| s.dial.as_ref()) {
+        match d {
+            Dial::DnsFailed { host, .. } => failed.push(host.clone()),
+            Dial::ConnectTo { address, .. } => addresses.push(address.clone()),
+            Dial::Dns { addresses: a, .. } => addresses.extend(a.iter().cloned()),
+        }
+    }
+    addresses.sort();
+    addresses.dedup();
+    (failed, addresses)
+}
+
 /// Every public hostname failed the same way at DNS, connect or TLS: the tunnel's DNS/edge, or
 /// pvediag was pointed at the wrong place (`--domain`, `--connect-to`).
 fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
     let host = x.host();
+    let (failed_names, addresses) = dials(x.t);
+    let dialled = if addresses.is_empty() {
+        x.ctx
+            .connect_to
+            .unwrap_or("the address DNS gives")
+            .to_string()
+    } else {
+        first_three(&addresses)
+    };
     let (rule, first, summary) = match k {
         FailureKind::Dns => (
             "all-public-dns",
             Layer::Tunnel,
             format!(
-                "no public hostname of cmux-{} resolves ({host} neither): the DNS record is \
-                missing, or --domain names another zone",
-                x.vmid()
+                "no public hostname of cmux-{} resolves ({}): the DNS record is missing, or \
+                 --domain names another zone",
+                x.vmid(),
+                if failed_names.is_empty() {
+                    format!("{host} neither")
+                } else {
+                    first_three(&failed_names)
+                }
             ),
         ),
         FailureKind::Certificate | FailureKind::Tls => (
@@ -1394,10 +1541,11 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
                  elsewhere{}",
                 k.as_str(),
                 x.vmid(),
-                x.ctx
-                    .connect_to
-                    .map(|a| format!(" (dialled at {a})"))
-                    .unwrap_or_default()
+                if addresses.is_empty() && x.ctx.connect_to.is_none() {
+                    String::new()
+                } else {
+                    format!(" (dialled at {dialled})")
+                }
             ),
         ),
         _ => (
@@ -1407,7 +1555,7 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
                 "every public hostname of cmux-{} was refused at {}: nothing listens at the \
                     edge address, or --connect-to points elsewhere",
                 x.vmid(),
-                x.ctx.connect_to.unwrap_or("the address DNS gives")
+                dialled
             ),
         ),
     };
@@ -1432,6 +1580,177 @@ fn outer_down_row(x: &Subject) -> Row {
         "on the PVE host: systemctl status caddy-cmux cloudflared; curl -sS -o /dev/null -w \
         '%{http_code}' http://127.0.0.1:8080/",
     )
+}
+
+/// The public answer was made by a gate of the edge: nothing behind it was observed from outside.
+/// What was observed from inside (the internal view, the host vantage) still decides what it can.
+fn decide_gate(x: &Subject, g: &Gate) -> Row {
+    let (s, vmid) = (x.s, x.vmid());
+    let stopped = format!("its public URL gets {} at the edge", g.name());
+    if let Some(mut r) = service_fault(x) {
+        r.summary.push_str(&format!(" ({stopped})"));
+        return r;
+    }
+    if let Some(why) = &x.f.host_lost_container {
+        return row(
+            Status::Broken,
+            Some(Layer::Container),
+            "host-container-unreachable",
+            why.clone(),
+        )
+        .next(format!(
+            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts cmux-{vmid}.lan"
+        ));
+    }
+    // The host vantage sees Caddy's answer for the public hostname, behind the edge.
+    let behind_caddy_ok =
+        x.t.host
+            .as_ref()
+            .filter(|h| matches!(h.run, ExecRun::Completed { .. }))
+            .and_then(|h| h.services.iter().find(|hs| hs.name == s.name))
+            .is_some_and(|hs| {
+                matches!(
+                    classify(s, &hs.caddy),
+                    Answer::Healthy | Answer::MissingHeaders(_)
+                )
+            });
+    let summary = match &x.i {
+        Answer::Healthy | Answer::MissingHeaders(_) => format!(
+            "{} answers correctly inside the container; {stopped}, so whether users reach it \
+                is not proven",
+            s.name
+        ),
+        _ if behind_caddy_ok => format!(
+            "{} answers correctly through Caddy on the host; {stopped}, so whether users reach \
+                it is not proven",
+            s.name
+        ),
+        _ => format!(
+            "{stopped}: nothing behind the edge (tunnel, Caddy, container, service) was observed, \
+                and the internal view is unavailable"
+        ),
+    };
+    inconclusive(gate_rule(x.ctx, g), vec![Layer::Edge], summary).next(gate_fix(x.ctx, g))
+}
+
+/// The decision-table row of a gate.
+fn gate_rule(ctx: &Context, g: &Gate) -> &'static str {
+    match g {
+        Gate::Challenge { .. } => "edge-challenge",
+        Gate::Blocked { .. } => "edge-blocked",
+        Gate::AccessLogin { .. } if ctx.access_token_sent => "edge-access-token-not-accepted",
+        Gate::AccessDenied { .. } if ctx.access_token_sent => "edge-access-token-rejected",
+        Gate::AccessLogin { .. } | Gate::AccessDenied { .. } => "edge-access",
+    }
+}
+
+/// What lets pvediag through a gate.
+fn gate_fix(ctx: &Context, g: &Gate) -> String {
+    match (g, ctx.access_token_sent) {
+        (Gate::AccessDenied { .. }, true) => "check CF_ACCESS_CLIENT_ID / \
+            CF_ACCESS_CLIENT_SECRET (or --access-token-file): the token must exist, not be expired \
+            or revoked, and be included in a Service Auth policy of the Access application"
+            .into(),
+        (Gate::AccessLogin { .. }, true) => "add a policy with action Service Auth that includes \
+            this service token to the Access application (an Allow policy sends service tokens to \
+            the login)"
+            .into(),
+        _ if g.is_access() => "give pvediag an Access service token: export \
+            CF_ACCESS_CLIENT_ID=... CF_ACCESS_CLIENT_SECRET=... (or --access-token-file FILE: two \
+            lines, id then secret); the Access application needs a Service Auth policy that \
+            includes it"
+            .into(),
+        _ => format!(
+            "let pvediag through: a WAF custom rule with action Skip (bot fight, managed \
+                challenge) for requests whose User-Agent starts with \"pvediag/\" (it sends {}); \
+                or check from inside with --exec-url / --on-host",
+            crate::http::USER_AGENT
+        ),
+    }
+}
+
+/// The gate that stopped this target's public requests, said once: what it is, that users may
+/// still pass it in a browser, and the fix.
+fn gate_verdict(ctx: &Context, t: &TargetObservation) -> Option<GateVerdict> {
+    let mut gated = Vec::new();
+    let mut public = 0usize;
+    let mut evidence = Vec::new();
+    for so in &t.services {
+        match &so.external {
+            Probe::Response { response, .. } => {
+                public += 1;
+                if let Some(g) = edge_gate(response) {
+                    if evidence.is_empty() {
+                        evidence.push(format!(
+                            "external {}: {}",
+                            so.url.as_deref().unwrap_or(&so.name),
+                            describe_probe(&so.external)
+                        ));
+                    }
+                    gated.push((so.name.clone(), g));
+                }
+            }
+            Probe::Failed { .. } => public += 1,
+            Probe::NotRun { .. } => {}
+        }
+    }
+    let exec_gate = match &t.exec.run {
+        ExecRun::Gated { gate, .. } => Some(gate.clone()),
+        _ => None,
+    };
+    let gate = gated
+        .first()
+        .map(|(_, g)| g.clone())
+        .or_else(|| exec_gate.clone())?;
+    let mut what = Vec::new();
+    if !gated.is_empty() {
+        what.push(if gated.len() == public {
+            format!("every public URL ({public})")
+        } else {
+            format!(
+                "{} of {public} public URLs ({})",
+                gated.len(),
+                gated
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    if exec_gate.is_some() {
+        what.push("the exec call".into());
+    }
+    let what = what.join(" and ");
+    let summary = match (&gate, ctx.access_token_sent) {
+        (Gate::AccessDenied { status }, true) => format!(
+            "configuration error: Cloudflare Access rejected the service token pvediag sent \
+                ({status} for {what})"
+        ),
+        (Gate::AccessLogin { .. }, true) => format!(
+            "Cloudflare Access sends pvediag to its login although a service token was sent, for \
+                {what}: the application has no policy that lets this token in"
+        ),
+        _ => format!(
+            "Cloudflare's edge answers {what} with {}: a person with a browser may pass it, so \
+                whether users are affected is not proven; what stops pvediag is the zone's \
+                security settings, not the tunnel, Caddy, the container or a service",
+            gate.describe()
+        ),
+    };
+    if let ExecRun::Gated { status, .. } = &t.exec.run {
+        evidence.push(format!(
+            "exec call {}/exec: {status} from the edge",
+            t.exec.url
+        ));
+    }
+    Some(GateVerdict {
+        next_step: gate_fix(ctx, &gate),
+        gate,
+        summary,
+        evidence,
+        services: gated.into_iter().map(|(n, _)| n).collect(),
+    })
 }
 
 /// An internal answer that by itself proves the service broken (whatever the public side saw):
@@ -2127,6 +2446,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         vmid: t.vmid,
         exec: inside::channel_note(t, exec),
         services,
+        edge_gate: gate_verdict(ctx, t),
     }
 }
 
@@ -2178,7 +2498,9 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
         ));
     }
     if r.status != Status::Healthy {
-        if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
+        if let Some(d) = &so.dial {
+            evidence.push(d.describe());
+        } else if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
             evidence.push(match x.ctx.connect_to {
                 Some(a) => format!(
                     "{} was dialled at {a} (--connect-to), with its own name for TLS and Host",
@@ -2192,6 +2514,9 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
         }
         if let Some(c) = &f.chain_reaches_container {
             evidence.push(c.clone());
+        }
+        if let Some(why) = &f.origin_contradicted {
+            evidence.push(why.clone());
         }
         if let Some(ok) = f.origin_ok {
             evidence.push(if ok {
@@ -2230,7 +2555,8 @@ pub struct PreflightFault {
 /// own 5xx: the edge or tunnel being down is the other rows' business).
 pub fn preflight_fault(p: &Probe) -> Option<PreflightFault> {
     let r = p.response()?;
-    if made_by_cloudflare(r) && r.status >= 500 {
+    // Cloudflare's own 5xx, or a gate of the edge (challenge, Access) answering before Caddy.
+    if (made_by_cloudflare(r) && r.status >= 500) || crate::made_by::made_by_edge(r) {
         return None;
     }
     if r.status == 204 && r.header("access-control-allow-origin").is_some() {

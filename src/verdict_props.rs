@@ -363,6 +363,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
             } else {
                 Probe::not_run("the exec channel is unavailable")
             },
+            dial: None,
         })
         .collect();
     let origin = match w.outer {
@@ -560,6 +561,7 @@ fn world(n: usize) -> impl Strategy<Value = World> {
 /// pairs are checked in worlds that reach another sandbox too (see `identity_rows_only_narrow`).
 fn check_world(c: &Catalog, w: &World, strict: bool) -> Result<(), String> {
     let ctx = Context {
+        access_token_sent: false,
         instance: None,
         catalog: c,
         layout: Layout::PerService,
@@ -709,6 +711,7 @@ fn loopback_only_is_never_blamed_on_caddy() {
     };
     check_world(&c, &w, true).unwrap();
     let ctx = Context {
+        access_token_sent: false,
         instance: None,
         catalog: &c,
         layout: Layout::PerService,

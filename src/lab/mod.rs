@@ -36,6 +36,8 @@ pub struct LabConfig {
     /// e.g. `example.test`.
     pub domain: String,
     pub containers: Vec<ContainerSpec>,
+    /// The zone's security settings in front of everything: a challenge, Cloudflare Access.
+    pub edge_gate: edge::Gate,
     /// false: the edge answers 530 / `error code: 1033` for every host.
     pub tunnel_up: bool,
     /// false: the host proxy does not listen -> the edge answers Cloudflare 502.
@@ -50,6 +52,9 @@ pub struct LabConfig {
     pub pve_api: bool,
     /// VMIDs whose hostname the LAN's DNS does not publish: `{hostname}.lan` does not resolve.
     pub unpublished: Vec<u32>,
+    /// The tunnel's connectors flap: the edge answers every other request with 530 / `error code:
+    /// 1033` and lets the others through.
+    pub tunnel_flapping: bool,
 }
 
 /// The 2026 layout's one generic Caddy rule, and the ways it goes wrong.
@@ -83,6 +88,7 @@ impl Default for LabConfig {
         LabConfig {
             domain: DOMAIN.to_string(),
             containers: vec![healthy_container(VMID, None)],
+            edge_gate: edge::Gate::Open,
             tunnel_up: true,
             origin_up: true,
             routes: seed_routes(),
@@ -90,6 +96,7 @@ impl Default for LabConfig {
             generic: GenericRule::default(),
             pve_api: false,
             unpublished: Vec::new(),
+            tunnel_flapping: false,
         }
     }
 }
@@ -261,6 +268,21 @@ pub const DOMAIN: &str = "example.test";
 pub const VMID: u32 = 202;
 /// The execd token of every scenario's container.
 pub const SCENARIO_TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
+/// The Cloudflare Access service token the lab's Access lets through (`behind-access*`).
+pub const LAB_ACCESS_TEAM: &str = "pvediag-lab";
+pub const LAB_ACCESS_CLIENT_ID: &str = "8c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f.access";
+pub const LAB_ACCESS_CLIENT_SECRET: &str =
+    "a7c3e9f1b5d7092846e1c3a5f7b9d1e3c5a7f9b1d3e5c7a9f1b3d5e7c9a1f3b5";
+
+/// The lab's Access in front of every hostname, letting the lab's service token through.
+pub fn lab_access() -> edge::Gate {
+    edge::Gate::Access {
+        team: LAB_ACCESS_TEAM.into(),
+        client_id: LAB_ACCESS_CLIENT_ID.into(),
+        client_secret: LAB_ACCESS_CLIENT_SECRET.into(),
+    }
+}
+
 /// The wrong token the client gets in `exec-unauthorized`.
 pub const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
 
@@ -349,6 +371,7 @@ pub fn fleet(n: usize, first_vmid: u32, token: Option<String>, delays: Delays) -
         containers: (0..n as u32)
             .map(|i| healthy_container(first_vmid + i, token.clone()))
             .collect(),
+        edge_gate: edge::Gate::Open,
         tunnel_up: true,
         origin_up: true,
         routes: seed_routes(),
@@ -398,6 +421,8 @@ pub struct Scenario {
     pub client_token: Option<String>,
     /// The public URL template of the scenario's routing layout.
     pub url_template: &'static str,
+    /// The Access service token (id, secret) the client should send, if any.
+    pub client_access: Option<(String, String)>,
 }
 
 pub const SCENARIOS: &[&str] = &[
@@ -418,6 +443,9 @@ pub const SCENARIOS: &[&str] = &[
     "vnc-server-down",
     "chrome-down",
     "crash-loop",
+    "bot-challenge",
+    "behind-access",
+    "behind-access-token",
     // Mixed faults (issue 10): more than one thing wrong at once.
     "route-wrong-and-down",
     "worker-hung",
@@ -428,6 +456,8 @@ pub const SCENARIOS: &[&str] = &[
     "cdp-down-and-route",
     "preview-off-and-port",
     "container-down-caddy-ok",
+    "tunnel-flapping",
+    "origin-check-elsewhere",
     "lan-name-to-other-sandbox",
     "route-to-other-sandbox",
 ];
@@ -460,6 +490,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
     let base = LabConfig {
         domain: DOMAIN.to_string(),
         containers: vec![ct.clone()],
+        edge_gate: edge::Gate::Open,
         tunnel_up: true,
         origin_up: true,
         routes: seed_routes(),
@@ -468,6 +499,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
     };
     let mut client_token = token.clone();
     let url_template = crate::target::DEFAULT_TEMPLATE;
+    let mut client_access = None;
     let (name, description, config): (&'static str, &'static str, LabConfig) = match name {
         "seed" => {
             let mut c = base;
@@ -572,6 +604,37 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 c,
             )
         }
+        "bot-challenge" => {
+            let mut c = base;
+            c.edge_gate = edge::Gate::Challenge;
+            (
+                "bot-challenge",
+                "Bot Fight Mode challenges every request (403 \"Just a moment...\", cf-mitigated: challenge); behind it everything works",
+                c,
+            )
+        }
+        "behind-access" => {
+            let mut c = base;
+            c.edge_gate = lab_access();
+            (
+                "behind-access",
+                "Cloudflare Access in front of every hostname (302 to the Access login), no service token given; behind it everything works",
+                c,
+            )
+        }
+        "behind-access-token" => {
+            let mut c = base;
+            c.edge_gate = lab_access();
+            client_access = Some((
+                LAB_ACCESS_CLIENT_ID.to_string(),
+                LAB_ACCESS_CLIENT_SECRET.to_string(),
+            ));
+            (
+                "behind-access-token",
+                "Cloudflare Access in front of every hostname, and pvediag holds the lab's service token (as --access-token-file): everything works",
+                c,
+            )
+        }
         "route-wrong-and-down" => {
             let mut c = base;
             route_port(&mut c.routes, "xterm", 5173);
@@ -670,6 +733,29 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 c,
             )
         }
+        "tunnel-flapping" => {
+            let mut c = base;
+            c.tunnel_flapping = true;
+            (
+                "tunnel-flapping",
+                "the tunnel's connectors flap: Cloudflare answers every other request with 530 / error 1033",
+                c,
+            )
+        }
+        "origin-check-elsewhere" => {
+            let mut c = base;
+            c.routes.push(RouteSpec {
+                service: caddy::FALLBACK.into(),
+                port: 3000,
+                upstream: None,
+            });
+            c.containers = vec![without(ct, ServiceKind::Vscode)];
+            (
+                "origin-check-elsewhere",
+                "Caddy sends every unmatched hostname (the origin check's too) to a dashboard on another host that is down; openvscode-server is not running",
+                c,
+            )
+        }
         "later-layout" | "later-service-down" => {
             // An older container (hostname cmux-202) on the 2026 images, behind the generic rule.
             let mut c = base;
@@ -756,6 +842,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         config,
         client_token,
         url_template,
+        client_access,
     })
 }
 
@@ -898,6 +985,7 @@ pub fn scenario_in(name: &str, layout: crate::generation::Generation) -> Option<
                 config: to_2026(sc.config),
                 client_token: sc.client_token,
                 url_template: crate::target::DEFAULT_TEMPLATE,
+                client_access: sc.client_access,
             });
         }
     };
@@ -907,6 +995,7 @@ pub fn scenario_in(name: &str, layout: crate::generation::Generation) -> Option<
         config,
         client_token: token,
         url_template: crate::target::DEFAULT_TEMPLATE,
+        client_access: None,
     })
 }
 
@@ -972,7 +1061,9 @@ impl Lab {
         anyhow::ensure!(!domain.is_empty(), "lab: empty domain");
         for r in &config.routes {
             anyhow::ensure!(
-                crate::catalog::valid_service_name(&r.service) || r.service == caddy::GENERIC,
+                crate::catalog::valid_service_name(&r.service)
+                    || r.service == caddy::GENERIC
+                    || r.service == caddy::FALLBACK,
                 "lab: route service {:?} is not a service name",
                 r.service
             );
@@ -1068,9 +1159,11 @@ impl Lab {
             tls.config,
             edge::EdgeCtx {
                 domain: domain.clone(),
+                gate: config.edge_gate.clone(),
                 tunnel_up: config.tunnel_up,
                 caddy_addr,
                 delay_ms: config.delays.edge_ms,
+                flapping: config.tunnel_flapping.then(Default::default),
             },
         ));
         let (ready_task, ready_addr) = host::start_ready(config.tunnel_up).await?;

@@ -38,6 +38,10 @@ pub fn to_value(report: &Report) -> Value {
                         "internal": so.internal,
                         "verdict": sv,
                     });
+                    // Where the public hostname was dialled (absent when no request was made).
+                    if let Some(d) = &so.dial {
+                        s["dial"] = json!(d);
+                    }
                     // What changed since the last healthy run that bears on this verdict
                     // (docs/state.md); only when the state directory had a healthy run.
                     if let Some(since) = t
@@ -50,7 +54,7 @@ pub fn to_value(report: &Report) -> Value {
                     s
                 })
                 .collect();
-            json!({
+            let mut target = json!({
                 "vmid": o.vmid,
                 "status": v.worst().as_str(),
                 "exec": {
@@ -70,7 +74,11 @@ pub fn to_value(report: &Report) -> Value {
                 "routing": t.routing,
                 "services": services,
                 "state": t.state.as_ref().map(state_value),
-            })
+            });
+            if let Some(g) = &v.edge_gate {
+                target["edge_gate"] = json!(g);
+            }
+            target
         })
         .collect();
     let counts: serde_json::Map<String, Value> = report

@@ -42,9 +42,12 @@ pub fn probe_cell(p: &Probe) -> String {
             response,
             elapsed_ms,
         } => {
+            if let Some(g) = crate::made_by::edge_gate(response) {
+                return format!("{} {} · {elapsed_ms} ms", response.status, g.cell());
+            }
             let who = match response.header("server") {
                 Some(s) if s.eq_ignore_ascii_case("cloudflare") && response.status >= 500 => {
-                    let code = crate::verdict::cloudflare_error_code(&response.body);
+                    let code = crate::made_by::cloudflare_error_code(&response.body);
                     match code {
                         Some(c) if c != response.status.to_string() => format!(" cloudflare {c}"),
                         _ => " cloudflare".into(),
@@ -166,6 +169,24 @@ impl TableFormat {
                 out.push('\n');
             }
         }
+        if let Some(g) = &v.edge_gate {
+            out.push_str(&paint(
+                &format!("edge gate: {}", g.summary),
+                Status::Inconclusive,
+                self.color,
+            ));
+            out.push('\n');
+            for e in &g.evidence {
+                out.push_str(&format!("  · {e}\n"));
+            }
+            if !g.services.is_empty() {
+                out.push_str(&format!(
+                    "  · stopped there: {} (nothing behind the edge observed from outside)\n",
+                    g.services.join(", ")
+                ));
+            }
+            out.push_str(&format!("  next: {}\n", g.next_step));
+        }
         let exec_line = format!("exec channel: {}", v.exec.summary);
         out.push_str(&paint(&exec_line, v.exec.status, self.color));
         out.push('\n');
@@ -174,6 +195,13 @@ impl TableFormat {
         }
         for (so, sv) in o.services.iter().zip(&v.services) {
             if matches!(sv.status, Status::Healthy | Status::Skipped) {
+                continue;
+            }
+            // Said once above, in the edge gate, when the internal view adds nothing.
+            if sv.rule.starts_with("edge-")
+                && matches!(so.internal, Probe::NotRun { .. })
+                && o.host.is_none()
+            {
                 continue;
             }
             out.push('\n');
@@ -190,7 +218,12 @@ impl TableFormat {
             for e in &sv.evidence {
                 out.push_str(&format!("  · {e}\n"));
             }
-            if let Some(n) = &sv.next_step {
+            // The gate's fix is said once, with the edge gate.
+            let said_above = v
+                .edge_gate
+                .as_ref()
+                .is_some_and(|g| sv.next_step.as_ref() == Some(&g.next_step));
+            if let Some(n) = sv.next_step.as_ref().filter(|_| !said_above) {
                 let line = format!("  next: {n}");
                 out.push_str(&if self.color {
                     line.bold().to_string()

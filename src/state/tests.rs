@@ -90,6 +90,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
                     Probe::not_run("not routed through the tunnel")
                 },
                 internal: healthy_answer(&s.name, false),
+                dial: None,
             })
             .collect(),
         routes: c
@@ -108,6 +109,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
 
 fn verdicts(c: &Catalog, t: &TargetObservation) -> TargetVerdict {
     let ctx = Context {
+        access_token_sent: false,
         catalog: c,
         layout: Layout::PerService,
         caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
