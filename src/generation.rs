@@ -561,23 +561,7 @@ pub(crate) async fn preflight(client: &reqwest::Client, base: &ProbeConfig) -> (
 /// What the preflight says: `None` when Caddy answered it as the 2026 layout does (or when nothing
 /// answered at all: the tunnel or Caddy being down is the verdicts' business), else why not.
 pub(crate) fn preflight_problem(url: &str, p: &Probe) -> Option<String> {
-    let r = p.response()?;
-    let by_cloudflare = r
-        .header("server")
-        .is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"));
-    // A gate of the edge (challenge, Access) answered before Caddy: not Caddy's answer.
-    if (by_cloudflare && r.status >= 500) || crate::made_by::made_by_edge(r) {
-        return None;
-    }
-    if r.status == 204 && r.has_header("access-control-allow-origin") {
-        return None;
-    }
-    let what = if is_2026_catch_all(p) {
-        "Caddy's catch-all 404".to_string()
-    } else {
-        let body: String = r.body.chars().take(60).collect();
-        format!("{} {body:?}", r.status)
-    };
+    let what = crate::verdict::preflight_fault(p)?.what;
     Some(format!(
         "Caddy does not answer CORS preflights: OPTIONS {url} got {what}, not 204 with access-control-allow-origin; the 2026 Caddyfile needs `@options method OPTIONS` with `respond 204` (browsers' preflights otherwise reach the services, most of which refuse them)"
     ))

@@ -377,8 +377,10 @@ pub(crate) fn disagreements(o: &IdentityObservation, vmid: u32) -> Vec<String> {
         .collect()
 }
 
+/// The sandbox name of a hostname (`cmux-202.lan` → `cmux-202`); an expected identity that carries
+/// its address (`cmux-202 (10.0.0.5)`, a clone told apart by it) gives its name too.
 fn short_host(h: &str) -> &str {
-    h.split('.').next().unwrap_or(h)
+    h.split(['.', ' ']).next().unwrap_or(h)
 }
 
 /// Compares what the target reported with what is expected of it.

@@ -382,6 +382,11 @@ pub struct TargetObservation {
     /// Who answered: the sandbox the exec call ran in, what it should be and why
     /// (see [`crate::identity`]).
     pub(crate) identity: crate::identity::IdentityObservation,
+    /// The 2026 layout's CORS preflight: one `OPTIONS` to the origin-check name (which Caddy must
+    /// answer itself, 204 with `access-control-allow-origin`), for a target behind the generic
+    /// rule; `None` when it was not sent (seed layout, no origin check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) preflight: Option<OriginCheck>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -186,6 +186,17 @@ async fn diagnose_once(
     // its "no route for every hostname" would pin Caddy on a file Caddy may not even load.
     let table = table.filter(|t| crate::lint::cmux_routes(&probe.catalog, t) > 0);
     mark_shared_identities(observations.iter_mut().map(|(o, _)| o));
+    // The preflight is evidence for every target behind the generic rule (the 2026 layout).
+    if let Some((url, p)) = &preflight {
+        for (o, _) in &mut observations {
+            if probe_of(o.vmid).template.uses("port") {
+                o.preflight = Some(crate::observation::OriginCheck {
+                    url: url.clone(),
+                    probe: p.clone(),
+                });
+            }
+        }
+    }
     if let Some(table) = &table {
         for (o, _) in &mut observations {
             o.routes = routes_for(probe_of(o.vmid), table, o.vmid);
@@ -277,6 +288,7 @@ async fn diagnose_once(
                 completion,
                 routing,
                 state: None,
+                catalog: p.catalog.clone(),
             };
             // `--services`: what is shown, after everything was diagnosed with everything known.
             if let Some(names) = &settings.shown {
@@ -285,13 +297,12 @@ async fn diagnose_once(
             r
         })
         .collect();
-    // One catalog and template for headings: the first target's (each target carries its own).
+    // One template for headings: the first target's (each target carries its own).
     let head = reports
         .first()
         .map_or(&probe, |t| probe_of(t.observation.vmid));
     Ok(Report {
         targets: reports,
-        catalog: head.catalog.clone(),
         template: head.template.as_str().to_string(),
         domain: probe.domain.clone(),
         duration_ms: start.elapsed().as_millis() as u64,
@@ -562,6 +573,7 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
         host: None,
         inside: None,
         identity: Default::default(),
+        preflight: None,
     }
 }
 

@@ -2348,8 +2348,22 @@ fn decide_host(x: &Subject) -> Option<Row> {
 
 /// Runs the decision table over one target.
 pub(crate) fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
-    let f = facts(ctx, t);
     let identity = identity_row(t);
+    // Under a contradicted identity the internal answers are another sandbox's: a service that
+    // keeps its own verdict (its route, read, dials its own sandbox) is decided without them.
+    let stripped;
+    let t = match &identity {
+        Some(_) => {
+            let mut s = t.clone();
+            for so in &mut s.services {
+                so.internal = Probe::not_run("the exec call ran in another sandbox");
+            }
+            stripped = s;
+            &stripped
+        }
+        None => t,
+    };
+    let f = facts(ctx, t);
     let mut services = Vec::with_capacity(t.services.len());
     for so in &t.services {
         let Some(s) = ctx.catalog.get(&so.name) else {
@@ -2378,9 +2392,9 @@ pub(crate) fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             i,
             cut,
         };
-        let r = decide(&x);
+        let r = with_preflight(decide(&x), &x);
         // Healthy means the right sandbox answered: identity rows come before any other.
-        let (r, id_evidence) = with_identity(r, &identity, t, &s.name);
+        let (r, id_evidence) = with_identity(r, &identity, t, &s.name, ctx);
         let mut evidence = id_evidence;
         evidence.extend(evidence_of(&x, &r));
         if identity.is_some() {
@@ -2476,6 +2490,13 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
             _ => format!("Caddy has no route for {}", route.host),
         });
     }
+    if let (Some(pf), "caddy-preflight-unanswered") = (&x.t.preflight, r.rule) {
+        evidence.push(format!(
+            "CORS preflight OPTIONS {}: {}",
+            pf.url,
+            describe_probe(&pf.probe)
+        ));
+    }
     if r.status != Status::Healthy {
         if let Some(d) = &so.dial {
             evidence.push(d.describe());
@@ -2516,6 +2537,84 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
 #[path = "verdict_inside.rs"]
 mod inside;
 // ---------------------------------------------------------------------------------------------
+// The 2026 layout's CORS preflight (docs/diagnosis.md, `caddy-preflight-unanswered`)
+
+/// Who failed a CORS preflight, when one was failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightFault {
+    /// The answer is Caddy's own (its catch-all 404, or `Server: Caddy`): the `@options` handler
+    /// is missing. Otherwise another hop of the edge chain answered (the origin-check name reaches
+    /// no container).
+    pub by_caddy: bool,
+    /// What came back, for the summary and evidence.
+    pub what: String,
+}
+
+/// The preflight's answer: `None` when it was answered as the 2026 layout does (204 with
+/// `access-control-allow-origin`), or when nothing usable answered (no HTTP answer, Cloudflare's
+/// own 5xx: the edge or tunnel being down is the other rows' business).
+pub fn preflight_fault(p: &Probe) -> Option<PreflightFault> {
+    let r = p.response()?;
+    // Cloudflare's own 5xx, or a gate of the edge (challenge, Access) answering before Caddy.
+    if (made_by_cloudflare(r) && r.status >= 500) || crate::made_by::made_by_edge(r) {
+        return None;
+    }
+    if r.status == 204 && r.header("access-control-allow-origin").is_some() {
+        return None;
+    }
+    let catch_all = r.status == 404 && r.body.contains("cmux sandbox not found");
+    let by_caddy = catch_all
+        || r.header("server")
+            .is_some_and(|s| s.eq_ignore_ascii_case("caddy"));
+    let what = if catch_all {
+        "Caddy's catch-all 404".to_string()
+    } else {
+        format!("{} {:?}", r.status, short_body(&r.body))
+    };
+    Some(PreflightFault { by_caddy, what })
+}
+
+/// A routed service that answers healthy is still degraded for the cmux web app when the 2026
+/// layout's preflight was not answered by Caddy: every cross-origin request to the sandbox fails
+/// in the browser. Any other verdict stands (it already says more).
+fn with_preflight(r: Row, x: &Subject) -> Row {
+    if r.status != Status::Healthy || x.so.url.is_none() {
+        return r;
+    }
+    let Some(pf) = &x.t.preflight else {
+        return r;
+    };
+    let Some(fault) = preflight_fault(&pf.probe) else {
+        return r;
+    };
+    let file = x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE);
+    let summary = format!(
+        "{} answers, but Caddy does not answer CORS preflights: OPTIONS {} got {}, not 204 with \
+         access-control-allow-origin; every cross-origin request of the cmux web app fails in the \
+         browser",
+        x.label(),
+        pf.url,
+        fault.what
+    );
+    let next = format!(
+        "add the @options handler to the generic site block of {file} (before `handle @service`): \
+         `@options method OPTIONS` and `handle @options {{ header Access-Control-Allow-Origin \"*\" \
+         ...; header Access-Control-Max-Age \"86400\"; respond 204 }}`; then systemctl reload \
+         caddy-cmux and check: curl -sS -o /dev/null -w '%{{http_code}}' -X OPTIONS -H 'Origin: \
+         https://example.com' {}",
+        pf.url
+    );
+    let rule = "caddy-preflight-unanswered";
+    let r = if fault.by_caddy {
+        row(Status::Degraded, Some(Layer::Caddy), rule, summary)
+    } else {
+        broken_between(rule, vec![Layer::Caddy, Layer::Tunnel], summary)
+            .with_status(Status::Degraded)
+    };
+    r.next(next)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Identity rows (docs/diagnosis.md, "Who answered"): see crate::identity
 
 /// The target's identity row, else the service's route row, replaces the decided row; returns the
@@ -2525,7 +2624,24 @@ fn with_identity(
     identity: &Option<crate::identity::IdentityRow>,
     t: &TargetObservation,
     service: &str,
+    ctx: &Context,
 ) -> (Row, Vec<String>) {
+    // Caddy's exec route names another sandbox, and this failing service's own route is read to
+    // dial its own: it fails for its own reason; its row, decided without the other sandbox's
+    // internal answers, stands, with the identity evidence. A healthy answer takes the identity
+    // row: healthy means the right sandbox answered.
+    if let Some(id) = identity
+        .as_ref()
+        .filter(|_| matches!(r.status, Status::Broken | Status::Degraded))
+    {
+        let own = format!("{}.lan", ctx.instance_name(t.vmid));
+        let own_route = route_for(t, service)
+            .and_then(|r| r.upstream_host.as_deref())
+            .is_some_and(|h| h.eq_ignore_ascii_case(&own));
+        if service != "exec" && own_route && id.rule == "identity-route-names-other-sandbox" {
+            return (r, id.evidence.clone());
+        }
+    }
     match identity.clone().or_else(|| route_identity_row(t, service)) {
         Some(id) => (
             Row {
@@ -2572,8 +2688,20 @@ fn identity_channel(
 
 /// The identity row of the whole target: the exec call reached another sandbox.
 fn identity_row(t: &TargetObservation) -> Option<crate::identity::IdentityRow> {
-    let exec_route = route_for(t, "exec").and_then(|r| r.upstream_host.as_deref());
-    crate::identity::verdict(&t.identity, t.vmid, exec_route, t.exec.via_public_url)
+    let route = route_for(t, "exec");
+    let exec_route = route.and_then(|r| r.upstream_host.as_deref());
+    let mut row = crate::identity::verdict(&t.identity, t.vmid, exec_route, t.exec.via_public_url)?;
+    // What Caddy runs (its admin API) dials the exec hostname's own name: Caddy is ruled out,
+    // the name leads elsewhere (a route read from a file leaves Caddy a candidate).
+    if row.rule == "identity-wrong-sandbox"
+        && route.is_some_and(|r| r.from == Some(RouteFrom::AdminApi) && r.upstream_port.is_some())
+    {
+        row.candidates.retain(|&l| l != Layer::Caddy);
+        if row.candidates.len() == 1 {
+            row.layer = row.candidates.pop();
+        }
+    }
+    Some(row)
 }
 
 /// The identity row of one service: Caddy's route for its hostname names another host.

@@ -106,6 +106,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
         host: None,
         inside: None,
         identity: Default::default(),
+        preflight: None,
     }
 }
 
@@ -1223,7 +1224,41 @@ const CASES: &[Case] = &[
         Broken,
         Some(Caddy),
     ),
+    // The 2026 layout's preflight: Caddy's catch-all answered OPTIONS (the @options handler is
+    // missing); every routed service that answers is degraded, Caddy pinned.
+    case(
+        "caddy-preflight-unanswered",
+        "xterm",
+        |t| {
+            preflight(
+                t,
+                resp(
+                    404,
+                    &[("server", "cloudflare"), ("cf-ray", "8f00000000000000-LAB")],
+                    "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN",
+                ),
+            )
+        },
+        Degraded,
+        Some(Caddy),
+    ),
+    // Something else of the edge chain answered it (the origin-check name reaches no container).
+    between(
+        "caddy-preflight-unanswered",
+        "vscode",
+        |t| preflight(t, cf(403, "")),
+        Degraded,
+        &[Caddy, Tunnel],
+    ),
 ];
+
+/// The run's one CORS preflight got `p`.
+fn preflight(t: &mut TargetObservation, p: Probe) {
+    t.preflight = Some(OriginCheck {
+        url: "https://port-0-pvediag-origin-check.example.test/".into(),
+        probe: p,
+    });
+}
 
 fn challenge() -> Probe {
     resp(
@@ -1924,6 +1959,46 @@ fn decision_table_doc_matches_the_cases() {
         missing_test.is_empty(),
         "rows documented but not tested: {missing_test:?}"
     );
+}
+
+/// A preflight answered as the 2026 layout does changes nothing; an unanswered one leaves a
+/// broken verdict as it was and names the @options handler in the next step.
+#[test]
+fn preflight_only_degrades_what_answers() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    preflight(
+        &mut t,
+        resp(204, &[("access-control-allow-origin", "*")], ""),
+    );
+    assert_eq!(verdict_of(&c, &t, "xterm").status, Healthy);
+    // Cloudflare's own 5xx, or no answer: the edge/tunnel rows decide, not this one.
+    preflight(&mut t, cf(530, "error code: 1033"));
+    assert_eq!(verdict_of(&c, &t, "xterm").status, Healthy);
+    preflight(&mut t, failed(FailureKind::Timeout));
+    assert_eq!(verdict_of(&c, &t, "xterm").status, Healthy);
+    preflight(&mut t, resp(404, &[], "cmux sandbox not found."));
+    let v = verdict_of(&c, &t, "xterm");
+    assert_eq!((v.status, v.rule), (Degraded, "caddy-preflight-unanswered"));
+    let next = v.next_step.unwrap();
+    assert!(next.contains("@options method OPTIONS"), "{next}");
+    assert!(next.contains(HOST_CADDYFILE), "{next}");
+    assert!(
+        v.evidence.iter().any(|e| e.contains("OPTIONS")),
+        "{:?}",
+        v.evidence
+    );
+    // A service without a public URL is not called cross-origin; a broken one stays broken.
+    let internal_only = t
+        .services
+        .iter()
+        .find(|s| s.url.is_none())
+        .map(|s| s.name.clone());
+    if let Some(n) = internal_only {
+        assert_eq!(verdict_of(&c, &t, &n).rule, "healthy-inside-only");
+    }
+    edge502(&mut t, "vscode");
+    assert_eq!(verdict_of(&c, &t, "vscode").status, Broken);
 }
 
 /// The dial evidence: each public hostname's resolution is in its evidence, and the all-public rules

@@ -309,6 +309,7 @@ pub(crate) async fn observe_with(
         routes: Vec::new(),
         host: host_obs,
         identity,
+        preflight: None,
     }
 }
 

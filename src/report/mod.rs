@@ -13,7 +13,6 @@ use crate::verdict::{Status, TargetVerdict};
 #[derive(Debug, Clone)]
 pub struct Report {
     pub targets: Vec<TargetReport>,
-    pub(crate) catalog: Catalog,
     /// The URL template used, for headings.
     pub(crate) template: String,
     pub(crate) domain: String,
@@ -81,6 +80,9 @@ pub struct TargetReport {
     pub(crate) completion: Completion,
     /// The routing generation the target was diagnosed with, and why (crate::generation).
     pub(crate) routing: Option<crate::generation::Routing>,
+    /// The catalog this target was probed and diagnosed with (its generation's: on a mixed host
+    /// targets differ, so formats classify a target's answers with this, never `Report::catalog`).
+    pub(crate) catalog: Catalog,
 }
 
 impl TargetReport {

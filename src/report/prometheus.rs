@@ -82,7 +82,8 @@ impl Format for Prometheus {
                 1.0,
             ));
             for (so, sv) in t.observation.services.iter().zip(&t.verdict.services) {
-                let service = report.catalog.get(&so.name);
+                // The target's own catalog: on a mixed host the generations' catalogs differ.
+                let service = t.catalog.get(&so.name);
                 for (vantage, p) in [("external", &so.external), ("internal", &so.internal)] {
                     // A probe that was not run (service not routed, exec channel down) has no series.
                     let Some(secs) = elapsed(p) else { continue };

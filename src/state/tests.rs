@@ -103,6 +103,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
         host: None,
         inside: None,
         identity: Default::default(),
+        preflight: None,
     }
 }
 
@@ -129,6 +130,7 @@ fn report_of(c: &Catalog, o: TargetObservation) -> TargetReport {
         state: None,
         completion: crate::report::Completion::InTime,
         routing: None,
+        catalog: c.clone(),
     }
 }
 

@@ -95,6 +95,16 @@ fn every_2026_scenario_is_detected_and_diagnosed() {
         ("cdp", "inconclusive", "-", "not-checkable"),
         ("xterm", "broken", "caddy", "caddy-dials-other-host"),
     ];
+    const PF: &str = "caddy-preflight-unanswered";
+    const OPTIONS_UNANSWERED: &[(&str, &str, &str, &str)] = &[
+        ("preview", "degraded", "caddy", PF),
+        ("exec", "degraded", "caddy", PF),
+        ("worker", "degraded", "caddy", PF),
+        ("worker-daemon", "degraded", "caddy", PF),
+        ("vscode", "degraded", "caddy", PF),
+        ("vnc", "degraded", "caddy", PF),
+        ("xterm", "degraded", "caddy", PF),
+    ];
     let cases: Vec<Want> = vec![
         ("healthy", 0, &[], &[]),
         (
@@ -139,12 +149,13 @@ fn every_2026_scenario_is_detected_and_diagnosed() {
             &[("xterm", "broken", "caddy", "header-doubled-by-proxy")],
             &["generic_cors"],
         ),
-        // Every probe answers; the missing handler is named from the Caddyfile, and the run's one
-        // OPTIONS preflight shows Caddy does not answer it.
+        // Every probe answers, but the run's one OPTIONS preflight got Caddy's catch-all: every
+        // cross-origin request of the web app fails, so every routed service is degraded, Caddy
+        // pinned (exit 1); the missing handler is also named from the Caddyfile.
         (
             "options-unanswered",
-            0,
-            &[],
+            1,
+            OPTIONS_UNANSWERED,
             &["generic_options", "preflight_unanswered"],
         ),
         (
@@ -485,4 +496,39 @@ fn catalog_flag_and_lint_on_2026_files() {
         ["generic_cors", "generic_options", "script_port_mismatch"],
         "{v:#}"
     );
+}
+
+/// Issue 11: Caddy not answering OPTIONS is a verdict, not only a finding: exit 1, every routed
+/// service degraded with Caddy pinned, the next step naming the Caddyfile's `@options` handler.
+#[test]
+fn options_unanswered_is_a_verdict_naming_the_options_handler() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v, err) = demo_2026(&["--scenario", "options-unanswered"]);
+    assert_eq!(code, 1, "{err}");
+    let xterm = v["targets"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "xterm")
+        .unwrap();
+    let verdict = &xterm["verdict"];
+    assert_eq!(verdict["rule"], "caddy-preflight-unanswered");
+    assert_eq!(verdict["status"], "degraded");
+    assert_eq!(verdict["layer"], "caddy");
+    let next = verdict["next_step"].as_str().unwrap();
+    assert!(next.contains("@options method OPTIONS"), "{next}");
+    assert!(next.contains("Caddyfile.cmux"), "{next}");
+    assert!(
+        verdict["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("CORS preflight OPTIONS")),
+        "{verdict}"
+    );
+    // The fixed layout answers it: nothing degraded.
+    let (code, _, err) = demo_2026(&["--scenario", "healthy"]);
+    assert_eq!(code, 0, "{err}");
 }

@@ -148,9 +148,21 @@ fn lan_name_to_other_sandbox_in_the_later_layout() {
     let (code, v) = run_202_in(sc.clone(), &[]);
     assert_eq!(code, 1);
     let t = target(&v, 202);
-    assert!(services(t)
+    let rules: Vec<String> = services(t)
         .iter()
-        .all(|s| s["verdict"]["rule"] == "identity-wrong-sandbox"));
+        .map(|s| {
+            format!(
+                "{} {} {}",
+                s["name"], s["verdict"]["status"], s["verdict"]["rule"]
+            )
+        })
+        .collect();
+    assert!(
+        services(t)
+            .iter()
+            .all(|s| s["verdict"]["rule"] == "identity-wrong-sandbox"),
+        "{rules:?}"
+    );
     let (code, v) = run_202_in(sc, &["--on-host"]);
     assert_eq!(code, 1);
     let t = target(&v, 202);
