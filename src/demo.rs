@@ -212,10 +212,13 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         }
         let settings = lab_settings(&args, &lab, &scenario, token_file)?;
         if !settings.quiet {
-            eprintln!(
+            let banner = format!(
                 "pvediag demo: lab scenario `{}` — {}",
                 scenario.name, scenario.description
             );
+            for line in crate::report::table::fill(&banner, settings.width, "", "  ") {
+                eprintln!("{line}");
+            }
         }
         // As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
         // containers' hostnames.

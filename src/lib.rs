@@ -7,6 +7,7 @@ pub mod caddy;
 pub mod catalog;
 pub mod cli;
 pub mod demo;
+pub mod docs_command;
 pub mod generation;
 pub mod http;
 pub mod instance;

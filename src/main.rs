@@ -54,7 +54,16 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
         Some(Command::Serve(args)) => pvediag::serve::run(*args, &runtime()?),
+        Some(Command::Completions(args)) => pvediag::docs_command::completions(&args),
+        Some(Command::Man) => pvediag::docs_command::man(),
+        None if cli.targets.is_empty() && !cli.all => {
+            // Bare `pvediag`: a short help that knows the environment.
+            eprint!("{}", pvediag::docs_command::first_contact());
+            Ok(exit::USAGE)
+        }
         None => {
+            let mut cli = cli;
+            pvediag::docs_command::domain_from_urls(&cli.targets, &mut cli.diag.reach.domain)?;
             let settings = Settings::from_args_reading_env_and_files(&cli.diag)?;
             let request = settings.target_request(&cli.targets, cli.all)?;
             let rt = runtime()?;
@@ -75,7 +84,8 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
                 &request,
                 &mut targets,
             ))?;
-            let report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
+            let mut report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
+            report.focus = pvediag::docs_command::focus(&cli.targets, &report);
             pvediag::output::emit(&settings, &targets, &report)
         }
     }

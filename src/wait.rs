@@ -18,8 +18,10 @@ pub fn backoff(n: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Runs `attempt` until its report is healthy or `wait` is spent, and returns the last report.
-/// Progress goes to stderr, and only when stderr is a terminal and not `quiet`.
+/// Runs `attempt` until its report is healthy or `wait` is spent, and returns the last report with
+/// the attempts and the total time in it. The last pause is shortened so one more attempt runs at
+/// the end of the window: the whole duration is waited. Progress goes to stderr, and only when
+/// stderr is a terminal and not `quiet`.
 pub async fn until_healthy<F, Fut>(
     wait: Duration,
     quiet: bool,
@@ -34,10 +36,15 @@ where
     let mut n = 0u32;
     loop {
         n += 1;
-        let report = attempt().await?;
+        let mut report = attempt().await?;
+        report.waited = Some(crate::report::Waited {
+            attempts: n,
+            total_ms: start.elapsed().as_millis() as u64,
+        });
         let code = report.exit_code();
-        let pause = backoff(n);
-        if code == exit::OK || start.elapsed() + pause >= wait {
+        let left = wait.saturating_sub(start.elapsed());
+        let pause = backoff(n).min(left);
+        if code == exit::OK || left.is_zero() {
             if progress && n > 1 {
                 eprintln!(
                     "pvediag: attempt {n}: {} after {:.1} s",

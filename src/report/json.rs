@@ -38,6 +38,22 @@ pub fn to_value(report: &Report) -> Value {
                     })
                 })
                 .collect();
+            let names: Vec<&str> = o.services.iter().map(|s| s.name.as_str()).collect();
+            let groups: Vec<Value> = super::group::group(&names, &v.services)
+                .iter()
+                .map(|g| {
+                    let first = &v.services[g.members[0]];
+                    json!({
+                        "cause": g.key.label(),
+                        "status": g.key.status,
+                        "layer": g.key.layer,
+                        "candidates": g.key.candidates,
+                        "services": g.members.iter().map(|&m| names[m]).collect::<Vec<_>>(),
+                        "summary": first.summary,
+                        "next_step": first.next_step,
+                    })
+                })
+                .collect();
             json!({
                 "vmid": o.vmid,
                 "status": v.worst().as_str(),
@@ -55,6 +71,7 @@ pub fn to_value(report: &Report) -> Value {
                 "routes": o.routes,
                 "routing": t.routing,
                 "services": services,
+                "groups": groups,
             })
         })
         .collect();
@@ -62,6 +79,33 @@ pub fn to_value(report: &Report) -> Value {
         .counts()
         .into_iter()
         .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let per: Vec<(u32, Vec<&str>, &[crate::verdict::Verdict])> = report
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.observation.vmid,
+                t.observation
+                    .services
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect(),
+                t.verdict.services.as_slice(),
+            )
+        })
+        .collect();
+    let causes: Vec<Value> = super::group::across_targets(&per)
+        .into_iter()
+        .map(|(k, vmids)| {
+            json!({
+                "cause": k.label(),
+                "status": k.status,
+                "layer": k.layer,
+                "candidates": k.candidates,
+                "targets": vmids,
+            })
+        })
         .collect();
     json!({
         "schema_version": SCHEMA_VERSION,
@@ -76,5 +120,8 @@ pub fn to_value(report: &Report) -> Value {
         "targets": targets,
         "skipped_targets": report.skipped_targets,
         "unfinished_checks": super::unfinished_checks(report),
+        "causes": causes,
+        "focus": report.focus,
+        "wait": report.waited,
     })
 }
