@@ -122,20 +122,81 @@ fn lab_settings(
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
     use crate::generation::Generation;
     if args.list {
+        let width = Environment::read().width();
+        let say = |name: &str, description: &str, w: usize| {
+            let lines = crate::report::table::fill(
+                &format!("{name:<w$} {description}"),
+                width,
+                "",
+                &" ".repeat(w + 1),
+            );
+            for l in lines {
+                println!("{l}");
+            }
+        };
         for name in lab::SCENARIOS {
             if let Some(s) = lab::scenario(name) {
-                println!("{:<18} {}", s.name, s.description);
+                say(s.name, s.description, 18);
             }
         }
         println!();
         println!("with --layout 2026:");
         for name in lab::SCENARIOS_2026 {
             if let Some(s) = lab::scenario_in(name, Generation::Y2026) {
-                println!("{:<20} {}", s.name, s.description);
+                say(s.name, s.description, 20);
             }
         }
         return Ok(exit::OK);
     }
+    let (scenario, vmids) = prepare(&args)?;
+    rt.block_on(async {
+        let (lab, token_file, pve_token_file) = start_lab(&scenario).await?;
+        if args.serve {
+            return serve(
+                &lab,
+                &scenario,
+                &vmids,
+                token_file.as_deref(),
+                pve_token_file.as_deref(),
+            )
+            .await;
+        }
+        let settings = lab_settings(&args, &lab, &scenario, token_file)?;
+        if !settings.quiet {
+            let banner = format!(
+                "pvediag demo: lab scenario `{}` — {}",
+                scenario.name, scenario.description
+            );
+            for line in crate::report::table::fill(&banner, settings.width, "", "  ") {
+                eprintln!("{line}");
+            }
+        }
+        let (targets, report) = diagnose_lab(&settings, &vmids).await?;
+        let code = crate::output::emit(&settings, &targets, &report)?;
+        lab.shutdown().await;
+        Ok(code)
+    })
+}
+
+/// A scenario's report, without printing it (snapshot tests of the formats): the same lab, the
+/// same settings and the same diagnosis as `pvediag demo`.
+pub fn scenario_report(
+    args: DemoArgs,
+    rt: &tokio::runtime::Runtime,
+) -> Result<crate::report::Report, UsageError> {
+    let (scenario, vmids) = prepare(&args)?;
+    rt.block_on(async {
+        let (lab, token_file, _) = start_lab(&scenario).await?;
+        let settings = lab_settings(&args, &lab, &scenario, token_file)?;
+        let (_, report) = diagnose_lab(&settings, &vmids).await?;
+        lab.shutdown().await;
+        Ok(report)
+    })
+}
+
+/// The scenario the arguments name (or the fleet), and its VMIDs.
+fn prepare(args: &DemoArgs) -> Result<(lab::Scenario, Vec<u32>), UsageError> {
+    use crate::generation::Generation;
     let mut scenario = match args.containers {
         Some(n) => lab::Scenario {
             name: "fleet",
@@ -188,53 +249,43 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         scenario.config.delays = lab::Delays::uniform(args.delay_ms);
     }
     let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
-    rt.block_on(async {
-        let lab = Lab::start(scenario.config.clone())
-            .await
-            .map_err(|e| UsageError::new(format!("lab: cannot start: {e:#}")))?;
-        let token_file = match &scenario.client_token {
-            Some(t) => Some(write_token(&lab, t)?),
-            None => None,
-        };
-        let pve_token_file = match &lab.pve_url {
-            Some(_) => Some(write_secret(&lab, "pve-token", lab::pve::TOKEN)?),
-            None => None,
-        };
-        if args.serve {
-            return serve(
-                &lab,
-                &scenario,
-                &vmids,
-                token_file.as_deref(),
-                pve_token_file.as_deref(),
-            )
-            .await;
-        }
-        let settings = lab_settings(&args, &lab, &scenario, token_file)?;
-        if !settings.quiet {
-            let banner = format!(
-                "pvediag demo: lab scenario `{}` — {}",
-                scenario.name, scenario.description
-            );
-            for line in crate::report::table::fill(&banner, settings.width, "", "  ") {
-                eprintln!("{line}");
-            }
-        }
-        // As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
-        // containers' hostnames.
-        let request = crate::target::TargetRequest {
-            vmids,
-            ..Default::default()
-        };
-        let mut targets = crate::run::resolve_targets(&settings, &request)
-            .await
-            .map_err(|e| UsageError::new(format!("lab: the lab's PVE API: {e}")))?;
-        crate::run::resolve_instances(&settings, &request, &mut targets).await?;
-        let report = crate::run::diagnose(&settings, &targets).await?;
-        let code = crate::output::emit(&settings, &targets, &report)?;
-        lab.shutdown().await;
-        Ok(code)
-    })
+    Ok((scenario, vmids))
+}
+
+/// The lab of a scenario, started, with its token files.
+async fn start_lab(
+    scenario: &lab::Scenario,
+) -> Result<(Lab, Option<std::path::PathBuf>, Option<std::path::PathBuf>), UsageError> {
+    let lab = Lab::start(scenario.config.clone())
+        .await
+        .map_err(|e| UsageError::new(format!("lab: cannot start: {e:#}")))?;
+    let token_file = match &scenario.client_token {
+        Some(t) => Some(write_token(&lab, t)?),
+        None => None,
+    };
+    let pve_token_file = match &lab.pve_url {
+        Some(_) => Some(write_secret(&lab, "pve-token", lab::pve::TOKEN)?),
+        None => None,
+    };
+    Ok((lab, token_file, pve_token_file))
+}
+
+/// As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
+/// containers' hostnames, then the one diagnosis path.
+async fn diagnose_lab(
+    settings: &Settings,
+    vmids: &[u32],
+) -> Result<(crate::target::Targets, crate::report::Report), UsageError> {
+    let request = crate::target::TargetRequest {
+        vmids: vmids.to_vec(),
+        ..Default::default()
+    };
+    let mut targets = crate::run::resolve_targets(settings, &request)
+        .await
+        .map_err(|e| UsageError::new(format!("lab: the lab's PVE API: {e}")))?;
+    crate::run::resolve_instances(settings, &request, &mut targets).await?;
+    let report = crate::run::diagnose(settings, &targets).await?;
+    Ok((targets, report))
 }
 
 /// Keeps the lab up and says how to diagnose it by hand, until Ctrl-C.

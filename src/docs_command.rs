@@ -136,11 +136,13 @@ pub fn domain_from_urls(
             match domain {
                 None => *domain = Some(u.domain.clone()),
                 Some(d) if d.trim_end_matches('.').eq_ignore_ascii_case(&u.domain) => {}
-                Some(d) => return Err(UsageError::new(format!(
+                Some(d) => {
+                    return Err(UsageError::new(format!(
                     "the URL's domain {} differs from the domain {d} (--domain, PVE_PUBLIC_DOMAIN \
                          or another URL)",
                     u.domain
-                ))),
+                )))
+                }
             }
         }
     }

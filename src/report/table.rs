@@ -71,14 +71,17 @@ fn width_of(s: &str) -> usize {
 }
 
 /// Wraps `text` to `width` at spaces only: the first line starts with `first`, the others with
-/// `rest` (a hanging indent). A word longer than a line stays whole.
+/// `rest` (a hanging indent). Hostnames and URLs stay whole; only a word longer than a whole line
+/// is cut.
 pub fn fill(text: &str, width: usize, first: &str, rest: &str) -> Vec<String> {
     let opts = textwrap::Options::new(width)
         .initial_indent(first)
         .subsequent_indent(rest)
         .word_separator(textwrap::WordSeparator::AsciiSpace)
         .word_splitter(textwrap::WordSplitter::NoHyphenation)
-        .break_words(false);
+        .wrap_algorithm(textwrap::WrapAlgorithm::FirstFit)
+        // Only a word longer than a whole line is cut (a quoted body, a URL of 80 characters).
+        .break_words(true);
     textwrap::wrap(text, opts)
         .into_iter()
         .map(|l| l.into_owned())

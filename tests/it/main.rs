@@ -18,3 +18,4 @@ mod pve_api;
 mod real_caddy;
 mod retries;
 mod secrets;
+mod ux;
