@@ -171,7 +171,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
                 eprintln!("{line}");
             }
         }
-        let (targets, report) = diagnose_lab(&settings, &vmids).await?;
+        let (targets, report) = diagnose_targets(&settings, &vmids).await?;
         let code = crate::output::emit(&settings, &targets, &report)?;
         lab.shutdown().await;
         Ok(code)
@@ -188,7 +188,7 @@ pub fn scenario_report(
     rt.block_on(async {
         let (lab, token_file, _) = start_lab(&scenario).await?;
         let settings = lab_settings(&args, &lab, &scenario, token_file)?;
-        let (_, report) = diagnose_lab(&settings, &vmids).await?;
+        let (_, report) = diagnose_targets(&settings, &vmids).await?;
         lab.shutdown().await;
         Ok(report)
     })
@@ -272,7 +272,7 @@ async fn start_lab(
 
 /// As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
 /// containers' hostnames, then the one diagnosis path.
-async fn diagnose_lab(
+async fn diagnose_targets(
     settings: &Settings,
     vmids: &[u32],
 ) -> Result<(crate::target::Targets, crate::report::Report), UsageError> {
@@ -286,6 +286,22 @@ async fn diagnose_lab(
     crate::run::resolve_instances(settings, &request, &mut targets).await?;
     let report = crate::run::diagnose(settings, &targets).await?;
     Ok((targets, report))
+}
+
+/// Diagnoses a running lab with the demo's options, through the same path as `pvediag demo` (the
+/// selection property test runs many option sets against one lab this way).
+pub async fn diagnose_lab(
+    args: &DemoArgs,
+    lab: &Lab,
+    scenario: &lab::Scenario,
+) -> Result<crate::report::Report, UsageError> {
+    let token_file = match &scenario.client_token {
+        Some(t) => Some(write_token(lab, t)?),
+        None => None,
+    };
+    let settings = lab_settings(args, lab, scenario, token_file)?;
+    let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
+    crate::run::diagnose(&settings, &crate::target::Targets::given(vmids)).await
 }
 
 /// Keeps the lab up and says how to diagnose it by hand, until Ctrl-C.

@@ -14,8 +14,10 @@ pub struct CauseKey {
     pub status: Status,
     /// The pinned layer, when the evidence pins one.
     pub layer: Option<Layer>,
-    /// The layers the evidence cannot tell apart (sorted), when it does not pin one.
+    /// The layers the evidence cannot tell apart (as a set: sorted), when it does not pin one.
     pub candidates: Vec<Layer>,
+    /// The first verdict's `broken (caddy|service)`, candidates most likely first.
+    pub shown: String,
     /// The summary with URLs and numbers set aside ([`shape`]).
     pub summary: String,
     /// The next step, the same way.
@@ -27,13 +29,14 @@ pub struct CauseKey {
 
 impl CauseKey {
     pub fn of(name: &str, v: &Verdict) -> CauseKey {
-        let mut candidates = v.candidates.clone();
+        let mut candidates: Vec<Layer> = v.candidates.iter().map(|c| c.layer).collect();
         candidates.sort();
         candidates.dedup();
         CauseKey {
             status: v.status,
             layer: v.layer,
             candidates,
+            shown: crate::report::table::verdict_cell(v),
             summary: shape(&v.summary),
             next_step: v.next_step.as_deref().map(shape),
             named_summary: normalize(name, &v.summary),
@@ -52,21 +55,10 @@ impl CauseKey {
             && (self.next_step == other.next_step || self.named_next_step == other.named_next_step)
     }
 
-    /// `broken (tunnel)`, `inconclusive (tunnel|caddy)`, `inconclusive`.
+    /// `broken (tunnel)`, `inconclusive (tunnel|caddy)`, `inconclusive`: as the first verdict
+    /// of the cause says it.
     pub fn label(&self) -> String {
-        match (self.layer, self.candidates.is_empty()) {
-            (Some(l), _) => format!("{} ({})", self.status.as_str(), l.as_str()),
-            (None, false) => format!(
-                "{} ({})",
-                self.status.as_str(),
-                self.candidates
-                    .iter()
-                    .map(|c| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join("|")
-            ),
-            (None, true) => self.status.as_str().to_string(),
-        }
+        self.shown.clone()
     }
 }
 
@@ -224,6 +216,17 @@ fn contains_word(word: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::Candidate;
+
+    fn cand(layers: &[Layer]) -> Vec<Candidate> {
+        layers
+            .iter()
+            .map(|l| Candidate {
+                layer: *l,
+                check: "check".into(),
+            })
+            .collect()
+    }
 
     fn v(status: Status, layer: Option<Layer>, summary: &str, evidence: &[&str]) -> Verdict {
         Verdict {
@@ -289,13 +292,17 @@ mod tests {
         let mut a = v(Status::Broken, Some(Layer::Caddy), "x", &[]);
         let b = v(Status::Broken, Some(Layer::Service), "x", &[]);
         let mut c = v(Status::Inconclusive, None, "x", &[]);
-        c.candidates = vec![Layer::Caddy, Layer::Tunnel];
+        c.candidates = cand(&[Layer::Caddy, Layer::Tunnel]);
         let mut d = c.clone();
-        d.candidates = vec![Layer::Tunnel, Layer::Caddy];
+        d.candidates = cand(&[Layer::Tunnel, Layer::Caddy]);
         let gs = group(&["a", "b", "c", "d"], &[a.clone(), b, c, d]);
         assert_eq!(gs.len(), 3);
         assert_eq!(gs[2].members, vec![2, 3], "candidate sets compare as sets");
-        assert_eq!(gs[2].key.label(), "inconclusive (tunnel|caddy)");
+        assert_eq!(
+            gs[2].key.label(),
+            "inconclusive (caddy|tunnel)",
+            "most likely first"
+        );
         a.summary = "y".into();
         let x = v(Status::Broken, Some(Layer::Caddy), "x", &[]);
         assert!(!CauseKey::of("a", &a).same_cause(&CauseKey::of("a", &x)));

@@ -125,34 +125,23 @@ fn probe_cell_in(p: &Probe, compact: bool) -> String {
     }
 }
 
-fn verdict_cell(v: &Verdict) -> String {
-    match (v.status, v.layer) {
-        (s, Some(l)) => format!("{} ({})", s.as_str(), l.as_str()),
-        (Status::Inconclusive, None) if !v.candidates.is_empty() => format!(
-            "inconclusive ({})",
-            v.candidates
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join("|")
-        ),
-        (s, None) => s.as_str().to_string(),
+/// `broken (caddy)` when the layer is pinned, `broken (caddy|service)` between candidates.
+pub fn verdict_cell(v: &Verdict) -> String {
+    let layers = v.layer_label();
+    if layers.is_empty() {
+        v.status.as_str().to_string()
+    } else {
+        format!("{} ({layers})", v.status.as_str())
     }
 }
 
 /// The verdict cell in few columns: `✗ caddy`, `? caddy|service`, `✓ healthy`.
 fn verdict_cell_compact(v: &Verdict) -> String {
-    match (v.status, v.layer) {
-        (s, Some(l)) => format!("{} {}", mark(s), l.as_str()),
-        (Status::Inconclusive, None) if !v.candidates.is_empty() => format!(
-            "? {}",
-            v.candidates
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join("|")
-        ),
-        (s, None) => format!("{} {}", mark(s), s.as_str()),
+    let layers = v.layer_label();
+    if layers.is_empty() {
+        format!("{} {}", mark(v.status), v.status.as_str())
+    } else {
+        format!("{} {layers}", mark(v.status))
     }
 }
 
@@ -542,6 +531,24 @@ impl TableFormat {
                     &format!("{}: {}", names[m], vs[m].summary),
                     "  ",
                     "    ",
+                    None,
+                );
+            }
+        }
+        if !first.candidates.is_empty() {
+            self.push_wrapped(
+                out,
+                "the hop is not pinned; candidates, most likely first:",
+                "  ",
+                "    ",
+                None,
+            );
+            for c in &first.candidates {
+                self.push_wrapped(
+                    out,
+                    &format!("{} — {}", c.layer.as_str(), c.check),
+                    "    ",
+                    "      ",
                     None,
                 );
             }

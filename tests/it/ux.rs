@@ -282,11 +282,11 @@ fn whole_site_failures_are_one_block() {
         ),
         (
             "container-down",
-            "✗ broken (container) — 5 services: exec, worker, vscode, vnc, xterm",
+            "✗ broken (container|caddy|service) — 5 services: exec, worker, vscode, vnc, xterm",
         ),
         (
             "caddy-down",
-            "? inconclusive (tunnel|caddy) — 5 services: exec, worker, vscode, vnc,",
+            "✗ broken (caddy|tunnel) — 5 services: exec, worker, vscode, vnc, xterm",
         ),
     ] {
         let out = bin()
