@@ -57,6 +57,12 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Some(Command::Completions(args)) => pvediag::docs_command::completions(&args),
         Some(Command::Man) => pvediag::docs_command::man(),
         None if cli.targets.is_empty() && !cli.all => {
+            if std::env::args_os().len() > 1 {
+                return Err(UsageError::new(
+                    "no target: give a VMID (202), an instance name or a public URL, or --all \
+                     (`pvediag` alone shows how to start)",
+                ));
+            }
             // Bare `pvediag`: a short help that knows the environment.
             eprint!("{}", pvediag::docs_command::first_contact());
             Ok(exit::USAGE)

@@ -31,7 +31,7 @@ pub struct Environment {
     pub no_color: bool,
     /// stdout is a terminal.
     pub stdout_is_terminal: bool,
-    /// The terminal's width (ioctl on stdout), when stdout is one.
+    /// The terminal's width (ioctl on stdout, else on stderr), when either is one.
     pub terminal_width: Option<usize>,
     /// `COLUMNS`, when it is a number.
     pub columns: Option<usize>,
@@ -49,7 +49,9 @@ impl Environment {
             pve_verify_tls: std::env::var("PVE_VERIFY_TLS").ok(),
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             stdout_is_terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            // stdout's terminal, else stderr's: `pvediag 202 | less` is still read in that terminal.
             terminal_width: terminal_size::terminal_size_of(std::io::stdout())
+                .or_else(|| terminal_size::terminal_size_of(std::io::stderr()))
                 .map(|(w, _)| w.0 as usize)
                 .filter(|w| *w > 0),
             columns: std::env::var("COLUMNS")
@@ -59,7 +61,8 @@ impl Environment {
         }
     }
 
-    /// The width text is laid out for: the terminal's, then `COLUMNS`, else 100.
+    /// The width text is laid out for: the terminal's (stdout's, else stderr's), then `COLUMNS`,
+    /// else 100.
     pub fn width(&self) -> usize {
         self.terminal_width
             .or(self.columns)

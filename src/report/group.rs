@@ -72,16 +72,18 @@ pub struct Group {
     pub same_summary: bool,
     /// Whether every member's next step is the same text.
     pub same_next_step: bool,
-    /// Evidence lines (indices into the first member's evidence) that every member has in the same
-    /// shape; `identical` when the text is the same too.
+    /// Evidence lines that two or more members have in the same shape, in order of first
+    /// appearance: each shown once, as the first member that has it says it.
     pub shared_evidence: Vec<SharedLine>,
-    /// Per member (parallel to `members`): indices of its evidence lines that are not shared.
+    /// Per member (parallel to `members`): indices of its evidence lines no other member has.
     pub own_evidence: Vec<Vec<usize>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedLine {
-    /// Index into the first member's evidence.
+    /// Positions in `members` of the members that have the line (the first one says it).
+    pub holders: Vec<usize>,
+    /// Index into the evidence of the first holder.
     pub index: usize,
     /// Every member has exactly this text.
     pub identical: bool,
@@ -119,32 +121,33 @@ pub fn group(names: &[&str], verdicts: &[Verdict]) -> Vec<Group> {
                 })
                 .collect();
             let alike = |a: &(String, String), b: &(String, String)| a.0 == b.0 || a.1 == b.1;
-            let mut shared_evidence = Vec::new();
-            for (i, line) in shapes[0].iter().enumerate() {
-                if shapes.iter().all(|s| s.iter().any(|l| alike(l, line))) {
-                    let identical = members
-                        .iter()
-                        .all(|&m| verdicts[m].evidence.contains(&first.evidence[i]));
+            let mut shared_evidence: Vec<SharedLine> = Vec::new();
+            let mut own_evidence: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
+            for (k, lines) in shapes.iter().enumerate() {
+                for (i, line) in lines.iter().enumerate() {
+                    // Said already, as another member's line of the same shape.
+                    if shared_evidence.iter().any(|l| {
+                        l.holders.contains(&k) && alike(&shapes[l.holders[0]][l.index], line)
+                    }) {
+                        continue;
+                    }
+                    let holders: Vec<usize> = (0..members.len())
+                        .filter(|&h| h == k || shapes[h].iter().any(|o| alike(o, line)))
+                        .collect();
+                    if holders.len() < 2 {
+                        own_evidence[k].push(i);
+                        continue;
+                    }
+                    let text = &verdicts[members[k]].evidence[i];
+                    let identical = holders.len() == members.len()
+                        && members.iter().all(|&m| verdicts[m].evidence.contains(text));
                     shared_evidence.push(SharedLine {
+                        holders,
                         index: i,
                         identical,
                     });
                 }
             }
-            let shared_shapes: Vec<&(String, String)> = shared_evidence
-                .iter()
-                .map(|l| &shapes[0][l.index])
-                .collect();
-            let own_evidence = shapes
-                .iter()
-                .map(|s| {
-                    s.iter()
-                        .enumerate()
-                        .filter(|(_, line)| !shared_shapes.iter().any(|x| alike(x, line)))
-                        .map(|(i, _)| i)
-                        .collect()
-                })
-                .collect();
             Group {
                 key,
                 members,
@@ -274,10 +277,12 @@ mod tests {
             g.shared_evidence,
             vec![
                 SharedLine {
+                    holders: vec![0, 1],
                     index: 0,
                     identical: false
                 },
                 SharedLine {
+                    holders: vec![0, 1],
                     index: 1,
                     identical: true
                 }
@@ -322,6 +327,36 @@ mod tests {
             normalize("worker", "worker-daemon is down"),
             "worker-daemon is down"
         );
+    }
+
+    #[test]
+    fn a_line_some_members_share_is_said_once_for_them() {
+        // Unrouted services have no external line; the routed ones share theirs.
+        let s = "the container is stopped";
+        let a = v(
+            Status::Broken,
+            Some(Layer::Container),
+            s,
+            &["external https://a-1.x/: 502"],
+        );
+        let b = v(Status::Broken, Some(Layer::Container), s, &["only b"]);
+        let c = v(
+            Status::Broken,
+            Some(Layer::Container),
+            s,
+            &["external https://c-1.x/: 502"],
+        );
+        let gs = group(&["a", "b", "c"], &[a, b, c]);
+        assert_eq!(gs.len(), 1);
+        assert_eq!(
+            gs[0].shared_evidence,
+            vec![SharedLine {
+                holders: vec![0, 2],
+                index: 0,
+                identical: false
+            }]
+        );
+        assert_eq!(gs[0].own_evidence, vec![vec![], vec![0], vec![]]);
     }
 
     #[test]

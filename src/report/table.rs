@@ -555,24 +555,39 @@ impl TableFormat {
         }
         // Shared evidence: identical lines first, then lines alike in shape, shown once as seen
         // for the first service.
+        let said = |l: &group::SharedLine| &vs[g.members[l.holders[0]]].evidence[l.index];
         for l in g.shared_evidence.iter().filter(|l| l.identical || one) {
-            self.push_wrapped(out, &first.evidence[l.index], "  · ", "    ", None);
+            self.push_wrapped(out, said(l), "  · ", "    ", None);
         }
-        let alike: Vec<_> = g
-            .shared_evidence
-            .iter()
-            .filter(|l| !l.identical && !one)
-            .collect();
-        if !alike.is_empty() {
+        // Lines alike in shape (URLs, numbers differ): once per set of services that have them,
+        // as the first of them says it.
+        let mut sets: Vec<&Vec<usize>> = Vec::new();
+        for l in g.shared_evidence.iter().filter(|l| !l.identical && !one) {
+            if !sets.contains(&&l.holders) {
+                sets.push(&l.holders);
+            }
+        }
+        for holders in sets {
+            let first_name = names[g.members[holders[0]]];
+            let others = if holders.len() == g.members.len() {
+                "the others alike".to_string()
+            } else {
+                let rest: Vec<&str> = holders[1..].iter().map(|&k| names[g.members[k]]).collect();
+                format!("alike for {}", rest.join(", "))
+            };
             self.push_wrapped(
                 out,
-                &format!("as seen for {} (the others alike):", names[g.members[0]]),
+                &format!("as seen for {first_name} ({others}):"),
                 "  ",
                 "    ",
                 None,
             );
-            for l in alike {
-                self.push_wrapped(out, &first.evidence[l.index], "  · ", "    ", None);
+            for l in g
+                .shared_evidence
+                .iter()
+                .filter(|l| !l.identical && &l.holders == holders)
+            {
+                self.push_wrapped(out, said(l), "  · ", "    ", None);
             }
         }
         for (k, &m) in g.members.iter().enumerate() {
