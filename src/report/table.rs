@@ -145,6 +145,36 @@ fn verdict_cell_compact(v: &Verdict) -> String {
     }
 }
 
+/// A next step cut after `; `, ` && `, ` — ` and `on the PVE host: `, outside quotes.
+pub fn next_step_parts(text: &str) -> Vec<String> {
+    const CUTS: [&str; 4] = ["; ", " && ", " — ", "on the PVE host: "];
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < text.len() {
+        let c = text[i..].chars().next().unwrap_or(' ');
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => {
+                if let Some(cut) = CUTS.iter().find(|cut| text[i..].starts_with(**cut)) {
+                    let end = i + cut.trim_end().len();
+                    parts.push(text[start..end].trim().to_string());
+                    i += cut.len();
+                    start = i;
+                    continue;
+                }
+            }
+        }
+        i += c.len_utf8();
+    }
+    parts.push(text[start..].trim().to_string());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
 /// One table: header and rows of plain cells; the last column may be painted per row.
 struct Grid {
     header: Vec<String>,
@@ -278,27 +308,19 @@ impl TableFormat {
         }
     }
 
-    /// A next step: the prose wrapped, the commands after `on the PVE host:` one per line, split
-    /// after `;` and `&&` (so the lines still paste into a shell as they are).
+    /// A next step: its first part after the label, then every command on a line of its own —
+    /// a new line after `;`, `&&`, ` — ` and `on the PVE host:` — so what is copied from one line
+    /// still runs in a shell; only a part longer than a line is wrapped.
     fn push_next(&self, out: &mut String, label: &str, text: &str, st: Option<Style>) {
-        const HOST: &str = "on the PVE host: ";
-        let (prose, commands) = match text.find(HOST) {
-            Some(i) => (&text[..i + HOST.len() - 1], Some(&text[i + HOST.len()..])),
-            None => (text, None),
-        };
+        let parts = next_step_parts(text);
         let first = format!("  {label}: ");
         let rest = " ".repeat(first.len());
-        self.push_wrapped(out, prose, &first, &rest, st);
-        if let Some(c) = commands {
-            let mut lines: Vec<String> = Vec::new();
-            for part in c.split_inclusive("; ") {
-                for cmd in part.split_inclusive(" && ") {
-                    lines.push(cmd.trim().to_string());
-                }
-            }
-            for l in lines.iter().filter(|l| !l.is_empty()) {
-                self.push_wrapped(out, l, "      ", "        ", st);
-            }
+        let mut it = parts.iter();
+        if let Some(p) = it.next() {
+            self.push_wrapped(out, p, &first, &rest, st);
+        }
+        for p in it {
+            self.push_wrapped(out, p, "      ", "        ", st);
         }
     }
 
@@ -765,5 +787,51 @@ impl Format for TableFormat {
             Some(status_style(report.worst())),
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_are_cut_between_commands_never_inside_quotes() {
+        assert_eq!(
+            next_step_parts(
+                "edit F line 17: the route — sed -i '17s/a; b/c/' F; then systemctl reload caddy-cmux"
+            ),
+            [
+                "edit F line 17: the route —",
+                "sed -i '17s/a; b/c/' F;",
+                "then systemctl reload caddy-cmux"
+            ]
+        );
+        assert_eq!(
+            next_step_parts(
+                "on the PVE host: systemctl status cloudflared; curl -s http://x/ready"
+            ),
+            [
+                "on the PVE host:",
+                "systemctl status cloudflared;",
+                "curl -s http://x/ready"
+            ]
+        );
+        assert_eq!(next_step_parts("pct start 202"), ["pct start 202"]);
+    }
+
+    #[test]
+    fn text_wraps_at_spaces_with_a_hanging_indent() {
+        let text = "external https://xterm-202.example.test/sessions: 502 from the edge";
+        assert_eq!(
+            fill(text, 50, "  · ", "    "),
+            [
+                "  · external",
+                "    https://xterm-202.example.test/sessions: 502",
+                "    from the edge"
+            ]
+        );
+        // Only a word longer than a whole line is cut.
+        let narrow = fill(text, 40, "  · ", "    ");
+        assert!(narrow.iter().all(|l| l.chars().count() <= 40), "{narrow:?}");
     }
 }
