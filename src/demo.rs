@@ -6,6 +6,7 @@
 use std::io::Write;
 
 use crate::cli::{CheckArgs, DemoArgs, HostPort, ReachArgs, UsageError};
+use crate::generation::Generation;
 use crate::lab::{self, Lab};
 use crate::report::exit;
 use crate::settings::{Environment, Parts, Settings};
@@ -80,6 +81,7 @@ fn lab_settings(
     lab: &Lab,
     scenario: &lab::Scenario,
     token_file: Option<std::path::PathBuf>,
+    state_dir: Option<std::path::PathBuf>,
 ) -> Result<Settings, UsageError> {
     let mut reach = lab_reach(lab, token_file);
     if args.check.caddy_admin.is_some() {
@@ -94,8 +96,8 @@ fn lab_settings(
         },
         ..args.check.clone()
     };
-    // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
-    let home = lab.host_dir.display().to_string();
+    // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc; its
+    // name resolution and pct in the stand-ins on its PATH.
     // The lab's PVE API (2026 layout): container hostnames, as on a real host.
     let pve = lab.pve_url.as_ref().map(|url| crate::cli::PveArgs {
         pve_url: Some(url.clone()),
@@ -108,7 +110,9 @@ fn lab_settings(
         pve: pve.as_ref(),
         wait: args.wait,
         output: &args.output,
-        host_env: vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)],
+        host_env: lab.host_env(),
+        // The demo keeps no state unless asked: never the user's directory.
+        state_dir,
     };
     // The lab's token is in the token file; the environment's is for real sandboxes.
     let env = Environment {
@@ -120,17 +124,12 @@ fn lab_settings(
 }
 
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
-    use crate::generation::Generation;
     if args.list {
+        // Wrapped to the terminal, the description under the description.
         let width = Environment::read().width();
         let say = |name: &str, description: &str, w: usize| {
-            let lines = crate::report::table::fill(
-                &format!("{name:<w$} {description}"),
-                width,
-                "",
-                &" ".repeat(w + 1),
-            );
-            for l in lines {
+            let text = format!("{name:<w$} {description}");
+            for l in crate::report::table::fill(&text, width, "", &" ".repeat(w + 1)) {
                 println!("{l}");
             }
         };
@@ -138,6 +137,9 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             if let Some(s) = lab::scenario(name) {
                 say(s.name, s.description, 18);
             }
+        }
+        for (name, description, _) in SEQUENCES {
+            say(name, description, 18);
         }
         println!();
         println!("with --layout 2026:");
@@ -148,55 +150,106 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         }
         return Ok(exit::OK);
     }
-    let (scenario, vmids) = prepare(&args)?;
-    rt.block_on(async {
-        let (lab, token_file, pve_token_file) = start_lab(&scenario).await?;
-        if args.serve {
-            return serve(
-                &lab,
-                &scenario,
-                &vmids,
-                token_file.as_deref(),
-                pve_token_file.as_deref(),
-            )
-            .await;
-        }
-        let settings = lab_settings(&args, &lab, &scenario, token_file)?;
-        if !settings.quiet {
-            let banner = format!(
-                "pvediag demo: lab scenario `{}` — {}",
-                scenario.name, scenario.description
-            );
-            for line in crate::report::table::fill(&banner, settings.width, "", "  ") {
-                eprintln!("{line}");
-            }
-        }
-        let (targets, report) = diagnose_targets(&settings, &vmids).await?;
-        let code = crate::output::emit(&settings, &targets, &report)?;
-        lab.shutdown().await;
-        Ok(code)
-    })
+    if let Some(&(name, _, steps)) = SEQUENCES.iter().find(|s| s.0 == args.scenario) {
+        return run_sequence(&args, name, steps, rt);
+    }
+    let state_dir = args
+        .state_dir
+        .as_deref()
+        .map(|d| crate::state::choose_dir(Some(d), false).map_err(UsageError::new))
+        .transpose()?
+        .flatten();
+    run_scenario(&args, &args.scenario, rt, state_dir, true).map(|(code, _)| code)
 }
 
 /// A scenario's report, without printing it (snapshot tests of the formats): the same lab, the
-/// same settings and the same diagnosis as `pvediag demo`.
+/// same settings and the same diagnosis as `pvediag demo`, no state kept.
 pub fn scenario_report(
     args: DemoArgs,
     rt: &tokio::runtime::Runtime,
 ) -> Result<crate::report::Report, UsageError> {
-    let (scenario, vmids) = prepare(&args)?;
-    rt.block_on(async {
-        let (lab, token_file, _) = start_lab(&scenario).await?;
-        let settings = lab_settings(&args, &lab, &scenario, token_file)?;
-        let (_, report) = diagnose_targets(&settings, &vmids).await?;
-        lab.shutdown().await;
-        Ok(report)
-    })
+    let (_, report) = run_scenario(&args, &args.scenario, rt, None, false)?;
+    report.ok_or_else(|| UsageError::new("demo: no report (--serve)"))
 }
 
-/// The scenario the arguments name (or the fleet), and its VMIDs.
-fn prepare(args: &DemoArgs) -> Result<(lab::Scenario, Vec<u32>), UsageError> {
-    use crate::generation::Generation;
+/// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
+/// directory: (name, description, steps). Only the last step's report is shown.
+pub const SEQUENCES: &[(&str, &str, &[&str])] = &[(
+    "seed-after-healthy",
+    "a healthy run, then the seed incident as a change (Caddy's xterm route 39383 -> 39376): the verdict names what changed since the last healthy run",
+    &["healthy", "seed"],
+)];
+
+/// Runs each step of a sequence against its own lab, with one state directory (a temporary one
+/// unless --state-dir), and shows the last step's report.
+fn run_sequence(
+    args: &DemoArgs,
+    name: &str,
+    steps: &[&str],
+    rt: &tokio::runtime::Runtime,
+) -> Result<u8, UsageError> {
+    if let Some(missing) = steps
+        .iter()
+        .find(|st| lab::scenario_in(st, args.layout).is_none())
+    {
+        return Err(UsageError::new(format!(
+            "demo: --scenario {name} runs `{}`, which the {} layout does not have: run it without --layout",
+            missing, args.layout
+        )));
+    }
+    let tmp;
+    let dir = match &args.state_dir {
+        Some(d) => {
+            crate::state::choose_dir(Some(d), false).map_err(UsageError::new)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("pvediag-demo-state-")
+                .tempdir()
+                .map_err(|e| {
+                    UsageError::new(format!("demo: cannot make a state directory: {e}"))
+                })?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let quiet = args.output.quiet;
+    let mut code = exit::OK;
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        if !quiet {
+            eprintln!("pvediag demo: `{name}`, step {}/{}:", i + 1, steps.len());
+        }
+        code = run_scenario(args, step, rt, Some(dir.clone()), last)?.0;
+        if !last && !quiet {
+            eprintln!(
+                "pvediag demo: step {}: {}, recorded in the state directory ({})",
+                i + 1,
+                if code == exit::OK {
+                    "healthy"
+                } else {
+                    "not healthy"
+                },
+                if args.state_dir.is_some() {
+                    dir.display().to_string()
+                } else {
+                    "a temporary one, removed afterwards".to_string()
+                }
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// One lab scenario diagnosed and recorded in `state_dir`; the report is written when `show`, and
+/// returned (none with --serve).
+fn run_scenario(
+    args: &DemoArgs,
+    scenario_name: &str,
+    rt: &tokio::runtime::Runtime,
+    state_dir: Option<std::path::PathBuf>,
+    show: bool,
+) -> Result<(u8, Option<crate::report::Report>), UsageError> {
     let mut scenario = match args.containers {
         Some(n) => lab::Scenario {
             name: "fleet",
@@ -225,14 +278,14 @@ fn prepare(args: &DemoArgs) -> Result<(lab::Scenario, Vec<u32>), UsageError> {
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
             url_template: DEFAULT_TEMPLATE,
         },
-        None => lab::scenario_in(&args.scenario, args.layout).ok_or_else(|| {
+        None => lab::scenario_in(scenario_name, args.layout).ok_or_else(|| {
             let known = match args.layout {
                 Generation::Seed => lab::SCENARIOS,
                 Generation::Y2026 => lab::SCENARIOS_2026,
             };
             UsageError::new(format!(
                 "--scenario {:?} is not a lab scenario of the {} layout; one of: {}",
-                args.scenario,
+                scenario_name,
                 args.layout,
                 known.join(", ")
             ))
@@ -249,43 +302,59 @@ fn prepare(args: &DemoArgs) -> Result<(lab::Scenario, Vec<u32>), UsageError> {
         scenario.config.delays = lab::Delays::uniform(args.delay_ms);
     }
     let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
-    Ok((scenario, vmids))
-}
-
-/// The lab of a scenario, started, with its token files.
-async fn start_lab(
-    scenario: &lab::Scenario,
-) -> Result<(Lab, Option<std::path::PathBuf>, Option<std::path::PathBuf>), UsageError> {
-    let lab = Lab::start(scenario.config.clone())
-        .await
-        .map_err(|e| UsageError::new(format!("lab: cannot start: {e:#}")))?;
-    let token_file = match &scenario.client_token {
-        Some(t) => Some(write_token(&lab, t)?),
-        None => None,
-    };
-    let pve_token_file = match &lab.pve_url {
-        Some(_) => Some(write_secret(&lab, "pve-token", lab::pve::TOKEN)?),
-        None => None,
-    };
-    Ok((lab, token_file, pve_token_file))
-}
-
-/// As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
-/// containers' hostnames, then the one diagnosis path.
-async fn diagnose_targets(
-    settings: &Settings,
-    vmids: &[u32],
-) -> Result<(crate::target::Targets, crate::report::Report), UsageError> {
-    let request = crate::target::TargetRequest {
-        vmids: vmids.to_vec(),
-        ..Default::default()
-    };
-    let mut targets = crate::run::resolve_targets(settings, &request)
-        .await
-        .map_err(|e| UsageError::new(format!("lab: the lab's PVE API: {e}")))?;
-    crate::run::resolve_instances(settings, &request, &mut targets).await?;
-    let report = crate::run::diagnose(settings, &targets).await?;
-    Ok((targets, report))
+    rt.block_on(async {
+        let lab = Lab::start(scenario.config.clone())
+            .await
+            .map_err(|e| UsageError::new(format!("lab: cannot start: {e:#}")))?;
+        let token_file = match &scenario.client_token {
+            Some(t) => Some(write_token(&lab, t)?),
+            None => None,
+        };
+        let pve_token_file = match &lab.pve_url {
+            Some(_) => Some(write_secret(&lab, "pve-token", lab::pve::TOKEN)?),
+            None => None,
+        };
+        if args.serve {
+            return serve(
+                &lab,
+                &scenario,
+                &vmids,
+                token_file.as_deref(),
+                pve_token_file.as_deref(),
+            )
+            .await
+            .map(|code| (code, None));
+        }
+        let settings = lab_settings(args, &lab, &scenario, token_file, state_dir)?;
+        if !settings.quiet {
+            let banner = format!(
+                "pvediag demo: lab scenario `{}` — {}",
+                scenario.name, scenario.description
+            );
+            for line in crate::report::table::fill(&banner, settings.width, "", "  ") {
+                eprintln!("{line}");
+            }
+        }
+        // As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
+        // containers' hostnames.
+        let request = crate::target::TargetRequest {
+            vmids,
+            ..Default::default()
+        };
+        let mut targets = crate::run::resolve_targets(&settings, &request)
+            .await
+            .map_err(|e| UsageError::new(format!("lab: the lab's PVE API: {e}")))?;
+        crate::run::resolve_instances(&settings, &request, &mut targets).await?;
+        let mut report = crate::run::diagnose(&settings, &targets).await?;
+        crate::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
+        let code = if show {
+            crate::output::emit(&settings, &targets, &report)?
+        } else {
+            report.exit_code()
+        };
+        lab.shutdown().await;
+        Ok((code, Some(report)))
+    })
 }
 
 /// Diagnoses a running lab with the demo's options, through the same path as `pvediag demo` (the
@@ -299,7 +368,8 @@ pub async fn diagnose_lab(
         Some(t) => Some(write_token(lab, t)?),
         None => None,
     };
-    let settings = lab_settings(args, lab, scenario, token_file)?;
+    // No state: many option sets against one lab are not a sequence of runs.
+    let settings = lab_settings(args, lab, scenario, token_file, None)?;
     let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
     crate::run::diagnose(&settings, &crate::target::Targets::given(vmids)).await
 }

@@ -53,6 +53,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
         Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
+        Some(Command::History(args)) => pvediag::state::history::command(&args),
         Some(Command::Serve(args)) => pvediag::serve::run(*args, &runtime()?),
         Some(Command::Completions(args)) => pvediag::docs_command::completions(&args),
         Some(Command::Man) => pvediag::docs_command::man(),
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
                 &mut targets,
             ))?;
             let mut report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
+            pvediag::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
             report.focus = pvediag::docs_command::focus(&cli.targets, &report);
             pvediag::output::emit(&settings, &targets, &report)
         }

@@ -30,14 +30,24 @@ pub fn to_value(report: &Report) -> Value {
                 .iter()
                 .zip(&v.services)
                 .map(|(so, sv)| {
-                    json!({
+                    let mut s = json!({
                         "name": so.name,
                         "port": so.port,
                         "url": so.url,
                         "external": so.external,
                         "internal": so.internal,
                         "verdict": sv,
-                    })
+                    });
+                    // What changed since the last healthy run that bears on this verdict
+                    // (docs/state.md); only when the state directory had a healthy run.
+                    if let Some(since) = t
+                        .state
+                        .as_ref()
+                        .and_then(|st| st.since_last_healthy.as_ref())
+                    {
+                        s["changes_since_last_healthy"] = json!(since.for_service(&so.name));
+                    }
+                    s
                 })
                 .collect();
             let names: Vec<&str> = o.services.iter().map(|s| s.name.as_str()).collect();
@@ -71,9 +81,11 @@ pub fn to_value(report: &Report) -> Value {
                 "host": o.host,
                 "origin": o.origin,
                 "routes": o.routes,
+                "identity": o.identity,
                 "routing": t.routing,
                 "services": services,
                 "groups": groups,
+                "state": t.state.as_ref().map(state_value),
             })
         })
         .collect();
@@ -125,5 +137,19 @@ pub fn to_value(report: &Report) -> Value {
         "causes": causes,
         "focus": report.focus,
         "wait": report.waited,
+    })
+}
+
+/// A target's `state` object: the last healthy run and what changed since (docs/state.md).
+fn state_value(st: &crate::state::TargetState) -> Value {
+    json!({
+        "last_healthy_at": st.last_healthy_at.map(crate::state::rfc3339),
+        "last_healthy_at_unix": st.last_healthy_at,
+        "since_last_healthy": st.since_last_healthy.as_ref().map(|s| json!({
+            "at": s.at,
+            "at_unix": s.at_unix,
+            "changes": s.changes,
+            "not_compared": s.not_compared,
+        })),
     })
 }

@@ -32,6 +32,8 @@ pub fn fleet_lab_config() -> LabConfig {
     let c202 = lab::healthy_container(202, Some(TOKEN_202.into()));
     let mut c203 = lab::healthy_container(203, Some(TOKEN_203.into()));
     c203.services.retain(|s| s.kind != ServiceKind::Xterm);
+    // The fake PVE API's config names it so (a later-generation instance name).
+    c203.hostname = NAME_203.into();
     LabConfig {
         containers: vec![c202, c203],
         ..LabConfig::default()
@@ -61,7 +63,10 @@ pub fn start_lab(rt: &tokio::runtime::Runtime, cfg: LabConfig) -> Lab {
 /// The binary, environment cleared, colour off.
 pub fn pvediag() -> Command {
     let mut c = Command::cargo_bin("pvediag").unwrap();
-    c.env_clear().env("NO_COLOR", "1");
+    // Tests never write a state directory (as root the default is /var/lib/pvediag).
+    c.env_clear()
+        .env("NO_COLOR", "1")
+        .env("PVEDIAG_NO_STATE", "1");
     c
 }
 
