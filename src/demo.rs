@@ -222,7 +222,7 @@ fn run_sequence(
         }
         code = run_scenario(args, step, rt, Some(dir.clone()), last)?.0;
         if !last && !quiet {
-            eprintln!(
+            let line = format!(
                 "pvediag demo: step {}: {}, recorded in the state directory ({})",
                 i + 1,
                 if code == exit::OK {
@@ -236,6 +236,10 @@ fn run_sequence(
                     "a temporary one, removed afterwards".to_string()
                 }
             );
+            let width = Environment::read().width();
+            for l in crate::report::table::fill(&line, width, "", "  ") {
+                eprintln!("{l}");
+            }
         }
     }
     Ok(code)
