@@ -149,14 +149,22 @@ pub fn service_probes(services: &[&Service]) -> Vec<ScriptProbe> {
 pub const BATCH_MAX: usize = 24;
 
 /// Builds the one bash command that probes `services` inside the container: one `curl --parallel`
-/// batch where curl can, the per-service probes otherwise.
+/// batch where curl can, the per-service probes otherwise; the back ends and the units of the
+/// services ([`super::backend`]) in the same command.
 pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> String {
-    let batch = (!services.is_empty() && services.len() <= BATCH_MAX).then(|| batch(services));
+    let mut probes = service_probes(services);
+    probes.extend(super::backend::http_probes(services));
+    let batch = (!probes.is_empty() && probes.len() <= BATCH_MAX).then(|| batch(&probes));
+    let section = Section {
+        start: super::backend::start(services),
+        finish: super::backend::finish(services),
+    };
     // Who the command runs in comes first: the batch may end the script.
     let identity = crate::identity::CONTAINER_SECTION;
     script(
-        &service_probes(services),
+        &probes,
         batch.as_deref(),
+        Some(&section),
         nonce,
         timeout,
         Some(identity),
@@ -164,11 +172,17 @@ pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> S
     )
 }
 
+/// Code around the probes: `start` runs before them, `finish` defines `b_end`, run after them.
+struct Section {
+    start: String,
+    finish: String,
+}
+
 /// Builds a bash script that runs every probe concurrently and prints one record each (the host
 /// vantage's probes: any host, one probe per record).
 /// Probes whose name or host is not valid are left out (their record is then missing).
 pub fn build_script(probes: &[ScriptProbe], nonce: &str, timeout: Duration) -> String {
-    script(probes, None, nonce, timeout, None, None)
+    script(probes, None, None, nonce, timeout, None, None)
 }
 
 /// [`build_script`] with one more job (`job`, a self-contained bash section) run in the background
@@ -179,12 +193,13 @@ pub fn build_script_with_job(
     timeout: Duration,
     job: &str,
 ) -> String {
-    script(probes, None, nonce, timeout, None, Some(job))
+    script(probes, None, None, nonce, timeout, None, Some(job))
 }
 
 fn script(
     probes: &[ScriptProbe],
     batch: Option<&str>,
+    section: Option<&Section>,
     nonce: &str,
     timeout: Duration,
     first: Option<&str>,
@@ -196,6 +211,13 @@ fn script(
         .replace("__TIMEOUT__", &shell_quote(&secs));
     if let Some(f) = first {
         cmd.push_str(f);
+    }
+    match section {
+        Some(sec) => {
+            cmd.push_str(&sec.start);
+            cmd.push_str(&sec.finish);
+        }
+        None => cmd.push_str("b_end() { :; }\n"),
     }
     if let Some(b) = batch {
         cmd.push_str(b);
@@ -228,7 +250,7 @@ fn script(
     if let Some(j) = job {
         cmd.push_str(&format!("(\n{j}) &\n"));
     }
-    cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nexit 0\n");
+    cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nb_end\nexit 0\n");
     cmd
 }
 
@@ -237,8 +259,8 @@ fn script(
 /// or the files cannot be made. The files are `$TMPDIR/pvediag.PID.RANDOM.*`, each created by
 /// bash with noclobber (O_EXCL: never someone else's file or link) before curl writes it — no
 /// `mktemp` process on the way.
-fn batch(services: &[&Service]) -> String {
-    let n = services.len();
+fn batch(probes: &[ScriptProbe]) -> String {
+    let n = probes.len();
     let files = |ext: &str| -> String {
         (0..n)
             .map(|i| format!("\"$q.{i}.{ext}\""))
@@ -255,29 +277,29 @@ fn batch(services: &[&Service]) -> String {
     c.push_str(&format!(
         "  if [ $ok = 1 ]; then\n    curl --parallel --parallel-immediate --no-progress-meter --parallel-max {n}"
     ));
-    for (i, s) in services.iter().enumerate() {
+    for (i, s) in probes.iter().enumerate() {
         if i > 0 {
             c.push_str(" \\\n      --next");
         }
-        let method = if s.probe.method == "HEAD" {
+        let method = if s.method == "HEAD" {
             "-I".to_string()
         } else {
-            format!("-X {}", shell_quote(&s.probe.method))
+            format!("-X {}", shell_quote(&s.method))
         };
         c.push_str(&format!(
             " -s --max-time \"$T\" -o \"$q.{i}.b\" -D \"$q.{i}.h\" -w {} {method}",
-            // Names are [a-z0-9-]: nothing for -w to interpret.
+            // Names are [a-z0-9-.]: nothing for -w to interpret.
             shell_quote(&format!(
                 "{} %{{exitcode}} %{{http_code}} %{{time_total}} %{{size_header}} %{{size_download}} %{{errormsg}}\\n",
                 s.name
             ))
         ));
-        for (k, v) in &s.probe.headers {
+        for (k, v) in &s.headers {
             c.push_str(&format!(" -H {}", shell_quote(&format!("{k}: {v}"))));
         }
         c.push_str(&format!(
             " {}",
-            shell_quote(&format!("http://127.0.0.1:{}{}", s.port, s.probe.path))
+            shell_quote(&format!("http://{}:{}{}", s.host, s.port, s.path))
         ));
     }
     c.push_str(" >\"$q.w\" 2>/dev/null\n");
@@ -287,7 +309,7 @@ fn batch(services: &[&Service]) -> String {
     c.push_str(
         "    for l in \"${W[@]}\"; do r=${l#* }; r=${r%% *}; case $r in ''|*[!0-9]*) ok=0;; esac; done\n",
     );
-    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = probes.iter().map(|s| s.name.as_str()).collect();
     let all = format!("\"$q.w\" {} {}", files("b"), files("h"));
     c.push_str(&format!(
         "    if [ $ok = 1 ]; then\n      printf '@pvediag2 %s %s ' \"$n\" {}\n",
@@ -296,7 +318,7 @@ fn batch(services: &[&Service]) -> String {
     c.push_str(&format!(
         "      {{ head -q -c {BODY_CAP} {all} | base64 -w0; }} 2>/dev/null || {{ head -q -c {BODY_CAP} {all} | base64 | tr -d '\\n'; }} 2>/dev/null\n"
     ));
-    c.push_str("      printf ' end\\n'\n      exit 0\n    fi\n  fi\nfi\n");
+    c.push_str("      printf ' end\\n'\n      b_end\n      exit 0\n    fi\n  fi\nfi\n");
     c
 }
 
@@ -765,7 +787,9 @@ mod tests {
         let svcs: Vec<&Service> = c.services.iter().collect();
         let cmd = build_command(&svcs, "feed", Duration::from_secs(5));
         assert_eq!(cmd.matches("curl --parallel").count(), 1);
-        assert_eq!(cmd.matches("--next").count(), svcs.len() - 1);
+        // One transfer per service, and one for the HTTP back end (cdp: Chrome DevTools).
+        assert_eq!(cmd.matches("--next").count(), svcs.len());
+        assert!(cmd.contains("'http://127.0.0.1:39382/json/version'"));
         assert!(cmd.contains("-H 'X-Cmux-Port-Internal: 39375' 'http://127.0.0.1:39379/healthz'"));
         // The per-service probes stay as the fallback.
         assert!(cmd.contains("p 'xterm' '127.0.0.1' 39383 'GET' '/sessions' &"));
