@@ -364,6 +364,11 @@ pub struct ReachArgs {
     #[arg(long, value_name = "FILE")]
     pub exec_token_file: Option<PathBuf>,
 
+    /// Cloudflare Access service token: FILE holds two lines, the client id and the client secret
+    /// (else env CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET)
+    #[arg(long, value_name = "FILE")]
+    pub access_token_file: Option<PathBuf>,
+
     /// Read Caddy's routes from this Caddyfile (as on the host: /etc/caddy/Caddyfile.cmux)
     #[arg(long, value_name = "FILE", conflicts_with = "caddy_admin")]
     pub caddyfile: Option<PathBuf>,

@@ -51,7 +51,11 @@ impl OwnerOnly for std::fs::OpenOptions {
 pub const FLEET_FIRST_VMID: u32 = 1000;
 
 /// Where the sandboxes are: the running lab.
-pub fn lab_reach(lab: &Lab, token_file: Option<std::path::PathBuf>) -> ReachArgs {
+pub fn lab_reach(
+    lab: &Lab,
+    token_file: Option<std::path::PathBuf>,
+    access_file: Option<std::path::PathBuf>,
+) -> ReachArgs {
     ReachArgs {
         domain: Some(lab.domain.clone()),
         connect_to: Some(HostPort {
@@ -62,6 +66,7 @@ pub fn lab_reach(lab: &Lab, token_file: Option<std::path::PathBuf>) -> ReachArgs
         cacert: Some(lab.ca_cert_path.clone()),
         insecure: false,
         exec_token_file: token_file,
+        access_token_file: access_file,
         // Read Caddy's routes the way a user on the host would, from the Caddyfile, unless the
         // demo was given --caddy-admin (see `lab_settings`).
         caddyfile: Some(lab.caddyfile_path.clone()),
@@ -81,9 +86,10 @@ fn lab_settings(
     lab: &Lab,
     scenario: &lab::Scenario,
     token_file: Option<std::path::PathBuf>,
+    access_file: Option<std::path::PathBuf>,
     state_dir: Option<std::path::PathBuf>,
 ) -> Result<Settings, UsageError> {
-    let mut reach = lab_reach(lab, token_file);
+    let mut reach = lab_reach(lab, token_file, access_file);
     if args.check.caddy_admin.is_some() {
         reach.caddyfile = None;
     }
@@ -114,9 +120,11 @@ fn lab_settings(
         // The demo keeps no state unless asked: never the user's directory.
         state_dir,
     };
-    // The lab's token is in the token file; the environment's is for real sandboxes.
+    // The lab's tokens are in the token files; the environment's are for real sandboxes.
     let env = Environment {
         exec_token: None,
+        access_client_id: None,
+        access_client_secret: None,
         pve_token: lab.pve_url.as_ref().map(|_| lab::pve::TOKEN.to_string()),
         ..Environment::read()
     };
@@ -281,6 +289,7 @@ fn run_scenario(
             },
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
             url_template: DEFAULT_TEMPLATE,
+            client_access: None,
         },
         None => lab::scenario_in(scenario_name, args.layout).ok_or_else(|| {
             let known = match args.layout {
@@ -314,6 +323,15 @@ fn run_scenario(
             Some(t) => Some(write_token(&lab, t)?),
             None => None,
         };
+        // The lab's Access service token, as a file (two lines: id, secret).
+        let access_file = match &scenario.client_access {
+            Some((id, secret)) => Some(write_secret(
+                &lab,
+                "access-token",
+                &format!("{id}\n{secret}\n"),
+            )?),
+            None => None,
+        };
         let pve_token_file = match &lab.pve_url {
             Some(_) => Some(write_secret(&lab, "pve-token", lab::pve::TOKEN)?),
             None => None,
@@ -325,11 +343,12 @@ fn run_scenario(
                 &vmids,
                 token_file.as_deref(),
                 pve_token_file.as_deref(),
+                access_file.as_deref(),
             )
             .await
             .map(|code| (code, None));
         }
-        let settings = lab_settings(args, &lab, &scenario, token_file, state_dir)?;
+        let settings = lab_settings(args, &lab, &scenario, token_file, access_file, state_dir)?;
         if !settings.quiet {
             let banner = format!(
                 "pvediag demo: lab scenario `{}` — {}",
@@ -372,8 +391,16 @@ pub async fn diagnose_lab(
         Some(t) => Some(write_token(lab, t)?),
         None => None,
     };
+    let access_file = match &scenario.client_access {
+        Some((id, secret)) => Some(write_secret(
+            lab,
+            "access-token",
+            &format!("{id}\n{secret}\n"),
+        )?),
+        None => None,
+    };
     // No state: many option sets against one lab are not a sequence of runs.
-    let settings = lab_settings(args, lab, scenario, token_file, None)?;
+    let settings = lab_settings(args, lab, scenario, token_file, access_file, None)?;
     let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
     crate::run::diagnose(&settings, &crate::target::Targets::given(vmids)).await
 }
@@ -385,6 +412,7 @@ async fn serve(
     vmids: &[u32],
     token_file: Option<&std::path::Path>,
     pve_token_file: Option<&std::path::Path>,
+    access_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
     let vmids: Vec<String> = vmids.iter().map(|v| v.to_string()).collect();
     // The lab's PVE API, as on a real host: in the environment, the token read from a file.
@@ -406,6 +434,9 @@ async fn serve(
     if let Some(t) = token_file {
         cmd.push_str(&format!(" --exec-token-file {}", t.display()));
     }
+    if let Some(a) = access_file {
+        cmd.push_str(&format!(" --access-token-file {}", a.display()));
+    }
     if scenario.url_template != DEFAULT_TEMPLATE {
         cmd.push_str(&format!(" --url-template {}", scenario.url_template));
     }
@@ -426,8 +457,16 @@ async fn serve(
     println!("diagnose it with:");
     println!("  {cmd}");
     println!("or, with the environment:");
+    let access_env = access_file
+        .map(|a| {
+            format!(
+                "CF_ACCESS_CLIENT_ID=\"$(sed -n 1p {a})\" CF_ACCESS_CLIENT_SECRET=\"$(sed -n 2p {a})\" ",
+                a = a.display()
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "  {pve_env}PVE_PUBLIC_DOMAIN={} {}pvediag {} --connect-to {} --cacert {}",
+        "  {pve_env}PVE_PUBLIC_DOMAIN={} {access_env}{}pvediag {} --connect-to {} --cacert {}",
         lab.domain,
         if token_file.is_some() {
             format!(

@@ -342,9 +342,9 @@ pub async fn probe_forms(client: &reqwest::Client, base: &ProbeConfig, vmid: u32
         y_t.base_url_for("worker-daemon", vmid, &instance, 39377, &base.domain)
     );
     let (seed, y2026, daemon) = tokio::join!(
-        detect_get(client, &seed_url, base.timeout),
-        detect_get(client, &y2026_url, base.timeout),
-        detect_get(client, &daemon_url, base.timeout)
+        detect_get(client, &seed_url, base),
+        detect_get(client, &y2026_url, base),
+        detect_get(client, &daemon_url, base)
     );
     FormProbes {
         seed_url,
@@ -362,8 +362,8 @@ pub fn is_worker_daemon(p: &Probe) -> bool {
 }
 
 /// One detection request: a small answer, the run's per-probe timeout.
-async fn detect_get(client: &reqwest::Client, url: &str, timeout: std::time::Duration) -> Probe {
-    crate::http::fetch(
+async fn detect_get(client: &reqwest::Client, url: &str, base: &ProbeConfig) -> Probe {
+    crate::http::fetch_with(
         client,
         crate::http::Request {
             method: "GET",
@@ -371,8 +371,9 @@ async fn detect_get(client: &reqwest::Client, url: &str, timeout: std::time::Dur
             headers: &[],
             keep_headers: &[],
             body_cap: 4096,
-            timeout,
+            timeout: base.timeout,
         },
+        base.access_for(url),
     )
     .await
 }
@@ -394,7 +395,7 @@ async fn container_behind_seed_rules(
             &base.domain
         )
     );
-    let p = detect_get(client, &url, base.timeout).await;
+    let p = detect_get(client, &url, base).await;
     is_worker_daemon(&p).then_some(url)
 }
 
@@ -533,7 +534,7 @@ pub async fn preflight(client: &reqwest::Client, base: &ProbeConfig) -> (String,
         "access-control-allow-origin".to_string(),
         "access-control-max-age".to_string(),
     ];
-    let p = crate::http::fetch(
+    let p = crate::http::fetch_with(
         client,
         crate::http::Request {
             method: "OPTIONS",
@@ -543,6 +544,7 @@ pub async fn preflight(client: &reqwest::Client, base: &ProbeConfig) -> (String,
             body_cap: 1024,
             timeout: base.timeout,
         },
+        base.access_for(&url),
     )
     .await;
     (url, p)
@@ -555,7 +557,8 @@ pub fn preflight_problem(url: &str, p: &Probe) -> Option<String> {
     let by_cloudflare = r
         .header("server")
         .is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"));
-    if by_cloudflare && r.status >= 500 {
+    // A gate of the edge (challenge, Access) answered before Caddy: not Caddy's answer.
+    if (by_cloudflare && r.status >= 500) || crate::made_by::made_by_edge(r) {
         return None;
     }
     if r.status == 204 && r.has_header("access-control-allow-origin") {
@@ -697,6 +700,21 @@ mod tests {
             .unwrap()
             .contains("catch-all"));
         assert_eq!(preflight_problem("u", &Probe::not_run("x")), None);
+        // Behind a gate of the edge the preflight never reaches Caddy: not Caddy's finding.
+        let challenge = Probe::Response {
+            response: HttpResponse {
+                status: 403,
+                headers: vec![
+                    ("server".into(), "cloudflare".into()),
+                    ("cf-ray".into(), "8f0c2a1b3c4d5e6f-FRA".into()),
+                    ("cf-mitigated".into(), "challenge".into()),
+                ],
+                body: "<title>Just a moment...</title>".into(),
+                body_truncated: false,
+            },
+            elapsed_ms: 1,
+        };
+        assert_eq!(preflight_problem("u", &challenge), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub const EVIDENCE_HEADERS: &[&str] = &[
     "server",
     "cf-ray",
     "cf-error-type",
+    "cf-mitigated",
     "cf-cache-status",
     "via",
     "content-type",
@@ -160,13 +161,35 @@ pub struct Request<'a> {
 }
 
 pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
+    fetch_with(client, req, None).await
+}
+
+/// [`fetch`], with the Access service token's headers when given (public URLs only).
+pub async fn fetch_with(
+    client: &reqwest::Client,
+    req: Request<'_>,
+    access: Option<&crate::secret::AccessToken>,
+) -> Probe {
     let start = Instant::now();
-    let fut = fetch_inner(client, &req);
+    let fut = fetch_inner(client, &req, access);
     match tokio::time::timeout(req.timeout, fut).await {
-        Ok(Ok(response)) => Probe::Response {
-            response,
-            elapsed_ms: start.elapsed().as_millis() as u64,
-        },
+        Ok(Ok(mut response)) => {
+            // An origin that reflects the request must not put the secret into the report.
+            if let Some(a) = access.map(|a| a.expose_secret()).filter(|s| !s.is_empty()) {
+                if response.body.contains(a) {
+                    response.body = response.body.replace(a, "[redacted]");
+                }
+                for (_, v) in &mut response.headers {
+                    if v.contains(a) {
+                        *v = v.replace(a, "[redacted]");
+                    }
+                }
+            }
+            Probe::Response {
+                response,
+                elapsed_ms: start.elapsed().as_millis() as u64,
+            }
+        }
         Ok(Err(e)) => {
             let (kind, message) = classify_error(&e);
             Probe::Failed {
@@ -186,11 +209,17 @@ pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
 async fn fetch_inner(
     client: &reqwest::Client,
     req: &Request<'_>,
+    access: Option<&crate::secret::AccessToken>,
 ) -> Result<HttpResponse, reqwest::Error> {
     let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut rb = client.request(method, req.url);
     for (k, v) in req.headers {
         rb = rb.header(k.as_str(), v.as_str());
+    }
+    if let Some(a) = access {
+        for (k, v) in a.headers() {
+            rb = rb.header(k, v);
+        }
     }
     let mut resp = rb.send().await?;
     let status = resp.status().as_u16();
@@ -214,6 +243,18 @@ async fn fetch_inner(
     })
 }
 
+/// Whether `url`'s host is `domain` or under it: where the Access service token may be sent.
+pub fn under_domain(url: &str, domain: &str) -> bool {
+    let Some(host) = url::Url::parse(url).ok().and_then(|u| {
+        u.host_str()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+    }) else {
+        return false;
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    host == domain || host.strip_suffix(&domain).is_some_and(|p| p.ends_with('.'))
+}
+
 /// Keeps the evidence headers (and the extra ones), each value capped.
 pub fn keep_headers(h: &reqwest::header::HeaderMap, extra: &[String]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -228,4 +269,27 @@ pub fn keep_headers(h: &reqwest::header::HeaderMap, extra: &[String]) -> Vec<(St
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_token_goes_only_under_the_domain() {
+        assert!(under_domain(
+            "https://xterm-202.example.test/sessions",
+            "example.test"
+        ));
+        assert!(under_domain("https://example.test/", "example.test."));
+        assert!(under_domain(
+            "https://EXEC-202.Example.Test:8443",
+            "example.test"
+        ));
+        assert!(!under_domain("http://127.0.0.1:39375", "example.test"));
+        assert!(!under_domain("http://cmux-202.lan:39375", "example.test"));
+        assert!(!under_domain("https://badexample.test/", "example.test"));
+        assert!(!under_domain("https://example.test.evil/", "example.test"));
+        assert!(!under_domain("not a url", "example.test"));
+    }
 }

@@ -15,6 +15,7 @@ pub mod instance;
 pub mod lab;
 pub mod lint;
 pub mod lint_command;
+pub mod made_by;
 pub mod observation;
 pub mod output;
 pub mod probe;

@@ -183,6 +183,12 @@ pub enum ExecRun {
         /// Cloudflare or cloudflared made this answer, not execd.
         from_edge: bool,
     },
+    /// A gate of Cloudflare's edge answered (a challenge, an Access login or refusal, a block
+    /// page): the call never reached cmux-execd.
+    Gated {
+        status: u16,
+        gate: crate::made_by::Gate,
+    },
     /// No HTTP answer at all.
     Failed { kind: FailureKind, message: String },
     /// Not attempted (no exec URL, exec not in catalog, --no-exec, ...).

@@ -244,6 +244,7 @@ async fn diagnose_once(
                     }
                     _ => None,
                 },
+                access_token_sent: p.access.is_some(),
             };
             let routing = choice.map(|c| crate::generation::Routing {
                 generation: c.routing,

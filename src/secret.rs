@@ -1,4 +1,5 @@
-//! Secrets (the exec token, the PVE API token): never printed, never serialised.
+//! Secrets (the exec token, the PVE API token, the Access service token): never printed, never
+//! serialised.
 
 use std::fmt;
 use std::path::Path;
@@ -77,6 +78,12 @@ pub fn parse_token(source_name: &str, raw: &str) -> Result<Secret, SecretError> 
 
 /// Reads a token file. Returns the token and a warning when the file is readable by others.
 pub fn read_token_file(path: &Path) -> Result<(Secret, Option<String>), SecretError> {
+    let (name, text, warning) = read_secret_file(path)?;
+    Ok((parse_token(&name, &text)?, warning))
+}
+
+/// Reads a small secret file: its name, its text, and a warning when others can read it.
+fn read_secret_file(path: &Path) -> Result<(String, String, Option<String>), SecretError> {
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| SecretError::Read {
         source_name: name.clone(),
@@ -102,7 +109,6 @@ pub fn read_token_file(path: &Path) -> Result<(Secret, Option<String>), SecretEr
         source_name: name.clone(),
         what: "bytes that are not UTF-8",
     })?;
-    let secret = parse_token(&name, &text)?;
     let mut warning = None;
     #[cfg(unix)]
     {
@@ -115,7 +121,94 @@ pub fn read_token_file(path: &Path) -> Result<(Secret, Option<String>), SecretEr
             ));
         }
     }
-    Ok((secret, warning))
+    Ok((name, text, warning))
+}
+
+/// A Cloudflare Access service token: sent as `CF-Access-Client-Id` and `CF-Access-Client-Secret`.
+/// `Debug` shows neither value; the secret is marked sensitive for the HTTP stack.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    client_id: Secret,
+    client_secret: Secret,
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken([redacted])")
+    }
+}
+
+impl AccessToken {
+    pub fn new(client_id: Secret, client_secret: Secret) -> AccessToken {
+        AccessToken {
+            client_id,
+            client_secret,
+        }
+    }
+
+    /// The two request headers, both marked sensitive.
+    pub fn headers(&self) -> [(&'static str, reqwest::header::HeaderValue); 2] {
+        let value = |s: &Secret| {
+            let mut v = reqwest::header::HeaderValue::from_str(s.expose())
+                .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
+            v.set_sensitive(true);
+            v
+        };
+        [
+            ("cf-access-client-id", value(&self.client_id)),
+            ("cf-access-client-secret", value(&self.client_secret)),
+        ]
+    }
+
+    /// The secret, for redacting it from text a server sent back.
+    pub fn expose_secret(&self) -> &str {
+        self.client_secret.expose()
+    }
+}
+
+/// The Access service token from `--access-token-file FILE` (two lines: the client id, then the
+/// secret), else from `CF_ACCESS_CLIENT_ID` and `CF_ACCESS_CLIENT_SECRET` (both or neither).
+/// Returns the token and a warning when the file is readable by others. Errors never hold a value.
+pub fn access_token(
+    file: Option<&Path>,
+    env_id: Option<&str>,
+    env_secret: Option<&str>,
+) -> Result<Option<(AccessToken, Option<String>)>, SecretError> {
+    if let Some(path) = file {
+        let (name, text, warning) = read_secret_file(path)?;
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.len() != 2 {
+            return Err(SecretError::Invalid {
+                source_name: name,
+                what: "not two lines (the client id, then the client secret)",
+            });
+        }
+        let id = parse_token(&format!("{name} (line 1, the client id)"), lines[0])?;
+        let secret = parse_token(&format!("{name} (line 2, the client secret)"), lines[1])?;
+        return Ok(Some((AccessToken::new(id, secret), warning)));
+    }
+    let env_id = env_id.filter(|v| !v.is_empty());
+    let env_secret = env_secret.filter(|v| !v.is_empty());
+    match (env_id, env_secret) {
+        (None, None) => Ok(None),
+        (Some(id), Some(secret)) => Ok(Some((
+            AccessToken::new(
+                parse_token("CF_ACCESS_CLIENT_ID", id)?,
+                parse_token("CF_ACCESS_CLIENT_SECRET", secret)?,
+            ),
+            None,
+        ))),
+        (Some(_), None) => Err(SecretError::Empty {
+            source_name: "CF_ACCESS_CLIENT_SECRET (CF_ACCESS_CLIENT_ID is set)".into(),
+        }),
+        (None, Some(_)) => Err(SecretError::Empty {
+            source_name: "CF_ACCESS_CLIENT_ID (CF_ACCESS_CLIENT_SECRET is set)".into(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +232,45 @@ mod tests {
         let e = parse_token("env", "ab c").unwrap_err().to_string();
         assert!(!e.contains("ab c"), "{e}");
         assert!(parse_token("env", "a\nb").is_err());
+    }
+
+    #[test]
+    fn access_token_from_env_and_file() {
+        assert!(access_token(None, None, None).unwrap().is_none());
+        let (t, _) = access_token(None, Some("abc.access"), Some("planted-s3cret"))
+            .unwrap()
+            .unwrap();
+        assert!(!format!("{t:?}").contains("planted"));
+        let [(id_name, id), (secret_name, secret)] = t.headers();
+        assert_eq!(
+            (id_name, id.to_str().unwrap()),
+            ("cf-access-client-id", "abc.access")
+        );
+        assert_eq!(secret_name, "cf-access-client-secret");
+        assert!(secret.is_sensitive());
+        let e = access_token(None, Some("abc.access"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CF_ACCESS_CLIENT_SECRET"), "{e}");
+        let e = access_token(None, None, Some("planted-s3cret"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("CF_ACCESS_CLIENT_ID") && !e.contains("planted"),
+            "{e}"
+        );
+
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("access");
+        std::fs::write(&p, "abc.access\nplanted-s3cret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (t, w) = access_token(Some(&p), None, None).unwrap().unwrap();
+        assert!(w.is_none());
+        assert_eq!(t.expose_secret(), "planted-s3cret");
+        std::fs::write(&p, "planted-s3cret\n").unwrap();
+        let e = access_token(Some(&p), None, None).unwrap_err().to_string();
+        assert!(e.contains("two lines") && !e.contains("planted"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ use crate::target::TargetRequest;
 pub struct Environment {
     /// `CMUX_EXECD_AUTH_TOKEN`, when set and not empty.
     pub exec_token: Option<String>,
+    /// `CF_ACCESS_CLIENT_ID` and `CF_ACCESS_CLIENT_SECRET`: a Cloudflare Access service token.
+    pub access_client_id: Option<String>,
+    pub access_client_secret: Option<String>,
     /// `PVE_API_TOKEN`, when set and not empty (never a flag: it would show in process listings).
     pub pve_token: Option<String>,
     /// `PVE_VERIFY_TLS`.
@@ -45,6 +48,8 @@ impl Environment {
     pub fn read() -> Environment {
         Environment {
             exec_token: non_empty_env("CMUX_EXECD_AUTH_TOKEN"),
+            access_client_id: non_empty_env("CF_ACCESS_CLIENT_ID"),
+            access_client_secret: non_empty_env("CF_ACCESS_CLIENT_SECRET"),
             pve_token: non_empty_env("PVE_API_TOKEN"),
             pve_verify_tls: std::env::var("PVE_VERIFY_TLS").ok(),
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
@@ -186,6 +191,16 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        let access = crate::secret::access_token(
+            reach.access_token_file.as_deref(),
+            env.access_client_id.as_deref(),
+            env.access_client_secret.as_deref(),
+        )
+        .map_err(|e| UsageError::new(e.to_string()))?
+        .map(|(t, w)| {
+            warnings.extend(w);
+            t
+        });
         // `--services` selects what is shown, never what is known: the probes, the exec channel and
         // the Caddy findings always use the whole catalog (each name is checked here).
         let catalog = match (check.checks.as_deref(), check.catalog) {
@@ -250,6 +265,7 @@ impl Settings {
                 no_origin_check: check.no_origin_check,
                 exec_grace: EXEC_GRACE,
                 host: host_config(reach, check, p.host_env),
+                access,
                 instances: Default::default(),
             },
             connect_to,

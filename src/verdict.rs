@@ -21,9 +21,11 @@
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Service};
+use crate::made_by::{
+    cloudflare_error_code, cloudflared_catch_all, edge_gate, made_by_cloudflare, Gate,
+};
 use crate::observation::{
-    ExecRun, FailureKind, HttpResponse, Probe, RouteFrom, RouteObservation, ServiceObservation,
-    TargetObservation,
+    ExecRun, FailureKind, Probe, RouteFrom, RouteObservation, ServiceObservation, TargetObservation,
 };
 
 /// Verdict status: are users affected? Stable names: they appear in JSON, JUnit and metrics.
@@ -71,6 +73,9 @@ pub enum Layer {
     /// pvediag's own input: `--domain` or `--connect-to` point somewhere else than the sandbox's
     /// edge. Only ever a candidate, never pinned.
     Input,
+    /// The zone's security settings at Cloudflare's edge (WAF and bot rules, Access): a gate that
+    /// stops a plain HTTP client before the tunnel. Only ever a candidate, never pinned.
+    Edge,
 }
 
 impl Layer {
@@ -81,6 +86,7 @@ impl Layer {
             Layer::Container => "container",
             Layer::Service => "service",
             Layer::Input => "input",
+            Layer::Edge => "edge",
         }
     }
 }
@@ -145,6 +151,23 @@ pub struct TargetVerdict {
     pub vmid: u32,
     pub exec: ChannelVerdict,
     pub services: Vec<Verdict>,
+    /// A gate of the edge stopped public requests (said once for the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_gate: Option<GateVerdict>,
+}
+
+/// A gate of Cloudflare's edge (challenge, Access, block page) stopped pvediag's public requests:
+/// whether users are affected is not proven (a browser may pass), and the candidates are the zone's
+/// security settings, not the tunnel, Caddy, the container or a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateVerdict {
+    pub gate: Gate,
+    pub summary: String,
+    /// One of the gated answers, as observed.
+    pub evidence: Vec<String>,
+    /// The services whose public URL the gate answered.
+    pub services: Vec<String>,
+    pub next_step: String,
 }
 
 impl TargetVerdict {
@@ -184,7 +207,10 @@ pub struct Context<'a> {
     pub deadline: Option<std::time::Duration>,
     /// The deadline cut this target before its probes ended: the probes not run were cut.
     pub target_cut: bool,
+    /// An Access service token was sent with the public requests.
+    pub access_token_sent: bool,
 }
+
 impl Context<'_> {
     /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
     pub fn instance_name(&self, vmid: u32) -> String {
@@ -225,6 +251,9 @@ pub enum Answer {
     CaddyNoRoute,
     /// No HTTP answer.
     Unreachable(FailureKind),
+    /// A gate of Cloudflare's edge answered (challenge, Access, block page): nothing behind the
+    /// edge was reached, and no service is healthy through it.
+    EdgeGate(Gate),
     /// Not probed.
     NotRun,
 }
@@ -236,37 +265,6 @@ impl Answer {
     }
 }
 
-fn header_is(r: &HttpResponse, name: &str, value: &str) -> bool {
-    r.header(name)
-        .map(|v| v.trim().eq_ignore_ascii_case(value))
-        .unwrap_or(false)
-}
-
-/// The `error code: NNN` of a Cloudflare-made body (plain text or HTML), if any.
-pub fn cloudflare_error_code(body: &str) -> Option<String> {
-    let lower = body.to_ascii_lowercase();
-    let i = lower.find("error code")?;
-    let rest = &body[i + "error code".len()..];
-    let digits: String = rest
-        .trim_start_matches([':', ' ', '\u{a0}'])
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    (!digits.is_empty()).then_some(digits)
-}
-
-/// Whether Cloudflare itself generated this answer (not the origin).
-pub fn made_by_cloudflare(r: &HttpResponse) -> bool {
-    let cf_headers = header_is(r, "server", "cloudflare") && r.has_header("cf-ray");
-    if !cf_headers {
-        return false;
-    }
-    r.status == 530
-        || r.has_header("cf-error-type")
-        || (r.status >= 500 && cloudflare_error_code(&r.body).is_some())
-        || (r.status >= 500 && r.body.to_ascii_lowercase().contains("cloudflare"))
-}
-
 /// Classifies one probe outcome against the service it was meant for.
 pub fn classify(service: &Service, probe: &Probe) -> Answer {
     let r = match probe {
@@ -275,6 +273,9 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
         Probe::Response { response, .. } => response,
     };
     let body_empty = r.body.trim().is_empty();
+    if let Some(g) = edge_gate(r) {
+        return Answer::EdgeGate(g);
+    }
     if made_by_cloudflare(r) {
         let code = cloudflare_error_code(&r.body);
         if r.status == 530 || code.as_deref() == Some("1033") {
@@ -285,7 +286,7 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
             code,
         };
     }
-    if r.status == 404 && body_empty && !header_is(r, "server", "caddy") {
+    if cloudflared_catch_all(r) {
         return Answer::NoIngress;
     }
     if (r.status == 502 || r.status == 504) && body_empty {
@@ -378,6 +379,8 @@ pub fn describe_probe(p: &Probe) -> String {
             for h in [
                 "server",
                 "cf-ray",
+                "cf-mitigated",
+                "location",
                 "content-type",
                 "access-control-allow-origin",
             ] {
@@ -429,6 +432,7 @@ fn describe_answer(a: &Answer, s: &Service) -> String {
         }
         Answer::CaddyNoRoute => "Caddy's catch-all answer: no route matches this hostname".into(),
         Answer::Unreachable(k) => format!("no HTTP answer ({})", k.as_str()),
+        Answer::EdgeGate(g) => format!("{}: made by the edge, not by the sandbox", g.name()),
         Answer::NotRun => "not probed".into(),
     }
 }
@@ -507,11 +511,9 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         _ => None,
     };
     let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
+        Probe::Response { response, .. } if edge_gate(response).is_some() => None,
         Probe::Response { response, .. } => {
-            let catch_all_404 = response.status == 404
-                && response.body.trim().is_empty()
-                && !header_is(response, "server", "caddy");
-            Some(!made_by_cloudflare(response) && !catch_all_404)
+            Some(!made_by_cloudflare(response) && !cloudflared_catch_all(response))
         }
         // A timeout under a shortened time limit is the deadline's, not the chain's.
         Probe::Failed {
@@ -592,6 +594,10 @@ fn channel_problem(run: &ExecRun, token_sent: bool) -> String {
             "cmux-execd answered {status} {:?} to the exec call",
             short_body(body)
         ),
+        ExecRun::Gated { gate, status } => format!(
+            "the exec call got {} ({status}) at Cloudflare's edge: it never reached cmux-execd",
+            gate.name()
+        ),
         ExecRun::Failed { kind, message } => {
             format!("the exec call got no answer ({}: {message})", kind.as_str())
         }
@@ -669,6 +675,16 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
                      --exec-token-file FILE (it is CMUX_EXECD_AUTH_TOKEN in `pct config {}` env, \
                      or /root/.worker-auth-token inside)",
                     t.vmid
+                )),
+                ExecRun::Gated { .. } => Some(format!(
+                    "check the services from inside without the edge: --exec-url \
+                        http://cmux-{}.lan:39375 from the PVE host{}",
+                    t.vmid,
+                    if t.exec.pct.is_some() {
+                        ""
+                    } else {
+                        ", or --on-host (pct exec)"
+                    }
                 )),
                 ExecRun::Rejected {
                     status: 415 | 400, ..
@@ -867,6 +883,11 @@ impl Subject<'_> {
                     )
                 }
             }
+            Layer::Edge => match &self.e {
+                Answer::EdgeGate(g) => gate_fix(self.ctx, g),
+                _ => "the zone's security settings (WAF, bot rules, Access): see the edge gate"
+                    .into(),
+            },
             Layer::Input => format!(
                 "every public hostname failed the same way ({}) when dialled at {}: check \
                  --domain (these names end in {}) and --connect-to (dig +short {host})",
@@ -1025,6 +1046,11 @@ fn decide(x: &Subject) -> Row {
     // which did finish, proves the service itself broken).
     if x.cut {
         return service_fault(x).unwrap_or_else(|| cut_row(x));
+    }
+
+    // A gate of the edge answered: nothing behind it was observed from outside.
+    if let Answer::EdgeGate(g) = &x.e {
+        return decide_gate(x, g);
     }
 
     // The outermost hop first: cloudflared as the host sees it, then a failure at the edge itself.
@@ -1336,9 +1362,11 @@ fn decide(x: &Subject) -> Row {
             _ => decide_internal_only(x),
         },
         // Handled above.
-        Answer::Healthy | Answer::TunnelDown | Answer::NoIngress | Answer::CaddyNoRoute => {
-            unreachable_row(x)
-        }
+        Answer::Healthy
+        | Answer::TunnelDown
+        | Answer::NoIngress
+        | Answer::CaddyNoRoute
+        | Answer::EdgeGate(_) => unreachable_row(x),
     }
 }
 
@@ -1432,6 +1460,177 @@ fn outer_down_row(x: &Subject) -> Row {
         "on the PVE host: systemctl status caddy-cmux cloudflared; curl -sS -o /dev/null -w \
         '%{http_code}' http://127.0.0.1:8080/",
     )
+}
+
+/// The public answer was made by a gate of the edge: nothing behind it was observed from outside.
+/// What was observed from inside (the internal view, the host vantage) still decides what it can.
+fn decide_gate(x: &Subject, g: &Gate) -> Row {
+    let (s, vmid) = (x.s, x.vmid());
+    let stopped = format!("its public URL gets {} at the edge", g.name());
+    if let Some(mut r) = service_fault(x) {
+        r.summary.push_str(&format!(" ({stopped})"));
+        return r;
+    }
+    if let Some(why) = &x.f.host_lost_container {
+        return row(
+            Status::Broken,
+            Some(Layer::Container),
+            "host-container-unreachable",
+            why.clone(),
+        )
+        .next(format!(
+            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts cmux-{vmid}.lan"
+        ));
+    }
+    // The host vantage sees Caddy's answer for the public hostname, behind the edge.
+    let behind_caddy_ok =
+        x.t.host
+            .as_ref()
+            .filter(|h| matches!(h.run, ExecRun::Completed { .. }))
+            .and_then(|h| h.services.iter().find(|hs| hs.name == s.name))
+            .is_some_and(|hs| {
+                matches!(
+                    classify(s, &hs.caddy),
+                    Answer::Healthy | Answer::MissingHeaders(_)
+                )
+            });
+    let summary = match &x.i {
+        Answer::Healthy | Answer::MissingHeaders(_) => format!(
+            "{} answers correctly inside the container; {stopped}, so whether users reach it \
+                is not proven",
+            s.name
+        ),
+        _ if behind_caddy_ok => format!(
+            "{} answers correctly through Caddy on the host; {stopped}, so whether users reach \
+                it is not proven",
+            s.name
+        ),
+        _ => format!(
+            "{stopped}: nothing behind the edge (tunnel, Caddy, container, service) was observed, \
+                and the internal view is unavailable"
+        ),
+    };
+    inconclusive(gate_rule(x.ctx, g), vec![Layer::Edge], summary).next(gate_fix(x.ctx, g))
+}
+
+/// The decision-table row of a gate.
+fn gate_rule(ctx: &Context, g: &Gate) -> &'static str {
+    match g {
+        Gate::Challenge { .. } => "edge-challenge",
+        Gate::Blocked { .. } => "edge-blocked",
+        Gate::AccessLogin { .. } if ctx.access_token_sent => "edge-access-token-not-accepted",
+        Gate::AccessDenied { .. } if ctx.access_token_sent => "edge-access-token-rejected",
+        Gate::AccessLogin { .. } | Gate::AccessDenied { .. } => "edge-access",
+    }
+}
+
+/// What lets pvediag through a gate.
+fn gate_fix(ctx: &Context, g: &Gate) -> String {
+    match (g, ctx.access_token_sent) {
+        (Gate::AccessDenied { .. }, true) => "check CF_ACCESS_CLIENT_ID / \
+            CF_ACCESS_CLIENT_SECRET (or --access-token-file): the token must exist, not be expired \
+            or revoked, and be included in a Service Auth policy of the Access application"
+            .into(),
+        (Gate::AccessLogin { .. }, true) => "add a policy with action Service Auth that includes \
+            this service token to the Access application (an Allow policy sends service tokens to \
+            the login)"
+            .into(),
+        _ if g.is_access() => "give pvediag an Access service token: export \
+            CF_ACCESS_CLIENT_ID=... CF_ACCESS_CLIENT_SECRET=... (or --access-token-file FILE: two \
+            lines, id then secret); the Access application needs a Service Auth policy that \
+            includes it"
+            .into(),
+        _ => format!(
+            "let pvediag through: a WAF custom rule with action Skip (bot fight, managed \
+                challenge) for requests whose User-Agent starts with \"pvediag/\" (it sends {}); \
+                or check from inside with --exec-url / --on-host",
+            crate::http::USER_AGENT
+        ),
+    }
+}
+
+/// The gate that stopped this target's public requests, said once: what it is, that users may
+/// still pass it in a browser, and the fix.
+fn gate_verdict(ctx: &Context, t: &TargetObservation) -> Option<GateVerdict> {
+    let mut gated = Vec::new();
+    let mut public = 0usize;
+    let mut evidence = Vec::new();
+    for so in &t.services {
+        match &so.external {
+            Probe::Response { response, .. } => {
+                public += 1;
+                if let Some(g) = edge_gate(response) {
+                    if evidence.is_empty() {
+                        evidence.push(format!(
+                            "external {}: {}",
+                            so.url.as_deref().unwrap_or(&so.name),
+                            describe_probe(&so.external)
+                        ));
+                    }
+                    gated.push((so.name.clone(), g));
+                }
+            }
+            Probe::Failed { .. } => public += 1,
+            Probe::NotRun { .. } => {}
+        }
+    }
+    let exec_gate = match &t.exec.run {
+        ExecRun::Gated { gate, .. } => Some(gate.clone()),
+        _ => None,
+    };
+    let gate = gated
+        .first()
+        .map(|(_, g)| g.clone())
+        .or_else(|| exec_gate.clone())?;
+    let mut what = Vec::new();
+    if !gated.is_empty() {
+        what.push(if gated.len() == public {
+            format!("every public URL ({public})")
+        } else {
+            format!(
+                "{} of {public} public URLs ({})",
+                gated.len(),
+                gated
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    if exec_gate.is_some() {
+        what.push("the exec call".into());
+    }
+    let what = what.join(" and ");
+    let summary = match (&gate, ctx.access_token_sent) {
+        (Gate::AccessDenied { status }, true) => format!(
+            "configuration error: Cloudflare Access rejected the service token pvediag sent \
+                ({status} for {what})"
+        ),
+        (Gate::AccessLogin { .. }, true) => format!(
+            "Cloudflare Access sends pvediag to its login although a service token was sent, for \
+                {what}: the application has no policy that lets this token in"
+        ),
+        _ => format!(
+            "Cloudflare's edge answers {what} with {}: a person with a browser may pass it, so \
+                whether users are affected is not proven; what stops pvediag is the zone's \
+                security settings, not the tunnel, Caddy, the container or a service",
+            gate.describe()
+        ),
+    };
+    if let ExecRun::Gated { status, .. } = &t.exec.run {
+        evidence.push(format!(
+            "exec call {}/exec: {status} from the edge",
+            t.exec.url
+        ));
+    }
+    Some(GateVerdict {
+        next_step: gate_fix(ctx, &gate),
+        gate,
+        summary,
+        evidence,
+        services: gated.into_iter().map(|(n, _)| n).collect(),
+    })
 }
 
 /// An internal answer that by itself proves the service broken (whatever the public side saw):
@@ -2113,6 +2312,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         vmid: t.vmid,
         exec: inside::channel_note(t, exec),
         services,
+        edge_gate: gate_verdict(ctx, t),
     }
 }
 

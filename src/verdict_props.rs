@@ -433,6 +433,7 @@ fn world(n: usize) -> impl Strategy<Value = World> {
 /// Checks every pair of evidence sets of one world; the first violation, described.
 fn check_world(c: &Catalog, w: &World) -> Result<(), String> {
     let ctx = Context {
+        access_token_sent: false,
         instance: None,
         catalog: c,
         layout: Layout::PerService,
@@ -525,6 +526,7 @@ fn loopback_only_is_never_blamed_on_caddy() {
     };
     check_world(&c, &w).unwrap();
     let ctx = Context {
+        access_token_sent: false,
         instance: None,
         catalog: &c,
         layout: Layout::PerService,

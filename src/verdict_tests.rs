@@ -179,6 +179,7 @@ fn verdict_of(c: &Catalog, t: &TargetObservation, name: &str) -> Verdict {
 
 fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) -> Verdict {
     let ctx = Context {
+        access_token_sent: false,
         instance: None,
         catalog: c,
         layout,
@@ -1201,6 +1202,283 @@ const CASES: &[Case] = &[
     ),
 ];
 
+fn challenge() -> Probe {
+    resp(
+        403,
+        &[
+            ("server", "cloudflare"),
+            ("cf-ray", "8f00000000000000-LAB"),
+            ("cf-mitigated", "challenge"),
+            ("content-type", "text/html; charset=UTF-8"),
+        ],
+        "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title></head></html>",
+    )
+}
+
+fn access_login() -> Probe {
+    resp(
+        302,
+        &[
+            ("server", "cloudflare"),
+            ("cf-ray", "8f00000000000000-LAB"),
+            (
+                "location",
+                "https://acme.cloudflareaccess.com/cdn-cgi/access/login/xterm-202.example.test?kid=1&redirect_url=%2Fsessions",
+            ),
+        ],
+        "",
+    )
+}
+
+fn access_denied() -> Probe {
+    cf(
+        403,
+        "<html><title>Forbidden · Cloudflare Access</title><a href=\"https://acme.cloudflareaccess.com/cdn-cgi/access/logout\">Sign out</a></html>",
+    )
+}
+
+/// Every public request and the exec call stopped by `p`; no internal view.
+fn gated(t: &mut TargetObservation, p: Probe) {
+    all_ext(t, p.clone());
+    let gate = crate::made_by::edge_gate(p.response().unwrap()).unwrap();
+    no_internal(
+        t,
+        ExecRun::Gated {
+            status: gate.status(),
+            gate,
+        },
+    );
+}
+
+/// The gates of the edge: no service is healthy through one, none is blamed on the sandbox
+/// without evidence from inside.
+const GATE_CASES: &[Case] = &[
+    case(
+        "edge-challenge",
+        "xterm",
+        |t| gated(t, challenge()),
+        Inconclusive,
+        None,
+    ),
+    // preview's fingerprint accepts anything, but not a page the edge made.
+    case(
+        "edge-challenge",
+        "preview",
+        |t| gated(t, challenge()),
+        Inconclusive,
+        None,
+    ),
+    // The internal view (--exec-url from the host) still checks the services.
+    case(
+        "edge-challenge",
+        "xterm",
+        |t| all_ext(t, challenge()),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "service-down",
+        "vscode",
+        |t| {
+            all_ext(t, challenge());
+            set_int(t, "vscode", failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "service-hangs",
+        "xterm",
+        |t| {
+            all_ext(t, access_login());
+            set_int(t, "xterm", failed(FailureKind::Timeout));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "edge-access",
+        "xterm",
+        |t| gated(t, access_login()),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "edge-access",
+        "preview",
+        |t| all_ext(t, access_login()),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "edge-access",
+        "worker",
+        |t| gated(t, access_denied()),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "edge-blocked",
+        "xterm",
+        |t| gated(t, cf(403, "error code: 1020")),
+        Inconclusive,
+        None,
+    ),
+    // The host vantage sees Caddy answer correctly behind the edge: still the edge's gate.
+    case(
+        "edge-challenge",
+        "xterm",
+        |t| {
+            gated(t, challenge());
+            host_view(
+                t,
+                "xterm",
+                healthy_answer("xterm", false),
+                healthy_answer("xterm", false),
+            );
+        },
+        Inconclusive,
+        None,
+    ),
+];
+
+/// Rows that need an Access service token to have been sent.
+const TOKEN_CASES: &[Case] = &[
+    case(
+        "edge-access-token-rejected",
+        "xterm",
+        |t| gated(t, access_denied()),
+        Inconclusive,
+        None,
+    ),
+    case(
+        "edge-access-token-not-accepted",
+        "xterm",
+        |t| gated(t, access_login()),
+        Inconclusive,
+        None,
+    ),
+];
+
+fn check_case(n: usize, k: &Case, v: &Verdict, failures: &mut Vec<String>) {
+    if v.status != k.status || v.layer != k.layer || v.rule != k.row {
+        failures.push(format!(
+            "case {n} ({} / {}): want {:?} {:?}, got {:?} {:?} {} — {}",
+            k.row, k.service, k.status, k.layer, v.status, v.layer, v.rule, v.summary
+        ));
+    }
+    if k.row.starts_with("edge-") && v.next_step.is_none() {
+        failures.push(format!("case {n} ({}): no next step", k.row));
+    }
+    if k.row.starts_with("edge-") && v.layers() != vec![Edge] {
+        failures.push(format!(
+            "case {n} ({}): candidates {:?}, want only the edge",
+            k.row, v.candidates
+        ));
+    }
+}
+
+#[test]
+fn the_gates_of_the_edge() {
+    let c = Catalog::embedded();
+    let mut failures = Vec::new();
+    for (token, cases) in [(false, GATE_CASES), (true, TOKEN_CASES)] {
+        let ctx = Context {
+            access_token_sent: token,
+            catalog: &c,
+            layout: Layout::PerService,
+            caddyfile: None,
+            connect_to: None,
+            instance: None,
+            deadline: None,
+            target_cut: false,
+        };
+        for (n, k) in cases.iter().enumerate() {
+            let mut t = healthy_target(&c);
+            (k.setup)(&mut t);
+            let tv = diagnose(&ctx, &t);
+            let i = t.services.iter().position(|s| s.name == k.service).unwrap();
+            check_case(n, k, &tv.services[i], &mut failures);
+            // No service is healthy through a gate, and none is blamed on tunnel, Caddy or
+            // container; the gate is said once, for the target.
+            for (so, v) in t.services.iter().zip(&tv.services) {
+                assert!(
+                    !matches!(v.layer, Some(Tunnel | Caddy | Container)),
+                    "case {n}: {} blamed on {:?}: {}",
+                    so.name,
+                    v.layer,
+                    v.summary
+                );
+                if so.url.is_some() {
+                    assert_ne!(
+                        v.status, Healthy,
+                        "case {n}: {} healthy through a gate",
+                        so.name
+                    );
+                }
+            }
+            let g = tv.edge_gate.as_ref().expect("the gate is said once");
+            let want = if g.gate.is_access() {
+                "Access"
+            } else {
+                "Cloudflare"
+            };
+            assert!(g.summary.contains(want), "case {n}: {}", g.summary);
+            assert!(!g.evidence.is_empty() && !g.next_step.is_empty());
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+
+    // What each gate's summary and next step say.
+    let mut t = healthy_target(&c);
+    gated(&mut t, challenge());
+    let ctx = |token| Context {
+        access_token_sent: token,
+        catalog: &c,
+        layout: Layout::PerService,
+        caddyfile: None,
+        connect_to: None,
+        instance: None,
+        deadline: None,
+        target_cut: false,
+    };
+    let g = diagnose(&ctx(false), &t).edge_gate.unwrap();
+    assert!(
+        g.summary.contains("challenge") && g.summary.contains("not proven"),
+        "{}",
+        g.summary
+    );
+    assert!(
+        g.next_step.contains("WAF") && g.next_step.contains("pvediag/"),
+        "{}",
+        g.next_step
+    );
+    let tv = diagnose(&ctx(false), &t);
+    assert!(tv.exec.summary.contains("challenge"), "{}", tv.exec.summary);
+    let mut t = healthy_target(&c);
+    gated(&mut t, access_login());
+    let g = diagnose(&ctx(false), &t).edge_gate.unwrap();
+    assert!(
+        g.next_step.contains("CF_ACCESS_CLIENT_ID"),
+        "{}",
+        g.next_step
+    );
+    let mut t = healthy_target(&c);
+    gated(&mut t, access_denied());
+    let g = diagnose(&ctx(true), &t).edge_gate.unwrap();
+    assert!(
+        g.summary
+            .starts_with("configuration error: Cloudflare Access rejected the service token"),
+        "{}",
+        g.summary
+    );
+    assert!(!g.summary.contains('\n'));
+    // Without a gate there is no gate verdict.
+    assert!(diagnose(&ctx(false), &healthy_target(&c))
+        .edge_gate
+        .is_none());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Behind the fronts: back ends and units (issue 14, verdict_inside.rs)
 
@@ -1499,6 +1777,7 @@ fn without_systemd_no_verdict_changes() {
         );
         let ctx = Context {
             instance: None,
+            access_token_sent: false,
             catalog: &c,
             layout: Layout::PerService,
             caddyfile: None,
@@ -1605,8 +1884,13 @@ fn decision_table_doc_matches_the_cases() {
         .filter_map(|l| l.split('`').next())
         .filter(|id| !id.is_empty() && id.bytes().all(|c| c.is_ascii_lowercase() || c == b'-'))
         .collect();
-    let tested: std::collections::BTreeSet<&str> =
-        CASES.iter().chain(INSIDE_CASES).map(|c| c.row).collect();
+    let tested: std::collections::BTreeSet<&str> = CASES
+        .iter()
+        .chain(INSIDE_CASES)
+        .chain(GATE_CASES)
+        .chain(TOKEN_CASES)
+        .map(|c| c.row)
+        .collect();
     let missing_doc: Vec<_> = tested.difference(&documented).collect();
     let missing_test: Vec<_> = documented.difference(&tested).collect();
     assert!(
@@ -1675,6 +1959,7 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
     );
     // Every other service stays healthy.
     let ctx = Context {
+        access_token_sent: false,
         instance: None,
         catalog: &c,
         layout: Layout::PerService,
@@ -1746,11 +2031,6 @@ fn classify_recognises_who_answered() {
         classify(x, &resp(502, &[("server", "nginx")], "bad upstream")),
         Answer::BadStatus(502)
     );
-    assert_eq!(
-        cloudflare_error_code("<span>Error code 1033</span>"),
-        Some("1033".into())
-    );
-    assert_eq!(cloudflare_error_code("hello"), None);
 }
 
 #[test]
@@ -1788,6 +2068,7 @@ fn identity_confirmed_keeps_healthy_targets_healthy_in_both_generations() {
             from: Some(RouteFrom::AdminApi),
         });
         let ctx = Context {
+            access_token_sent: false,
             catalog: &c,
             layout,
             caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
@@ -1837,6 +2118,7 @@ fn unknown_identity_is_said_once_on_the_channel_line_and_changes_no_verdict() {
     let t = healthy_target(&c);
     let tv = diagnose(
         &Context {
+            access_token_sent: false,
             catalog: &c,
             layout: Layout::PerService,
             caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
@@ -1871,6 +2153,7 @@ fn wrong_sandbox_evidence_names_the_sandbox_reached_and_how() {
     reached_203(&mut t);
     let tv = diagnose(
         &Context {
+            access_token_sent: false,
             catalog: &c,
             layout: Layout::PerService,
             caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
@@ -1913,6 +2196,7 @@ fn two_targets_sharing_one_sandbox_are_both_flagged() {
     t.identity.shared_with = vec![203];
     let tv = diagnose(
         &Context {
+            access_token_sent: false,
             catalog: &c,
             layout: Layout::PerService,
             caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
@@ -1939,6 +2223,7 @@ fn a_deadline_cut_blames_no_layer() {
         s.internal = failed(FailureKind::Timeout);
     }
     let mut ctx = Context {
+        access_token_sent: false,
         instance: None,
         catalog: &c,
         layout: Layout::PerService,

@@ -4,6 +4,11 @@
 //! 404; origin (Caddy) refused -> Cloudflare 502; origin 502/504 -> replaced by Cloudflare's own
 //! 502/504 (non-Enterprise zones hide the origin's error page); anything else is streamed through
 //! with `server: cloudflare`, `cf-ray` and `cf-cache-status: DYNAMIC`.
+//!
+//! The zone's security settings act first, before the tunnel ([`Gate`]): a bot challenge for every
+//! request (403 "Just a moment...", `cf-mitigated: challenge`), or Cloudflare Access in front of
+//! every hostname (302 to `<team>.cloudflareaccess.com/cdn-cgi/access/login/<host>`, 403 for a
+//! wrong service token, through with the right one).
 
 use std::io;
 use std::net::SocketAddr;
@@ -76,8 +81,25 @@ pub fn make_tls(domain: &str) -> anyhow::Result<EdgeTls> {
     })
 }
 
+/// What the zone's security settings do to every request, before the tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Gate {
+    /// Nothing: every request goes on to the tunnel.
+    #[default]
+    Open,
+    /// Bot Fight Mode / a managed challenge for everything: a plain HTTP client never passes.
+    Challenge,
+    /// Cloudflare Access in front of every hostname; this service token is let through.
+    Access {
+        team: String,
+        client_id: String,
+        client_secret: String,
+    },
+}
+
 pub struct EdgeCtx {
     pub domain: String,
+    pub gate: Gate,
     pub tunnel_up: bool,
     pub caddy_addr: SocketAddr,
     pub delay_ms: u64,
@@ -192,6 +214,97 @@ fn cf_error(
     http::response_bytes(status, &h, body.as_bytes())
 }
 
+/// The zone's gate for this request: its answer, or `None` to go on to the tunnel.
+fn gate(req: &http::Request, ctx: &EdgeCtx, ray: &str) -> Option<Vec<u8>> {
+    let d = http::now_date();
+    let ray_id = ray.split('-').next().unwrap_or(ray).to_string();
+    match &ctx.gate {
+        Gate::Open => None,
+        Gate::Challenge => {
+            let body = format!(
+                "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title><meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\"><meta name=\"robots\" content=\"noindex,nofollow\"></head><body><div class=\"main-wrapper\" role=\"main\"><div class=\"main-content\"><noscript><div class=\"h2\"><span id=\"challenge-error-text\">Enable JavaScript and cookies to continue</span></div></noscript></div></div><script>(function(){{window._cf_chl_opt={{cvId: '3',cRay: '{ray_id}',cType: 'managed'}};var a=document.createElement('script');a.src='/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1?ray={ray_id}';document.getElementsByTagName('head')[0].appendChild(a);}}());</script></body></html>"
+            );
+            Some(http::response_bytes(
+                403,
+                &[
+                    ("Date", &d),
+                    ("Content-Type", "text/html; charset=UTF-8"),
+                    ("Connection", "keep-alive"),
+                    ("Accept-CH", "Sec-CH-UA-Bitness, Sec-CH-UA-Arch, Sec-CH-UA-Full-Version, Sec-CH-UA-Mobile, Sec-CH-UA-Model, Sec-CH-UA-Platform-Version, Sec-CH-UA-Full-Version-List, Sec-CH-UA-Platform, Sec-CH-UA, UA-Bitness, UA-Arch, UA-Full-Version, UA-Mobile, UA-Model, UA-Platform-Version, UA-Platform, UA"),
+                    ("Cross-Origin-Embedder-Policy", "require-corp"),
+                    ("Cross-Origin-Opener-Policy", "same-origin"),
+                    ("Cross-Origin-Resource-Policy", "same-origin"),
+                    ("Origin-Agent-Cluster", "?1"),
+                    ("Cache-Control", "private, max-age=0, no-store, no-cache, must-revalidate, post-check=0, pre-check=0"),
+                    ("Expires", "Thu, 01 Jan 1970 00:00:01 GMT"),
+                    ("Referrer-Policy", "same-origin"),
+                    ("X-Frame-Options", "SAMEORIGIN"),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("cf-mitigated", "challenge"),
+                    ("Server", "cloudflare"),
+                    ("CF-RAY", ray),
+                ],
+                body.as_bytes(),
+            ))
+        }
+        Gate::Access {
+            team,
+            client_id,
+            client_secret,
+        } => {
+            let id = req.header("cf-access-client-id");
+            let secret = req.header("cf-access-client-secret");
+            if id.is_none() && secret.is_none() {
+                let host = req.host().unwrap_or_default();
+                let redirect =
+                    url::form_urlencoded::byte_serialize(req.target.as_bytes()).collect::<String>();
+                let location = format!(
+                    "https://{team}.cloudflareaccess.com/cdn-cgi/access/login/{host}?kid={:016x}{:016x}&redirect_url={redirect}",
+                    http::rand_u64(),
+                    http::rand_u64()
+                );
+                let cookie = format!(
+                    "CF_AppSession={:016x}; Expires=Tue, 01 Dec 2026 12:00:00 GMT; Path=/; Secure; HttpOnly",
+                    http::rand_u64()
+                );
+                return Some(http::response_bytes(
+                    302,
+                    &[
+                        ("Date", &d),
+                        ("Content-Length", "0"),
+                        ("Connection", "keep-alive"),
+                        ("Location", &location),
+                        ("Set-Cookie", &cookie),
+                        ("Cache-Control", "private, max-age=0, no-store, no-cache, must-revalidate, post-check=0, pre-check=0"),
+                        ("Expires", "Thu, 01 Jan 1970 00:00:01 GMT"),
+                        ("Server", "cloudflare"),
+                        ("CF-RAY", ray),
+                    ],
+                    b"",
+                ));
+            }
+            if id == Some(client_id.as_str()) && secret == Some(client_secret.as_str()) {
+                return None;
+            }
+            let body = format!(
+                "<!DOCTYPE html><html><head><title>Forbidden · Cloudflare Access</title></head><body><h1>Forbidden</h1><p>You don't have permission to view this application. Please contact your system administrator.</p><p><a href=\"https://{team}.cloudflareaccess.com/cdn-cgi/access/logout\">Sign out</a></p><p>Ray ID: {ray_id}</p></body></html>"
+            );
+            Some(http::response_bytes(
+                403,
+                &[
+                    ("Date", &d),
+                    ("Content-Type", "text/html; charset=UTF-8"),
+                    ("Connection", "keep-alive"),
+                    ("Cache-Control", "private, max-age=0, no-store, no-cache, must-revalidate, post-check=0, pre-check=0"),
+                    ("Server", "cloudflare"),
+                    ("CF-RAY", ray),
+                ],
+                body.as_bytes(),
+            ))
+        }
+    }
+}
+
 /// Is `host` (no port, lower case) covered by the tunnel's ingress `*.{domain}` / `{domain}`?
 fn in_zone(host: &str, domain: &str) -> bool {
     host == domain
@@ -235,6 +348,10 @@ where
 {
     let ray = cf_ray();
     let accept = req.header("accept");
+    if let Some(b) = gate(req, ctx, &ray) {
+        http::send(s, &b).await?;
+        return Ok(true);
+    }
     if !ctx.tunnel_up {
         http::send(s, &cf_error(530, 1033, &ray, false, accept)).await?;
         return Ok(true);
@@ -263,6 +380,9 @@ where
     let mut headers = req.headers.clone();
     http::strip_hop_by_hop(&mut headers);
     for h in [
+        // Access checks the service token at the edge; the origin never sees it.
+        "cf-access-client-id",
+        "cf-access-client-secret",
         "cf-ray",
         "cf-connecting-ip",
         "cf-visitor",

@@ -36,6 +36,8 @@ pub struct LabConfig {
     /// e.g. `example.test`.
     pub domain: String,
     pub containers: Vec<ContainerSpec>,
+    /// The zone's security settings in front of everything: a challenge, Cloudflare Access.
+    pub edge_gate: edge::Gate,
     /// false: the edge answers 530 / `error code: 1033` for every host.
     pub tunnel_up: bool,
     /// false: the host proxy does not listen -> the edge answers Cloudflare 502.
@@ -83,6 +85,7 @@ impl Default for LabConfig {
         LabConfig {
             domain: DOMAIN.to_string(),
             containers: vec![healthy_container(VMID, None)],
+            edge_gate: edge::Gate::Open,
             tunnel_up: true,
             origin_up: true,
             routes: seed_routes(),
@@ -261,6 +264,21 @@ pub const DOMAIN: &str = "example.test";
 pub const VMID: u32 = 202;
 /// The execd token of every scenario's container.
 pub const SCENARIO_TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
+/// The Cloudflare Access service token the lab's Access lets through (`behind-access*`).
+pub const LAB_ACCESS_TEAM: &str = "pvediag-lab";
+pub const LAB_ACCESS_CLIENT_ID: &str = "8c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f.access";
+pub const LAB_ACCESS_CLIENT_SECRET: &str =
+    "a7c3e9f1b5d7092846e1c3a5f7b9d1e3c5a7f9b1d3e5c7a9f1b3d5e7c9a1f3b5";
+
+/// The lab's Access in front of every hostname, letting the lab's service token through.
+pub fn lab_access() -> edge::Gate {
+    edge::Gate::Access {
+        team: LAB_ACCESS_TEAM.into(),
+        client_id: LAB_ACCESS_CLIENT_ID.into(),
+        client_secret: LAB_ACCESS_CLIENT_SECRET.into(),
+    }
+}
+
 /// The wrong token the client gets in `exec-unauthorized`.
 pub const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
 
@@ -349,6 +367,7 @@ pub fn fleet(n: usize, first_vmid: u32, token: Option<String>, delays: Delays) -
         containers: (0..n as u32)
             .map(|i| healthy_container(first_vmid + i, token.clone()))
             .collect(),
+        edge_gate: edge::Gate::Open,
         tunnel_up: true,
         origin_up: true,
         routes: seed_routes(),
@@ -398,6 +417,8 @@ pub struct Scenario {
     pub client_token: Option<String>,
     /// The public URL template of the scenario's routing layout.
     pub url_template: &'static str,
+    /// The Access service token (id, secret) the client should send, if any.
+    pub client_access: Option<(String, String)>,
 }
 
 pub const SCENARIOS: &[&str] = &[
@@ -418,6 +439,9 @@ pub const SCENARIOS: &[&str] = &[
     "vnc-server-down",
     "chrome-down",
     "crash-loop",
+    "bot-challenge",
+    "behind-access",
+    "behind-access-token",
     // Mixed faults (issue 10): more than one thing wrong at once.
     "route-wrong-and-down",
     "worker-hung",
@@ -460,6 +484,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
     let base = LabConfig {
         domain: DOMAIN.to_string(),
         containers: vec![ct.clone()],
+        edge_gate: edge::Gate::Open,
         tunnel_up: true,
         origin_up: true,
         routes: seed_routes(),
@@ -468,6 +493,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
     };
     let mut client_token = token.clone();
     let url_template = crate::target::DEFAULT_TEMPLATE;
+    let mut client_access = None;
     let (name, description, config): (&'static str, &'static str, LabConfig) = match name {
         "seed" => {
             let mut c = base;
@@ -569,6 +595,37 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             (
                 "loopback-only",
                 "cmux-pty listens on 127.0.0.1:39383 only: healthy inside, Caddy's correct route gets refused",
+                c,
+            )
+        }
+        "bot-challenge" => {
+            let mut c = base;
+            c.edge_gate = edge::Gate::Challenge;
+            (
+                "bot-challenge",
+                "Bot Fight Mode challenges every request (403 \"Just a moment...\", cf-mitigated: challenge); behind it everything works",
+                c,
+            )
+        }
+        "behind-access" => {
+            let mut c = base;
+            c.edge_gate = lab_access();
+            (
+                "behind-access",
+                "Cloudflare Access in front of every hostname (302 to the Access login), no service token given; behind it everything works",
+                c,
+            )
+        }
+        "behind-access-token" => {
+            let mut c = base;
+            c.edge_gate = lab_access();
+            client_access = Some((
+                LAB_ACCESS_CLIENT_ID.to_string(),
+                LAB_ACCESS_CLIENT_SECRET.to_string(),
+            ));
+            (
+                "behind-access-token",
+                "Cloudflare Access in front of every hostname, and pvediag holds the lab's service token (as --access-token-file): everything works",
                 c,
             )
         }
@@ -756,6 +813,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         config,
         client_token,
         url_template,
+        client_access,
     })
 }
 
@@ -898,6 +956,7 @@ pub fn scenario_in(name: &str, layout: crate::generation::Generation) -> Option<
                 config: to_2026(sc.config),
                 client_token: sc.client_token,
                 url_template: crate::target::DEFAULT_TEMPLATE,
+                client_access: sc.client_access,
             });
         }
     };
@@ -907,6 +966,7 @@ pub fn scenario_in(name: &str, layout: crate::generation::Generation) -> Option<
         config,
         client_token: token,
         url_template: crate::target::DEFAULT_TEMPLATE,
+        client_access: None,
     })
 }
 
@@ -1068,6 +1128,7 @@ impl Lab {
             tls.config,
             edge::EdgeCtx {
                 domain: domain.clone(),
+                gate: config.edge_gate.clone(),
                 tunnel_up: config.tunnel_up,
                 caddy_addr,
                 delay_ms: config.delays.edge_ms,

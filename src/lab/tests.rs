@@ -850,3 +850,58 @@ async fn lab_later_layout_answers_like_the_generic_caddy_rule() {
         ("cmux-202.lan", Some(39383))
     );
 }
+
+/// The zone's gates answer before the tunnel, the way Cloudflare does; Access lets the lab's
+/// service token through.
+#[tokio::test]
+async fn edge_gates_answer_like_cloudflare() {
+    let (lab, _) = start("bot-challenge").await;
+    let c = client(&lab);
+    let r = c
+        .get(lab.url("xterm", VMID, "/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(hdr(&r, "cf-mitigated").as_deref(), Some("challenge"));
+    assert_eq!(hdr(&r, "server").as_deref(), Some("cloudflare"));
+    assert!(is_cf_ray(&hdr(&r, "cf-ray").unwrap()));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>Just a moment...</title>"));
+
+    let (lab, _) = start("behind-access").await;
+    let c = lab
+        .client_builder()
+        .unwrap()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = lab.url("xterm", VMID, "/sessions");
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let loc = hdr(&r, "location").unwrap();
+    assert!(
+        loc.starts_with(&format!(
+            "https://{LAB_ACCESS_TEAM}.cloudflareaccess.com/cdn-cgi/access/login/xterm-202.example.test?kid="
+        )) && loc.ends_with("&redirect_url=%2Fsessions"),
+        "{loc}"
+    );
+    assert!(hdr(&r, "set-cookie").unwrap().starts_with("CF_AppSession="));
+    let with = |id: &'static str, secret: &'static str| {
+        c.get(&url)
+            .header("CF-Access-Client-Id", id)
+            .header("CF-Access-Client-Secret", secret)
+            .send()
+    };
+    let r = with(LAB_ACCESS_CLIENT_ID, "wrong").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("Cloudflare Access"));
+    let r = with(LAB_ACCESS_CLIENT_ID, LAB_ACCESS_CLIENT_SECRET)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("sessions"));
+}

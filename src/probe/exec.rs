@@ -3,12 +3,12 @@
 use std::time::{Duration, Instant};
 
 use crate::http::classify_error;
+use crate::made_by::{edge_gate, made_by_cloudflare, made_by_edge};
 use crate::observation::{AuthMode, ExecRun, FailureKind, HttpResponse, Probe};
 use crate::probe::backend::{parse_line as parse_backend_line, BackendRecord};
 use crate::probe::internal::{parse_batch, parse_record, printable, Record};
 use crate::probe::jsonlines::{Event, Parser};
-use crate::secret::Secret;
-use crate::verdict::made_by_cloudflare;
+use crate::secret::{AccessToken, Secret};
 
 /// What one exec round trip gave: the channel outcome and the records that arrived.
 #[derive(Debug)]
@@ -26,8 +26,9 @@ pub async fn auth_mode(
     client: &reqwest::Client,
     exec_url: &str,
     timeout: Duration,
+    access: Option<&AccessToken>,
 ) -> (AuthMode, Probe) {
-    let probe = crate::http::fetch(
+    let probe = crate::http::fetch_with(
         client,
         crate::http::Request {
             method: "GET",
@@ -37,14 +38,22 @@ pub async fn auth_mode(
             body_cap: 1024,
             timeout,
         },
+        access,
     )
     .await;
     let mode = match probe.response() {
-        Some(r) if r.status == 401 && !made_by_cloudflare(r) => AuthMode::Required,
-        Some(r) if r.status == 405 && !made_by_cloudflare(r) => AuthMode::Off,
+        Some(r) if r.status == 401 && !made_by_edge(r) => AuthMode::Required,
+        Some(r) if r.status == 405 && !made_by_edge(r) => AuthMode::Off,
         _ => AuthMode::Unknown,
     };
     (mode, probe)
+}
+
+/// What the exec call sends besides the command: execd's token and the Access service token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub token: Option<&'a Secret>,
+    pub access: Option<&'a AccessToken>,
 }
 
 /// Runs `command` through `POST {exec_url}/exec` and collects the records of `nonce`.
@@ -54,12 +63,13 @@ pub async fn auth_mode(
 pub async fn run(
     client: &reqwest::Client,
     exec_url: &str,
-    token: Option<&Secret>,
+    creds: Credentials<'_>,
     command: &str,
     nonce: &str,
     exec_timeout: Duration,
     deadline: Duration,
 ) -> ExecResult {
+    let Credentials { token, access } = creds;
     let start = Instant::now();
     let body = serde_json::json!({
         "command": command,
@@ -72,6 +82,11 @@ pub async fn run(
         .body(body.to_string());
     if let Some(t) = token {
         rb = rb.header("authorization", t.bearer_header());
+    }
+    if let Some(a) = access {
+        for (k, v) in a.headers() {
+            rb = rb.header(k, v);
+        }
     }
     let sent = tokio::time::timeout(deadline, rb.send()).await;
     let mut resp = match sent {
@@ -111,13 +126,25 @@ pub async fn run(
             }
         })
         .await;
-        let body = redact(String::from_utf8_lossy(&body).into_owned(), token);
-        let from_edge = made_by_cloudflare(&HttpResponse {
+        let mut body = redact(String::from_utf8_lossy(&body).into_owned(), token);
+        if let Some(a) = access {
+            body = redact(body, Some(&Secret::new(a.expose_secret())));
+        }
+        let answer = HttpResponse {
             status,
             headers,
             body: body.clone(),
             body_truncated: false,
-        });
+        };
+        if let Some(gate) = edge_gate(&answer) {
+            return ExecResult {
+                run: ExecRun::Gated { status, gate },
+                records: Vec::new(),
+                backend: Vec::new(),
+                identity: None,
+            };
+        }
+        let from_edge = made_by_cloudflare(&answer);
         return ExecResult {
             run: ExecRun::Rejected {
                 status,

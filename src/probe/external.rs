@@ -3,14 +3,21 @@
 use std::time::Duration;
 
 use crate::catalog::Service;
-use crate::http::{fetch, Request};
+use crate::http::{fetch_with, Request};
 use crate::observation::Probe;
+use crate::secret::AccessToken;
 
 /// Body bytes kept per external probe.
 pub const BODY_CAP: usize = 64 * 1024;
 
-pub async fn probe(client: &reqwest::Client, s: &Service, url: &str, timeout: Duration) -> Probe {
-    fetch(
+pub async fn probe(
+    client: &reqwest::Client,
+    s: &Service,
+    url: &str,
+    timeout: Duration,
+    access: Option<&AccessToken>,
+) -> Probe {
+    fetch_with(
         client,
         Request {
             method: &s.probe.method,
@@ -20,6 +27,7 @@ pub async fn probe(client: &reqwest::Client, s: &Service, url: &str, timeout: Du
             body_cap: BODY_CAP,
             timeout,
         },
+        access,
     )
     .await
 }
@@ -31,7 +39,9 @@ pub fn is_transient(p: &Probe) -> bool {
     match p {
         Probe::Failed { kind, .. } => matches!(kind, FailureKind::Timeout | FailureKind::Receive),
         Probe::Response { response, .. } => {
-            matches!(response.status, 502..=504) && crate::verdict::made_by_cloudflare(response)
+            matches!(response.status, 502..=504)
+                && crate::made_by::made_by_cloudflare(response)
+                && crate::made_by::edge_gate(response).is_none()
         }
         Probe::NotRun { .. } => false,
     }
@@ -86,6 +96,12 @@ mod tests {
         )));
         assert!(!is_transient(&answer(502, "Caddy", "")));
         assert!(!is_transient(&answer(200, "cloudflare", "ok")));
+        // Under Attack mode's 503 challenge page never goes away by retrying.
+        assert!(!is_transient(&answer(
+            503,
+            "cloudflare",
+            "<title>Just a moment...</title> Performance & security by Cloudflare"
+        )));
         assert!(!is_transient(&Probe::not_run("x")));
         assert_eq!(retry_backoff(0), Duration::from_millis(250));
         assert_eq!(retry_backoff(9), Duration::from_secs(2));

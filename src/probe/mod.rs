@@ -17,7 +17,7 @@ use crate::catalog::{Catalog, Service};
 use crate::observation::{
     AuthMode, ExecChannel, ExecRun, OriginCheck, Probe, ServiceObservation, TargetObservation,
 };
-use crate::secret::Secret;
+use crate::secret::{AccessToken, Secret};
 use crate::target::{origin_check_url, UrlTemplate};
 
 /// Everything the probes need, validated.
@@ -43,6 +43,8 @@ pub struct ProbeConfig {
     pub exec_grace: Duration,
     /// The host vantage (`--on-host`, `--ssh`).
     pub host: Option<host::HostConfig>,
+    /// The Cloudflare Access service token, sent with every request to a hostname under `domain`.
+    pub access: Option<AccessToken>,
     /// What other sources (the PVE API) say each target is (see [`crate::identity`]).
     pub expected_identity: std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
     /// Container hostnames (the 2026 layout's `{instance}`), by VMID, as
@@ -62,6 +64,14 @@ impl ProbeConfig {
             .get(&vmid)
             .map(|i| i.hostname.clone())
             .unwrap_or_else(|| crate::target::default_instance(vmid))
+    }
+
+    /// The Access service token for a request to `url`: only to hostnames under the domain (the
+    /// public chain), never to an internal `--exec-url`.
+    pub fn access_for(&self, url: &str) -> Option<&AccessToken> {
+        self.access
+            .as_ref()
+            .filter(|_| crate::http::under_domain(url, &self.domain))
     }
 
     /// The exec token for one target: the global one, else the one found for this VMID.
@@ -93,7 +103,7 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
         return None;
     }
     let url = origin_check_url(&cfg.template, &cfg.domain);
-    let probe = crate::http::fetch(
+    let probe = crate::http::fetch_with(
         client,
         crate::http::Request {
             method: "GET",
@@ -103,6 +113,7 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
             body_cap: 4096,
             timeout: cfg.timeout,
         },
+        cfg.access_for(&url),
     )
     .await;
     Some(OriginCheck { url, probe })
@@ -155,13 +166,14 @@ pub async fn observe_with(
     let externals = futures_util::future::join_all(routed.iter().map(|s| {
         let url = format!("{}{}", cfg.public_url(s, vmid), s.probe.path);
         async move {
-            let mut p = external::probe(client, s, &url, cfg.timeout).await;
+            let access = cfg.access_for(&url);
+            let mut p = external::probe(client, s, &url, cfg.timeout, access).await;
             for attempt in 0..cfg.retries {
                 if !external::is_transient(&p) {
                     break;
                 }
                 tokio::time::sleep(external::retry_backoff(attempt)).await;
-                p = external::probe(client, s, &url, cfg.timeout).await;
+                p = external::probe(client, s, &url, cfg.timeout, access).await;
             }
             (s.name.clone(), url, p)
         }
@@ -189,11 +201,15 @@ pub async fn observe_with(
             );
         };
         let client = if *via_public { client } else { clients.exec };
-        let auth = exec::auth_mode(client, base, cfg.timeout);
+        let access = cfg.access_for(base);
+        let auth = exec::auth_mode(client, base, cfg.timeout, access);
         let run = exec::run(
             client,
             base,
-            cfg.token_for(vmid),
+            exec::Credentials {
+                token: cfg.token_for(vmid),
+                access,
+            },
             &command,
             &nonce,
             cfg.timeout + cfg.exec_grace / 2,

@@ -66,7 +66,7 @@ pub fn to_value(report: &Report) -> Value {
                     })
                 })
                 .collect();
-            json!({
+            let mut target = json!({
                 "vmid": o.vmid,
                 "status": v.worst().as_str(),
                 "exec": {
@@ -87,7 +87,11 @@ pub fn to_value(report: &Report) -> Value {
                 "services": services,
                 "groups": groups,
                 "state": t.state.as_ref().map(state_value),
-            })
+            });
+            if let Some(g) = &v.edge_gate {
+                target["edge_gate"] = json!(g);
+            }
+            target
         })
         .collect();
     let counts: serde_json::Map<String, Value> = report

@@ -102,10 +102,17 @@ fn probe_cell_in(p: &Probe, compact: bool) -> String {
             response,
             elapsed_ms,
         } => {
+            if let Some(g) = crate::made_by::edge_gate(response) {
+                return if compact {
+                    format!("{} {}", response.status, g.cell())
+                } else {
+                    format!("{} {} · {elapsed_ms} ms", response.status, g.cell())
+                };
+            }
             let cf = if compact { "cf" } else { "cloudflare" };
             let who = match response.header("server") {
                 Some(s) if s.eq_ignore_ascii_case("cloudflare") && response.status >= 500 => {
-                    let code = crate::verdict::cloudflare_error_code(&response.body);
+                    let code = crate::made_by::cloudflare_error_code(&response.body);
                     match code {
                         Some(c) if c != response.status.to_string() => format!(" {cf} {c}"),
                         _ => format!(" {cf}"),
@@ -474,6 +481,31 @@ impl TableFormat {
                 );
             }
         }
+        if let Some(g) = &v.edge_gate {
+            self.push_wrapped(
+                out,
+                &format!("edge gate: {}", g.summary),
+                "",
+                "  ",
+                Some(status_style(Status::Inconclusive)),
+            );
+            for e in &g.evidence {
+                self.push_wrapped(out, e, "  · ", "    ", None);
+            }
+            if !g.services.is_empty() {
+                self.push_wrapped(
+                    out,
+                    &format!(
+                        "stopped there: {} (nothing behind the edge observed from outside)",
+                        g.services.join(", ")
+                    ),
+                    "  · ",
+                    "    ",
+                    None,
+                );
+            }
+            self.push_next(out, "next", &g.next_step, None);
+        }
         self.push_wrapped(
             out,
             &format!("exec channel: {}", v.exec.summary),
@@ -485,9 +517,19 @@ impl TableFormat {
             self.push_next(out, "next", n, None);
         }
         let names: Vec<&str> = o.services.iter().map(|s| s.name.as_str()).collect();
+        // Said once above, in the edge gate, when the internal view adds nothing.
+        let behind_gate = |k: usize| {
+            v.services[k].rule.starts_with("edge-")
+                && matches!(o.services[k].internal, Probe::NotRun { .. })
+                && o.host.is_none()
+        };
+        let gate_next = v.edge_gate.as_ref().map(|g| g.next_step.as_str());
         for g in group::group(&names, &v.services) {
+            if g.members.iter().all(|&k| behind_gate(k)) {
+                continue;
+            }
             out.push('\n');
-            self.block(out, &g, &names, &v.services, focus);
+            self.block(out, &g, &names, &v.services, focus, gate_next);
         }
         for (so, sv) in o.services.iter().zip(&v.services) {
             if sv.status == Status::Skipped {
@@ -512,6 +554,7 @@ impl TableFormat {
         names: &[&str],
         vs: &[Verdict],
         focus: Option<&str>,
+        gate_next: Option<&str>,
     ) {
         let first = &vs[g.members[0]];
         let status = g.key.status;
@@ -622,13 +665,15 @@ impl TableFormat {
                 self.push_wrapped(out, &text, "  · ", "    ", None);
             }
         }
+        // The gate's fix is said once, with the edge gate.
+        let said_above = |n: &String| gate_next == Some(n.as_str());
         if g.same_next_step {
-            if let Some(n) = &first.next_step {
+            if let Some(n) = first.next_step.as_ref().filter(|n| !said_above(n)) {
                 self.push_next(out, "next", n, Some(Style::Bold));
             }
         } else {
             for &m in &g.members {
-                if let Some(n) = &vs[m].next_step {
+                if let Some(n) = vs[m].next_step.as_ref().filter(|n| !said_above(n)) {
                     self.push_next(out, &format!("next ({})", names[m]), n, Some(Style::Bold));
                 }
             }

@@ -127,6 +127,7 @@ pub fn answer_label(a: &Answer) -> String {
         Answer::CaddyBadGateway(s) => format!("caddy_{s}"),
         Answer::CaddyNoRoute => "caddy_no_route".into(),
         Answer::Unreachable(k) => k.as_str().into(),
+        Answer::EdgeGate(g) => format!("edge_gate_{}", g.cell().replace(' ', "_")),
         Answer::NotRun => "not_run".into(),
     }
 }
@@ -148,6 +149,12 @@ pub fn answer_words(label: &str) -> String {
         "caddy_no_route" => "Caddy's answer for no route".into(),
         "origin_answered" => "Caddy's answer".into(),
         l if l.starts_with("status_") => format!("status {}", &l[7..]),
+        l if l.starts_with("edge_gate_") => {
+            format!(
+                "a gate of Cloudflare's edge ({})",
+                l[10..].replace('_', " ")
+            )
+        }
         l if l.starts_with("edge_error_") => format!("Cloudflare {}", &l[11..]),
         l if l.starts_with("caddy_") => format!("Caddy's {}", &l[6..]),
         l => l.replace('_', " "),
@@ -290,7 +297,9 @@ fn origin_label(p: &Probe) -> String {
         Probe::NotRun { .. } => "not_run".into(),
         Probe::Failed { kind, .. } => kind.as_str().into(),
         Probe::Response { response, .. } => {
-            if crate::verdict::made_by_cloudflare(response) {
+            if let Some(g) = crate::made_by::edge_gate(response) {
+                format!("edge_gate_{}", g.cell().replace(' ', "_"))
+            } else if crate::made_by::made_by_cloudflare(response) {
                 if response.status == 530 {
                     "tunnel_down".into()
                 } else {

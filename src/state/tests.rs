@@ -107,6 +107,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
 
 fn verdicts(c: &Catalog, t: &TargetObservation) -> TargetVerdict {
     let ctx = Context {
+        access_token_sent: false,
         catalog: c,
         layout: Layout::PerService,
         caddyfile: Some("/etc/caddy/Caddyfile.cmux"),

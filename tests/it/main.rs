@@ -6,6 +6,7 @@ mod backends;
 mod bad_input;
 mod bash_fallback;
 mod demo_scenarios;
+mod edge_gates;
 mod exec_round_trips;
 mod fleet;
 mod generation_2026;
