@@ -60,8 +60,70 @@ impl reqwest::dns::Resolve for FixedResolver {
     }
 }
 
+/// One name's lookup: its addresses, or the resolver's error.
+pub type Lookup = Result<Vec<SocketAddr>, String>;
+
+/// What the system's resolver gave for each name the client looked up (the last lookup wins):
+/// the evidence of where a public hostname was dialled.
+#[derive(Debug, Clone, Default)]
+pub struct DnsLog(Arc<std::sync::Mutex<std::collections::HashMap<String, Lookup>>>);
+
+impl DnsLog {
+    /// What `host` resolved to (addresses, or the resolver's error); `None` when never looked up.
+    pub fn get(&self, host: &str) -> Option<Result<Vec<SocketAddr>, String>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.0.lock().ok()?.get(&host).cloned()
+    }
+
+    fn record(&self, host: &str, r: Result<Vec<SocketAddr>, String>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(host.trim_end_matches('.').to_ascii_lowercase(), r);
+        }
+    }
+}
+
+/// The system resolver (getaddrinfo, as reqwest's default), recording each answer in a [`DnsLog`].
+struct RecordingResolver(DnsLog);
+
+impl reqwest::dns::Resolve for RecordingResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let log = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let looked_up = tokio::net::lookup_host(format!("{host}:0")).await;
+            match looked_up {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    log.record(&host, Ok(addrs.clone()));
+                    let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+                    Ok(it)
+                }
+                Err(e) => {
+                    log.record(&host, Err(clean_message(&e.to_string())));
+                    Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                }
+            }
+        })
+    }
+}
+
+/// [`build_client`] whose name lookups are recorded ([`DnsLog`]); with `--connect-to` no name is
+/// looked up and the log stays empty.
+pub fn build_client_logged(opts: &ClientOptions) -> Result<(reqwest::Client, DnsLog), ClientError> {
+    let log = DnsLog::default();
+    let client = build_client_with(opts, Some(&log))?;
+    Ok((client, log))
+}
+
 /// Builds the one client of a run. Redirects are never followed: a redirect is evidence.
 pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    build_client_with(opts, None)
+}
+
+fn build_client_with(
+    opts: &ClientOptions,
+    log: Option<&DnsLog>,
+) -> Result<reqwest::Client, ClientError> {
     let mut b = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
@@ -72,6 +134,8 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError
         .tcp_nodelay(true);
     if let Some(addr) = opts.connect_to {
         b = b.dns_resolver(Arc::new(FixedResolver(addr))).no_proxy();
+    } else if let Some(log) = log {
+        b = b.dns_resolver(Arc::new(RecordingResolver(log.clone())));
     }
     if let Some(pem) = &opts.cacert_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -291,5 +355,87 @@ mod tests {
         assert!(!under_domain("https://badexample.test/", "example.test"));
         assert!(!under_domain("https://example.test.evil/", "example.test"));
         assert!(!under_domain("not a url", "example.test"));
+    }
+
+    use reqwest::dns::Resolve;
+    use std::str::FromStr;
+
+    /// The recording resolver keeps what a name resolved to, and the resolver's error for a name
+    /// that cannot resolve (a label over 63 bytes: refused by the resolver library itself, no
+    /// query leaves the machine).
+    #[tokio::test]
+    async fn the_dns_log_records_addresses_and_failures() {
+        let log = DnsLog::default();
+        let r = RecordingResolver(log.clone());
+        let addrs: Vec<SocketAddr> = r
+            .resolve(reqwest::dns::Name::from_str("localhost").unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
+        let got = log.get("LOCALHOST.").unwrap().unwrap();
+        assert_eq!(got, addrs);
+        let bad = format!("{}.test", "a".repeat(64));
+        assert!(r
+            .resolve(reqwest::dns::Name::from_str(&bad).unwrap())
+            .await
+            .is_err());
+        assert!(log.get(&bad).unwrap().is_err());
+        assert!(log.get("never-looked-up.test").is_none());
+    }
+
+    /// Through a real request: the client built with a log records the name it dialled; with
+    /// `--connect-to` nothing is looked up.
+    #[tokio::test]
+    async fn a_logged_client_records_the_name_it_dialled() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let (client, log) = build_client_logged(&ClientOptions::default()).unwrap();
+        let _ = client
+            .get(format!("http://localhost:{port}/"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let got = log.get("localhost").expect("looked up").unwrap();
+        assert!(got.iter().any(|a| a.ip().is_loopback()), "{got:?}");
+        let (client, log) = build_client_logged(&ClientOptions {
+            connect_to: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let _ = client
+            .get("http://xterm-202.example.test/")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        assert!(log.get("xterm-202.example.test").is_none());
+    }
+}
+
+#[cfg(test)]
+mod dns_failure_tests {
+    use super::*;
+
+    /// A name that does not resolve is a `dns` failure through the recording resolver too.
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_a_dns_failure() {
+        let (client, log) = build_client_logged(&ClientOptions::default()).unwrap();
+        let host = format!("{}.test", "a".repeat(64));
+        let url = format!("http://{host}/");
+        let p = fetch(
+            &client,
+            Request {
+                method: "GET",
+                url: &url,
+                headers: &[],
+                keep_headers: &[],
+                body_cap: 16,
+                timeout: Duration::from_secs(5),
+            },
+        )
+        .await;
+        assert_eq!(p.failure(), Some(FailureKind::Dns), "{p:?}");
+        assert!(log.get(&host).unwrap().is_err());
     }
 }

@@ -282,6 +282,54 @@ pub struct ServiceObservation {
     pub external: Probe,
     /// Inside the container, `127.0.0.1:PORT`, through the exec channel.
     pub internal: Probe,
+    /// How the public hostname was reached: what it resolved to, or the `--connect-to` address.
+    /// `None` when no public request was made (or it ended before the name was looked up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dial: Option<Dial>,
+}
+
+/// How a public hostname was reached by the external probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum Dial {
+    /// `--connect-to`: dialled at this address; the name was not looked up (it is still the TLS
+    /// name and the Host header).
+    ConnectTo { host: String, address: String },
+    /// The system's resolver gave these addresses (tried in this order).
+    Dns {
+        host: String,
+        addresses: Vec<String>,
+    },
+    /// The name did not resolve: the resolver's error.
+    DnsFailed { host: String, error: String },
+}
+
+impl Dial {
+    pub fn host(&self) -> &str {
+        match self {
+            Dial::ConnectTo { host, .. }
+            | Dial::Dns { host, .. }
+            | Dial::DnsFailed { host, .. } => host,
+        }
+    }
+
+    /// One line of evidence: `NAME resolved to A, B` / `NAME did not resolve (...)` / `NAME was
+    /// dialled at A (--connect-to)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Dial::ConnectTo { host, address } => format!(
+                "{host} was dialled at {address} (--connect-to; not looked up), with its own name \
+                 for TLS and Host"
+            ),
+            Dial::Dns { host, addresses } => {
+                format!(
+                    "{host} resolved to {} and was dialled there",
+                    addresses.join(", ")
+                )
+            }
+            Dial::DnsFailed { host, error } => format!("{host} did not resolve ({error})"),
+        }
+    }
 }
 
 /// The edge/tunnel/Caddy check that never touches the container: a request to a hostname under the

@@ -70,7 +70,8 @@ async fn diagnose_once(
     deadline: Duration,
 ) -> Result<Report, UsageError> {
     let start = Instant::now();
-    let client = build_client(&ClientOptions {
+    // The public URLs' client records what each name resolved to (the dial evidence).
+    let (client, dns_log) = crate::http::build_client_logged(&ClientOptions {
         connect_to: settings.connect_to,
         cacert_pem: settings.cacert_pem.clone(),
         insecure: settings.insecure,
@@ -196,6 +197,11 @@ async fn diagnose_once(
         for (o, _) in &mut observations {
             host_admin_routes(probe_of(o.vmid), o, &mut caddy);
         }
+    }
+
+    // Where each public hostname was dialled: the --connect-to address, or what it resolved to.
+    for (o, _) in &mut observations {
+        attach_dials(o, settings.connect_to, &dns_log);
     }
 
     // The Caddyfile really read (next steps name it); none when routes came from the admin API.
@@ -552,12 +558,51 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
                 url: s.routed.then(|| cfg.public_url(s, vmid)),
                 external: Probe::not_run(reason.clone()),
                 internal: Probe::not_run(reason.clone()),
+                dial: None,
             })
             .collect(),
         routes: Vec::new(),
         host: None,
         inside: None,
         identity: Default::default(),
+    }
+}
+
+/// Each probed public URL's [`crate::observation::Dial`]: the `--connect-to` address, or what its
+/// hostname resolved to (or the resolver's error) as the run's client recorded it.
+pub fn attach_dials(
+    o: &mut TargetObservation,
+    connect_to: Option<std::net::SocketAddr>,
+    log: &crate::http::DnsLog,
+) {
+    use crate::observation::Dial;
+    for s in &mut o.services {
+        if matches!(s.external, Probe::NotRun { .. }) {
+            continue;
+        }
+        let Some(host) = s
+            .url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_string))
+        else {
+            continue;
+        };
+        s.dial = match connect_to {
+            Some(a) => Some(Dial::ConnectTo {
+                host,
+                address: a.to_string(),
+            }),
+            None => match log.get(&host) {
+                Some(Ok(addrs)) => Some(Dial::Dns {
+                    host,
+                    addresses: addrs.iter().map(|a| a.ip().to_string()).collect(),
+                }),
+                Some(Err(error)) => Some(Dial::DnsFailed { host, error }),
+                // An address in the URL, or a request cut before the lookup.
+                None => None,
+            },
+        };
     }
 }
 

@@ -463,6 +463,12 @@ struct Facts {
     host_lost_container: Option<String>,
     /// Every public hostname failed the same way before any HTTP answer (DNS or connect).
     public_all_failed: Option<FailureKind>,
+    /// In the same run some public requests got Cloudflare's 530 / error 1033 and others got
+    /// through the tunnel: its connectors flap (or some names lead to another tunnel).
+    tunnel_flapping: bool,
+    /// The origin check failed while other requests got through the same tunnel and Caddy: its
+    /// hostname is routed elsewhere (a catch-all route), so its failure proves nothing.
+    origin_contradicted: Option<String>,
 }
 
 /// What the whole target proves (step 2).
@@ -476,6 +482,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     }
     let mut externals = 0usize;
     let mut tunnel_down = 0usize;
+    // Services whose public request got through the tunnel (an answer from behind the edge).
+    let mut through_tunnel = false;
     let mut failures = Vec::new();
     for so in &t.services {
         let Some(svc) = ctx.catalog.get(&so.name) else {
@@ -489,6 +497,10 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         if a == Answer::TunnelDown {
             tunnel_down += 1;
         }
+        through_tunnel |= so
+            .external
+            .response()
+            .is_some_and(|r| !made_by_cloudflare(r));
         if chain.is_none()
             && matches!(
                 a,
@@ -510,7 +522,7 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         )) if failures.len() > 1 && failures.iter().all(|f| *f == Some(*k)) => Some(*k),
         _ => None,
     };
-    let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
+    let mut origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
         Probe::Response { response, .. } if edge_gate(response).is_some() => None,
         Probe::Response { response, .. } => {
             Some(!made_by_cloudflare(response) && !cloudflared_catch_all(response))
@@ -523,6 +535,27 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,
     });
+    // The services' own answers are the witnesses (at least one 530 and one through the tunnel);
+    // the origin check and the exec call do not count alone.
+    let tunnel_flapping = through_tunnel && tunnel_down > 0;
+    // A failed origin check next to requests that reached the container through the same tunnel
+    // and Caddy: the check's hostname is answered by something else than Caddy's catch-all.
+    let mut origin_contradicted = None;
+    if origin_ok == Some(false) && !tunnel_flapping {
+        if let (Some(c), Some(o)) = (&chain, &t.origin) {
+            origin_contradicted = Some(format!(
+                "the origin check {} failed ({}), but {c}: Caddy does not answer that hostname \
+                 itself (a catch-all route sends it elsewhere), so it proves nothing",
+                o.url,
+                describe_probe(&o.probe)
+            ));
+            origin_ok = None;
+        }
+    }
+    if tunnel_flapping {
+        // Its 530 (or its answer) is the flapping tunnel's, not Caddy's state.
+        origin_ok = None;
+    }
     let internal_unavailable = if t.exec.internal_ran() {
         None
     } else {
@@ -572,6 +605,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         internal_unavailable,
         host_lost_container,
         public_all_failed,
+        tunnel_flapping,
+        origin_contradicted,
     }
 }
 
@@ -888,11 +923,23 @@ impl Subject<'_> {
                 _ => "the zone's security settings (WAF, bot rules, Access): see the edge gate"
                     .into(),
             },
+            Layer::Input if self.f.public_all_failed == Some(FailureKind::Dns) => format!(
+                "no public hostname resolves: check --domain (these names end in {}; dig +short \
+                 {host})",
+                host.split_once('.').map_or(host.as_str(), |(_, d)| d)
+            ),
             Layer::Input => format!(
                 "every public hostname failed the same way ({}) when dialled at {}: check \
                  --domain (these names end in {}) and --connect-to (dig +short {host})",
                 self.f.public_all_failed.map_or("?", |k| k.as_str()),
-                self.ctx.connect_to.unwrap_or("the address DNS gives"),
+                match dials(self.t).1 {
+                    a if a.is_empty() => self
+                        .ctx
+                        .connect_to
+                        .unwrap_or("the address DNS gives")
+                        .to_string(),
+                    a => first_three(&a),
+                },
                 host.split_once('.').map_or(host.as_str(), |(_, d)| d)
             ),
         }
@@ -1031,6 +1078,39 @@ fn decide(x: &Subject) -> Row {
     let (s, vmid, p) = (x.s, x.vmid(), x.port());
     let ct = x.ctx.instance_name(vmid);
     let (label, host) = (x.label(), x.host());
+
+    // A flapping tunnel: this answer (healthy or 530) was luck of the draw; users get either.
+    if x.f.tunnel_flapping && matches!(x.e, Answer::Healthy | Answer::TunnelDown) {
+        // The host's view of cloudflared, when there is one, names the tunnel's state itself.
+        if let Some(r) = decide_host_tunnel(x) {
+            return r;
+        }
+        let (status, summary) = if x.e == Answer::TunnelDown {
+            (
+                Status::Broken,
+                format!(
+                    "Cloudflare answered 530 / error 1033 for {host} while other requests of \
+                     this run got through the same tunnel: its connectors flap, or {host} \
+                     leads to another tunnel"
+                ),
+            )
+        } else {
+            (
+                Status::Degraded,
+                format!(
+                    "{} answered through the tunnel, but Cloudflare answered 530 / error 1033 \
+                     to other requests of this run: the tunnel's connectors flap (or those \
+                     names lead to another tunnel), so users get errors intermittently",
+                    s.name
+                ),
+            )
+        };
+        return row(status, Some(Layer::Tunnel), "tunnel-flapping", summary).next(
+            "on the PVE host: journalctl -u cloudflared --since -15min (connections registered \
+             and lost); cloudflared tunnel info <tunnel>; check that every connector serves the \
+             same tunnel and every name's DNS record points to it",
+        );
+    }
 
     // A healthy public answer wins over anything else: the public URL working is the goal.
     if x.e == Answer::Healthy {
@@ -1399,18 +1479,57 @@ fn unreachable_row(x: &Subject) -> Row {
     )
 }
 
+/// At most three items, then how many more.
+fn first_three(items: &[String]) -> String {
+    match items.len() {
+        0..=3 => items.join(", "),
+        n => format!("{}, and {} more", items[..3].join(", "), n - 3),
+    }
+}
+
+/// Where the public hostnames were dialled (the dial evidence): the names that did not resolve,
+/// and the addresses dialled (the `--connect-to` address, or what DNS gave), each once.
+fn dials(t: &TargetObservation) -> (Vec<String>, Vec<String>) {
+    use crate::observation::Dial;
+    let (mut failed, mut addresses) = (Vec::new(), Vec::new());
+    for d in t.services.iter().filter_map(|s| s.dial.as_ref()) {
+        match d {
+            Dial::DnsFailed { host, .. } => failed.push(host.clone()),
+            Dial::ConnectTo { address, .. } => addresses.push(address.clone()),
+            Dial::Dns { addresses: a, .. } => addresses.extend(a.iter().cloned()),
+        }
+    }
+    addresses.sort();
+    addresses.dedup();
+    (failed, addresses)
+}
+
 /// Every public hostname failed the same way at DNS, connect or TLS: the tunnel's DNS/edge, or
 /// pvediag was pointed at the wrong place (`--domain`, `--connect-to`).
 fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
     let host = x.host();
+    let (failed_names, addresses) = dials(x.t);
+    let dialled = if addresses.is_empty() {
+        x.ctx
+            .connect_to
+            .unwrap_or("the address DNS gives")
+            .to_string()
+    } else {
+        first_three(&addresses)
+    };
     let (rule, first, summary) = match k {
         FailureKind::Dns => (
             "all-public-dns",
             Layer::Tunnel,
             format!(
-                "no public hostname of cmux-{} resolves ({host} neither): the DNS record is \
-                missing, or --domain names another zone",
-                x.vmid()
+                "no public hostname of cmux-{} resolves ({}): the DNS record is missing, or \
+                 --domain names another zone",
+                x.vmid(),
+                if failed_names.is_empty() {
+                    format!("{host} neither")
+                } else {
+                    first_three(&failed_names)
+                }
             ),
         ),
         FailureKind::Certificate | FailureKind::Tls => (
@@ -1422,10 +1541,11 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
                  elsewhere{}",
                 k.as_str(),
                 x.vmid(),
-                x.ctx
-                    .connect_to
-                    .map(|a| format!(" (dialled at {a})"))
-                    .unwrap_or_default()
+                if addresses.is_empty() && x.ctx.connect_to.is_none() {
+                    String::new()
+                } else {
+                    format!(" (dialled at {dialled})")
+                }
             ),
         ),
         _ => (
@@ -1435,7 +1555,7 @@ fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
                 "every public hostname of cmux-{} was refused at {}: nothing listens at the \
                     edge address, or --connect-to points elsewhere",
                 x.vmid(),
-                x.ctx.connect_to.unwrap_or("the address DNS gives")
+                dialled
             ),
         ),
     };
@@ -2357,7 +2477,9 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
         });
     }
     if r.status != Status::Healthy {
-        if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
+        if let Some(d) = &so.dial {
+            evidence.push(d.describe());
+        } else if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
             evidence.push(match x.ctx.connect_to {
                 Some(a) => format!(
                     "{} was dialled at {a} (--connect-to), with its own name for TLS and Host",
@@ -2371,6 +2493,9 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
         }
         if let Some(c) = &f.chain_reaches_container {
             evidence.push(c.clone());
+        }
+        if let Some(why) = &f.origin_contradicted {
+            evidence.push(why.clone());
         }
         if let Some(ok) = f.origin_ok {
             evidence.push(if ok {

@@ -275,6 +275,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
             } else {
                 Probe::not_run("the exec channel is unavailable")
             },
+            dial: None,
         })
         .collect();
     let origin = match w.outer {

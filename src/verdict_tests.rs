@@ -99,6 +99,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
                     Probe::not_run("not routed through the tunnel")
                 },
                 internal: healthy_answer(&s.name, false),
+                dial: None,
             })
             .collect(),
         routes: vec![],
@@ -572,12 +573,34 @@ const CASES: &[Case] = &[
         Broken,
         Some(Tunnel),
     ),
+    // One hostname's 530 next to answers through the same tunnel: flapping connectors (or a name
+    // leading to another tunnel). The 530 is broken, the others degraded; never healthy.
     case(
-        "tunnel-down",
+        "tunnel-flapping",
         "vscode",
         |t| set_ext(t, "vscode", cf(530, "<html>Cloudflare Tunnel error</html>")),
         Broken,
         Some(Tunnel),
+    ),
+    case(
+        "tunnel-flapping",
+        "xterm",
+        |t| set_ext(t, "vscode", cf(530, "error code: 1033")),
+        Degraded,
+        Some(Tunnel),
+    ),
+    // The origin check failed (its hostname routed elsewhere) while the chain reaches the
+    // container: it proves nothing, the service's own fault is named.
+    case(
+        "service-down",
+        "vscode",
+        |t| {
+            edge502(t, "vscode");
+            set_int(t, "vscode", failed(FailureKind::Refused));
+            t.origin.as_mut().unwrap().probe = cf(502, "error code: 502");
+        },
+        Broken,
+        Some(Service),
     ),
     case(
         "tunnel-no-ingress",
@@ -1900,6 +1923,81 @@ fn decision_table_doc_matches_the_cases() {
     assert!(
         missing_test.is_empty(),
         "rows documented but not tested: {missing_test:?}"
+    );
+}
+
+/// The dial evidence: each public hostname's resolution is in its evidence, and the all-public rules
+/// quote the names that failed or the addresses dialled.
+#[test]
+fn the_dialled_address_and_resolved_names_are_evidence() {
+    use crate::observation::Dial;
+    let c = Catalog::embedded();
+    let routed = |t: &mut TargetObservation, f: &dyn Fn(&str) -> Dial| {
+        for s in t.services.iter_mut().filter(|s| s.url.is_some()) {
+            let host = url::Url::parse(s.url.as_deref().unwrap())
+                .unwrap()
+                .host_str()
+                .unwrap()
+                .to_string();
+            s.dial = Some(f(&host));
+        }
+    };
+    // DNS failed for every name: the rule names them.
+    let mut t = healthy_target(&c);
+    all_ext(&mut t, failed(FailureKind::Dns));
+    routed(&mut t, &|h| Dial::DnsFailed {
+        host: h.into(),
+        error: "failed to lookup address information: Name or service not known".into(),
+    });
+    let v = verdict_of(&c, &t, "xterm");
+    assert_eq!(v.rule, "all-public-dns");
+    assert!(v.summary.contains("-202.example.test, "), "{}", v.summary);
+    assert!(v.summary.contains("more"), "{}", v.summary);
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("xterm-202.example.test did not resolve (failed to lookup")),
+        "{:?}",
+        v.evidence
+    );
+    // Refused at what DNS gave: the rule and the input candidate quote the address.
+    let mut t = healthy_target(&c);
+    all_ext(&mut t, failed(FailureKind::Refused));
+    routed(&mut t, &|h| Dial::Dns {
+        host: h.into(),
+        addresses: vec!["192.0.2.7".into()],
+    });
+    let v = verdict_of(&c, &t, "vnc");
+    assert_eq!(v.rule, "all-public-refused");
+    assert!(v.summary.contains("refused at 192.0.2.7"), "{}", v.summary);
+    let input = v.candidates.iter().find(|c| c.layer == Input).unwrap();
+    assert!(input.check.contains("192.0.2.7"), "{}", input.check);
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("vnc-202.example.test resolved to 192.0.2.7")),
+        "{:?}",
+        v.evidence
+    );
+    // --connect-to: the address used, and that the name was not looked up.
+    let mut t = healthy_target(&c);
+    all_ext(&mut t, failed(FailureKind::Refused));
+    routed(&mut t, &|h| Dial::ConnectTo {
+        host: h.into(),
+        address: "127.0.0.1:1".into(),
+    });
+    let v = verdict_of(&c, &t, "xterm");
+    assert!(
+        v.summary.contains("refused at 127.0.0.1:1"),
+        "{}",
+        v.summary
+    );
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("dialled at 127.0.0.1:1 (--connect-to; not looked up)")),
+        "{:?}",
+        v.evidence
     );
 }
 

@@ -36,6 +36,10 @@ pub struct CaddyCtx {
 /// The service name of the later layout's one generic rule (`port-{port}-{instance}.DOMAIN`).
 pub const GENERIC: &str = "*";
 
+/// The "service" of a last `handle` block without a matcher: every hostname no other route matches
+/// is sent to `dashboard.lan:PORT`, a host outside the lab (its name does not resolve: Caddy's 502).
+pub const FALLBACK: &str = "*fallback";
+
 /// The generic rule's Host regexp as cmux writes it.
 pub const GENERIC_REGEX: &str = r"^port-(\d+)-([a-z0-9-]+)\.";
 
@@ -50,6 +54,9 @@ pub fn generic_regex(rule: &GenericRule) -> Regex {
 pub fn route_regex(service: &str) -> Regex {
     if service == GENERIC {
         return Regex::new(GENERIC_REGEX).expect("valid route regex");
+    }
+    if service == FALLBACK {
+        return Regex::new("^").expect("valid route regex");
     }
     Regex::new(&format!(r"^{}-(\d+)\.", regex::escape(service))).expect("valid route regex")
 }
@@ -114,7 +121,11 @@ pub fn caddyfile(routes: &[RouteSpec]) -> String {
 /// transition), the per-service rules come first and the generic rule and catch-all after them.
 pub fn caddyfile_with(routes: &[RouteSpec], rule: &GenericRule) -> String {
     let generic = routes.iter().any(|r| r.service == GENERIC);
-    let per_service: Vec<&RouteSpec> = routes.iter().filter(|r| r.service != GENERIC).collect();
+    let per_service: Vec<&RouteSpec> = routes
+        .iter()
+        .filter(|r| r.service != GENERIC && r.service != FALLBACK)
+        .collect();
+    let fallback = routes.iter().find(|r| r.service == FALLBACK);
     if generic && per_service.is_empty() {
         return caddyfile_2026(rule);
     }
@@ -141,6 +152,12 @@ pub fn caddyfile_with(routes: &[RouteSpec], rule: &GenericRule) -> String {
             .unwrap_or("");
         out.push('\n');
         out.push_str(inner);
+    }
+    if let Some(f) = fallback {
+        out.push_str(&format!(
+            "\n    # Everything else: the dashboard\n    handle {{\n        reverse_proxy dashboard.lan:{}\n    }}\n",
+            f.port
+        ));
     }
     out.push_str("}\n");
     out
@@ -219,7 +236,10 @@ where
     // (container hostname's VMID, port Caddy dials, through the generic rule)
     let matched = ctx.routes.iter().find_map(|(re, route)| {
         let c = re.captures(host_hdr)?;
-        if route.service == GENERIC {
+        if route.service == FALLBACK {
+            // dashboard.lan: not a container of the lab, so it never resolves.
+            Some((None, route.port, false))
+        } else if route.service == GENERIC {
             let port: u16 = c.get(1)?.as_str().parse().ok()?;
             let instance = c.get(2)?.as_str();
             // `{instance}{suffix}` resolves only with the LAN's `.lan` names.

@@ -103,6 +103,8 @@ pub struct EdgeCtx {
     pub tunnel_up: bool,
     pub caddy_addr: SocketAddr,
     pub delay_ms: u64,
+    /// The connectors flap: every other request (counted here) gets 530 / `error code: 1033`.
+    pub flapping: Option<std::sync::atomic::AtomicU64>,
 }
 
 pub fn start(
@@ -352,7 +354,11 @@ where
         http::send(s, &b).await?;
         return Ok(true);
     }
-    if !ctx.tunnel_up {
+    let flapped = ctx
+        .flapping
+        .as_ref()
+        .is_some_and(|n| n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0);
+    if !ctx.tunnel_up || flapped {
         http::send(s, &cf_error(530, 1033, &ray, false, accept)).await?;
         return Ok(true);
     }

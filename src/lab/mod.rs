@@ -52,6 +52,9 @@ pub struct LabConfig {
     pub pve_api: bool,
     /// VMIDs whose hostname the LAN's DNS does not publish: `{hostname}.lan` does not resolve.
     pub unpublished: Vec<u32>,
+    /// The tunnel's connectors flap: the edge answers every other request with 530 / `error code:
+    /// 1033` and lets the others through.
+    pub tunnel_flapping: bool,
 }
 
 /// The 2026 layout's one generic Caddy rule, and the ways it goes wrong.
@@ -93,6 +96,7 @@ impl Default for LabConfig {
             generic: GenericRule::default(),
             pve_api: false,
             unpublished: Vec::new(),
+            tunnel_flapping: false,
         }
     }
 }
@@ -452,6 +456,8 @@ pub const SCENARIOS: &[&str] = &[
     "cdp-down-and-route",
     "preview-off-and-port",
     "container-down-caddy-ok",
+    "tunnel-flapping",
+    "origin-check-elsewhere",
     "lan-name-to-other-sandbox",
     "route-to-other-sandbox",
 ];
@@ -724,6 +730,29 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             (
                 "container-down-caddy-ok",
                 "202 is stopped while 203 behind the same Caddy and tunnel is healthy",
+                c,
+            )
+        }
+        "tunnel-flapping" => {
+            let mut c = base;
+            c.tunnel_flapping = true;
+            (
+                "tunnel-flapping",
+                "the tunnel's connectors flap: Cloudflare answers every other request with 530 / error 1033",
+                c,
+            )
+        }
+        "origin-check-elsewhere" => {
+            let mut c = base;
+            c.routes.push(RouteSpec {
+                service: caddy::FALLBACK.into(),
+                port: 3000,
+                upstream: None,
+            });
+            c.containers = vec![without(ct, ServiceKind::Vscode)];
+            (
+                "origin-check-elsewhere",
+                "Caddy sends every unmatched hostname (the origin check's too) to a dashboard on another host that is down; openvscode-server is not running",
                 c,
             )
         }
@@ -1032,7 +1061,9 @@ impl Lab {
         anyhow::ensure!(!domain.is_empty(), "lab: empty domain");
         for r in &config.routes {
             anyhow::ensure!(
-                crate::catalog::valid_service_name(&r.service) || r.service == caddy::GENERIC,
+                crate::catalog::valid_service_name(&r.service)
+                    || r.service == caddy::GENERIC
+                    || r.service == caddy::FALLBACK,
                 "lab: route service {:?} is not a service name",
                 r.service
             );
@@ -1132,6 +1163,7 @@ impl Lab {
                 tunnel_up: config.tunnel_up,
                 caddy_addr,
                 delay_ms: config.delays.edge_ms,
+                flapping: config.tunnel_flapping.then(Default::default),
             },
         ));
         let (ready_task, ready_addr) = host::start_ready(config.tunnel_up).await?;

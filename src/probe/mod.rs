@@ -297,6 +297,7 @@ pub async fn observe_with(
                 url,
                 external,
                 internal,
+                dial: None,
             }
         })
         .collect();

@@ -38,6 +38,10 @@ pub fn to_value(report: &Report) -> Value {
                         "internal": so.internal,
                         "verdict": sv,
                     });
+                    // Where the public hostname was dialled (absent when no request was made).
+                    if let Some(d) = &so.dial {
+                        s["dial"] = json!(d);
+                    }
                     // What changed since the last healthy run that bears on this verdict
                     // (docs/state.md); only when the state directory had a healthy run.
                     if let Some(since) = t

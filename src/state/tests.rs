@@ -90,6 +90,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
                     Probe::not_run("not routed through the tunnel")
                 },
                 internal: healthy_answer(&s.name, false),
+                dial: None,
             })
             .collect(),
         routes: c

@@ -42,6 +42,11 @@ fn selecting_a_service_never_changes_its_verdict() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut compared = 0;
     for name in lab::SCENARIOS {
+        // A flapping tunnel answers each request by the luck of the draw: two runs differ by
+        // design, selected or not (its verdicts are pinned in verdict_trust.rs).
+        if *name == "tunnel-flapping" {
+            continue;
+        }
         let scenario = lab::scenario(name).unwrap();
         rt.block_on(async {
             let lab = Lab::start(scenario.config.clone()).await.unwrap();
@@ -99,5 +104,5 @@ fn selecting_a_service_never_changes_its_verdict() {
             lab.shutdown().await;
         });
     }
-    assert!(compared >= lab::SCENARIOS.len() * 8, "{compared}");
+    assert!(compared >= (lab::SCENARIOS.len() - 1) * 8, "{compared}");
 }

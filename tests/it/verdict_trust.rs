@@ -553,3 +553,152 @@ fn a_caddyfile_without_cmux_routes_is_a_finding_in_the_diagnosis() {
     let x = verdict(&v, 202, "xterm");
     assert_eq!(cell(x), "broken (caddy|service|container)", "{x}");
 }
+
+/// `tunnel-flapping`: the edge answers every other request with 530 / 1033. Users are affected
+/// intermittently: every routed service is broken (its request got the 530) or degraded (it got
+/// through), always on the tunnel, never healthy, never an inner hop — with the Caddyfile, without
+/// it, and from the host.
+#[test]
+fn a_flapping_tunnel_is_never_healthy_and_never_an_inner_hop() {
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("tunnel-flapping");
+    let mut runs: Vec<(String, i32, Value)> = Vec::new();
+    for extra in [&[][..], &["--on-host", "--no-pct"][..]] {
+        let mut args = vec!["--scenario", "tunnel-flapping"];
+        args.extend_from_slice(extra);
+        let (code, v) = demo_json(&args);
+        runs.push((format!("demo {extra:?}"), code, v));
+    }
+    let (code, json) = lab.run(&lab.without_caddyfile(), &["--format", "json"]);
+    runs.push((
+        "without --caddyfile".into(),
+        code,
+        serde_json::from_str(&json).unwrap(),
+    ));
+    for (what, code, v) in &runs {
+        assert_eq!(*code, 1, "{what}: {v:#}");
+        let t = &v["targets"][0];
+        let mut got = std::collections::BTreeSet::new();
+        for s in t["services"].as_array().unwrap() {
+            let x = &s["verdict"];
+            if s["url"].is_null() {
+                // Internal-only: as good as the exec call's luck, but never blamed outward.
+                assert!(
+                    ["healthy", "inconclusive"].contains(&cell(x).as_str()),
+                    "{what} {}: {x}",
+                    s["name"]
+                );
+                continue;
+            }
+            let c = cell(x);
+            assert!(
+                c == "broken (tunnel)" || c == "degraded (tunnel)",
+                "{what} {}: {x}",
+                s["name"]
+            );
+            if c == "broken (tunnel)" {
+                assert_eq!(x["rule"], "tunnel-flapping", "{what}: {x}");
+            }
+            got.insert(c);
+        }
+        assert_eq!(got.len(), 2, "{what}: both answers seen: {got:?}");
+    }
+}
+
+/// `origin-check-elsewhere`: Caddy sends unmatched hostnames (the origin check's) to a host that is
+/// down, and openvscode-server is not running. The failed origin check must not turn the service's
+/// fault into "cloudflared cannot reach Caddy": vscode is broken (service) with and without the
+/// Caddyfile and from the host, the others healthy, and the evidence says the check proves nothing.
+#[test]
+fn an_origin_check_routed_elsewhere_does_not_hide_the_fault() {
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("origin-check-elsewhere");
+    let mut runs: Vec<(String, i32, Value)> = Vec::new();
+    for extra in [&[][..], &["--on-host", "--no-pct"][..]] {
+        let mut args = vec!["--scenario", "origin-check-elsewhere"];
+        args.extend_from_slice(extra);
+        let (code, v) = demo_json(&args);
+        runs.push((format!("demo {extra:?}"), code, v));
+    }
+    let (code, json) = lab.run(&lab.without_caddyfile(), &["--format", "json"]);
+    runs.push((
+        "without --caddyfile".into(),
+        code,
+        serde_json::from_str(&json).unwrap(),
+    ));
+    for (what, code, v) in &runs {
+        assert_eq!(*code, 1, "{what}: {v:#}");
+        let x = verdict(v, 202, "vscode");
+        assert_eq!(cell(x), "broken (service)", "{what}: {x}");
+        assert!(x.to_string().contains("proves nothing"), "{what}: {x}");
+        for s in v["targets"][0]["services"].as_array().unwrap() {
+            if s["name"] != "vscode" {
+                assert_eq!(cell(&s["verdict"]), "healthy", "{what}: {s}");
+            }
+        }
+    }
+}
+
+/// The dialled address and the resolved names are evidence: a name that does not resolve is named
+/// in the rule and in `dial` (a label over 63 bytes fails in the resolver library itself: no query
+/// leaves the machine), and `--connect-to` is named with its address, not looked up.
+#[test]
+fn the_dialled_address_and_the_resolved_names_are_evidence() {
+    let long = "a".repeat(60);
+    let out = pvediag()
+        .args(["202", "--domain", "example.test", "--url-template"])
+        .arg(format!("http://{{service}}-{{vmid}}-{long}.{{domain}}"))
+        .args(["--timeout", "3s", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let xterm = v["targets"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "xterm")
+        .unwrap();
+    let host = format!("xterm-202-{long}.example.test");
+    assert_eq!(xterm["dial"]["via"], "dns_failed", "{xterm}");
+    assert_eq!(xterm["dial"]["host"], host.as_str());
+    let x = &xterm["verdict"];
+    assert_eq!(x["rule"], "all-public-dns", "{x}");
+    assert_eq!(cell(x), "broken (tunnel|input)");
+    assert!(x["summary"].as_str().unwrap().contains("-202-aaaa"), "{x}");
+    assert!(
+        x["evidence"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .contains(&format!("{host} did not resolve"))),
+        "{x}"
+    );
+
+    if !curl_present() {
+        return;
+    }
+    let lab = Served::start("healthy");
+    let mut args = lab.args.clone();
+    let i = args.iter().position(|a| a == "--connect-to").unwrap();
+    args[i + 1] = "127.0.0.1:1".into();
+    let (code, json) = lab.run(&args, &["--format", "json"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    for s in v["targets"][0]["services"].as_array().unwrap() {
+        if s["url"].is_null() {
+            assert!(s.get("dial").is_none(), "{s}");
+            continue;
+        }
+        assert_eq!(s["dial"]["via"], "connect_to", "{s}");
+        assert_eq!(s["dial"]["address"], "127.0.0.1:1", "{s}");
+    }
+    let x = verdict(&v, 202, "xterm");
+    assert!(
+        x["summary"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{x}"
+    );
+}
