@@ -31,9 +31,10 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Containers to diagnose: VMIDs (202) or instance names (cmux-202, pvelxc-1a2b3c4d; names need
-    /// the PVE API)
-    #[arg(value_name = "VMID|NAME", required_unless_present = "all", value_parser = parse_target)]
+    /// Containers to diagnose: VMIDs (202), instance names (cmux-202, pvelxc-1a2b3c4d; names need
+    /// the PVE API) or a service's public URL as the browser shows it
+    /// (https://xterm-202.example.com/sessions, https://port-39383-pvelxc-1a2b3c4d.example.com/)
+    #[arg(value_name = "VMID|NAME|URL", value_parser = parse_target)]
     pub targets: Vec<TargetArg>,
 
     /// Diagnose every running cmux container the Proxmox VE API lists (PVE_API_URL, PVE_API_TOKEN)
@@ -44,11 +45,94 @@ pub struct Cli {
     pub diag: DiagnoseArgs,
 }
 
-/// A positional target: a VMID or an instance name (resolved through the PVE API).
+/// A positional target: a VMID or an instance name (resolved through the PVE API), or a public URL
+/// that names both a sandbox and one of its services.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetArg {
     Vmid(u32),
     Name(String),
+    Url(PublicUrl),
+}
+
+/// A service's public URL, taken apart: `https://{service}-{vmid}.{domain}/…` (seed) or
+/// `https://port-{port}-{instance}.{domain}/…` (2026).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// The sandbox: a VMID (seed) or an instance name (2026).
+    pub sandbox: Sandbox,
+    pub service: ServiceRef,
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sandbox {
+    Vmid(u32),
+    Name(String),
+}
+
+/// How a URL names its service: by name (seed) or by port (2026).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceRef {
+    Name(String),
+    Port(u16),
+}
+
+impl TargetArg {
+    /// The sandbox part: a VMID or a name.
+    pub fn sandbox(&self) -> Sandbox {
+        match self {
+            TargetArg::Vmid(v) => Sandbox::Vmid(*v),
+            TargetArg::Name(n) => Sandbox::Name(n.clone()),
+            TargetArg::Url(u) => u.sandbox.clone(),
+        }
+    }
+}
+
+/// Takes a public URL apart; `None` when it is not an http(s) URL of either form.
+pub fn parse_public_url(s: &str) -> Result<PublicUrl, UsageError> {
+    let bad = |why: &str| {
+        UsageError::new(format!(
+            "{s:?}: {why}; a public URL looks like https://xterm-202.example.com/ or \
+             https://port-39383-pvelxc-1a2b3c4d.example.com/"
+        ))
+    };
+    let u = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("not an http(s) URL"));
+    }
+    let host = u
+        .host_str()
+        .ok_or_else(|| bad("no host"))?
+        .to_ascii_lowercase();
+    let (label, domain) = host.split_once('.').ok_or_else(|| bad("no domain"))?;
+    let domain = validate_domain(domain).map_err(|e| bad(&e.to_string()))?;
+    // 2026: port-{port}-{instance}
+    if let Some(rest) = label.strip_prefix("port-") {
+        if let Some((port, instance)) = rest.split_once('-') {
+            if let Ok(port) = port.parse::<u16>() {
+                if is_instance_name(instance) {
+                    return Ok(PublicUrl {
+                        sandbox: Sandbox::Name(instance.to_string()),
+                        service: ServiceRef::Port(port),
+                        domain,
+                    });
+                }
+            }
+        }
+    }
+    // seed: {service}-{vmid}
+    let (service, vmid) = label
+        .rsplit_once('-')
+        .ok_or_else(|| bad("the host names no sandbox"))?;
+    let vmid = parse_vmid(vmid).map_err(|_| bad("the host names no sandbox"))?;
+    if service.is_empty() {
+        return Err(bad("the host names no service"));
+    }
+    Ok(PublicUrl {
+        sandbox: Sandbox::Vmid(vmid),
+        service: ServiceRef::Name(service.to_string()),
+        domain,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +145,17 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Show a container's recent transitions (healthy -> broken at T, and why) from the state directory
     History(HistoryArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `pvediag history VMID` (docs/state.md).
@@ -251,7 +346,7 @@ pub struct DiagnoseArgs {
 pub struct ReachArgs {
     /// The public domain of the sandboxes
     #[arg(long, env = "PVE_PUBLIC_DOMAIN", value_name = "DOMAIN", value_parser = parse_domain)]
-    pub(crate) domain: Option<String>,
+    pub domain: Option<String>,
 
     /// Dial HOST:PORT for every public URL, keeping Host and SNI (like curl --connect-to); not --exec-url
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_connect_to)]
@@ -473,6 +568,9 @@ fn parse_wait(s: &str) -> Result<Duration, UsageError> {
 }
 
 fn parse_target(s: &str) -> Result<TargetArg, UsageError> {
+    if s.contains("://") {
+        return parse_public_url(s).map(TargetArg::Url);
+    }
     if is_instance_name(s) {
         return Ok(TargetArg::Name(s.to_string()));
     }
@@ -700,6 +798,38 @@ mod tests {
             assert!(!is_instance_name(bad), "{bad}");
         }
         assert_eq!(parse_target("202").unwrap(), TargetArg::Vmid(202));
+        assert_eq!(
+            parse_target("https://xterm-202.example.test/sessions").unwrap(),
+            TargetArg::Url(PublicUrl {
+                sandbox: Sandbox::Vmid(202),
+                service: ServiceRef::Name("xterm".into()),
+                domain: "example.test".into(),
+            })
+        );
+        assert_eq!(
+            parse_target("https://port-39383-cmux-202.example.test/").unwrap(),
+            TargetArg::Url(PublicUrl {
+                sandbox: Sandbox::Name("cmux-202".into()),
+                service: ServiceRef::Port(39383),
+                domain: "example.test".into(),
+            })
+        );
+        assert_eq!(
+            parse_target("https://port-39383-pvelxc-8d9c05aa.a.example.com/x").unwrap(),
+            TargetArg::Url(PublicUrl {
+                sandbox: Sandbox::Name("pvelxc-8d9c05aa".into()),
+                service: ServiceRef::Port(39383),
+                domain: "a.example.com".into(),
+            })
+        );
+        for bad in [
+            "ftp://xterm-202.example.test/",
+            "https://example/",
+            "https://xterm.example.test/",
+        ] {
+            let e = parse_target(bad).unwrap_err().to_string();
+            assert!(e.contains("a public URL looks like"), "{bad}: {e}");
+        }
         assert!(parse_target("+202").is_err());
         assert_eq!(parse_concurrency("1"), Ok(1));
         assert_eq!(parse_concurrency("256"), Ok(256));

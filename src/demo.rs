@@ -133,19 +133,27 @@ fn lab_settings(
 
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
     if args.list {
+        // Wrapped to the terminal, the description under the description.
+        let width = Environment::read().width();
+        let say = |name: &str, description: &str, w: usize| {
+            let text = format!("{name:<w$} {description}");
+            for l in crate::report::table::fill(&text, width, "", &" ".repeat(w + 1)) {
+                println!("{l}");
+            }
+        };
         for name in lab::SCENARIOS {
             if let Some(s) = lab::scenario(name) {
-                println!("{:<18} {}", s.name, s.description);
+                say(s.name, s.description, 18);
             }
         }
         for (name, description, _) in SEQUENCES {
-            println!("{name:<18} {description}");
+            say(name, description, 18);
         }
         println!();
         println!("with --layout 2026:");
         for name in lab::SCENARIOS_2026 {
             if let Some(s) = lab::scenario_in(name, Generation::Y2026) {
-                println!("{:<20} {}", s.name, s.description);
+                say(s.name, s.description, 20);
             }
         }
         return Ok(exit::OK);
@@ -159,7 +167,17 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         .map(|d| crate::state::choose_dir(Some(d), false).map_err(UsageError::new))
         .transpose()?
         .flatten();
-    run_scenario(&args, &args.scenario, rt, state_dir, true)
+    run_scenario(&args, &args.scenario, rt, state_dir, true).map(|(code, _)| code)
+}
+
+/// A scenario's report, without printing it (snapshot tests of the formats): the same lab, the
+/// same settings and the same diagnosis as `pvediag demo`, no state kept.
+pub fn scenario_report(
+    args: DemoArgs,
+    rt: &tokio::runtime::Runtime,
+) -> Result<crate::report::Report, UsageError> {
+    let (_, report) = run_scenario(&args, &args.scenario, rt, None, false)?;
+    report.ok_or_else(|| UsageError::new("demo: no report (--serve)"))
 }
 
 /// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
@@ -210,9 +228,9 @@ fn run_sequence(
         if !quiet {
             eprintln!("pvediag demo: `{name}`, step {}/{}:", i + 1, steps.len());
         }
-        code = run_scenario(args, step, rt, Some(dir.clone()), last)?;
+        code = run_scenario(args, step, rt, Some(dir.clone()), last)?.0;
         if !last && !quiet {
-            eprintln!(
+            let line = format!(
                 "pvediag demo: step {}: {}, recorded in the state directory ({})",
                 i + 1,
                 if code == exit::OK {
@@ -226,19 +244,24 @@ fn run_sequence(
                     "a temporary one, removed afterwards".to_string()
                 }
             );
+            let width = Environment::read().width();
+            for l in crate::report::table::fill(&line, width, "", "  ") {
+                eprintln!("{l}");
+            }
         }
     }
     Ok(code)
 }
 
-/// One lab scenario diagnosed and recorded in `state_dir`; the report is written when `show`.
+/// One lab scenario diagnosed and recorded in `state_dir`; the report is written when `show`, and
+/// returned (none with --serve).
 fn run_scenario(
     args: &DemoArgs,
     scenario_name: &str,
     rt: &tokio::runtime::Runtime,
     state_dir: Option<std::path::PathBuf>,
     show: bool,
-) -> Result<u8, UsageError> {
+) -> Result<(u8, Option<crate::report::Report>), UsageError> {
     let mut scenario = match args.containers {
         Some(n) => lab::Scenario {
             name: "fleet",
@@ -322,14 +345,18 @@ fn run_scenario(
                 pve_token_file.as_deref(),
                 access_file.as_deref(),
             )
-            .await;
+            .await
+            .map(|code| (code, None));
         }
         let settings = lab_settings(args, &lab, &scenario, token_file, access_file, state_dir)?;
         if !settings.quiet {
-            eprintln!(
+            let banner = format!(
                 "pvediag demo: lab scenario `{}` — {}",
                 scenario.name, scenario.description
             );
+            for line in crate::report::table::fill(&banner, settings.width, "", "  ") {
+                eprintln!("{line}");
+            }
         }
         // As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
         // containers' hostnames.
@@ -349,7 +376,7 @@ fn run_scenario(
             report.exit_code()
         };
         lab.shutdown().await;
-        Ok(code)
+        Ok((code, Some(report)))
     })
 }
 

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 #[cfg(feature = "lab")]
 pub mod demo;
+pub mod docs_command;
 pub mod generation;
 pub mod http;
 mod identity;

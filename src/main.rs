@@ -60,7 +60,22 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
         Some(Command::History(args)) => pvediag::state::history::command(&args),
         Some(Command::Serve(args)) => pvediag::serve::run(*args, &runtime()?),
+        Some(Command::Completions(args)) => pvediag::docs_command::completions(&args),
+        Some(Command::Man) => pvediag::docs_command::man(),
+        None if cli.targets.is_empty() && !cli.all => {
+            if std::env::args_os().len() > 1 {
+                return Err(UsageError::new(
+                    "no target: give a VMID (202), an instance name or a public URL, or --all \
+                     (`pvediag` alone shows how to start)",
+                ));
+            }
+            // Bare `pvediag`: a short help that knows the environment.
+            eprint!("{}", pvediag::docs_command::first_contact());
+            Ok(exit::USAGE)
+        }
         None => {
+            let mut cli = cli;
+            pvediag::docs_command::domain_from_urls(&cli.targets, &mut cli.diag.reach.domain)?;
             let settings = Settings::from_args_reading_env_and_files(&cli.diag)?;
             let request = settings.target_request(&cli.targets, cli.all)?;
             let rt = runtime()?;
@@ -83,6 +98,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
             ))?;
             let mut report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
             pvediag::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
+            report.focus = pvediag::docs_command::focus(&cli.targets, &report);
             pvediag::output::emit(&settings, &targets, &report)
         }
     }

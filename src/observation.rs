@@ -240,7 +240,7 @@ impl ExecChannel {
 
 /// What the PVE host itself sees (`--on-host`, `--ssh`): each hop probed directly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct HostObservation {
+pub struct HostObservation {
     /// `local` or `ssh USER@HOST`.
     pub(crate) vantage: String,
     /// How the host script went: `completed` with its records, or `failed` (ssh refused, ...).
@@ -248,10 +248,10 @@ pub(crate) struct HostObservation {
     /// Caddy's listener probed directly (e.g. `http://127.0.0.1:8080`).
     pub(crate) caddy_url: String,
     /// cloudflared's readiness (`GET /ready` on 127.0.0.1:20241-20245): the first port that answered.
-    pub(crate) cloudflared: Probe,
+    pub cloudflared: Probe,
     /// Caddy's admin API on the host (`GET http://127.0.0.1:2019/config/`): what Caddy has loaded.
     pub(crate) caddy_config: Probe,
-    pub(crate) services: Vec<HostServiceObservation>,
+    pub services: Vec<HostServiceObservation>,
     /// The identity section's lines (moved into [`TargetObservation::identity`]).
     #[serde(skip)]
     pub(crate) identity: crate::identity::HostLines,
@@ -259,13 +259,13 @@ pub(crate) struct HostObservation {
 
 /// One service from the host: through Caddy directly, and at the upstream Caddy dials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct HostServiceObservation {
+pub struct HostServiceObservation {
     pub(crate) name: String,
     /// `Host: <public hostname>` sent to Caddy's listener.
-    pub(crate) caddy: Probe,
+    pub caddy: Probe,
     /// `cmux-{vmid}.lan:PORT`, name resolution included.
     pub(crate) upstream_url: String,
-    pub(crate) upstream: Probe,
+    pub upstream: Probe,
 }
 
 /// One service's observations from every vantage.
@@ -374,7 +374,7 @@ pub struct TargetObservation {
     pub(crate) routes: Vec<RouteObservation>,
     /// The host vantage, when pvediag ran on (or reached) the PVE host.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) host: Option<HostObservation>,
+    pub host: Option<HostObservation>,
     /// Behind the fronts: back ends and systemd units, from the same exec round trip (None when
     /// the internal probes did not run).
     #[serde(skip_serializing_if = "Option::is_none")]

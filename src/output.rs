@@ -12,7 +12,7 @@ use crate::settings::Settings;
 /// Renders the report in the configured format.
 pub(crate) fn render(cfg: &Settings, report: &Report) -> String {
     match cfg.format {
-        OutputFormat::Table => TableFormat { color: cfg.color }.render(report),
+        OutputFormat::Table => TableFormat::new(cfg.color, cfg.width).render(report),
         OutputFormat::Json => Json.render(report),
         OutputFormat::Junit => Junit.render(report),
         OutputFormat::Prometheus => Prometheus.render(report),

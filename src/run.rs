@@ -308,6 +308,8 @@ async fn diagnose_once(
         duration_ms: start.elapsed().as_millis() as u64,
         caddy,
         skipped_targets: targets.skipped.clone(),
+        focus: None,
+        waited: None,
     })
 }
 

@@ -34,6 +34,10 @@ pub struct Environment {
     pub no_color: bool,
     /// stdout is a terminal.
     pub stdout_is_terminal: bool,
+    /// The terminal's width (ioctl on stdout, else on stderr), when either is one.
+    pub terminal_width: Option<usize>,
+    /// `COLUMNS`, when it is a number.
+    pub columns: Option<usize>,
 }
 
 fn non_empty_env(name: &str) -> Option<String> {
@@ -50,7 +54,24 @@ impl Environment {
             pve_verify_tls: std::env::var("PVE_VERIFY_TLS").ok(),
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             stdout_is_terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            // stdout's terminal, else stderr's: `pvediag 202 | less` is still read in that terminal.
+            terminal_width: terminal_size::terminal_size_of(std::io::stdout())
+                .or_else(|| terminal_size::terminal_size_of(std::io::stderr()))
+                .map(|(w, _)| w.0 as usize)
+                .filter(|w| *w > 0),
+            columns: std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.trim().parse().ok())
+                .filter(|c: &usize| *c > 0),
         }
+    }
+
+    /// The width text is laid out for: the terminal's (stdout's, else stderr's), then `COLUMNS`,
+    /// else 100.
+    pub fn width(&self) -> usize {
+        self.terminal_width
+            .or(self.columns)
+            .unwrap_or(crate::report::table::DEFAULT_WIDTH)
     }
 }
 
@@ -75,15 +96,17 @@ pub struct Settings {
     /// Targets diagnosed at once.
     pub(crate) concurrency: usize,
     /// `--wait`: re-diagnose until healthy for at most this long.
-    pub(crate) wait: Option<Duration>,
-    pub(crate) probe: ProbeConfig,
-    pub(crate) connect_to: Option<SocketAddr>,
-    pub(crate) cacert_pem: Option<Vec<u8>>,
-    pub(crate) insecure: bool,
-    pub(crate) deadline: Duration,
-    pub(crate) format: OutputFormat,
-    pub(crate) output: Option<PathBuf>,
-    pub(crate) color: bool,
+    pub wait: Option<Duration>,
+    pub probe: ProbeConfig,
+    pub connect_to: Option<SocketAddr>,
+    pub cacert_pem: Option<Vec<u8>>,
+    pub insecure: bool,
+    pub deadline: Duration,
+    pub format: OutputFormat,
+    pub output: Option<PathBuf>,
+    pub color: bool,
+    /// Columns the human format fits in.
+    pub width: usize,
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub(crate) warnings: Vec<String>,
@@ -208,13 +231,13 @@ impl Settings {
         if let Some(w) = deadline_warning(deadline, timeout, EXEC_GRACE) {
             warnings.push(w);
         }
-        check_output_path(p.output.output.as_deref())?;
+        // `-o -` is standard output, as for most tools.
+        let output = p.output.output.clone().filter(|o| o.as_os_str() != "-");
+        check_output_path(output.as_deref())?;
         let color = match p.output.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                !env.no_color && p.output.output.is_none() && env.stdout_is_terminal
-            }
+            ColorChoice::Auto => !env.no_color && output.is_none() && env.stdout_is_terminal,
         };
         let caddy = match (&reach.caddyfile, &check.caddy_admin) {
             (Some(path), _) => Some(CaddySource::File {
@@ -250,8 +273,9 @@ impl Settings {
             insecure: reach.insecure,
             deadline,
             format: p.output.format,
-            output: p.output.output.clone(),
+            output,
             color,
+            width: env.width(),
             quiet: p.output.quiet,
             warnings,
             state_dir: p.state_dir,
@@ -271,9 +295,9 @@ impl Settings {
             ..TargetRequest::default()
         };
         for t in targets {
-            match t {
-                TargetArg::Vmid(v) if !req.vmids.contains(v) => req.vmids.push(*v),
-                TargetArg::Name(n) if !req.names.contains(n) => req.names.push(n.clone()),
+            match t.sandbox() {
+                crate::cli::Sandbox::Vmid(v) if !req.vmids.contains(&v) => req.vmids.push(v),
+                crate::cli::Sandbox::Name(n) if !req.names.contains(&n) => req.names.push(n),
                 _ => {}
             }
         }

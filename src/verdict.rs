@@ -111,8 +111,8 @@ pub struct Verdict {
     /// tell apart, most likely first. Empty when a layer is pinned.
     pub(crate) candidates: Vec<Candidate>,
     pub summary: String,
-    pub(crate) evidence: Vec<String>,
-    pub(crate) next_step: Option<String>,
+    pub evidence: Vec<String>,
+    pub next_step: Option<String>,
     /// The decision-table row (see docs/diagnosis.md).
     pub rule: &'static str,
 }

@@ -18,9 +18,11 @@ pub(crate) fn backoff(n: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Runs `attempt` until its report is healthy or `wait` is spent, and returns the last report.
-/// Progress goes to stderr, and only when stderr is a terminal and not `quiet`.
-pub(crate) async fn until_healthy<F, Fut>(
+/// Runs `attempt` until its report is healthy or `wait` is spent, and returns the last report with
+/// the attempts and the total time in it. The last pause is shortened so one more attempt runs at
+/// the end of the window: the whole duration is waited. Progress goes to stderr, and only when
+/// stderr is a terminal and not `quiet`.
+pub async fn until_healthy<F, Fut>(
     wait: Duration,
     quiet: bool,
     attempt: F,
@@ -34,13 +36,18 @@ where
     let mut n = 0u32;
     loop {
         n += 1;
-        let report = attempt().await?;
+        let mut report = attempt().await?;
+        report.waited = Some(crate::report::Waited {
+            attempts: n,
+            total_ms: start.elapsed().as_millis() as u64,
+        });
         let code = report.exit_code();
-        let pause = backoff(n);
+        let left = wait.saturating_sub(start.elapsed());
+        let pause = backoff(n).min(left);
         // Waiting does not open a gate of the edge (a challenge, Access): no need to wait it out.
         let all_gated = !report.targets.is_empty()
             && report.targets.iter().all(|t| t.verdict.edge_gate.is_some());
-        if code == exit::OK || all_gated || start.elapsed() + pause >= wait {
+        if code == exit::OK || all_gated || left.is_zero() {
             if progress && n > 1 {
                 eprintln!(
                     "pvediag: attempt {n}: {} after {:.1} s",

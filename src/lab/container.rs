@@ -113,7 +113,7 @@ pub(crate) async fn start(
 ) -> anyhow::Result<(Arc<ContainerRuntime>, Vec<JoinHandle<()>>, Vec<TcpSocket>)> {
     let dir = lab_dir.join(format!("ct-{}", spec.vmid));
     let (closed, closed_addr) = refusing_socket()?;
-    let keep = vec![closed];
+    let mut keep = vec![closed];
     let mut ports = BTreeMap::new();
     let mut tasks = Vec::new();
     if !spec.running {
@@ -162,8 +162,14 @@ pub(crate) async fn start(
         };
         pending.push((svc.clone(), p));
     }
+    // A closed port of its own for each (not one shared): what curl says inside the container
+    // about port 39378 must be translatable back to 39378 (write_curl_wrapper).
     for p in CONTAINER_PORTS {
-        ports.entry(*p).or_insert(closed_addr);
+        if !ports.contains_key(p) {
+            let (sock, addr) = refusing_socket()?;
+            keep.push(sock);
+            ports.insert(*p, addr);
+        }
     }
     // Inside the container every listening service is reachable on 127.0.0.1; from the LAN (Caddy,
     // the host) a service bound to loopback only is not.
@@ -261,11 +267,22 @@ fn write_curl_wrapper(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Resu
             ));
         }
     }
+    // What curl says about the lab's ports is said about the container's: `Failed to connect to
+    // 127.0.0.1 port 39378`, never the lab's mapping (the lab tells the truth). Its messages
+    // come on stderr and in `-w %{errormsg}` on stdout (bodies go to `-o` files).
+    let mut unmap = String::new();
+    for (port, addr) in ports {
+        unmap.push_str(&format!(
+            " -e 's/{} port {}\\([^0-9]\\|$\\)/127.0.0.1 port {port}\\1/g'",
+            addr.ip(),
+            addr.port()
+        ));
+    }
     // POSIX sh (dash where there is one: the wrapper should cost little next to curl itself).
     // The first transfer gets the map from `.curlrc`; every `--next` gets it again.
     let script = format!(
-        "#!/bin/sh\n# written by the pvediag lab: the container's loopback ports, for every transfer\nn=$#\nfor x in \"$@\"; do\n  set -- \"$@\" \"$x\"\n  case $x in --next|-:) set -- \"$@\"{map} ;; esac\ndone\nshift \"$n\"\nexec {} \"$@\"\n",
-        real.display()
+        "#!/bin/sh\n# written by the pvediag lab: the container's loopback ports, for every transfer\nn=$#\nfor x in \"$@\"; do\n  set -- \"$@\" \"$x\"\n  case $x in --next|-:) set -- \"$@\"{map} ;; esac\ndone\nshift \"$n\"\nout=$(mktemp) || exec {real} \"$@\"\nerr=$(mktemp) || exec {real} \"$@\"\n{real} \"$@\" >\"$out\" 2>\"$err\"\nrc=$?\nsed{unmap} \"$out\"\nsed{unmap} \"$err\" >&2\nrm -f \"$out\" \"$err\"\nexit $rc\n",
+        real = real.display()
     );
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin)?;

@@ -54,6 +54,22 @@ pub fn to_value(report: &Report) -> Value {
                     s
                 })
                 .collect();
+            let names: Vec<&str> = o.services.iter().map(|s| s.name.as_str()).collect();
+            let groups: Vec<Value> = super::group::group(&names, &v.services)
+                .iter()
+                .map(|g| {
+                    let first = &v.services[g.members[0]];
+                    json!({
+                        "cause": g.key.label(),
+                        "status": g.key.status,
+                        "layer": g.key.layer,
+                        "candidates": g.key.candidates,
+                        "services": g.members.iter().map(|&m| names[m]).collect::<Vec<_>>(),
+                        "summary": first.summary,
+                        "next_step": first.next_step,
+                    })
+                })
+                .collect();
             let mut target = json!({
                 "vmid": o.vmid,
                 "status": v.worst().as_str(),
@@ -73,6 +89,7 @@ pub fn to_value(report: &Report) -> Value {
                 "identity": o.identity,
                 "routing": t.routing,
                 "services": services,
+                "groups": groups,
                 "state": t.state.as_ref().map(state_value),
             });
             if let Some(g) = &v.edge_gate {
@@ -85,6 +102,33 @@ pub fn to_value(report: &Report) -> Value {
         .counts()
         .into_iter()
         .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let per: Vec<(u32, Vec<&str>, &[crate::verdict::Verdict])> = report
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.observation.vmid,
+                t.observation
+                    .services
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect(),
+                t.verdict.services.as_slice(),
+            )
+        })
+        .collect();
+    let causes: Vec<Value> = super::group::across_targets(&per)
+        .into_iter()
+        .map(|(k, vmids)| {
+            json!({
+                "cause": k.label(),
+                "status": k.status,
+                "layer": k.layer,
+                "candidates": k.candidates,
+                "targets": vmids,
+            })
+        })
         .collect();
     json!({
         "schema_version": SCHEMA_VERSION,
@@ -99,6 +143,9 @@ pub fn to_value(report: &Report) -> Value {
         "targets": targets,
         "skipped_targets": report.skipped_targets,
         "unfinished_checks": super::unfinished_checks(report),
+        "causes": causes,
+        "focus": report.focus,
+        "wait": report.waited,
     })
 }
 

@@ -38,7 +38,7 @@ fn renders(r: &Report) {
     use pvediag::report::Format as _;
     let j = report_json(r);
     assert!(j["targets"].is_array());
-    let t = pvediag::report::table::TableFormat { color: false }.render(r);
+    let t = pvediag::report::table::TableFormat::new(false, 100).render(r);
     assert!(!t.is_empty());
 }
 
@@ -736,7 +736,7 @@ fn tls_case(kind: CertKind, accepted_with: &[&str]) {
     assert_ne!(status_of(&r, "xterm"), Status::Healthy);
     let table = {
         use pvediag::report::Format as _;
-        pvediag::report::table::TableFormat { color: false }.render(&r)
+        pvediag::report::table::TableFormat::new(false, 100).render(&r)
     };
     assert!(table.contains("certificate"), "{table}");
 
@@ -825,7 +825,7 @@ fn escape_sequences_from_servers_do_not_reach_the_table() {
     });
     let (r, _) = diagnose(&exec_args(&s, &["--timeout", "5s"]));
     use pvediag::report::Format as _;
-    let table = pvediag::report::table::TableFormat { color: false }.render(&r);
+    let table = pvediag::report::table::TableFormat::new(false, 100).render(&r);
     assert!(
         !table.contains('\u{1b}') && !table.contains('\u{7}'),
         "{table:?}"

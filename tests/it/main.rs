@@ -24,4 +24,5 @@ mod retries;
 mod secrets;
 mod selection;
 mod state;
+mod ux;
 mod verdict_trust;

@@ -138,7 +138,7 @@ pub fn config_with_token(
         .iter()
         .filter_map(|t| match t {
             TargetArg::Vmid(v) => Some(*v),
-            TargetArg::Name(_) => None,
+            TargetArg::Name(_) | TargetArg::Url(_) => None,
         })
         .collect();
     Ok(Config {
