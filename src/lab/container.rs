@@ -49,6 +49,8 @@ pub struct ContainerRuntime {
     pub dir: PathBuf,
     /// `POST /exec` requests that reached this container's execd (whatever their outcome).
     pub exec_posts: AtomicU64,
+    /// Processes started by exec calls, when accounting is on ([`super::accounting`]).
+    pub accounting: super::accounting::ExecAccounting,
 }
 
 impl ContainerRuntime {
@@ -118,6 +120,7 @@ pub async fn start(
             closed_addr,
             dir,
             exec_posts: AtomicU64::new(0),
+            accounting: Default::default(),
         });
         return Ok((ct, tasks, keep));
     }
@@ -173,6 +176,7 @@ pub async fn start(
         closed_addr,
         dir,
         exec_posts: AtomicU64::new(0),
+        accounting: Default::default(),
     });
 
     for (svc, p) in pending {
@@ -786,7 +790,14 @@ where
             if timeout_ms < 0 {
                 return http::send(s, &go_error(400, "timeout_ms must be non-negative")).await;
             }
-            run_exec(s, &command, timeout_ms as u64, &ctx.ct.dir).await
+            run_exec(
+                s,
+                &command,
+                timeout_ms as u64,
+                &ctx.ct.dir,
+                &ctx.ct.accounting,
+            )
+            .await
         }
         _ => http::send(s, &go_error(404, "404 page not found")).await,
     }
@@ -830,7 +841,13 @@ fn exec_path(dir: &Path) -> std::ffi::OsString {
 }
 
 /// Runs `/bin/bash -c command` and streams its output as JSON lines, chunked, one flush per line.
-async fn run_exec<W>(w: &mut W, command: &str, timeout_ms: u64, dir: &Path) -> io::Result<()>
+async fn run_exec<W>(
+    w: &mut W,
+    command: &str,
+    timeout_ms: u64,
+    dir: &Path,
+    accounting: &super::accounting::ExecAccounting,
+) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
@@ -844,7 +861,16 @@ where
     ];
     http::send(w, &http::head_bytes(200, &head)).await?;
 
-    let mut cmd = tokio::process::Command::new("/bin/bash");
+    // With accounting on, the command runs under strace (see `accounting`).
+    let traced = accounting.prepare(dir);
+    let mut cmd = match &traced {
+        Some((_, argv)) => {
+            let mut c = tokio::process::Command::new(&argv[0]);
+            c.args(&argv[1..]).arg("/bin/bash");
+            c
+        }
+        None => tokio::process::Command::new("/bin/bash"),
+    };
     cmd.arg("-c")
         .arg(command)
         .stdin(Stdio::null())
@@ -903,6 +929,9 @@ where
         res
     };
     let (_, _, code, res) = tokio::join!(out, err, waiter, writer);
+    if let Some((trace_dir, _)) = &traced {
+        accounting.record(trace_dir);
+    }
     res?;
     http::write_chunk(w, exit_event(code).as_bytes()).await?;
     http::write_last_chunk(w).await

@@ -81,7 +81,12 @@ pub struct EdgeCtx {
     pub tunnel_up: bool,
     pub caddy_addr: SocketAddr,
     pub delay_ms: u64,
+    /// Requests the edge has read, per `Host` (lower case, no port).
+    pub requests: RequestCounts,
 }
+
+/// Requests per host name, counted where they enter the edge.
+pub type RequestCounts = Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>;
 
 pub fn start(
     listener: TcpListener,
@@ -219,6 +224,9 @@ where
                 return http::send(&mut s, &b).await;
             }
         };
+        if let Ok(mut m) = ctx.requests.lock() {
+            *m.entry(req.host().unwrap_or_default()).or_insert(0) += 1;
+        }
         if ctx.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(ctx.delay_ms)).await;
         }

@@ -9,6 +9,7 @@
 //! Every server is hand-rolled on tokio streams ([`http`]), so every byte of every answer is the
 //! lab's choice. The answers copy the real components (see `shared/reference/cmux-stack.md`).
 
+pub mod accounting;
 pub mod caddy;
 pub mod container;
 pub mod edge;
@@ -464,6 +465,7 @@ pub struct Lab {
     pub host_dir: PathBuf,
     config: LabConfig,
     containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
+    edge_requests: edge::RequestCounts,
     tasks: Vec<JoinHandle<()>>,
     _sockets: Vec<TcpSocket>,
     _tmp: Option<tempfile::TempDir>,
@@ -563,6 +565,7 @@ impl Lab {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let edge_addr = listener.local_addr()?;
+        let edge_requests = edge::RequestCounts::default();
         guard.0.push(edge::start(
             listener,
             tls.config,
@@ -571,6 +574,7 @@ impl Lab {
                 tunnel_up: config.tunnel_up,
                 caddy_addr,
                 delay_ms: config.delays.edge_ms,
+                requests: edge_requests.clone(),
             },
         ));
         let (ready_task, ready_addr) = host::start_ready(config.tunnel_up).await?;
@@ -596,6 +600,7 @@ impl Lab {
             caddyfile_path,
             config,
             containers,
+            edge_requests,
             tasks,
             _sockets: sockets,
             _tmp: Some(tmp),
@@ -644,6 +649,47 @@ impl Lab {
             .values()
             .map(|c| c.exec_posts.load(std::sync::atomic::Ordering::Relaxed))
             .sum()
+    }
+
+    /// Requests that entered the edge since the lab started, per `Host` (lower case, no port).
+    pub fn edge_requests(&self) -> BTreeMap<String, u64> {
+        self.edge_requests
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Requests that entered the edge since the lab started, for every host.
+    pub fn edge_requests_total(&self) -> u64 {
+        self.edge_requests().values().sum()
+    }
+
+    /// Turns process accounting on or off in every container (see [`accounting`]). Returns false
+    /// when it cannot run here (no strace): nothing is counted then.
+    pub fn set_process_accounting(&self, on: bool) -> bool {
+        let ok = accounting::available();
+        for c in self.containers.values() {
+            c.accounting
+                .on
+                .store(on && ok, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// What the exec calls of `vmid` started while accounting was on.
+    pub fn exec_processes(&self, vmid: u32) -> accounting::ProcessCount {
+        self.containers
+            .get(&vmid)
+            .map(|c| c.accounting.count())
+            .unwrap_or_default()
+    }
+
+    /// [`Lab::exec_processes`] summed over every container.
+    pub fn exec_processes_total(&self) -> accounting::ProcessCount {
+        self.containers
+            .values()
+            .map(|c| c.accounting.count())
+            .fold(Default::default(), |a, b| a + b)
     }
 
     pub fn config(&self) -> &LabConfig {
