@@ -347,6 +347,22 @@ fn service_label(s: &Service) -> String {
     }
 }
 
+/// The external answer of a service. The exec service's own public probe is not sent when the exec
+/// call went through the same public URL and reached cmux-execd (one request per fact,
+/// [`crate::probe`]): that call is execd answering through tunnel and Caddy, which is what its
+/// `/healthz` through the tunnel would have shown.
+pub fn external_answer(t: &TargetObservation, s: &Service, so: &ServiceObservation) -> Answer {
+    let a = classify(s, &so.external);
+    if a == Answer::NotRun
+        && s.name == crate::catalog::EXEC_SERVICE
+        && t.exec.via_public_url
+        && t.exec.run.reached_execd()
+    {
+        return Answer::Healthy;
+    }
+    a
+}
+
 // ---------------------------------------------------------------------------------------------
 // Step 2: target-level facts
 
@@ -1282,7 +1298,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         let Some(s) = ctx.catalog.get(&so.name) else {
             continue;
         };
-        let e = classify(s, &so.external);
+        let e = external_answer(t, s, so);
         let i = classify(s, &so.internal);
         let r = decide(ctx, &f, t, s, so, &e, &i);
         let mut evidence = Vec::new();
