@@ -15,6 +15,7 @@ pub mod observation;
 pub mod output;
 pub mod probe;
 pub mod pve;
+pub mod pve_cache;
 pub mod report;
 pub mod run;
 pub mod secret;

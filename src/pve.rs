@@ -26,6 +26,8 @@ pub struct PveConfig {
     pub verify_tls: bool,
     /// Bound on every request.
     pub timeout: Duration,
+    /// Keep answers for a short while (`serve`: [`crate::pve_cache`]); `None`: ask every time.
+    pub cache: Option<crate::pve_cache::PveCache>,
 }
 
 fn truthy(v: Option<&str>) -> bool {
@@ -79,6 +81,7 @@ impl PveConfig {
             node,
             verify_tls,
             timeout,
+            cache: None,
         }))
     }
 }
@@ -241,8 +244,20 @@ impl PveApi {
         })
     }
 
-    /// `GET /api2/json{path}` and its `data`.
+    /// `GET /api2/json{path}` and its `data`, from the cache when there is one and it is fresh.
     async fn get(&self, path: &str) -> Result<Value, PveError> {
+        match &self.cfg.cache {
+            Some(c) => {
+                let key =
+                    crate::pve_cache::PveCache::key(&self.cfg.base, self.cfg.token.expose(), path);
+                c.get_or_fetch(&key, || self.fetch(path)).await
+            }
+            None => self.fetch(path).await,
+        }
+    }
+
+    /// `GET /api2/json{path}` and its `data`.
+    async fn fetch(&self, path: &str) -> Result<Value, PveError> {
         let url = format!("{}/api2/json{path}", self.cfg.base);
         let mut auth = reqwest::header::HeaderValue::from_str(&format!(
             "PVEAPIToken={}",

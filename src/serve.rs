@@ -6,6 +6,9 @@
 //!   configured deadline;
 //! - `GET /metrics`: the exporter's own metrics; `GET /healthz`: `ok`.
 //!
+//! The PVE API's answers (node list, container list, configs and tokens) are cached for a short
+//! while ([`crate::pve_cache`]) and its requests fit in the scrape's deadline.
+//!
 //! A small HTTP/1.1 server on the lab's helpers: one request per connection.
 
 use std::collections::BTreeMap;
@@ -82,7 +85,12 @@ pub fn run(
 }
 
 /// Serves forever on `listener`.
-pub async fn serve(listener: TcpListener, base: DiagnoseConfig) {
+pub async fn serve(listener: TcpListener, mut base: DiagnoseConfig) {
+    // PVE API answers (nodes, containers, configs and their tokens) are kept for a short while:
+    // every scrape of every target asks for them (crate::pve_cache).
+    if let Some(p) = &mut base.pve {
+        p.cache.get_or_insert_with(Default::default);
+    }
     let state = Arc::new(State {
         sem: Semaphore::new(base.concurrency.max(1)),
         base,
@@ -207,13 +215,36 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
     let Ok(Ok(_permit)) = tokio::time::timeout(cfg.deadline, state.sem.acquire()).await else {
         return (503, TEXT, "too many probes in flight\n".into());
     };
-    if let Err(e) = crate::pve::resolve(&mut cfg).await {
-        let status = if e.exit_code() == exit::USAGE {
-            400
-        } else {
-            503
-        };
-        return (status, TEXT, format!("{e}\n"));
+    // The PVE API's answers count against the scrape timeout too: each request gets at most half
+    // of what is left (a hanging API leaves the diagnosis time to run without its tokens), and
+    // the whole resolution no more than what is left.
+    let left = cfg
+        .deadline
+        .saturating_sub(start.elapsed())
+        .max(MIN_DEADLINE);
+    if let Some(p) = &mut cfg.pve {
+        p.timeout = p.timeout.min(left / 2);
+    }
+    match tokio::time::timeout(left, crate::pve::resolve(&mut cfg)).await {
+        Err(_) => {
+            return (
+                503,
+                TEXT,
+                format!(
+                    "the PVE API did not answer within the scrape deadline ({} ms)\n",
+                    left.as_millis()
+                ),
+            )
+        }
+        Ok(Err(e)) => {
+            let status = if e.exit_code() == exit::USAGE {
+                400
+            } else {
+                503
+            };
+            return (status, TEXT, format!("{e}\n"));
+        }
+        Ok(Ok(_)) => {}
     }
     cfg.deadline = cfg
         .deadline

@@ -396,7 +396,11 @@ mod tests {
         };
         assert!(matches!(
             external_from_exec(&failed, 5),
-            Some(Probe::Failed { kind: FailureKind::Refused, elapsed_ms: 5, .. })
+            Some(Probe::Failed {
+                kind: FailureKind::Refused,
+                elapsed_ms: 5,
+                ..
+            })
         ));
         // The edge's or Caddy's answer, another status: GET /healthz is sent.
         assert_eq!(external_from_exec(&rejected(530, true), 5), None);

@@ -36,6 +36,10 @@ fn paint(text: &str, s: Status, on: bool) -> String {
 /// A short cell for one probe: `200 · 35 ms`, `502 cloudflare`, `refused`.
 pub fn probe_cell(p: &Probe) -> String {
     match p {
+        // The exec call through the same public URL answered it (one request per fact).
+        Probe::NotRun { reason } if reason == crate::probe::exec::ANSWERED_BY_EXEC_CALL => {
+            "via exec call".into()
+        }
         Probe::NotRun { .. } => "—".into(),
         Probe::Failed { kind, .. } => kind.as_str().replace('_', " "),
         Probe::Response {

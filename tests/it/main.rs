@@ -17,3 +17,4 @@ mod pve_api;
 mod real_caddy;
 mod retries;
 mod secrets;
+mod serve_cache;
