@@ -1,16 +1,19 @@
-//! The command line: clap definitions, parsed once into a validated [`DiagnoseConfig`].
-//! Nothing deeper ever sees a raw string from the command line or the environment.
+//! The command line: clap definitions only. Every value is parsed by clap into its type (durations,
+//! addresses, URLs, VMIDs) with the one-line error users see; nothing here reads a file, the
+//! environment or the network. [`crate::settings`] turns these into the run's settings.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::catalog::Catalog;
-use crate::probe::ProbeConfig;
-use crate::secret::{parse_token, read_token_file, Secret};
-use crate::target::{parse_vmid, validate_domain, UrlTemplate, DEFAULT_TEMPLATE};
+use crate::target::{is_instance_name, parse_vmid, validate_domain, UrlTemplate, DEFAULT_TEMPLATE};
+
+/// Targets diagnosed at once by default (`--concurrency`). Each target in flight holds about eight
+/// connections (six public URLs, the exec channel's two) and spawns one bash in its container; 32
+/// targets keep a run under about 30 MB and 300 sockets.
+pub const CONCURRENCY: usize = 32;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,11 +33,22 @@ pub struct Cli {
 
     /// Containers to diagnose: VMIDs (202) or instance names (cmux-202, pvelxc-1a2b3c4d; names need
     /// the PVE API)
-    #[arg(value_name = "VMID|NAME", required_unless_present = "all")]
-    pub vmids: Vec<String>,
+    #[arg(value_name = "VMID|NAME", required_unless_present = "all", value_parser = parse_target)]
+    pub targets: Vec<TargetArg>,
+
+    /// Diagnose every running cmux container the Proxmox VE API lists (PVE_API_URL, PVE_API_TOKEN)
+    #[arg(long)]
+    pub all: bool,
 
     #[command(flatten)]
     pub diag: DiagnoseArgs,
+}
+
+/// A positional target: a VMID or an instance name (resolved through the PVE API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetArg {
+    Vmid(u32),
+    Name(String),
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,16 +90,29 @@ pub enum LintFormat {
     Json,
 }
 
+/// `pvediag serve`: no `--wait`, no output options (it answers in Prometheus' format).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, default_value = "127.0.0.1:9839", value_name = "ADDR")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:9839", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: SocketAddr,
 
     #[command(flatten)]
-    pub diag: DiagnoseArgs,
+    pub reach: ReachArgs,
+
+    #[command(flatten)]
+    pub check: CheckArgs,
+
+    #[command(flatten)]
+    pub pve: PveArgs,
+
+    /// Print no warnings
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
+/// `pvediag demo`: the lab decides the domain, the edge address, the CA, the exec token and Caddy's
+/// address, so those options are not taken here.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The fault the lab simulates
@@ -109,7 +136,14 @@ pub struct DemoArgs {
     pub delay_ms: u64,
 
     #[command(flatten)]
-    pub diag: DiagnoseArgs,
+    pub check: CheckArgs,
+
+    /// Re-diagnose with backoff until everything is healthy or DURATION is spent
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    pub wait: Option<Duration>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,20 +161,37 @@ pub enum ColorChoice {
     Never,
 }
 
-/// Options of a diagnosis (shared by the plain command and `demo`).
+/// The options of the plain command: where the sandboxes are, what to check, the PVE API, `--wait`
+/// and the output.
 #[derive(Debug, Args, Clone)]
 pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+
+    #[command(flatten)]
+    pub check: CheckArgs,
+
+    #[command(flatten)]
+    pub pve: PveArgs,
+
+    /// Re-diagnose with backoff until everything is healthy or DURATION is spent (CI after a deploy)
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    pub wait: Option<Duration>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where the sandboxes are and how to reach them (the lab sets all of these in `demo`).
+#[derive(Debug, Args, Clone)]
+pub struct ReachArgs {
     /// The public domain of the sandboxes
-    #[arg(long, env = "PVE_PUBLIC_DOMAIN", value_name = "DOMAIN")]
+    #[arg(long, env = "PVE_PUBLIC_DOMAIN", value_name = "DOMAIN", value_parser = parse_domain)]
     pub domain: Option<String>,
 
-    /// Public URL of a service; placeholders {service} {vmid} {port} {domain}
-    #[arg(long, env = "PVEDIAG_URL_TEMPLATE", default_value = DEFAULT_TEMPLATE, value_name = "TEMPLATE")]
-    pub url_template: String,
-
     /// Dial HOST:PORT for every public URL, keeping Host and SNI (like curl --connect-to)
-    #[arg(long, value_name = "HOST:PORT")]
-    pub connect_to: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_connect_to)]
+    pub connect_to: Option<HostPort>,
 
     /// Trust the CA certificate(s) in this PEM file too
     #[arg(long, value_name = "FILE")]
@@ -154,8 +205,29 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "FILE")]
     pub exec_token_file: Option<PathBuf>,
 
+    /// Read Caddy's routes from this Caddyfile (as on the host: /etc/caddy/Caddyfile.cmux)
+    #[arg(long, value_name = "FILE", conflicts_with = "caddy_admin")]
+    pub caddyfile: Option<PathBuf>,
+
+    /// Probe from the PVE host through ssh (BatchMode, the system ssh client): [USER@]HOST
+    #[arg(long, value_name = "USER@HOST", conflicts_with = "on_host", value_parser = parse_ssh)]
+    pub ssh: Option<String>,
+
+    /// Caddy's listener as seen from the host (with --on-host / --ssh)
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL", value_parser = parse_caddy_url)]
+    pub caddy_url: HostPort,
+}
+
+/// What to check and how long to try.
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Public URL of a service; placeholders {service} {vmid} {port} {domain}
+    #[arg(long, env = "PVEDIAG_URL_TEMPLATE", default_value = DEFAULT_TEMPLATE, value_name = "TEMPLATE",
+          value_parser = parse_template)]
+    pub url_template: UrlTemplate,
+
     /// Reach cmux-execd at this URL instead of its public one ({vmid} is replaced)
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_exec_url)]
     pub exec_url: Option<String>,
 
     /// Only these services (comma-separated names from the catalog)
@@ -167,49 +239,46 @@ pub struct DiagnoseArgs {
     pub checks: Option<PathBuf>,
 
     /// Timeout of each probe (e.g. 10s, 1500ms, 1m)
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    pub timeout: String,
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Duration,
 
     /// Bound on the whole run, however many probes hang (default: 2 × timeout + 15s)
-    #[arg(long, value_name = "DURATION")]
-    pub deadline: Option<String>,
-
-    /// Read Caddy's routes from this Caddyfile (as on the host: /etc/caddy/Caddyfile.cmux)
-    #[arg(long, value_name = "FILE", conflicts_with = "caddy_admin")]
-    pub caddyfile: Option<PathBuf>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_deadline)]
+    pub deadline: Option<Duration>,
 
     /// Read Caddy's loaded routes from its admin API (e.g. http://127.0.0.1:2019)
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_admin_url)]
     pub caddy_admin: Option<String>,
 
     /// pvediag runs on the PVE host: also probe Caddy, the upstream and cloudflared directly
-    #[arg(long, conflicts_with = "ssh")]
+    #[arg(long)]
     pub on_host: bool,
 
-    /// Probe from the PVE host through ssh (BatchMode, the system ssh client): [USER@]HOST
-    #[arg(long, value_name = "USER@HOST")]
-    pub ssh: Option<String>,
-
-    /// Caddy's listener as seen from the host (with --on-host / --ssh)
-    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
-    pub caddy_url: String,
-
     /// The upstream Caddy dials for a container ({vmid} is replaced)
-    #[arg(long, default_value = "cmux-{vmid}.lan", value_name = "HOST")]
+    #[arg(long, default_value = "cmux-{vmid}.lan", value_name = "HOST", value_parser = parse_upstream_host)]
     pub upstream_host: String,
 
     /// With --on-host / --ssh: never fall back to `pct exec` for the internal probes
     #[arg(long)]
     pub no_pct: bool,
+
     /// Targets diagnosed at once (1-256)
-    #[arg(long, default_value_t = crate::run::CONCURRENCY, value_name = "N",
-          value_parser = parse_concurrency)]
+    #[arg(long, default_value_t = CONCURRENCY, value_name = "N", value_parser = parse_concurrency)]
     pub concurrency: usize,
 
-    /// Diagnose every running cmux container the Proxmox VE API lists (PVE_API_URL, PVE_API_TOKEN)
-    #[arg(long)]
-    pub all: bool,
+    /// Retry an external probe that failed transiently (timeout, edge 502/503/504, receive error)
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
 
+    /// Skip the origin check (a hostname Caddy answers itself)
+    #[arg(long)]
+    pub no_origin_check: bool,
+}
+
+/// The Proxmox VE API (its token comes from the environment only: PVE_API_TOKEN).
+#[derive(Debug, Args, Clone)]
+pub struct PveArgs {
     /// The Proxmox VE API, e.g. https://pve.lan:8006
     #[arg(long, env = "PVE_API_URL", value_name = "URL")]
     pub pve_url: Option<String>,
@@ -221,20 +290,11 @@ pub struct DiagnoseArgs {
     /// Do not verify the PVE API's TLS certificate (the default unless PVE_VERIFY_TLS is set, as in cmux)
     #[arg(long)]
     pub pve_insecure: bool,
+}
 
-    /// Re-diagnose with backoff until everything is healthy or DURATION is spent (CI after a deploy)
-    #[arg(long, value_name = "DURATION")]
-    pub wait: Option<String>,
-
-    /// Retry an external probe that failed transiently (timeout, edge 502/503/504, receive error)
-    #[arg(long, default_value_t = 0, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub retries: u32,
-
-    /// Skip the origin check (a hostname Caddy answers itself)
-    #[arg(long)]
-    pub no_origin_check: bool,
-
+/// How and where the report is written.
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
@@ -263,53 +323,23 @@ impl UsageError {
     }
 }
 
-/// Where Caddy's routes come from.
-#[derive(Debug, Clone)]
-pub enum CaddySource {
-    /// A Caddyfile, read and parsed up front.
-    File {
-        path: PathBuf,
-        table: crate::caddy::RouteTable,
-    },
-    /// The admin API, asked at run time.
-    Admin(String),
+/// `HOST:PORT` as given: an address, or a name [`crate::settings`] resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+    /// The text the user gave, for messages.
+    pub given: String,
 }
 
-/// Everything a diagnosis needs, validated.
-#[derive(Debug, Clone)]
-pub struct DiagnoseConfig {
-    pub caddy: Option<CaddySource>,
-    pub vmids: Vec<u32>,
-    /// Instance names given where a VMID is expected, resolved through the PVE API.
-    pub names: Vec<String>,
-    /// `--all`: the targets come from the PVE API.
-    pub all: bool,
-    /// The Proxmox VE API, when configured.
-    pub pve: Option<crate::pve::PveConfig>,
-    /// Targets `--all` found but does not diagnose (stopped, templates).
-    pub skipped_targets: Vec<crate::report::SkippedTarget>,
-    /// Targets diagnosed at once.
-    pub concurrency: usize,
-    /// `--wait`: re-diagnose until healthy for at most this long.
-    pub wait: Option<Duration>,
-    pub probe: ProbeConfig,
-    pub connect_to: Option<SocketAddr>,
-    pub cacert_pem: Option<Vec<u8>>,
-    pub insecure: bool,
-    pub deadline: Duration,
-    pub format: OutputFormat,
-    pub output: Option<PathBuf>,
-    pub color: bool,
-    pub quiet: bool,
-    /// Warnings to print on stderr (never containing secrets).
-    pub warnings: Vec<String>,
-}
-
-/// `PVE_API_TOKEN` from the environment (never a flag: a flag would show in process listings).
-fn pve_env_token() -> Option<String> {
-    std::env::var("PVE_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
+impl HostPort {
+    /// The address when the host is an IP literal (no resolution needed).
+    pub fn literal(&self) -> Option<SocketAddr> {
+        let h = self.host.trim_start_matches('[').trim_end_matches(']');
+        h.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
 }
 
 /// Parses `10s`, `1500ms`, `1m`, `2.5s`, or a plain number of seconds.
@@ -342,18 +372,47 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration, UsageError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Parses `HOST:PORT` (an address or a name that resolves locally) for --connect-to.
-pub fn parse_connect_to(s: &str) -> Result<SocketAddr, UsageError> {
-    let bad = |why: &str| {
-        UsageError::new(format!(
-            "--connect-to {s:?}: {why}; expected HOST:PORT such as 127.0.0.1:8443 or [::1]:8443"
-        ))
-    };
+fn parse_timeout(s: &str) -> Result<Duration, UsageError> {
+    parse_duration("--timeout", s)
+}
+
+fn parse_deadline(s: &str) -> Result<Duration, UsageError> {
+    parse_duration("--deadline", s)
+}
+
+fn parse_wait(s: &str) -> Result<Duration, UsageError> {
+    parse_duration("--wait", s)
+}
+
+fn parse_target(s: &str) -> Result<TargetArg, UsageError> {
+    if is_instance_name(s) {
+        return Ok(TargetArg::Name(s.to_string()));
+    }
+    parse_vmid(s)
+        .map(TargetArg::Vmid)
+        .map_err(|e| UsageError::new(e.to_string()))
+}
+
+fn parse_domain(s: &str) -> Result<String, UsageError> {
+    validate_domain(s).map_err(|e| UsageError::new(e.to_string()))
+}
+
+fn parse_template(s: &str) -> Result<UrlTemplate, UsageError> {
+    UrlTemplate::parse(s).map_err(|e| UsageError::new(e.to_string()))
+}
+
+/// Parses `HOST:PORT` for --connect-to (a name is resolved later, by the settings).
+pub fn parse_connect_to(s: &str) -> Result<HostPort, UsageError> {
+    let bad = |why: &str| connect_to_error(s, why);
     if let Ok(a) = s.parse::<SocketAddr>() {
         if a.port() == 0 {
             return Err(bad("port 0 is not a port"));
         }
-        return Ok(a);
+        return Ok(HostPort {
+            host: a.ip().to_string(),
+            port: a.port(),
+            given: s.to_string(),
+        });
     }
     let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     let port: u16 = port
@@ -364,11 +423,18 @@ pub fn parse_connect_to(s: &str) -> Result<SocketAddr, UsageError> {
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
         return Err(bad("the host is empty or malformed"));
     }
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut it| it.next())
-        .ok_or_else(|| bad("the host does not resolve"))
+    Ok(HostPort {
+        host: host.to_string(),
+        port,
+        given: s.to_string(),
+    })
+}
+
+/// The one-line error of a bad `--connect-to`.
+pub fn connect_to_error(s: &str, why: &str) -> UsageError {
+    UsageError::new(format!(
+        "--connect-to {s:?}: {why}; expected HOST:PORT such as 127.0.0.1:8443 or [::1]:8443"
+    ))
 }
 
 fn parse_concurrency(s: &str) -> Result<usize, String> {
@@ -378,323 +444,106 @@ fn parse_concurrency(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `cmux-202`, `pvelxc-1a2b3c4d`: an instance name (the container's hostname).
-pub fn is_instance_name(s: &str) -> bool {
-    let rest = s
-        .strip_prefix("cmux-")
-        .or_else(|| s.strip_prefix("pvelxc-"));
-    matches!(rest, Some(r) if !r.is_empty()
-        && r.len() <= 56
-        && r.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'))
-}
-
 fn parse_exec_url(s: &str) -> Result<String, UsageError> {
-    let sample = s.replace("{vmid}", "202");
-    match url::Url::parse(&sample) {
-        Ok(u)
-            if matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some()
-                && u.query().is_none()
-                && u.username().is_empty()
-                && u.password().is_none() =>
-        {
-            Ok(s.trim_end_matches('/').to_string())
-        }
-        _ => Err(UsageError::new(format!(
+    match crate::target::http_base_url(&s.replace("{vmid}", "202")) {
+        Some(_) => Ok(s.trim_end_matches('/').to_string()),
+        None => Err(UsageError::new(format!(
             "--exec-url {s:?} is not an http(s) base URL without query or credentials, e.g. http://cmux-{{vmid}}.lan:39375"
         ))),
     }
 }
 
-/// Reads a text file pvediag was pointed at, with a one-line error naming the option and file.
-pub fn read_text(option: &str, p: &std::path::Path) -> Result<String, UsageError> {
-    let meta = std::fs::metadata(p).map_err(|e| {
-        UsageError::new(format!(
-            "{option} {}: cannot read: {}",
-            p.display(),
-            e.kind()
-        ))
-    })?;
-    if !meta.is_file() {
-        return Err(UsageError::new(format!(
-            "{option} {}: not a regular file",
-            p.display()
-        )));
-    }
-    if meta.len() > 4 * 1024 * 1024 {
-        return Err(UsageError::new(format!(
-            "{option} {}: larger than 4 MiB",
-            p.display()
-        )));
-    }
-    let bytes = std::fs::read(p).map_err(|e| {
-        UsageError::new(format!(
-            "{option} {}: cannot read: {}",
-            p.display(),
-            e.kind()
-        ))
-    })?;
-    String::from_utf8(bytes)
-        .map_err(|_| UsageError::new(format!("{option} {}: not UTF-8 text", p.display())))
-}
-
-/// Reads and parses a Caddyfile (never fails on content: what is not understood becomes findings).
-pub fn read_caddyfile(p: &std::path::Path) -> Result<crate::caddy::RouteTable, UsageError> {
-    let text = read_text("--caddyfile", p)?;
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string());
-    Ok(crate::caddy::caddyfile::parse(&name, &text))
-}
-
 fn parse_admin_url(s: &str) -> Result<String, UsageError> {
-    match url::Url::parse(s) {
-        Ok(u)
-            if matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some()
-                && u.query().is_none() =>
-        {
-            Ok(s.trim_end_matches('/').to_string())
-        }
-        _ => Err(UsageError::new(format!(
-            "--caddy-admin {s:?} is not an http(s) URL such as http://127.0.0.1:2019"
+    match crate::target::http_base_url(s) {
+        Some(_) => Ok(s.trim_end_matches('/').to_string()),
+        None => Err(UsageError::new(format!(
+            "--caddy-admin {s:?} is not an http(s) URL without query or credentials, such as http://127.0.0.1:2019"
         ))),
     }
 }
 
-impl DiagnoseArgs {
-    fn host_config(&self) -> Result<Option<crate::probe::host::HostConfig>, UsageError> {
-        use crate::probe::host::{valid_ssh_dest, HostConfig, Vantage};
-        let vantage = match (&self.ssh, self.on_host) {
-            (Some(d), _) => {
-                if !valid_ssh_dest(d) {
-                    return Err(UsageError::new(format!(
-                        "--ssh {d:?} is not a destination: expected [USER@]HOST such as root@pve.lan"
-                    )));
-                }
-                Vantage::Ssh(d.clone())
-            }
-            (None, true) => Vantage::Local,
-            (None, false) => return Ok(None),
-        };
-        let bad_caddy = || {
-            UsageError::new(format!(
-                "--caddy-url {:?} is not a plain http URL such as http://127.0.0.1:8080",
-                self.caddy_url
-            ))
-        };
-        let u = url::Url::parse(&self.caddy_url).map_err(|_| bad_caddy())?;
-        let host = u.host_str().ok_or_else(bad_caddy)?.to_string();
-        if u.scheme() != "http" || !crate::probe::internal::valid_host(&host) || u.path() != "/" {
-            return Err(bad_caddy());
-        }
-        let port = u.port().unwrap_or(80);
-        let sample = self.upstream_host.replace("{vmid}", "202");
-        if !self.upstream_host.contains("{vmid}") || !crate::probe::internal::valid_host(&sample) {
-            return Err(UsageError::new(format!(
-                "--upstream-host {:?} must be a hostname holding {{vmid}}, such as cmux-{{vmid}}.lan",
-                self.upstream_host
-            )));
-        }
-        Ok(Some(HostConfig {
-            vantage,
-            caddy_host: host,
-            caddy_port: port,
-            upstream_template: self.upstream_host.clone(),
-            pct_fallback: !self.no_pct,
-            env: Vec::new(),
-        }))
-    }
+fn parse_listen(s: &str) -> Result<SocketAddr, UsageError> {
+    s.parse().map_err(|_| {
+        UsageError::new(format!(
+            "--listen {s:?} is not an address such as 127.0.0.1:9839"
+        ))
+    })
+}
 
-    /// Validates everything up front; `vmids` are the raw positional values.
-    pub fn validate(
-        &self,
-        vmids: &[String],
-        env_token: Option<&str>,
-    ) -> Result<DiagnoseConfig, UsageError> {
-        let mut warnings = Vec::new();
-        let mut ids = Vec::new();
-        let mut names = Vec::new();
-        for v in vmids {
-            if is_instance_name(v) {
-                if !names.contains(v) {
-                    names.push(v.clone());
-                }
-                continue;
-            }
-            let id = parse_vmid(v).map_err(|e| UsageError::new(e.to_string()))?;
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        let wait = self
-            .wait
-            .as_deref()
-            .map(|w| parse_duration("--wait", w))
-            .transpose()?;
-        let domain = match &self.domain {
-            Some(d) => validate_domain(d).map_err(|e| UsageError::new(e.to_string()))?,
-            None => {
-                return Err(UsageError::new(
-                    "no domain: give --domain sandbox.example.com or set PVE_PUBLIC_DOMAIN",
-                ))
-            }
-        };
-        let template =
-            UrlTemplate::parse(&self.url_template).map_err(|e| UsageError::new(e.to_string()))?;
-        let timeout = parse_duration("--timeout", &self.timeout)?;
-        let pve = crate::pve::PveConfig::from_args(self, pve_env_token().as_deref(), timeout)?;
-        if pve.is_none() && (self.all || !names.is_empty()) {
-            let what = if self.all {
-                "--all".to_string()
-            } else {
-                format!("the instance name {:?}", names[0])
-            };
-            return Err(UsageError::new(format!(
-                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN"
-            )));
-        }
-        let deadline = match &self.deadline {
-            Some(d) => parse_duration("--deadline", d)?,
-            None => timeout * 2 + Duration::from_secs(15),
-        };
-        let connect_to = self
-            .connect_to
-            .as_deref()
-            .map(parse_connect_to)
-            .transpose()?;
-        let cacert_pem = match &self.cacert {
-            Some(p) => {
-                let bytes = std::fs::read(p).map_err(|e| {
-                    UsageError::new(format!(
-                        "--cacert {}: cannot read: {}",
-                        p.display(),
-                        e.kind()
-                    ))
-                })?;
-                if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(UsageError::new(format!(
-                        "--cacert {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                        p.display()
-                    )));
-                }
-                if reqwest::Certificate::from_pem_bundle(&bytes).is_err() {
-                    return Err(UsageError::new(format!(
-                        "--cacert {}: a PEM certificate in it is broken: expected base64 between \
-                         -----BEGIN CERTIFICATE----- and -----END CERTIFICATE-----",
-                        p.display()
-                    )));
-                }
-                Some(bytes)
-            }
-            None => None,
-        };
-        let exec_token: Option<Secret> = match (&self.exec_token_file, env_token) {
-            (Some(p), _) => {
-                let (s, w) = read_token_file(p).map_err(|e| UsageError::new(e.to_string()))?;
-                warnings.extend(w);
-                Some(s)
-            }
-            (None, Some(t)) => Some(
-                parse_token("CMUX_EXECD_AUTH_TOKEN", t)
-                    .map_err(|e| UsageError::new(e.to_string()))?,
-            ),
-            (None, None) => None,
-        };
-        let exec_url = self.exec_url.as_deref().map(parse_exec_url).transpose()?;
-        let mut catalog = match &self.checks {
-            Some(dir) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string()))?,
-            None => Catalog::embedded(),
-        };
-        if !self.services.is_empty() {
-            let names: Vec<String> = self
-                .services
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            catalog = catalog
-                .select(&names)
-                .map_err(|e| UsageError::new(format!("--services: {e}")))?;
-        }
-        if catalog.exec().is_none() && exec_url.is_none() {
-            warnings.push(
-                "note: the catalog has no `exec` service, so nothing is probed inside the container"
-                    .into(),
-            );
-        }
-        if self.insecure {
-            warnings.push("warning: -k/--insecure: TLS certificates are not verified".into());
-        }
-        if let Some(o) = &self.output {
-            if o.as_os_str().is_empty() || o.is_dir() {
-                return Err(UsageError::new(format!(
-                    "-o/--output {:?} is not a file path",
-                    o.display()
-                )));
-            }
-            // Found out before probing, not after the whole run.
-            if let Some(dir) = o.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    return Err(UsageError::new(format!(
-                        "-o/--output {:?}: the directory {:?} does not exist; expected a file in an existing directory",
-                        o.display(),
-                        dir.display()
-                    )));
-                }
-            }
-        }
-        let color = match self.color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                    && self.output.is_none()
-                    && std::io::IsTerminal::is_terminal(&std::io::stdout())
-            }
-        };
-        let caddy = match (&self.caddyfile, &self.caddy_admin) {
-            (Some(p), _) => Some(CaddySource::File {
-                table: read_caddyfile(p)?,
-                path: p.clone(),
-            }),
-            (None, Some(u)) => Some(CaddySource::Admin(parse_admin_url(u)?)),
-            (None, None) => None,
-        };
-        Ok(DiagnoseConfig {
-            caddy,
-            vmids: ids,
-            names,
-            all: self.all,
-            pve,
-            skipped_targets: Vec::new(),
-            concurrency: self.concurrency,
-            wait,
-            probe: ProbeConfig {
-                catalog,
-                template,
-                domain,
-                timeout,
-                exec_token,
-                exec_tokens: Default::default(),
-                retries: self.retries,
-                exec_url,
-                no_origin_check: self.no_origin_check,
-                exec_grace: Duration::from_secs(5),
-                host: self.host_config()?,
-            },
-            connect_to,
-            cacert_pem,
-            insecure: self.insecure,
-            deadline,
-            format: self.format,
-            output: self.output.clone(),
-            color,
-            quiet: self.quiet,
-            warnings,
-        })
+fn parse_ssh(d: &str) -> Result<String, UsageError> {
+    if crate::probe::host::valid_ssh_dest(d) {
+        Ok(d.to_string())
+    } else {
+        Err(UsageError::new(format!(
+            "--ssh {d:?} is not a destination: expected [USER@]HOST such as root@pve.lan"
+        )))
     }
+}
+
+/// `--caddy-url`: a plain `http://HOST[:PORT]` with no path.
+fn parse_caddy_url(s: &str) -> Result<HostPort, UsageError> {
+    let bad = || {
+        UsageError::new(format!(
+            "--caddy-url {s:?} is not a plain http URL such as http://127.0.0.1:8080"
+        ))
+    };
+    let u = url::Url::parse(s).map_err(|_| bad())?;
+    let host = u.host_str().ok_or_else(bad)?.to_string();
+    if u.scheme() != "http" || !crate::probe::internal::valid_host(&host) || u.path() != "/" {
+        return Err(bad());
+    }
+    Ok(HostPort {
+        host,
+        port: u.port().unwrap_or(80),
+        given: s.to_string(),
+    })
+}
+
+fn parse_upstream_host(s: &str) -> Result<String, UsageError> {
+    let sample = s.replace("{vmid}", "202");
+    if !s.contains("{vmid}") || !crate::probe::internal::valid_host(&sample) {
+        return Err(UsageError::new(format!(
+            "--upstream-host {s:?} must be a hostname holding {{vmid}}, such as cmux-{{vmid}}.lan"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// The one line of a command-line value clap refused through one of the parsers above: their
+/// message as is, as when they were checked after parsing. `None` for clap's own errors.
+pub fn value_error_line(e: &clap::Error) -> Option<String> {
+    use std::error::Error as _;
+    if e.kind() != clap::error::ErrorKind::ValueValidation {
+        return None;
+    }
+    e.source()
+        .and_then(|s| s.downcast_ref::<UsageError>())
+        .map(|u| u.to_string())
+}
+
+/// The one line for an option a subcommand does not take (`pvediag demo --domain x`), with the
+/// reason when there is one. `None` for other errors.
+pub fn refusal_line(e: &clap::Error, subcommand: Option<&str>) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let sub = subcommand.filter(|s| matches!(*s, "demo" | "serve" | "lint"))?;
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split('=').next().unwrap_or(s).to_string(),
+        _ => return None,
+    };
+    let why = match sub {
+        "demo" => {
+            "the lab sets the domain, --connect-to, --cacert, the exec token, Caddy's address \
+                   and Caddyfile itself, and uses no PVE API"
+        }
+        "serve" => "the exporter answers each scrape once, in Prometheus' format",
+        _ => "it reads files only",
+    };
+    Some(format!(
+        "{sub} does not take {arg}: {why} (see pvediag {sub} --help)"
+    ))
 }
 
 #[cfg(test)]
@@ -719,12 +568,13 @@ mod tests {
 
     #[test]
     fn connect_to() {
+        let a = parse_connect_to("127.0.0.1:8443").unwrap();
+        assert_eq!(a.literal(), Some("127.0.0.1:8443".parse().unwrap()));
+        assert!(parse_connect_to("[::1]:8443").unwrap().literal().is_some());
         assert_eq!(
-            parse_connect_to("127.0.0.1:8443").unwrap(),
-            "127.0.0.1:8443".parse().unwrap()
+            parse_connect_to("localhost:8443").unwrap().host,
+            "localhost"
         );
-        assert!(parse_connect_to("[::1]:8443").is_ok());
-        assert!(parse_connect_to("localhost:8443").is_ok());
         for bad in [
             "127.0.0.1",
             "127.0.0.1:0",
@@ -752,6 +602,8 @@ mod tests {
         ] {
             assert!(!is_instance_name(bad), "{bad}");
         }
+        assert_eq!(parse_target("202").unwrap(), TargetArg::Vmid(202));
+        assert!(parse_target("+202").is_err());
         assert_eq!(parse_concurrency("1"), Ok(1));
         assert_eq!(parse_concurrency("256"), Ok(256));
         for bad in ["0", "257", "-1", "x", ""] {
@@ -765,5 +617,23 @@ mod tests {
         for bad in ["ftp://x", "http://u:p@x", "http://x/?a=1", "nope"] {
             assert!(parse_exec_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refused_values_keep_their_one_line() {
+        let e = Cli::try_parse_from(["pvediag", "202", "--timeout", "abc"]).unwrap_err();
+        let line = value_error_line(&e).unwrap();
+        assert!(
+            line.starts_with("--timeout \"abc\" is not a duration"),
+            "{line}"
+        );
+        let e = Cli::try_parse_from(["pvediag", "202", "--format", "nope"]).unwrap_err();
+        assert_eq!(value_error_line(&e), None);
+        let e = Cli::try_parse_from(["pvediag", "demo", "--domain", "x"]).unwrap_err();
+        let line = refusal_line(&e, Some("demo")).unwrap();
+        assert!(
+            line.starts_with("demo does not take --domain: the lab sets"),
+            "{line}"
+        );
     }
 }

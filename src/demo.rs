@@ -1,12 +1,15 @@
 //! `pvediag demo`: start the built-in lab on loopback and run the ordinary diagnosis against it,
-//! through the same code path as a real run (only the domain, `--connect-to`, `--cacert` and the
-//! exec token point at the lab).
+//! through the same code path as a real run ([`crate::run::diagnose`], `--wait` included): only
+//! where the sandboxes are (the domain, `--connect-to`, `--cacert`, the exec token, Caddy's address
+//! and Caddyfile) comes from the lab instead of the command line.
 
 use std::io::Write;
 
-use crate::cli::{DemoArgs, DiagnoseArgs, UsageError};
+use crate::cli::{CheckArgs, DemoArgs, HostPort, ReachArgs, UsageError};
 use crate::lab::{self, Lab};
 use crate::report::exit;
+use crate::settings::{Environment, Parts, Settings};
+use crate::target::{Targets, UrlTemplate, DEFAULT_TEMPLATE};
 
 /// Writes the client's exec token into the lab's directory, readable by the owner only.
 fn write_token(lab: &Lab, token: &str) -> Result<std::path::PathBuf, UsageError> {
@@ -41,24 +44,68 @@ impl OwnerOnly for std::fs::OpenOptions {
 /// The first VMID of `pvediag demo --containers N`.
 pub const FLEET_FIRST_VMID: u32 = 1000;
 
-/// The diagnosis options that point at a running lab.
-pub fn lab_args(
-    base: &DiagnoseArgs,
-    lab: &Lab,
-    token_file: Option<std::path::PathBuf>,
-) -> DiagnoseArgs {
-    let mut d = base.clone();
-    d.domain = Some(lab.domain.clone());
-    d.connect_to = Some(lab.edge_addr.to_string());
-    d.cacert = Some(lab.ca_cert_path.clone());
-    d.exec_token_file = token_file;
-    // On the lab's "host", Caddy listens here (not on :8080).
-    d.caddy_url = format!("http://{}", lab.caddy_addr);
-    // Read Caddy's routes the way a user on the host would: from the Caddyfile.
-    if d.caddy_admin.is_none() {
-        d.caddyfile = Some(lab.caddyfile_path.clone());
+/// Where the sandboxes are: the running lab.
+pub fn lab_reach(lab: &Lab, token_file: Option<std::path::PathBuf>) -> ReachArgs {
+    ReachArgs {
+        domain: Some(lab.domain.clone()),
+        connect_to: Some(HostPort {
+            host: lab.edge_addr.ip().to_string(),
+            port: lab.edge_addr.port(),
+            given: lab.edge_addr.to_string(),
+        }),
+        cacert: Some(lab.ca_cert_path.clone()),
+        insecure: false,
+        exec_token_file: token_file,
+        // Read Caddy's routes the way a user on the host would, from the Caddyfile, unless the
+        // demo was given --caddy-admin (see `lab_settings`).
+        caddyfile: Some(lab.caddyfile_path.clone()),
+        ssh: None,
+        // On the lab's "host", Caddy listens here (not on :8080).
+        caddy_url: HostPort {
+            host: lab.caddy_addr.ip().to_string(),
+            port: lab.caddy_addr.port(),
+            given: format!("http://{}", lab.caddy_addr),
+        },
     }
-    d
+}
+
+/// The demo's settings: the user's checks and output against the lab.
+fn lab_settings(
+    args: &DemoArgs,
+    lab: &Lab,
+    scenario: &lab::Scenario,
+    token_file: Option<std::path::PathBuf>,
+) -> Result<Settings, UsageError> {
+    let mut reach = lab_reach(lab, token_file);
+    if args.check.caddy_admin.is_some() {
+        reach.caddyfile = None;
+    }
+    // The scenario's routing layout decides the public URLs, unless the user chose a template.
+    let check = CheckArgs {
+        url_template: if args.check.url_template.as_str() == DEFAULT_TEMPLATE {
+            UrlTemplate::parse(scenario.url_template).map_err(|e| UsageError::new(e.to_string()))?
+        } else {
+            args.check.url_template.clone()
+        },
+        ..args.check.clone()
+    };
+    // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
+    let home = lab.host_dir.display().to_string();
+    let parts = Parts {
+        reach: &reach,
+        check: &check,
+        pve: None,
+        wait: args.wait,
+        output: &args.output,
+        host_env: vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)],
+    };
+    // The lab's token is in the token file; the environment's is for real sandboxes.
+    let env = Environment {
+        exec_token: None,
+        pve_token: None,
+        ..Environment::read()
+    };
+    Settings::from_parts_reading_files(parts, &env)
 }
 
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
@@ -81,7 +128,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
                 lab::Delays::default(),
             ),
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
-            url_template: crate::target::DEFAULT_TEMPLATE,
+            url_template: DEFAULT_TEMPLATE,
         },
         None => lab::scenario(&args.scenario).ok_or_else(|| {
             UsageError::new(format!(
@@ -101,12 +148,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
     if args.delay_ms > 0 {
         scenario.config.delays = lab::Delays::uniform(args.delay_ms);
     }
-    let vmids: Vec<String> = scenario
-        .config
-        .containers
-        .iter()
-        .map(|c| c.vmid.to_string())
-        .collect();
+    let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
     rt.block_on(async {
         let lab = Lab::start(scenario.config.clone())
             .await
@@ -115,33 +157,19 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             Some(t) => Some(write_token(&lab, t)?),
             None => None,
         };
-        let mut diag = lab_args(&args.diag, &lab, token_file.clone());
-        // The scenario's routing layout decides the public URLs, unless the user chose a template.
-        if diag.url_template == crate::target::DEFAULT_TEMPLATE {
-            diag.url_template = scenario.url_template.to_string();
-        }
         if args.serve {
             return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
         }
-        if diag.ssh.is_some() {
-            return Err(UsageError::new(
-                "demo: the lab runs on this machine; use --on-host for the host vantage, not --ssh",
-            ));
-        }
-        let mut cfg = diag.validate(&vmids, None)?;
-        if let Some(h) = cfg.probe.host.as_mut() {
-            // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
-            let home = lab.host_dir.display().to_string();
-            h.env = vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)];
-        }
-        if !cfg.quiet {
+        let settings = lab_settings(&args, &lab, &scenario, token_file)?;
+        if !settings.quiet {
             eprintln!(
                 "pvediag demo: lab scenario `{}` — {}",
                 scenario.name, scenario.description
             );
         }
-        let report = crate::run::run(&cfg).await?;
-        let code = crate::output::emit(&cfg, &report)?;
+        let targets = Targets::given(vmids);
+        let report = crate::run::diagnose(&settings, &targets).await?;
+        let code = crate::output::emit(&settings, &targets, &report)?;
         lab.shutdown().await;
         Ok(code)
     })
@@ -151,9 +179,10 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
 async fn serve(
     lab: &Lab,
     scenario: &lab::Scenario,
-    vmids: &[String],
+    vmids: &[u32],
     token_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
+    let vmids: Vec<String> = vmids.iter().map(|v| v.to_string()).collect();
     let mut cmd = format!(
         "pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
         vmids.join(" "),
@@ -165,7 +194,7 @@ async fn serve(
     if let Some(t) = token_file {
         cmd.push_str(&format!(" --exec-token-file {}", t.display()));
     }
-    if scenario.url_template != crate::target::DEFAULT_TEMPLATE {
+    if scenario.url_template != DEFAULT_TEMPLATE {
         cmd.push_str(&format!(" --url-template {}", scenario.url_template));
     }
     println!(

@@ -20,6 +20,7 @@ pub mod report;
 pub mod run;
 pub mod secret;
 pub mod serve;
+pub mod settings;
 pub mod target;
 pub mod verdict;
 pub mod wait;

@@ -1,10 +1,10 @@
 //! `pvediag lint`: the static check for CI before a deploy. Reads files only; no network.
 //! Exit 0 clean, 1 findings, 2 unreadable input.
 
-use crate::catalog::Catalog;
-use crate::cli::{read_caddyfile, read_text, LintArgs, LintFormat, UsageError};
+use crate::cli::{LintArgs, LintFormat, UsageError};
 use crate::lint::{lint, parse_setup_script, render_json, render_text, ScriptFile};
 use crate::report::exit;
+use crate::settings::{catalog_reading_dir, read_caddyfile, read_text};
 
 pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
     if args.caddyfile.is_empty() && args.caddy_json.is_empty() && args.setup_script.is_empty() {
@@ -12,10 +12,7 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
             "nothing to lint: give --caddyfile FILE, --caddy-json FILE and/or --setup-script FILE",
         ));
     }
-    let catalog = match &args.checks {
-        Some(dir) => Catalog::load_dir(dir).map_err(|e| UsageError::new(e.to_string()))?,
-        None => Catalog::embedded(),
-    };
+    let catalog = catalog_reading_dir(args.checks.as_deref())?;
     let mut tables = Vec::new();
     for p in &args.caddyfile {
         tables.push(read_caddyfile(p)?);

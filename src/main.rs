@@ -1,24 +1,21 @@
 //! pvediag's entry point: `main() -> ExitCode` around `run() -> Result<u8>`.
+//!
+//! The pipeline, one module each: flags ([`pvediag::cli`]) -> settings ([`pvediag::settings`]) ->
+//! targets resolved ([`pvediag::pve`]) -> diagnosis ([`pvediag::run`]: probes, observations,
+//! verdicts) -> report written ([`pvediag::output`]).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use pvediag::cli::{Cli, Command, DiagnoseConfig, UsageError};
-use pvediag::report::{exit, Report};
+use pvediag::cli::{refusal_line, value_error_line, Cli, Command, UsageError};
+use pvediag::report::exit;
+use pvediag::settings::Settings;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            // clap prints help/version on stdout (exit 0) and usage errors on stderr (exit 2).
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+        Err(e) => return ExitCode::from(clap_error(&e)),
     };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -29,6 +26,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// A value one of pvediag's parsers refused, or an option a subcommand does not take: one line.
+/// Otherwise clap prints help/version on stdout (exit 0) and usage errors on stderr (exit 2).
+fn clap_error(e: &clap::Error) -> u8 {
+    let subcommand = std::env::args().nth(1);
+    if let Some(line) = value_error_line(e).or_else(|| refusal_line(e, subcommand.as_deref())) {
+        eprintln!("pvediag: error: {line}");
+        return exit::USAGE;
+    }
+    let _ = e.print();
+    if e.use_stderr() {
+        exit::USAGE
+    } else {
+        exit::OK
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -36,36 +49,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
         .map_err(|e| UsageError::new(format!("cannot start the async runtime: {e}")))
 }
 
-fn env_token() -> Option<String> {
-    std::env::var("CMUX_EXECD_AUTH_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-}
-
 fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
         Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
-        Some(Command::Serve(args)) => {
-            pvediag::serve::run(*args, env_token().as_deref(), &runtime()?)
-        }
+        Some(Command::Serve(args)) => pvediag::serve::run(*args, &runtime()?),
         None => {
-            let mut cfg = cli.diag.validate(&cli.vmids, env_token().as_deref())?;
+            let settings = Settings::from_args_reading_env_and_files(&cli.diag)?;
+            let request = settings.target_request(&cli.targets, cli.all)?;
             let rt = runtime()?;
             // The PVE API: --all's targets, instance names, per-container exec tokens.
-            if let Err(e) = rt.block_on(pvediag::pve::resolve(&mut cfg)) {
-                if !cfg.quiet {
-                    eprintln!("pvediag: error: {e}");
+            let targets = match rt.block_on(pvediag::run::resolve_targets(&settings, &request)) {
+                Ok(t) => t,
+                Err(e) => {
+                    if !settings.quiet {
+                        eprintln!("pvediag: error: {e}");
+                    }
+                    return Ok(e.exit_code());
                 }
-                return Ok(e.exit_code());
-            }
-            let report = rt.block_on(pvediag::wait::run(&cfg))?;
-            emit(&cfg, &report)
+            };
+            let report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
+            pvediag::output::emit(&settings, &targets, &report)
         }
     }
-}
-
-/// Prints warnings, renders the report, writes it, and returns the exit code.
-pub fn emit(cfg: &DiagnoseConfig, report: &Report) -> Result<u8, UsageError> {
-    pvediag::output::emit(cfg, report)
 }

@@ -3,13 +3,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{DiagnoseConfig, OutputFormat, UsageError};
+use crate::cli::{OutputFormat, UsageError};
 use crate::report::{
     json::Json, junit::Junit, prometheus::Prometheus, table::TableFormat, Format, Report,
 };
+use crate::settings::Settings;
 
 /// Renders the report in the configured format.
-pub fn render(cfg: &DiagnoseConfig, report: &Report) -> String {
+pub fn render(cfg: &Settings, report: &Report) -> String {
     match cfg.format {
         OutputFormat::Table => TableFormat { color: cfg.color }.render(report),
         OutputFormat::Json => Json.render(report),
@@ -18,13 +19,22 @@ pub fn render(cfg: &DiagnoseConfig, report: &Report) -> String {
     }
 }
 
-/// Prints warnings on stderr, writes the report, returns the exit code.
-pub fn emit(cfg: &DiagnoseConfig, report: &Report) -> Result<u8, UsageError> {
-    if !cfg.quiet {
-        for w in &cfg.warnings {
+/// Prints warnings on stderr (not with `quiet`), each prefixed `pvediag: `.
+pub fn print_warnings<'a>(quiet: bool, warnings: impl IntoIterator<Item = &'a String>) {
+    if !quiet {
+        for w in warnings {
             eprintln!("pvediag: {w}");
         }
     }
+}
+
+/// Prints the settings' and the targets' warnings, writes the report, returns the exit code.
+pub fn emit(
+    cfg: &Settings,
+    targets: &crate::target::Targets,
+    report: &Report,
+) -> Result<u8, UsageError> {
+    print_warnings(cfg.quiet, cfg.warnings.iter().chain(&targets.warnings));
     let text = render(cfg, report);
     match &cfg.output {
         Some(path) => write_atomically(path, text.as_bytes())

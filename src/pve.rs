@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::{DiagnoseArgs, DiagnoseConfig, UsageError};
-use crate::report::{exit, SkippedTarget};
+use crate::cli::UsageError;
+use crate::report::exit;
 use crate::secret::Secret;
+use crate::target::{is_instance_name, SkippedTarget, TargetRequest, Targets};
 
 /// The Proxmox VE API, validated.
 #[derive(Debug, Clone)]
@@ -30,41 +31,30 @@ pub struct PveConfig {
     pub cache: Option<crate::pve_cache::PveCache>,
 }
 
-fn truthy(v: Option<&str>) -> bool {
-    matches!(v.map(|s| s.trim().to_ascii_lowercase()), Some(s) if !s.is_empty() && !matches!(s.as_str(), "0" | "false" | "no" | "off"))
-}
-
 impl PveConfig {
-    /// The API when both its URL and token are given; `None` otherwise.
-    pub fn from_args(
-        args: &DiagnoseArgs,
-        token: Option<&str>,
+    /// The API at `raw` (`PVE_API_URL`) with `token` (`PVE_API_TOKEN`), checked.
+    pub fn new(
+        raw: &str,
+        token: &str,
+        node: Option<&str>,
+        verify_tls: bool,
         timeout: Duration,
-    ) -> Result<Option<PveConfig>, UsageError> {
-        let (Some(raw), Some(token)) = (args.pve_url.as_deref(), token) else {
-            return Ok(None);
-        };
+    ) -> Result<PveConfig, UsageError> {
         let bad = |why: &str| {
             UsageError::new(format!(
                 "PVE_API_URL {raw:?} {why}: expected the API's base URL, e.g. https://pve.lan:8006"
             ))
         };
-        let u = url::Url::parse(raw.trim()).map_err(|_| bad("is not a URL"))?;
-        if !matches!(u.scheme(), "http" | "https")
-            || u.host_str().is_none()
-            || u.query().is_some()
-            || !u.username().is_empty()
-            || u.password().is_some()
-        {
-            return Err(bad("is not an http(s) URL without query or credentials"));
-        }
+        url::Url::parse(raw.trim()).map_err(|_| bad("is not a URL"))?;
+        let u = crate::target::http_base_url(raw.trim())
+            .ok_or_else(|| bad("is not an http(s) URL without query or credentials"))?;
         let mut base = u.as_str().trim_end_matches('/').to_string();
         if let Some(b) = base.strip_suffix("/api2/json") {
             base = b.to_string();
         }
         let token = crate::secret::parse_token("PVE_API_TOKEN", token)
             .map_err(|e| UsageError::new(e.to_string()))?;
-        let node = match args.pve_node.as_deref().map(str::trim) {
+        let node = match node.map(str::trim) {
             None | Some("") => None,
             Some(n) if valid_node(n) => Some(n.to_string()),
             Some(n) => {
@@ -73,16 +63,14 @@ impl PveConfig {
                 )))
             }
         };
-        let verify_tls =
-            !args.pve_insecure && truthy(std::env::var("PVE_VERIFY_TLS").ok().as_deref());
-        Ok(Some(PveConfig {
+        Ok(PveConfig {
             base,
             token,
             node,
             verify_tls,
             timeout,
             cache: None,
-        }))
+        })
     }
 }
 
@@ -138,11 +126,6 @@ pub struct Container {
     pub name: String,
     pub status: String,
     pub template: bool,
-}
-
-/// cmux containers are named `cmux-...` (older) or `pvelxc-...` (newer).
-pub fn is_cmux_name(name: &str) -> bool {
-    name.starts_with("cmux-") || name.starts_with("pvelxc-")
 }
 
 /// A client of one PVE API.
@@ -378,110 +361,126 @@ impl PveApi {
     }
 }
 
-/// What [`resolve`] found, besides what it put into the config.
-#[derive(Debug, Default)]
-pub struct Resolved {
-    pub node: Option<String>,
-}
-
-/// Fills in what the PVE API knows: `--all`'s targets (and the skipped ones), instance names as
-/// VMIDs, and per-target exec tokens when none was given. A no-op when the API is not configured.
-pub async fn resolve(cfg: &mut DiagnoseConfig) -> Result<Resolved, PveError> {
-    let Some(pve) = cfg.pve.clone() else {
-        return Ok(Resolved::default());
+/// Resolves what the command line asked for through the PVE API: `--all`'s targets (and the
+/// skipped ones), instance names as VMIDs, and per-target exec tokens when `need_tokens` (no token
+/// was given). Without the API: the VMIDs as given.
+pub async fn resolve(
+    pve: Option<&PveConfig>,
+    req: &TargetRequest,
+    need_tokens: bool,
+    concurrency: usize,
+) -> Result<Targets, PveError> {
+    let mut out = Targets::given(req.vmids.clone());
+    let Some(pve) = pve else {
+        return Ok(out);
     };
-    let need_list = cfg.all || !cfg.names.is_empty();
-    let need_tokens = cfg.probe.exec_token.is_none();
+    let need_list = req.all || !req.names.is_empty();
     if !need_list && !need_tokens {
-        return Ok(Resolved::default());
+        return Ok(out);
     }
     if pve.base.starts_with("https:") && !pve.verify_tls {
-        cfg.warnings.push(
+        out.warnings.push(
             "note: the PVE API's TLS certificate is not verified (as in cmux); set PVE_VERIFY_TLS=1 to verify it"
                 .into(),
         );
     }
-    let api = PveApi::new(&pve)?;
+    let api = PveApi::new(pve)?;
     let node = match api.node().await {
         Ok(n) => n,
         Err(e) if !need_list => {
-            cfg.warnings
+            out.warnings
                 .push(format!("warning: no exec tokens from the PVE API: {e}"));
-            return Ok(Resolved::default());
+            return Ok(out);
         }
         Err(e) => return Err(e),
     };
     if need_list {
         let cts = api.containers(&node).await?;
-        if cfg.all {
-            for c in cts.iter().filter(|c| is_cmux_name(&c.name)) {
-                let reason = if c.template {
-                    Some("template".to_string())
-                } else if c.status != "running" {
-                    Some(format!("not running ({})", c.status))
-                } else {
-                    None
-                };
-                match reason {
-                    Some(reason) => cfg.skipped_targets.push(SkippedTarget {
-                        vmid: c.vmid,
-                        name: c.name.clone(),
-                        reason,
-                    }),
-                    None if !cfg.vmids.contains(&c.vmid) => cfg.vmids.push(c.vmid),
-                    None => {}
-                }
-            }
-            if cfg.vmids.is_empty() {
-                cfg.warnings.push(format!(
-                    "note: the PVE API lists no running cmux container on node {node}"
-                ));
-            }
+        if req.all {
+            pick_running(&cts, &node, &mut out);
         }
-        for name in std::mem::take(&mut cfg.names) {
+        for name in &req.names {
             let c = cts
                 .iter()
-                .find(|c| c.name == name)
+                .find(|c| &c.name == name)
                 .ok_or_else(|| PveError::UnknownName {
                     name: name.clone(),
                     node: node.clone(),
                 })?;
             if c.status != "running" {
-                cfg.warnings.push(format!(
+                out.warnings.push(format!(
                     "warning: {name} (VMID {}) is {} on node {node}",
                     c.vmid, c.status
                 ));
             }
-            if !cfg.vmids.contains(&c.vmid) {
-                cfg.vmids.push(c.vmid);
+            if !out.vmids.contains(&c.vmid) {
+                out.vmids.push(c.vmid);
             }
         }
     }
     if need_tokens {
-        let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
-        let found = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
-            let (api, node, sem) = (&api, &node, &sem);
-            async move {
-                let _permit = sem.acquire().await;
-                (vmid, api.exec_token(node, vmid).await)
-            }
-        }))
-        .await;
-        let mut tokens = BTreeMap::new();
-        for (vmid, r) in found {
-            match r {
-                Ok(Some(t)) => {
-                    tokens.insert(vmid, t);
-                }
-                Ok(None) => {}
-                Err(e) => cfg.warnings.push(format!(
-                    "warning: no exec token for VMID {vmid} from the PVE API: {e}"
-                )),
-            }
-        }
-        cfg.probe.exec_tokens = tokens;
+        out.exec_tokens = tokens(&api, &node, &out.vmids, concurrency, &mut out.warnings).await;
     }
-    Ok(Resolved { node: Some(node) })
+    Ok(out)
+}
+
+/// `--all`: the running cmux containers become targets; stopped ones and templates are skipped.
+fn pick_running(cts: &[Container], node: &str, out: &mut Targets) {
+    for c in cts.iter().filter(|c| is_instance_name(&c.name)) {
+        let reason = if c.template {
+            Some("template".to_string())
+        } else if c.status != "running" {
+            Some(format!("not running ({})", c.status))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => out.skipped.push(SkippedTarget {
+                vmid: c.vmid,
+                name: c.name.clone(),
+                reason,
+            }),
+            None if !out.vmids.contains(&c.vmid) => out.vmids.push(c.vmid),
+            None => {}
+        }
+    }
+    if out.vmids.is_empty() {
+        out.warnings.push(format!(
+            "note: the PVE API lists no running cmux container on node {node}"
+        ));
+    }
+}
+
+/// Each target's exec token from its container config, `concurrency` requests at a time.
+async fn tokens(
+    api: &PveApi,
+    node: &str,
+    vmids: &[u32],
+    concurrency: usize,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<u32, Secret> {
+    let sem = tokio::sync::Semaphore::new(concurrency.max(1));
+    let found = futures_util::future::join_all(vmids.iter().map(|&vmid| {
+        let sem = &sem;
+        async move {
+            let _permit = sem.acquire().await;
+            (vmid, api.exec_token(node, vmid).await)
+        }
+    }))
+    .await;
+    let mut tokens = BTreeMap::new();
+    for (vmid, r) in found {
+        match r {
+            Ok(Some(t)) => {
+                tokens.insert(vmid, t);
+            }
+            Ok(None) => {}
+            Err(e) => warnings.push(format!(
+                "warning: no exec token for VMID {vmid} from the PVE API: {e}"
+            )),
+        }
+    }
+    tokens
 }
 
 #[cfg(test)]
@@ -519,7 +518,9 @@ mod tests {
         assert!(c[2].template && !c[0].template);
         assert!(parse_containers("/x", &json!({"a": 1})).is_err());
         assert!(parse_containers("/x", &json!([{"name": "x"}])).is_err());
-        assert!(is_cmux_name("cmux-202") && is_cmux_name("pvelxc-1") && !is_cmux_name("db"));
+        assert!(
+            is_instance_name("cmux-202") && is_instance_name("pvelxc-1") && !is_instance_name("db")
+        );
     }
 
     #[test]
@@ -539,6 +540,5 @@ mod tests {
             .exit_code(),
             3
         );
-        assert!(truthy(Some("1")) && truthy(Some("true")) && !truthy(Some("0")) && !truthy(None));
     }
 }

@@ -1,60 +1,85 @@
-//! One diagnosis run: targets -> probes (concurrently) -> verdicts -> report.
+//! The one diagnosis path, used by the plain command, `demo`, `serve` and `--wait`:
+//! settings + targets -> probes (concurrently) -> observations -> verdicts -> report.
 
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
 use crate::caddy::RouteTable;
-use crate::cli::{CaddySource, DiagnoseConfig, UsageError};
+use crate::cli::UsageError;
 use crate::http::{build_client, ClientOptions};
 use crate::observation::{
     AuthMode, ExecChannel, ExecRun, Probe, RouteObservation, ServiceObservation, TargetObservation,
 };
-use crate::report::{CaddyReport, Report, TargetReport};
-use crate::verdict::{diagnose, Context};
-
-/// Targets probed at once by default (`--concurrency`). Each target in flight holds about eight
-/// connections (six public URLs, the exec channel's two) and spawns one bash in
-/// its container; 32 targets keep a run under about 30 MB and 300 sockets.
-pub const CONCURRENCY: usize = 32;
+use crate::report::{CaddyReport, Completion, Report, TargetReport};
+use crate::settings::{CaddySource, Settings};
+use crate::target::Targets;
+use crate::verdict::Context;
 
 /// The Caddyfile path on a PVE host, for next steps.
 pub const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
 
-/// Runs the diagnosis of every target of `cfg` within its deadline.
-pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
+/// Resolves the command line's targets through the PVE API when the settings have one (exec tokens
+/// only when no token was given).
+pub async fn resolve_targets(
+    settings: &Settings,
+    request: &crate::target::TargetRequest,
+) -> Result<Targets, crate::pve::PveError> {
+    crate::pve::resolve(
+        settings.pve.as_ref(),
+        request,
+        settings.probe.exec_token.is_none(),
+        settings.concurrency,
+    )
+    .await
+}
+
+/// Diagnoses `targets` with `settings`: once, or with `--wait` until healthy. Within the settings'
+/// deadline.
+pub async fn diagnose(settings: &Settings, targets: &Targets) -> Result<Report, UsageError> {
+    diagnose_within(settings, targets, settings.deadline).await
+}
+
+/// [`diagnose`] with the deadline of each attempt given (the exporter's scrape timeout).
+pub async fn diagnose_within(
+    settings: &Settings,
+    targets: &Targets,
+    deadline: Duration,
+) -> Result<Report, UsageError> {
+    let once = || diagnose_once(settings, targets, deadline);
+    match settings.wait {
+        None => once().await,
+        Some(wait) => crate::wait::until_healthy(wait, settings.quiet, once).await,
+    }
+}
+
+/// One attempt over every target within `deadline`.
+async fn diagnose_once(
+    settings: &Settings,
+    targets: &Targets,
+    deadline: Duration,
+) -> Result<Report, UsageError> {
     let start = Instant::now();
     let client = build_client(&ClientOptions {
-        connect_to: cfg.connect_to,
-        cacert_pem: cfg.cacert_pem.clone(),
-        insecure: cfg.insecure,
-        connect_timeout: Some(cfg.probe.timeout),
+        connect_to: settings.connect_to,
+        cacert_pem: settings.cacert_pem.clone(),
+        insecure: settings.insecure,
+        connect_timeout: Some(settings.probe.timeout),
     })
     .map_err(|e| UsageError::new(e.to_string()))?;
-
-    // Probes end on their own before the deadline: shrink their timeouts to fit inside it.
-    let mut probe = cfg.probe.clone();
-    let budget = cfg.deadline.saturating_sub(Duration::from_millis(200));
-    if probe.timeout + probe.exec_grace > budget {
-        probe.exec_grace = (budget / 5).min(probe.exec_grace);
-        // Never longer than the user's --timeout: only the grace shrinks when that is enough.
-        probe.timeout = budget
-            .saturating_sub(probe.exec_grace)
-            .max(Duration::from_millis(1))
-            .min(probe.timeout);
-    }
-
-    let caddy_read = read_caddy(cfg);
+    let probe = probe_config(settings, targets, deadline);
+    let caddy_read = read_caddy(settings);
     // The origin check names no VMID: one request serves every target.
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
     // Likewise the host's cloudflared readiness and Caddy's loaded routes.
     let host_wide = crate::probe::host_wide(&probe).boxed().shared();
-    let sem = tokio::sync::Semaphore::new(cfg.concurrency.max(1));
+    let sem = tokio::sync::Semaphore::new(settings.concurrency.max(1));
+    let n = targets.vmids.len();
     let progress = Progress::new(
-        cfg.vmids.len(),
-        !cfg.quiet && cfg.vmids.len() > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        n,
+        !settings.quiet && n > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
-    let observations = futures_util::future::join_all(cfg.vmids.iter().map(|&vmid| {
+    let observations = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
         let (client, probe, sem, origin, host_wide, progress) = (
             &client,
             &probe,
@@ -64,14 +89,14 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
             &progress,
         );
         async move {
-            let remaining = cfg.deadline.saturating_sub(start.elapsed());
+            let remaining = deadline.saturating_sub(start.elapsed());
             let work = async {
                 let _permit = sem.acquire().await;
                 crate::probe::observe_with(client, probe, vmid, origin, host_wide).await
             };
             let o = match tokio::time::timeout(remaining, work).await {
-                Ok(o) => o,
-                Err(_) => unfinished(probe, vmid, cfg.deadline),
+                Ok(o) => (o, Completion::InTime),
+                Err(_) => (unfinished(probe, vmid, deadline), Completion::CutByDeadline),
             };
             progress.done();
             o
@@ -80,43 +105,12 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
     let (mut observations, (table, mut caddy)) = tokio::join!(observations, caddy_read);
     progress.finish();
     if let Some(table) = &table {
-        for o in &mut observations {
+        for (o, _) in &mut observations {
             o.routes = routes_for(&probe, table, o.vmid);
         }
-    } else if cfg.caddy.is_none() {
-        // With the host vantage and no Caddy source given: what Caddy has loaded, from its admin
-        // API on the host.
-        for o in &mut observations {
-            let Some(h) = &o.host else { continue };
-            let source = format!(
-                "Caddy's admin API on the host ({}, {})",
-                h.vantage,
-                crate::probe::host::CADDY_ADMIN_PATH
-            );
-            match host_admin_table(&h.caddy_config) {
-                Ok(t) => {
-                    o.routes = routes_for(&probe, &t, o.vmid);
-                    if caddy.is_none() {
-                        caddy = Some(CaddyReport {
-                            findings: crate::lint::lint(
-                                &probe.catalog,
-                                std::slice::from_ref(&t),
-                                &[],
-                            ),
-                            source,
-                            error: None,
-                        });
-                    }
-                }
-                Err(e) if caddy.is_none() => {
-                    caddy = Some(CaddyReport {
-                        source,
-                        error: Some(e),
-                        findings: Vec::new(),
-                    })
-                }
-                Err(_) => {}
-            }
+    } else if settings.caddy.is_none() {
+        for (o, _) in &mut observations {
+            host_admin_routes(&probe, o, &mut caddy);
         }
     }
 
@@ -125,52 +119,78 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         layout: probe.template.layout(),
         caddyfile: HOST_CADDYFILE,
     };
-    let targets = observations
+    let reports = observations
         .into_iter()
-        .map(|o| TargetReport {
-            verdict: diagnose(&ctx, &o),
+        .map(|(o, completion)| TargetReport {
+            verdict: crate::verdict::diagnose(&ctx, &o),
             observation: o,
+            completion,
         })
         .collect();
     Ok(Report {
-        targets,
+        targets: reports,
         catalog: probe.catalog.clone(),
         template: probe.template.as_str().to_string(),
         domain: probe.domain.clone(),
         duration_ms: start.elapsed().as_millis() as u64,
         caddy,
-        skipped_targets: cfg.skipped_targets.clone(),
+        skipped_targets: targets.skipped.clone(),
     })
 }
 
+/// The probes' configuration for this run: the targets' tokens, and timeouts that end on their own
+/// before the deadline (only the grace shrinks when that is enough; never longer than --timeout).
+fn probe_config(
+    settings: &Settings,
+    targets: &Targets,
+    deadline: Duration,
+) -> crate::probe::ProbeConfig {
+    let mut probe = settings.probe.clone();
+    probe.exec_tokens = targets.exec_tokens.clone();
+    let budget = deadline.saturating_sub(Duration::from_millis(200));
+    if probe.timeout + probe.exec_grace > budget {
+        probe.exec_grace = (budget / 5).min(probe.exec_grace);
+        probe.timeout = budget
+            .saturating_sub(probe.exec_grace)
+            .max(Duration::from_millis(1))
+            .min(probe.timeout);
+    }
+    probe
+}
+
+/// With the host vantage and no Caddy source given: what Caddy has loaded, from its admin API on
+/// the host. The first target's answer makes the run's Caddy report.
+fn host_admin_routes(
+    probe: &crate::probe::ProbeConfig,
+    o: &mut TargetObservation,
+    caddy: &mut Option<CaddyReport>,
+) {
+    let Some(h) = &o.host else { return };
+    let source = format!(
+        "Caddy's admin API on the host ({}, {})",
+        h.vantage,
+        crate::probe::host::CADDY_ADMIN_PATH
+    );
+    let table = host_admin_table(&h.caddy_config);
+    if let Ok(t) = &table {
+        o.routes = routes_for(probe, t, o.vmid);
+    }
+    if caddy.is_none() {
+        *caddy = Some(CaddyReport::new(source, &table, &probe.catalog));
+    }
+}
+
 /// Reads Caddy's routes (the Caddyfile was parsed up front; the admin API is asked now).
-async fn read_caddy(cfg: &DiagnoseConfig) -> (Option<RouteTable>, Option<CaddyReport>) {
-    let (source, table) = match &cfg.caddy {
+async fn read_caddy(settings: &Settings) -> (Option<RouteTable>, Option<CaddyReport>) {
+    let (source, table) = match &settings.caddy {
         None => return (None, None),
         Some(CaddySource::File { path, table }) => (path.display().to_string(), Ok(table.clone())),
-        Some(CaddySource::Admin(url)) => (url.clone(), fetch_admin(url, cfg.probe.timeout).await),
-    };
-    match table {
-        Ok(t) => {
-            let findings = crate::lint::lint(&cfg.probe.catalog, std::slice::from_ref(&t), &[]);
-            (
-                Some(t),
-                Some(CaddyReport {
-                    source,
-                    error: None,
-                    findings,
-                }),
-            )
+        Some(CaddySource::Admin(url)) => {
+            (url.clone(), fetch_admin(url, settings.probe.timeout).await)
         }
-        Err(e) => (
-            None,
-            Some(CaddyReport {
-                source,
-                error: Some(e),
-                findings: Vec::new(),
-            }),
-        ),
-    }
+    };
+    let report = CaddyReport::new(source, &table, &settings.probe.catalog);
+    (table.ok(), Some(report))
 }
 
 /// The route table from the host script's probe of Caddy's admin API.

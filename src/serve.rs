@@ -12,7 +12,6 @@
 //! A small HTTP/1.1 server on the lab's helpers: one request per connection.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,10 +19,12 @@ use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::cli::{is_instance_name, DiagnoseConfig, ServeArgs, UsageError};
+use crate::cli::{ColorChoice, OutputArgs, OutputFormat, ServeArgs, UsageError};
 use crate::lab::http::{read_request, response_bytes, send};
 use crate::report::prometheus::{family, labels, Prometheus, CONTENT_TYPE};
 use crate::report::{exit, Format};
+use crate::settings::{Environment, Parts, Settings};
+use crate::target::{is_instance_name, TargetRequest};
 
 /// Taken off Prometheus' scrape timeout so the answer arrives in time.
 pub const SCRAPE_MARGIN: Duration = Duration::from_millis(500);
@@ -44,24 +45,34 @@ struct Stats {
 }
 
 struct State {
-    base: DiagnoseConfig,
+    base: Settings,
     sem: Semaphore,
     stats: Mutex<Stats>,
 }
 
+/// The exporter's settings: its options, the environment and the files they name.
+pub fn settings_reading_env_and_files(args: &ServeArgs) -> Result<Settings, UsageError> {
+    let output = OutputArgs {
+        format: OutputFormat::Prometheus,
+        output: None,
+        color: ColorChoice::Never,
+        quiet: args.quiet,
+    };
+    let parts = Parts {
+        reach: &args.reach,
+        check: &args.check,
+        pve: Some(&args.pve),
+        wait: None,
+        output: &output,
+        host_env: Vec::new(),
+    };
+    Settings::from_parts_reading_files(parts, &Environment::read())
+}
+
 /// Validates the options, binds, and serves until Ctrl-C.
-pub fn run(
-    args: ServeArgs,
-    env_token: Option<&str>,
-    rt: &tokio::runtime::Runtime,
-) -> Result<u8, UsageError> {
-    let cfg = args.diag.validate(&[], env_token)?;
-    let addr: SocketAddr = args.listen.parse().map_err(|_| {
-        UsageError::new(format!(
-            "--listen {:?} is not an address such as 127.0.0.1:9839",
-            args.listen
-        ))
-    })?;
+pub fn run(args: ServeArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
+    let cfg = settings_reading_env_and_files(&args)?;
+    let addr = args.listen;
     rt.block_on(async {
         let listener = TcpListener::bind(addr)
             .await
@@ -69,11 +80,7 @@ pub fn run(
         let local = listener
             .local_addr()
             .map_err(|e| UsageError::new(e.to_string()))?;
-        if !cfg.quiet {
-            for w in &cfg.warnings {
-                eprintln!("pvediag: {w}");
-            }
-        }
+        crate::output::print_warnings(cfg.quiet, &cfg.warnings);
         // The one line a supervisor (or a test) reads to learn the address.
         eprintln!("pvediag serve: listening on http://{local}");
         tokio::select! {
@@ -85,7 +92,7 @@ pub fn run(
 }
 
 /// Serves forever on `listener`.
-pub async fn serve(listener: TcpListener, mut base: DiagnoseConfig) {
+pub async fn serve(listener: TcpListener, mut base: Settings) {
     // PVE API answers (nodes, containers, configs and their tokens) are kept for a short while:
     // every scrape of every target asks for them (crate::pve_cache).
     if let Some(p) = &mut base.pve {
@@ -179,15 +186,9 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
     let Some(target) = req.query_param("target") else {
         return (400, TEXT, "missing ?target=VMID\n".into());
     };
-    let mut cfg = state.base.clone();
-    cfg.all = false;
-    cfg.wait = None;
-    cfg.skipped_targets.clear();
-    cfg.vmids.clear();
-    cfg.names.clear();
     let target = target.trim().to_string();
-    if is_instance_name(&target) {
-        if cfg.pve.is_none() {
+    let request = if is_instance_name(&target) {
+        if state.base.pve.is_none() {
             return (
                 400,
                 TEXT,
@@ -195,10 +196,16 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
                     .into(),
             );
         }
-        cfg.names.push(target);
+        TargetRequest {
+            names: vec![target],
+            ..TargetRequest::default()
+        }
     } else {
         match crate::target::parse_vmid(&target) {
-            Ok(v) => cfg.vmids.push(v),
+            Ok(v) => TargetRequest {
+                vmids: vec![v],
+                ..TargetRequest::default()
+            },
             Err(_) => return (
                 400,
                 TEXT,
@@ -206,26 +213,34 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
                     .into(),
             ),
         }
-    }
-    cfg.deadline = probe_deadline(
+    };
+    let deadline = probe_deadline(
         state.base.deadline,
         req.header("x-prometheus-scrape-timeout-seconds"),
     );
     let start = Instant::now();
-    let Ok(Ok(_permit)) = tokio::time::timeout(cfg.deadline, state.sem.acquire()).await else {
+    let Ok(Ok(_permit)) = tokio::time::timeout(deadline, state.sem.acquire()).await else {
         return (503, TEXT, "too many probes in flight\n".into());
     };
     // The PVE API's answers count against the scrape timeout too: each request gets at most half
     // of what is left (a hanging API leaves the diagnosis time to run without its tokens), and
     // the whole resolution no more than what is left.
-    let left = cfg
-        .deadline
-        .saturating_sub(start.elapsed())
-        .max(MIN_DEADLINE);
-    if let Some(p) = &mut cfg.pve {
+    let left = deadline.saturating_sub(start.elapsed()).max(MIN_DEADLINE);
+    let pve = state.base.pve.clone().map(|mut p| {
         p.timeout = p.timeout.min(left / 2);
-    }
-    match tokio::time::timeout(left, crate::pve::resolve(&mut cfg)).await {
+        p
+    });
+    let resolved = tokio::time::timeout(
+        left,
+        crate::pve::resolve(
+            pve.as_ref(),
+            &request,
+            state.base.probe.exec_token.is_none(),
+            state.base.concurrency,
+        ),
+    )
+    .await;
+    let targets = match resolved {
         Err(_) => {
             return (
                 503,
@@ -236,6 +251,7 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
                 ),
             )
         }
+        Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             let status = if e.exit_code() == exit::USAGE {
                 400
@@ -244,13 +260,9 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
             };
             return (status, TEXT, format!("{e}\n"));
         }
-        Ok(Ok(_)) => {}
-    }
-    cfg.deadline = cfg
-        .deadline
-        .saturating_sub(start.elapsed())
-        .max(MIN_DEADLINE);
-    let report = match crate::run::run(&cfg).await {
+    };
+    let deadline = deadline.saturating_sub(start.elapsed()).max(MIN_DEADLINE);
+    let report = match crate::run::diagnose_within(&state.base, &targets, deadline).await {
         Ok(r) => r,
         Err(e) => return (500, TEXT, format!("{e}\n")),
     };

@@ -1,6 +1,14 @@
 //! Targets: which container, under which domain, at which public URLs.
 
-use crate::verdict::Layout;
+/// The routing layout, which decides what a "Caddy" fix looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One hostname and one Caddy route per service (`https://{service}-{vmid}.DOMAIN`).
+    PerService,
+    /// The port is in the hostname and one generic Caddy rule dials it (`port-{port}-...`).
+    PortInHost,
+}
 
 /// The placeholders a URL template may use.
 pub const PLACEHOLDERS: &[&str] = &["service", "vmid", "port", "domain"];
@@ -206,6 +214,69 @@ pub fn parse_vmid(s: &str) -> Result<u32, TargetError> {
         Ok(v) if v > 0 && s.bytes().all(|c| c.is_ascii_digit()) => Ok(v),
         _ => Err(TargetError::BadVmid { value: s.into() }),
     }
+}
+
+/// The targets the command line asks for, before the PVE API is asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetRequest {
+    pub vmids: Vec<u32>,
+    /// Instance names given where a VMID is expected, resolved through the PVE API.
+    pub names: Vec<String>,
+    /// `--all`: the targets come from the PVE API.
+    pub all: bool,
+}
+
+/// The targets of a run, resolved: what to diagnose, with what the PVE API told about them.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub vmids: Vec<u32>,
+    /// Per-target exec tokens from the PVE API (used where no token was given).
+    pub exec_tokens: std::collections::BTreeMap<u32, crate::secret::Secret>,
+    /// Containers `--all` found and does not diagnose (stopped, templates).
+    pub skipped: Vec<SkippedTarget>,
+    /// Warnings of the resolution (never containing secrets).
+    pub warnings: Vec<String>,
+}
+
+impl Targets {
+    /// VMIDs as given, nothing to resolve.
+    pub fn given(vmids: Vec<u32>) -> Targets {
+        Targets {
+            vmids,
+            ..Targets::default()
+        }
+    }
+}
+
+/// A container `--all` found and did not diagnose, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedTarget {
+    pub vmid: u32,
+    pub name: String,
+    pub reason: String,
+}
+
+/// `cmux-202`, `pvelxc-1a2b3c4d`: an instance name (the container's hostname). The one rule for
+/// a name given where a VMID is expected and for the containers `--all` picks from the PVE API.
+pub fn is_instance_name(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("cmux-")
+        .or_else(|| s.strip_prefix("pvelxc-"));
+    matches!(rest, Some(r) if !r.is_empty()
+        && r.len() <= 56
+        && r.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'))
+}
+
+/// An http(s) URL with a host and without query or credentials (`--exec-url`, `--caddy-admin`,
+/// `PVE_API_URL`); `None` for anything else.
+pub fn http_base_url(s: &str) -> Option<url::Url> {
+    url::Url::parse(s).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some()
+            && u.query().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
 }
 
 /// The hostname pvediag uses for the origin check: under the domain, matching no service route,

@@ -110,15 +110,8 @@ impl TargetVerdict {
     }
 }
 
-/// The routing layout, which decides what a "Caddy" fix looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Layout {
-    /// One hostname and one Caddy route per service (`https://{service}-{vmid}.DOMAIN`).
-    PerService,
-    /// The port is in the hostname and one generic Caddy rule dials it (`port-{port}-...`).
-    PortInHost,
-}
+/// The routing layout lives with the URL template that decides it.
+pub use crate::target::Layout;
 
 /// What the engine knows besides the observations.
 #[derive(Debug, Clone)]

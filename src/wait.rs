@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use crate::cli::{DiagnoseConfig, UsageError};
+use crate::cli::UsageError;
 use crate::report::{exit, Report};
 
 /// The first pause between attempts; it doubles up to [`MAX_BACKOFF`].
@@ -18,24 +18,29 @@ pub fn backoff(n: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Runs the diagnosis once, or until healthy within `cfg.wait`. Progress goes to stderr, and only
-/// when stderr is a terminal.
-pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
-    let Some(wait) = cfg.wait else {
-        return crate::run::run(cfg).await;
-    };
-    let progress = !cfg.quiet && std::io::stderr().is_terminal();
+/// Runs `attempt` until its report is healthy or `wait` is spent, and returns the last report.
+/// Progress goes to stderr, and only when stderr is a terminal and not `quiet`.
+pub async fn until_healthy<F, Fut>(
+    wait: Duration,
+    quiet: bool,
+    attempt: F,
+) -> Result<Report, UsageError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Report, UsageError>>,
+{
+    let progress = !quiet && std::io::stderr().is_terminal();
     let start = Instant::now();
-    let mut attempt = 0u32;
+    let mut n = 0u32;
     loop {
-        attempt += 1;
-        let report = crate::run::run(cfg).await?;
+        n += 1;
+        let report = attempt().await?;
         let code = report.exit_code();
-        let pause = backoff(attempt);
+        let pause = backoff(n);
         if code == exit::OK || start.elapsed() + pause >= wait {
-            if progress && attempt > 1 {
+            if progress && n > 1 {
                 eprintln!(
-                    "pvediag: attempt {attempt}: {} after {:.1} s",
+                    "pvediag: attempt {n}: {} after {:.1} s",
                     report.worst().as_str(),
                     start.elapsed().as_secs_f64()
                 );
@@ -44,7 +49,7 @@ pub async fn run(cfg: &DiagnoseConfig) -> Result<Report, UsageError> {
         }
         if progress {
             eprintln!(
-                "pvediag: attempt {attempt}: {}; again in {:.1} s ({:.0} s left)",
+                "pvediag: attempt {n}: {}; again in {:.1} s ({:.0} s left)",
                 report.worst().as_str(),
                 pause.as_secs_f64(),
                 wait.saturating_sub(start.elapsed()).as_secs_f64()

@@ -35,18 +35,46 @@ pub struct CaddyReport {
     pub findings: Vec<crate::lint::Finding>,
 }
 
-/// A container `--all` found and did not diagnose, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SkippedTarget {
-    pub vmid: u32,
-    pub name: String,
-    pub reason: String,
+impl CaddyReport {
+    /// The report of one reading of Caddy's routes: the lint findings of the table, or why it
+    /// could not be read.
+    pub fn new(
+        source: String,
+        table: &Result<crate::caddy::RouteTable, String>,
+        catalog: &Catalog,
+    ) -> CaddyReport {
+        match table {
+            Ok(t) => CaddyReport {
+                source,
+                error: None,
+                findings: crate::lint::lint(catalog, std::slice::from_ref(t), &[]),
+            },
+            Err(e) => CaddyReport {
+                source,
+                error: Some(e.clone()),
+                findings: Vec::new(),
+            },
+        }
+    }
 }
+
+pub use crate::target::SkippedTarget;
 
 #[derive(Debug, Clone)]
 pub struct TargetReport {
     pub observation: TargetObservation,
     pub verdict: TargetVerdict,
+    /// Whether the run's deadline cut this target's probes off.
+    pub completion: Completion,
+}
+
+/// How a target's probes ended: a typed fact, not a phrase in a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Every probe ended on its own (answered, failed or timed out).
+    InTime,
+    /// The run's deadline came first: the checks not run are marked so.
+    CutByDeadline,
 }
 
 /// Exit codes: stable contract (docs/diagnosis.md, README).
@@ -101,12 +129,13 @@ pub fn unfinished_checks(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     for t in &report.targets {
         let o = &t.observation;
+        let by_deadline = t.completion == Completion::CutByDeadline;
         let cut = |p: &Probe| match p {
             Probe::Failed {
                 kind: FailureKind::Timeout,
                 ..
             } => Some("timeout"),
-            Probe::NotRun { reason } if reason.contains("deadline") => Some("deadline"),
+            Probe::NotRun { .. } if by_deadline => Some("deadline"),
             _ => None,
         };
         match &o.exec.run {
@@ -115,7 +144,7 @@ pub fn unfinished_checks(report: &Report) -> Vec<String> {
                 ..
             } => out.push(format!("{}/exec-channel (timeout)", o.vmid)),
             ExecRun::Incomplete { .. } => out.push(format!("{}/exec-channel (cut)", o.vmid)),
-            ExecRun::NotRun { reason } if reason.contains("deadline") => {
+            ExecRun::NotRun { .. } if by_deadline => {
                 out.push(format!("{}/exec-channel (deadline)", o.vmid))
             }
             _ => {}

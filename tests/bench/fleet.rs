@@ -413,7 +413,7 @@ fn main() {
     println!(
         "pvediag: {} (default --concurrency {})",
         pvediag_bin(),
-        pvediag::run::CONCURRENCY
+        pvediag::cli::CONCURRENCY
     );
     println!("floor: {floor} ms = {floor_how}");
     println!("each figure: median of {runs} run(s), wall time measured around the child process");
@@ -523,7 +523,7 @@ fn main() {
         let (cfg, per_sandbox) = same_work_config(&lab, &catalog, &vmids, &token);
         let hand_path = dir.join(format!("hand-{n}.cfg"));
         std::fs::write(&hand_path, cfg).unwrap();
-        let by_hand_par = (per_sandbox * pvediag::run::CONCURRENCY)
+        let by_hand_par = (per_sandbox * pvediag::cli::CONCURRENCY)
             .min(per_sandbox * n)
             .min(300);
         let hand_argv: Vec<String> = vec![

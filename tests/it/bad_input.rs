@@ -441,6 +441,32 @@ fn bad_input_matrix() {
             &["demo", "--scenario", "nope"],
             &["--scenario", "\"nope\"", "one of"],
         ),
+        // Subcommands take only the options they use, and say why in one line.
+        case(
+            "demo takes no domain",
+            &["demo", "--domain", "x.example"],
+            &["demo does not take --domain", "the lab sets"],
+        ),
+        case(
+            "demo takes no connect-to",
+            &["demo", "--connect-to", "127.0.0.1:1"],
+            &["demo does not take --connect-to"],
+        ),
+        case(
+            "demo takes no token file",
+            &["demo", "--exec-token-file", "/nope"],
+            &["demo does not take --exec-token-file"],
+        ),
+        with(
+            "caddy-admin with credentials",
+            &["--caddy-admin", "http://u:p@127.0.0.1:2019"],
+            &["--caddy-admin", "credentials"],
+        ),
+        case(
+            "serve takes no wait",
+            &["serve", "--wait", "5s"],
+            &["serve does not take --wait"],
+        ),
     ];
 
     // The environment.

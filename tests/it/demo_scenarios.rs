@@ -414,3 +414,18 @@ fn color_always_paints_and_list_names_every_scenario() {
         );
     }
 }
+
+/// `demo --wait` goes through the same diagnosis path as the plain command: a healthy lab is
+/// healthy on the first attempt.
+#[test]
+fn demo_wait_uses_the_shared_path() {
+    if !curl_present() {
+        return;
+    }
+    let (code, v) = demo_args(&["--scenario", "healthy", "--wait", "5s"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["status"], "healthy");
+    let (code, v) = demo_args(&["--scenario", "service-down", "--wait", "1s"]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["status"], "broken");
+}

@@ -4,15 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use pvediag::cli::{Cli, DiagnoseConfig};
 use pvediag::lab::{self, Delays, Lab};
 
 const FIRST: u32 = 1000;
 
 use crate::common::curl_present;
 
-fn config(lab: &Lab, vmids: &[u32], extra: &[&str]) -> DiagnoseConfig {
+fn config(lab: &Lab, vmids: &[u32], extra: &[&str]) -> crate::common::servers::Config {
     let token = lab.dir.join("client-token");
     std::fs::write(&token, lab::SCENARIO_TOKEN).unwrap();
     #[cfg(unix)]
@@ -37,8 +35,8 @@ fn config(lab: &Lab, vmids: &[u32], extra: &[&str]) -> DiagnoseConfig {
         argv.push(a.to_string());
     }
     argv.extend(extra.iter().map(|s| s.to_string()));
-    let cli = Cli::try_parse_from(argv).unwrap();
-    cli.diag.validate(&cli.vmids, None).unwrap()
+    let argv: Vec<&str> = argv.iter().map(|s| s.as_str()).collect();
+    crate::common::servers::config(&argv[1..]).unwrap()
 }
 
 fn assert_healthy(report: &pvediag::report::Report) {
@@ -71,7 +69,9 @@ async fn fleet_one_exec_post_per_vmid_whatever_the_services() {
     ] {
         let before: Vec<u64> = vmids.iter().map(|&v| lab.exec_posts(v)).collect();
         let cfg = config(&lab, &vmids, extra);
-        let report = pvediag::run::run(&cfg).await.unwrap();
+        let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+            .await
+            .unwrap();
         assert_healthy(&report);
         for (&v, b) in vmids.iter().zip(before) {
             assert_eq!(
@@ -106,7 +106,9 @@ async fn fleet_a_diagnosis_takes_about_its_slowest_probe_not_their_sum() {
     let sum = Duration::from_millis(28 * d);
     let cfg = config(&lab, &[FIRST], &[]);
     let start = Instant::now();
-    let report = pvediag::run::run(&cfg).await.unwrap();
+    let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+        .await
+        .unwrap();
     let took = start.elapsed();
     assert_healthy(&report);
     assert_eq!(lab.exec_posts(FIRST), 1);
@@ -131,8 +133,9 @@ fn edge_requests_for(lab: &Lab, vmid: u32) -> u64 {
         .sum()
 }
 
-fn routed(cfg: &DiagnoseConfig) -> u64 {
-    cfg.probe
+fn routed(cfg: &crate::common::servers::Config) -> u64 {
+    cfg.settings
+        .probe
         .catalog
         .services
         .iter()
@@ -171,7 +174,9 @@ async fn fleet_one_request_per_fact_at_the_edge() {
         let total0 = lab.edge_requests_total();
         let cfg = config(&lab, targets, extra);
         let per_sandbox = routed(&cfg);
-        let report = pvediag::run::run(&cfg).await.unwrap();
+        let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+            .await
+            .unwrap();
         assert_healthy(&report);
         let v = pvediag::report::json::to_value(&report);
         for t in v["targets"].as_array().unwrap() {
@@ -208,7 +213,9 @@ async fn the_exec_call_answers_the_auth_mode() {
     let lab = Lab::start(config_).await.unwrap();
     let cfg = config(&lab, &[FIRST, FIRST + 1], &[]);
     let per_sandbox = routed(&cfg);
-    let report = pvediag::run::run(&cfg).await.unwrap();
+    let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+        .await
+        .unwrap();
     let v = pvediag::report::json::to_value(&report);
     let t = |vmid: u32| {
         v["targets"]
@@ -274,7 +281,9 @@ async fn processes_per_exec_call() {
     }
     let vmids: Vec<u32> = (0..n as u32).map(|i| FIRST + i).collect();
     let cfg = config(&lab, &vmids, &[]);
-    let report = pvediag::run::run(&cfg).await.unwrap();
+    let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+        .await
+        .unwrap();
     assert_healthy(&report);
     for &v in &vmids {
         let c = lab.exec_processes(v);

@@ -251,7 +251,7 @@ fn serve_answers_probes_health_and_its_own_metrics() {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("pvediag"))
             .env_clear()
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(lab_args(&lab))
+            .args(lab_reach_args(&lab))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -23,7 +23,7 @@ fn serve(lab: &pvediag::lab::Lab, pve: &str) -> (Child, String) {
             .env("PVE_API_URL", pve)
             .env("PVE_API_TOKEN", PVE_TOKEN)
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(lab_args(lab))
+            .args(lab_reach_args(lab))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -65,8 +65,15 @@ pub fn pvediag() -> Command {
     c
 }
 
-/// The options that point a diagnosis at the lab.
+/// The options that point a diagnosis at the lab, colour off.
 pub fn lab_args(lab: &Lab) -> Vec<String> {
+    let mut a = lab_reach_args(lab);
+    a.extend(["--color".into(), "never".into()]);
+    a
+}
+
+/// Where the lab is: the options `serve` takes too (it has no output options).
+pub fn lab_reach_args(lab: &Lab) -> Vec<String> {
     vec![
         "--domain".into(),
         lab.domain.clone(),
@@ -74,8 +81,6 @@ pub fn lab_args(lab: &Lab) -> Vec<String> {
         lab.edge_addr.to_string(),
         "--cacert".into(),
         lab.ca_cert_path.display().to_string(),
-        "--color".into(),
-        "never".into(),
     ]
 }
 

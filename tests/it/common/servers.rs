@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
-use pvediag::cli::{Cli, DiagnoseConfig};
+use pvediag::cli::{Cli, TargetArg};
 use pvediag::lab::http::{read_request, Request};
 use pvediag::report::Report;
+use pvediag::settings::{Environment, Parts, Settings};
+use pvediag::target::Targets;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -98,18 +100,50 @@ pub fn chunk(data: &[u8]) -> Vec<u8> {
 /// The head of a chunked JSON-lines answer, as execd sends it.
 pub const JSONLINES_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/jsonlines\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
 
-/// Parses a pvediag command line (without the program name) into a validated config.
-pub fn config(args: &[&str]) -> Result<DiagnoseConfig, pvediag::cli::UsageError> {
+/// A parsed and validated command line: the run's settings and its targets (VMIDs only: these
+/// tests use no PVE API).
+pub struct Config {
+    pub settings: Settings,
+    pub targets: Targets,
+}
+
+/// Parses a pvediag command line (without the program name) into validated settings.
+pub fn config(args: &[&str]) -> Result<Config, pvediag::cli::UsageError> {
     config_with_token(args, None)
 }
 
 pub fn config_with_token(
     args: &[&str],
     token: Option<&str>,
-) -> Result<DiagnoseConfig, pvediag::cli::UsageError> {
+) -> Result<Config, pvediag::cli::UsageError> {
     let cli = Cli::try_parse_from(std::iter::once("pvediag").chain(args.iter().copied()))
         .map_err(|e| pvediag::cli::UsageError::new(e.to_string()))?;
-    cli.diag.validate(&cli.vmids, token)
+    let d = &cli.diag;
+    let parts = Parts {
+        reach: &d.reach,
+        check: &d.check,
+        pve: Some(&d.pve),
+        wait: d.wait,
+        output: &d.output,
+        host_env: Vec::new(),
+    };
+    let env = Environment {
+        exec_token: token.map(str::to_string),
+        ..Environment::read()
+    };
+    let settings = Settings::from_parts_reading_files(parts, &env)?;
+    let vmids = cli
+        .targets
+        .iter()
+        .filter_map(|t| match t {
+            TargetArg::Vmid(v) => Some(*v),
+            TargetArg::Name(_) => None,
+        })
+        .collect();
+    Ok(Config {
+        settings,
+        targets: Targets::given(vmids),
+    })
 }
 
 /// Arguments that send every public URL of VMID 202 to `addr` over plain HTTP.
@@ -142,7 +176,7 @@ pub fn diagnose(args: &[String]) -> (Report, Duration) {
         .unwrap();
     let start = Instant::now();
     let report = rt
-        .block_on(pvediag::run::run(&cfg))
+        .block_on(pvediag::run::diagnose(&cfg.settings, &cfg.targets))
         .expect("the run starts");
     let took = start.elapsed();
     rt.shutdown_background();
