@@ -3,6 +3,7 @@
 //! Data flows one way: catalog and targets -> probes -> observations -> verdicts -> reports.
 //! The verdict engine ([`verdict`]) is pure: no I/O.
 
+pub mod adaptive;
 pub mod caddy;
 pub mod catalog;
 pub mod cli;

@@ -73,17 +73,18 @@ async fn diagnose_once(
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
     // Likewise the host's cloudflared readiness and Caddy's loaded routes.
     let host_wide = crate::probe::host_wide(&probe).boxed().shared();
-    let sem = tokio::sync::Semaphore::new(settings.concurrency.max(1));
     let n = targets.vmids.len();
+    // Targets in flight: up to --concurrency, as many as the chain takes without slowing down.
+    let gate = crate::adaptive::Gate::new(settings.concurrency, n, deadline);
     let progress = Progress::new(
         n,
         !settings.quiet && n > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
     let observations = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
-        let (client, probe, sem, origin, host_wide, progress) = (
+        let (client, probe, gate, origin, host_wide, progress) = (
             &client,
             &probe,
-            &sem,
+            &gate,
             origin.clone(),
             host_wide.clone(),
             &progress,
@@ -91,8 +92,10 @@ async fn diagnose_once(
         async move {
             let remaining = deadline.saturating_sub(start.elapsed());
             let work = async {
-                let _permit = sem.acquire().await;
-                crate::probe::observe_with(client, probe, vmid, origin, host_wide).await
+                let permit = gate.acquire().await;
+                let o = crate::probe::observe_with(client, probe, vmid, origin, host_wide).await;
+                permit.done();
+                o
             };
             let o = match tokio::time::timeout(remaining, work).await {
                 Ok(o) => (o, Completion::InTime),
