@@ -262,7 +262,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub no_pct: bool,
 
-    /// Targets diagnosed at once (1-256)
+    /// Most targets diagnosed at once (1-256); fewer while the chain slows down under the load
     #[arg(long, default_value_t = CONCURRENCY, value_name = "N", value_parser = parse_concurrency)]
     pub concurrency: usize,
 
