@@ -16,8 +16,8 @@
 //! prints one record line per service, `@pvediagr NONCE NAME CAP W H B end`: curl's `-w` line
 //! (`NAME RC CODE TIME HEADER_BYTES BODY_BYTES ERRMSG`), the header dump (up to [`HEADER_CAP`]) and
 //! the body (up to the service's [`body_cap`]), each escaped so that it is one word on one line
-//! (`\\`, `\n`, `\r`, `\s`). At the end bash replaces itself with `rm` for its files: two
-//! processes in all (bash, curl), whatever the number of services. Older curl, no curl, or a
+//! (`\\`, `\n`, `\r`, `\s`). At the end `rm` removes its files in the background: three
+//! processes in all (bash, curl, rm), whatever the number of services. Older curl, no curl, or a
 //! malformed `-w` output fall back to one probe per service.
 
 use std::time::Duration;
@@ -221,10 +221,10 @@ fn script(probes: &[ScriptProbe], batch: Option<&str>, nonce: &str, timeout: Dur
 /// `$TMPDIR/pvediag.PID.RANDOM.*`, each created by bash with noclobber (O_EXCL: never someone
 /// else's file or link) before curl writes it — no `mktemp` process on the way.
 ///
-/// Lean: the container runs bash and curl and nothing else. Bash reads each header dump and each
+/// Lean: the container runs bash, curl and `rm`, nothing else. Bash reads each header dump and each
 /// body (up to [`body_cap`] of the service: what its fingerprint needs) with `read -N`, escapes
 /// it with parameter expansion (`\` `\\`, newline `\n`, CR `\r`, space `\s`) and prints it; at the
-/// end bash replaces itself with `rm` (no fork).
+/// end `rm` removes the files in the background (the stream ends without waiting for it).
 fn batch(services: &[&Service]) -> String {
     let n = services.len();
     let mut c = String::from(
@@ -277,7 +277,15 @@ fn batch(services: &[&Service]) -> String {
         caps.join(" ")
     ));
     c.push_str(&RECORDS.replace("__HCAP__", &HEADER_CAP.to_string()));
-    c.push_str("      trap - EXIT\n      exec rm -f -- \"$q\".* </dev/null >/dev/null 2>&1\n    fi\n  fi\nfi\n");
+    // Its own files, named (no directory scan), removed in the background: the stream's end does
+    // not wait for `rm`.
+    let files: Vec<String> = std::iter::once("\"$q.w\"".to_string())
+        .chain((0..n).flat_map(|i| [format!("\"$q.{i}.b\""), format!("\"$q.{i}.h\"")]))
+        .collect();
+    c.push_str(&format!(
+        "      trap - EXIT\n      rm -f -- {} </dev/null >/dev/null 2>&1 &\n      exit 0\n    fi\n  fi\nfi\n",
+        files.join(" ")
+    ));
     c
 }
 

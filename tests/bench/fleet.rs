@@ -75,21 +75,20 @@ fn internal_delay(s: &Service, d: &Delays) -> u64 {
 
 /// The floor: the slowest single probe chain of one VMID, with zero CPU and unbounded concurrency.
 /// Every request pays one delay per hop it crosses:
-/// - external probe: edge + caddy + service (execd's `/healthz`: edge + caddy + exec);
+/// - external probe: edge + caddy + service (the routed services but the exec service, whose
+///   public probe is the exec call itself);
 /// - origin check: edge + caddy (Caddy answers it itself);
-/// - auth probe `GET /exec`: edge + caddy + exec;
 /// - exec round trip: edge + caddy + exec, then the slowest internal probe (cmux-proxy: service +
 ///   the execd behind it); internal probes run concurrently.
 fn floor_ms(catalog: &Catalog, d: &Delays) -> (u64, String) {
     let ext = catalog
         .services
         .iter()
-        .filter(|s| s.routed)
+        .filter(|s| s.routed && s.name != "exec")
         .map(|s| d.edge_ms + d.caddy_ms + port_delay(s.port, d))
         .max()
         .unwrap_or(0);
     let origin = d.edge_ms + d.caddy_ms;
-    let auth = d.edge_ms + d.caddy_ms + d.exec_ms;
     let slowest_internal = catalog
         .services
         .iter()
@@ -97,11 +96,11 @@ fn floor_ms(catalog: &Catalog, d: &Delays) -> (u64, String) {
         .max()
         .unwrap_or(0);
     let exec = d.edge_ms + d.caddy_ms + d.exec_ms + slowest_internal;
-    let floor = ext.max(origin).max(auth).max(exec);
+    let floor = ext.max(origin).max(exec);
     (
         floor,
         format!(
-            "max(external {ext}, origin {origin}, auth {auth}, exec round trip {exec} = edge {} + caddy {} + exec {} + slowest internal {slowest_internal})",
+            "max(external {ext}, origin {origin}, exec round trip {exec} = edge {} + caddy {} + exec {} + slowest internal {slowest_internal})",
             d.edge_ms, d.caddy_ms, d.exec_ms
         ),
     )

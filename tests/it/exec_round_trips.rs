@@ -101,9 +101,10 @@ async fn fleet_a_diagnosis_takes_about_its_slowest_probe_not_their_sum() {
     .unwrap();
     // The slowest chain: the exec round trip, edge + caddy + execd, then cmux-proxy inside
     // (proxy + the execd behind it). The sum of all probes, one after another, is far more:
-    // 6 external (3 hops) + origin (2) + auth (3) + exec (5) = 28 delays.
+    // 5 external (3 hops) + origin (2) + exec (5) = 22 delays (the exec call is also the exec
+    // service's public probe and the auth-mode probe).
     let floor = Duration::from_millis(5 * d);
-    let sum = Duration::from_millis(28 * d);
+    let sum = Duration::from_millis(22 * d);
     let cfg = config(&lab, &[FIRST], &[]);
     let start = Instant::now();
     let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
@@ -299,4 +300,4 @@ async fn processes_per_exec_call() {
 }
 
 /// Processes one exec call may start in the container (measured: see docs/performance.md).
-const PROCESS_BUDGET: u64 = 2;
+const PROCESS_BUDGET: u64 = 3;
