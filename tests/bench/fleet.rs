@@ -491,6 +491,8 @@ fn main() {
         /// Processes (and programs) started in the container per sandbox: pvediag, by hand.
         procs: Option<(f64, f64)>,
         procs_hand: Option<(f64, f64)>,
+        /// CPU ms per run of the same work by hand: curl's own, the lab's servers, containers.
+        hand_cpu: (f64, f64, f64),
     }
     let mut rows = Vec::new();
     let mut seq_one: Option<f64> = None;
@@ -535,11 +537,18 @@ fn main() {
             hand_path.display().to_string(),
         ];
         let edge0 = lab.edge_requests();
-        let by_hand = median_sample(
-            &(0..runs)
-                .map(|_| measure(&hand_argv, false, &dir, &[0]))
-                .collect::<Vec<_>>(),
+        let (hlab0, hkids0) = self_cpu_ms();
+        let hand_samples: Vec<Sample> = (0..runs)
+            .map(|_| measure(&hand_argv, timed, &dir, &[0]))
+            .collect();
+        let (hlab1, hkids1) = self_cpu_ms();
+        let hand_own: f64 = hand_samples.iter().filter_map(|s| s.cpu_ms).sum();
+        let hand_cpu = (
+            hand_own / runs as f64,
+            (hlab1 - hlab0) / runs as f64,
+            ((hkids1 - hkids0) - hand_own).max(0.0) / runs as f64,
         );
+        let by_hand = median_sample(&hand_samples);
         let req_hand = edge_split(&edge0, &lab.edge_requests(), &vmids, runs);
 
         // Processes in the containers: one more run of each with the lab's process accounting
@@ -627,6 +636,7 @@ fn main() {
             req_hand,
             procs,
             procs_hand,
+            hand_cpu,
         });
     }
 
@@ -715,16 +725,16 @@ fn main() {
     println!("the same work by hand: one curl --parallel with every public GET and one exec POST per sandbox, each POST running one curl --parallel over the container's ports");
     println!();
     println!(
-        "| VMIDs | pvediag ms | by hand ms (max in flight) | pvediag/by hand | requests per sandbox (+ per run): pvediag, by hand | container processes (programs) per sandbox: pvediag, by hand | pvediag CPU ms | pvediag peak RSS MiB |"
+        "| VMIDs | pvediag ms | by hand ms (max in flight) | pvediag/by hand | requests per sandbox (+ per run): pvediag, by hand | container processes (programs) per sandbox: pvediag, by hand | CPU ms per run, client + lab servers + containers: pvediag, by hand | pvediag peak RSS MiB |"
     );
-    println!("|---:|---:|---:|---:|---|---|---:|---:|");
+    println!("|---:|---:|---:|---:|---|---|---|---:|");
     for r in &rows {
         let procs = |p: Option<(f64, f64)>| {
             p.map(|(a, b)| format!("{a:.1} ({b:.1})"))
                 .unwrap_or_else(|| "- (no strace)".into())
         };
         println!(
-            "| {} | {:.0} | {:.0} ({}) | {:.2} | {:.2} (+{:.2}), {:.2} (+{:.2}) | {}, {} | {} | {} |",
+            "| {} | {:.0} | {:.0} ({}) | {:.2} | {:.2} (+{:.2}), {:.2} (+{:.2}) | {}, {} | {} + {:.0} + {:.0}, {:.0} + {:.0} + {:.0} | {} |",
             r.n,
             r.pvediag.wall_ms,
             r.by_hand.wall_ms,
@@ -740,6 +750,11 @@ fn main() {
                 .cpu_ms
                 .map(|c| format!("{c:.0}"))
                 .unwrap_or_else(|| "-".into()),
+            r.lab_cpu,
+            r.container_cpu,
+            r.hand_cpu.0,
+            r.hand_cpu.1,
+            r.hand_cpu.2,
             r.pvediag
                 .rss_kb
                 .map(|k| format!("{:.1}", k as f64 / 1024.0))
