@@ -218,7 +218,8 @@ fn script(probes: &[ScriptProbe], batch: Option<&str>, nonce: &str, timeout: Dur
 /// The batch: one `curl --parallel` for every service, then one record line per service written by
 /// bash itself; falls through to the per-service probes when curl cannot (old curl: exit 2 or no
 /// `%{exitcode}` in the `-w` output) or the files cannot be made. The files are
-/// `$TMPDIR/pvediag.PID.RANDOM.*`, each created by bash with noclobber (O_EXCL: never someone
+/// `$TMPDIR/pvediag.PID.RANDOM.*` (without TMPDIR: in `/dev/shm` where it is writable, memory
+/// rather than disk, else `/tmp`), each created by bash with noclobber (O_EXCL: never someone
 /// else's file or link) before curl writes it — no `mktemp` process on the way.
 ///
 /// Lean: the container runs bash, curl and `rm`, nothing else. Bash reads each header dump and each
@@ -228,7 +229,7 @@ fn script(probes: &[ScriptProbe], batch: Option<&str>, nonce: &str, timeout: Dur
 fn batch(services: &[&Service]) -> String {
     let n = services.len();
     let mut c = String::from(
-        "if [ \"$via\" = curl ]; then\n  q=${TMPDIR:-/tmp}/pvediag.$$.$RANDOM$RANDOM\n  ok=1\n  set -C\n  for f in w",
+        "if [ \"$via\" = curl ]; then\n  qd=${TMPDIR:-/tmp}\n  [ -z \"$TMPDIR\" ] && [ -d /dev/shm ] && [ -w /dev/shm ] && qd=/dev/shm\n  q=$qd/pvediag.$$.$RANDOM$RANDOM\n  ok=1\n  set -C\n  for f in w",
     );
     for i in 0..n {
         c.push_str(&format!(" {i}.b {i}.h"));
