@@ -22,6 +22,23 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("preview.json", include_str!("../checks/preview.json")),
 ];
 
+/// The embedded 2026 catalog (`checks/2026`): the Node worker on 39376, the Go worker daemon on
+/// 39377 (since 2026-02-16), everything else as in the seed.
+const EMBEDDED_2026: &[(&str, &str)] = &[
+    ("exec.json", include_str!("../checks/2026/exec.json")),
+    ("worker.json", include_str!("../checks/2026/worker.json")),
+    (
+        "worker-daemon.json",
+        include_str!("../checks/2026/worker-daemon.json"),
+    ),
+    ("vscode.json", include_str!("../checks/2026/vscode.json")),
+    ("proxy.json", include_str!("../checks/2026/proxy.json")),
+    ("vnc.json", include_str!("../checks/2026/vnc.json")),
+    ("cdp.json", include_str!("../checks/2026/cdp.json")),
+    ("xterm.json", include_str!("../checks/2026/xterm.json")),
+    ("preview.json", include_str!("../checks/2026/preview.json")),
+];
+
 /// The name of the catalog entry that is the internal channel (cmux-execd).
 pub const EXEC_SERVICE: &str = "exec";
 
@@ -227,6 +244,15 @@ impl Catalog {
             .map(|(n, c)| (format!("checks/{n}"), (*c).to_string()))
             .collect();
         Catalog::from_sources("(built in)", &files).expect("the embedded catalog is valid")
+    }
+
+    /// The embedded 2026 catalog (`checks/2026`, `--catalog 2026`).
+    pub fn embedded_2026() -> Catalog {
+        let files: Vec<(String, String)> = EMBEDDED_2026
+            .iter()
+            .map(|(n, c)| (format!("checks/2026/{n}"), (*c).to_string()))
+            .collect();
+        Catalog::from_sources("(built in, 2026)", &files).expect("the embedded catalog is valid")
     }
 
     /// Loads every `*.json` file of a directory.
@@ -817,5 +843,20 @@ mod later_catalog_tests {
             }
         }
         assert_eq!(c.services.len(), seed.services.len() + 1);
+        // The binary carries the same catalog: no checkout needed.
+        let built_in = Catalog::embedded_2026();
+        let names = |c: &Catalog| {
+            c.services
+                .iter()
+                .map(|s| (s.name.clone(), s.port))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&built_in), names(&c));
+        let on_disk = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(
+            on_disk,
+            EMBEDDED_2026.len(),
+            "every file of checks/2026 is embedded"
+        );
     }
 }

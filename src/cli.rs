@@ -79,6 +79,11 @@ pub struct LintArgs {
     #[arg(long, value_name = "DIR")]
     pub checks: Option<PathBuf>,
 
+    /// The built-in catalog to check against: seed or 2026 (default: 2026 when the Caddy
+    /// configurations have only the generic port rule, else seed)
+    #[arg(long, value_name = "seed|2026", value_parser = parse_generation)]
+    pub catalog: Option<crate::generation::Generation>,
+
     /// Output format
     #[arg(long, value_enum, default_value = "text")]
     pub format: LintFormat,
@@ -130,6 +135,11 @@ pub struct DemoArgs {
     /// Instead of a scenario: N healthy containers, VMIDs 1000.. (for benchmarks)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub containers: Option<u32>,
+
+    /// The routing generation the lab runs: seed (one Caddy rule per service) or 2026 (one
+    /// generic port-{port}-{instance} rule, pvelxc-… hostnames, a PVE API)
+    #[arg(long, default_value = "seed", value_name = "seed|2026", value_parser = parse_generation)]
+    pub layout: crate::generation::Generation,
 
     /// Latency injected at every hop of the lab (edge, host proxy, execd, each service)
     #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
@@ -221,7 +231,9 @@ pub struct ReachArgs {
 /// What to check and how long to try.
 #[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
-    /// Public URL of a service; placeholders {service} {vmid} {port} {domain}
+    /// Public URL of a service; placeholders {service} {vmid} {instance} {port} {domain}
+    /// (default: the routing generation's own: {service}-{vmid}.{domain} or
+    /// port-{port}-{instance}.{domain})
     #[arg(long, env = "PVEDIAG_URL_TEMPLATE", default_value = DEFAULT_TEMPLATE, value_name = "TEMPLATE",
           value_parser = parse_template)]
     pub url_template: UrlTemplate,
@@ -237,6 +249,12 @@ pub struct CheckArgs {
     /// Use the service catalog in DIR (*.json) instead of the built-in one
     #[arg(long, value_name = "DIR")]
     pub checks: Option<PathBuf>,
+
+    /// The routing generation's built-in catalog: seed (one Caddy rule per service, worker on
+    /// 39377) or 2026 (generic port-{port}-{instance} rule, worker 39376, daemon 39377); default:
+    /// detected per target from Caddy's configuration, else from what answers
+    #[arg(long, value_name = "seed|2026", value_parser = parse_generation)]
+    pub catalog: Option<crate::generation::Generation>,
 
     /// Timeout of each probe (e.g. 10s, 1500ms, 1m)
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
@@ -254,7 +272,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub on_host: bool,
 
-    /// The upstream Caddy dials for a container ({vmid} is replaced)
+    /// The upstream Caddy dials for a container ({vmid}, {instance} are replaced; the 2026
+    /// generation dials {instance}.lan when this is left at its default)
     #[arg(long, default_value = "cmux-{vmid}.lan", value_name = "HOST", value_parser = parse_upstream_host)]
     pub upstream_host: String,
 
@@ -500,13 +519,22 @@ fn parse_caddy_url(s: &str) -> Result<HostPort, UsageError> {
 }
 
 fn parse_upstream_host(s: &str) -> Result<String, UsageError> {
-    let sample = s.replace("{vmid}", "202");
-    if !s.contains("{vmid}") || !crate::probe::internal::valid_host(&sample) {
+    let sample = s
+        .replace("{vmid}", "202")
+        .replace("{instance}", "pvelxc-1a2b3c4d");
+    if !(s.contains("{vmid}") || s.contains("{instance}"))
+        || !crate::probe::internal::valid_host(&sample)
+    {
         return Err(UsageError::new(format!(
-            "--upstream-host {s:?} must be a hostname holding {{vmid}}, such as cmux-{{vmid}}.lan"
+            "--upstream-host {s:?} must be a hostname holding {{vmid}} or {{instance}}, such as cmux-{{vmid}}.lan or {{instance}}.lan"
         )));
     }
     Ok(s.to_string())
+}
+
+fn parse_generation(s: &str) -> Result<crate::generation::Generation, UsageError> {
+    crate::generation::Generation::parse(s)
+        .ok_or_else(|| UsageError::new(format!("{s:?} is not a routing generation: seed or 2026")))
 }
 
 /// The one line of a command-line value clap refused through one of the parsers above: their

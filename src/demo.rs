@@ -9,11 +9,16 @@ use crate::cli::{CheckArgs, DemoArgs, HostPort, ReachArgs, UsageError};
 use crate::lab::{self, Lab};
 use crate::report::exit;
 use crate::settings::{Environment, Parts, Settings};
-use crate::target::{Targets, UrlTemplate, DEFAULT_TEMPLATE};
+use crate::target::{UrlTemplate, DEFAULT_TEMPLATE};
 
 /// Writes the client's exec token into the lab's directory, readable by the owner only.
 fn write_token(lab: &Lab, token: &str) -> Result<std::path::PathBuf, UsageError> {
-    let path = lab.dir.join("exec-token");
+    write_secret(lab, "exec-token", token)
+}
+
+/// Writes a secret into the lab's directory, readable by the owner only.
+fn write_secret(lab: &Lab, name: &str, token: &str) -> Result<std::path::PathBuf, UsageError> {
+    let path = lab.dir.join(name);
     let io = |e: std::io::Error| UsageError::new(format!("lab: cannot write the token file: {e}"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -91,10 +96,16 @@ fn lab_settings(
     };
     // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
     let home = lab.host_dir.display().to_string();
+    // The lab's PVE API (2026 layout): container hostnames, as on a real host.
+    let pve = lab.pve_url.as_ref().map(|url| crate::cli::PveArgs {
+        pve_url: Some(url.clone()),
+        pve_node: None,
+        pve_insecure: true,
+    });
     let parts = Parts {
         reach: &reach,
         check: &check,
-        pve: None,
+        pve: pve.as_ref(),
         wait: args.wait,
         output: &args.output,
         host_env: vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)],
@@ -102,17 +113,25 @@ fn lab_settings(
     // The lab's token is in the token file; the environment's is for real sandboxes.
     let env = Environment {
         exec_token: None,
-        pve_token: None,
+        pve_token: lab.pve_url.as_ref().map(|_| lab::pve::TOKEN.to_string()),
         ..Environment::read()
     };
     Settings::from_parts_reading_files(parts, &env)
 }
 
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
+    use crate::generation::Generation;
     if args.list {
         for name in lab::SCENARIOS {
             if let Some(s) = lab::scenario(name) {
                 println!("{:<18} {}", s.name, s.description);
+            }
+        }
+        println!();
+        println!("with --layout 2026:");
+        for name in lab::SCENARIOS_2026 {
+            if let Some(s) = lab::scenario_in(name, Generation::Y2026) {
+                println!("{:<20} {}", s.name, s.description);
             }
         }
         return Ok(exit::OK);
@@ -120,21 +139,41 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
     let mut scenario = match args.containers {
         Some(n) => lab::Scenario {
             name: "fleet",
-            description: "healthy containers with VMIDs from 1000, one execd token (benchmarks)",
-            config: lab::fleet(
-                n as usize,
-                FLEET_FIRST_VMID,
-                Some(lab::SCENARIO_TOKEN.to_string()),
-                lab::Delays::default(),
-            ),
+            description: match args.layout {
+                Generation::Seed => {
+                    "healthy containers with VMIDs from 1000, one execd token (benchmarks)"
+                }
+                Generation::Y2026 => {
+                    "healthy 2026 containers (pvelxc-… hostnames, generic Caddy rule) with VMIDs from 1000, one execd token"
+                }
+            },
+            config: match args.layout {
+                Generation::Seed => lab::fleet(
+                    n as usize,
+                    FLEET_FIRST_VMID,
+                    Some(lab::SCENARIO_TOKEN.to_string()),
+                    lab::Delays::default(),
+                ),
+                Generation::Y2026 => lab::fleet_2026(
+                    n as usize,
+                    FLEET_FIRST_VMID,
+                    Some(lab::SCENARIO_TOKEN.to_string()),
+                    lab::Delays::default(),
+                ),
+            },
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
             url_template: DEFAULT_TEMPLATE,
         },
-        None => lab::scenario(&args.scenario).ok_or_else(|| {
+        None => lab::scenario_in(&args.scenario, args.layout).ok_or_else(|| {
+            let known = match args.layout {
+                Generation::Seed => lab::SCENARIOS,
+                Generation::Y2026 => lab::SCENARIOS_2026,
+            };
             UsageError::new(format!(
-                "--scenario {:?} is not a lab scenario; one of: {}",
+                "--scenario {:?} is not a lab scenario of the {} layout; one of: {}",
                 args.scenario,
-                lab::SCENARIOS.join(", ")
+                args.layout,
+                known.join(", ")
             ))
         })?,
     };
@@ -157,8 +196,19 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             Some(t) => Some(write_token(&lab, t)?),
             None => None,
         };
+        let pve_token_file = match &lab.pve_url {
+            Some(_) => Some(write_secret(&lab, "pve-token", lab::pve::TOKEN)?),
+            None => None,
+        };
         if args.serve {
-            return serve(&lab, &scenario, &vmids, token_file.as_deref()).await;
+            return serve(
+                &lab,
+                &scenario,
+                &vmids,
+                token_file.as_deref(),
+                pve_token_file.as_deref(),
+            )
+            .await;
         }
         let settings = lab_settings(&args, &lab, &scenario, token_file)?;
         if !settings.quiet {
@@ -167,7 +217,16 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
                 scenario.name, scenario.description
             );
         }
-        let targets = Targets::given(vmids);
+        // As on a real host: the PVE API's answers (the lab's, for the 2026 layout), then the
+        // containers' hostnames.
+        let request = crate::target::TargetRequest {
+            vmids,
+            ..Default::default()
+        };
+        let mut targets = crate::run::resolve_targets(&settings, &request)
+            .await
+            .map_err(|e| UsageError::new(format!("lab: the lab's PVE API: {e}")))?;
+        crate::run::resolve_instances(&settings, &request, &mut targets).await?;
         let report = crate::run::diagnose(&settings, &targets).await?;
         let code = crate::output::emit(&settings, &targets, &report)?;
         lab.shutdown().await;
@@ -181,10 +240,19 @@ async fn serve(
     scenario: &lab::Scenario,
     vmids: &[u32],
     token_file: Option<&std::path::Path>,
+    pve_token_file: Option<&std::path::Path>,
 ) -> Result<u8, UsageError> {
     let vmids: Vec<String> = vmids.iter().map(|v| v.to_string()).collect();
+    // The lab's PVE API, as on a real host: in the environment, the token read from a file.
+    let pve_env = match (&lab.pve_url, pve_token_file) {
+        (Some(url), Some(f)) => format!(
+            "PVE_API_URL={url} PVE_API_TOKEN=\"$(cat {})\" ",
+            f.display()
+        ),
+        _ => String::new(),
+    };
     let mut cmd = format!(
-        "pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
+        "{pve_env}pvediag {} --domain {} --connect-to {} --cacert {} --caddyfile {}",
         vmids.join(" "),
         lab.domain,
         lab.edge_addr,
@@ -215,7 +283,7 @@ async fn serve(
     println!("  {cmd}");
     println!("or, with the environment:");
     println!(
-        "  PVE_PUBLIC_DOMAIN={} {}pvediag {} --connect-to {} --cacert {}",
+        "  {pve_env}PVE_PUBLIC_DOMAIN={} {}pvediag {} --connect-to {} --cacert {}",
         lab.domain,
         if token_file.is_some() {
             format!(

@@ -29,6 +29,20 @@ pub enum FindingKind {
     DuplicateRoute,
     /// Something the reader did not understand (a warning of the route table).
     Unparsed,
+    /// The 2026 generic rule's Host regexp does not match a catalog port's public name.
+    GenericRegex,
+    /// The 2026 generic rule dials something else than `{instance}.lan:{port}`.
+    GenericUpstream,
+    /// The generic rule's `reverse_proxy` lacks `header_up Host {upstream_hostport}`.
+    GenericHeaderUp,
+    /// Caddy sets CORS headers but does not drop the upstream's: two `access-control-allow-origin`.
+    GenericCors,
+    /// No handler answers `OPTIONS` (the 2026 layout answers every preflight in Caddy: 204).
+    GenericOptions,
+    /// No catch-all `handle` answering the 404 text for unknown hostnames.
+    GenericCatchAll,
+    /// Observed, not read: Caddy did not answer an `OPTIONS` preflight itself (2026 layout).
+    PreflightUnanswered,
 }
 
 impl FindingKind {
@@ -41,6 +55,13 @@ impl FindingKind {
             FindingKind::UnknownPort => "unknown_port",
             FindingKind::DuplicateRoute => "duplicate_route",
             FindingKind::Unparsed => "unparsed",
+            FindingKind::GenericRegex => "generic_regex",
+            FindingKind::GenericUpstream => "generic_upstream",
+            FindingKind::GenericHeaderUp => "generic_header_up",
+            FindingKind::GenericCors => "generic_cors",
+            FindingKind::GenericOptions => "generic_options",
+            FindingKind::GenericCatchAll => "generic_catch_all",
+            FindingKind::PreflightUnanswered => "preflight_unanswered",
         }
     }
 }
@@ -304,6 +325,141 @@ fn lint_table(catalog: &Catalog, table: &RouteTable, out: &mut Vec<Finding>) {
     }
 }
 
+/// Sample instance names of both kinds cmux uses, to try the generic rule against.
+const SAMPLE_INSTANCES: [&str; 2] = ["pvelxc-1a2b3c4d", "cmux-202"];
+const SAMPLE_DOMAIN: &str = "sandbox.example.com";
+
+/// The 2026 generic rule (`port-{port}-{instance}.DOMAIN` -> `{instance}.lan:{port}`): its regexp
+/// must match every routed catalog port for both kinds of instance names, and it must dial
+/// `{instance}.lan:{port}`. With the Caddyfile's text, also its directives: `header_up Host`,
+/// the upstream's CORS headers dropped where Caddy sets its own, an `OPTIONS` handler, a catch-all.
+fn lint_generic(catalog: &Catalog, table: &RouteTable, out: &mut Vec<Finding>) {
+    let Some(generic) = table
+        .routes
+        .iter()
+        .find(|r| matches!(r.upstream, Upstream::FromHost { .. }) && r.conditions.is_empty())
+    else {
+        return;
+    };
+    let mut unmatched = Vec::new();
+    for s in catalog.services.iter().filter(|s| s.routed) {
+        for inst in SAMPLE_INSTANCES {
+            let host = format!("port-{}-{inst}.{SAMPLE_DOMAIN}", s.port);
+            if generic.matches_host(&host) == Some(false) {
+                unmatched.push(format!("{} ({host})", s.name));
+                break;
+            }
+        }
+    }
+    if !unmatched.is_empty() {
+        out.push(finding(
+            generic,
+            FindingKind::GenericRegex,
+            format!(
+                "the generic rule's Host regexp {} does not match {}: those hostnames get the catch-all 404; write ^port-(\\d+)-([a-z0-9-]+)\\.",
+                generic.host_pattern,
+                unmatched.join(", ")
+            ),
+        ));
+    }
+    // What it dials for a name it matches.
+    let sample_port = catalog.exec().map_or(39375, |e| e.port);
+    for inst in SAMPLE_INSTANCES {
+        let host = format!("port-{sample_port}-{inst}.{SAMPLE_DOMAIN}");
+        if generic.matches_host(&host) != Some(true) {
+            continue;
+        }
+        if let Some(r) = table.resolve(&host) {
+            if r.route.source != generic.source {
+                continue;
+            }
+            let want = format!("{inst}.lan");
+            if r.upstream_host != want || r.port != Some(sample_port) {
+                out.push(finding(
+                    generic,
+                    FindingKind::GenericUpstream,
+                    format!(
+                        "the generic rule dials {} for {host}; the container is {want}:{sample_port}: write reverse_proxy {{re.NAME.2}}.lan:{{re.NAME.1}}",
+                        r.dial()
+                    ),
+                ));
+            }
+        }
+        break;
+    }
+    let Some((file, text)) = &table.caddyfile_text else {
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    // The generic route's reverse_proxy block: from its line to the matching closing brace.
+    let start = generic.source.line.saturating_sub(1).min(lines.len());
+    let mut depth = 0i32;
+    let mut block = Vec::new();
+    for (i, l) in lines.iter().enumerate().skip(start) {
+        let code = l.split('#').next().unwrap_or("");
+        block.push((i + 1, code.trim()));
+        depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
+        // Placeholders open and close on one line; the block ends when depth returns to 0.
+        if depth <= 0 && i > start {
+            break;
+        }
+        if depth <= 0 && !code.contains('{') {
+            break;
+        }
+    }
+    let at = |kind: FindingKind, message: String| Finding {
+        file: file.clone(),
+        line: generic.source.line,
+        message,
+        kind,
+    };
+    if !block.iter().any(|(_, l)| {
+        l.starts_with("header_up") && l.contains("Host") && l.contains("{upstream_hostport}")
+    }) {
+        out.push(at(
+            FindingKind::GenericHeaderUp,
+            "the generic rule's reverse_proxy has no `header_up Host {upstream_hostport}`: the service sees the public hostname, which dev servers (Vite's allowedHosts) and IDEs refuse".into(),
+        ));
+    }
+    let sets_cors = lines.iter().any(|l| {
+        let t = l.trim_start();
+        t.starts_with("header ")
+            && t.to_ascii_lowercase()
+                .contains("access-control-allow-origin")
+    });
+    let drops_cors = block.iter().any(|(_, l)| {
+        l.starts_with("header_down")
+            && l.to_ascii_lowercase()
+                .contains("-access-control-allow-origin")
+    });
+    if sets_cors && !drops_cors {
+        out.push(at(
+            FindingKind::GenericCors,
+            "Caddy sets Access-Control-Allow-Origin but the generic rule's reverse_proxy does not drop the upstream's (`header_down -Access-Control-Allow-Origin`): a service that sends its own (cmux-pty) answers with two values, which browsers reject".into(),
+        ));
+    }
+    let options = lines.iter().any(|l| {
+        let t = l.split('#').next().unwrap_or("").trim();
+        t.starts_with('@') && t.contains(" method ") && t.to_ascii_uppercase().contains("OPTIONS")
+    });
+    if !options {
+        out.push(at(
+            FindingKind::GenericOptions,
+            "no `@options method OPTIONS` handler answering 204: CORS preflights go to the services, most of which do not answer them".into(),
+        ));
+    }
+    let catch_all = lines.windows(2).any(|w| {
+        w[0].split('#').next().unwrap_or("").trim() == "handle {"
+            && w[1].trim_start().starts_with("respond")
+    });
+    if !catch_all {
+        out.push(at(
+            FindingKind::GenericCatchAll,
+            "no catch-all `handle { respond \"cmux sandbox not found...\" 404 }`: hostnames no rule matches get Caddy's empty 200, which looks like a healthy answer".into(),
+        ));
+    }
+}
+
 fn lint_script(
     catalog: &Catalog,
     file: &str,
@@ -353,6 +509,7 @@ pub fn lint(catalog: &Catalog, caddyfiles: &[RouteTable], scripts: &[ScriptFile]
     let mut out = Vec::new();
     for t in caddyfiles {
         lint_table(catalog, t, &mut out);
+        lint_generic(catalog, t, &mut out);
     }
     for (file, consts) in scripts {
         lint_script(catalog, file, consts, &mut out);
@@ -620,5 +777,78 @@ EOF
             let _ = render_text(&f);
             let _ = render_json(&f);
         }
+    }
+}
+
+#[cfg(test)]
+mod generic_tests {
+    use super::*;
+    use crate::lab::caddy::caddyfile_2026;
+    use crate::lab::GenericRule;
+
+    fn kinds_of(rule: &GenericRule) -> Vec<FindingKind> {
+        let text = caddyfile_2026(rule);
+        let t = crate::caddy::caddyfile::parse("Caddyfile.cmux", &text);
+        lint(&Catalog::embedded_2026(), &[t], &[])
+            .into_iter()
+            .map(|f| f.kind)
+            .collect()
+    }
+
+    #[test]
+    fn the_2026_caddyfile_is_clean_and_each_fault_is_named() {
+        assert_eq!(kinds_of(&GenericRule::default()), vec![]);
+        let regex = GenericRule {
+            regex: r"^port-(3\d{4})-([a-z0-9-]+)\.".into(),
+            ..Default::default()
+        };
+        assert_eq!(kinds_of(&regex), vec![FindingKind::GenericRegex]);
+        let suffix = GenericRule {
+            upstream_suffix: ".local".into(),
+            ..Default::default()
+        };
+        assert_eq!(kinds_of(&suffix), vec![FindingKind::GenericUpstream]);
+        let cors = GenericRule {
+            strip_upstream_cors: false,
+            ..Default::default()
+        };
+        assert_eq!(kinds_of(&cors), vec![FindingKind::GenericCors]);
+        let options = GenericRule {
+            answer_options: false,
+            ..Default::default()
+        };
+        assert_eq!(kinds_of(&options), vec![FindingKind::GenericOptions]);
+    }
+
+    #[test]
+    fn header_up_and_catch_all() {
+        let text = caddyfile_2026(&GenericRule::default())
+            .replace("            header_up Host {upstream_hostport}\n", "")
+            .replace(
+                "    handle {\n        respond",
+                "    handle /x {\n        respond",
+            );
+        let t = crate::caddy::caddyfile::parse("Caddyfile.cmux", &text);
+        let f = lint(&Catalog::embedded_2026(), &[t], &[]);
+        let k: Vec<FindingKind> = f.iter().map(|f| f.kind).collect();
+        assert!(k.contains(&FindingKind::GenericHeaderUp), "{f:#?}");
+        assert!(k.contains(&FindingKind::GenericCatchAll), "{f:#?}");
+        // Every finding names the generic rule's line.
+        assert!(f.iter().all(|f| f.line > 0), "{f:#?}");
+    }
+
+    #[test]
+    fn a_2026_setup_script_checks_against_the_2026_catalog() {
+        let script = "EXEC_PORT=39375\nWORKER_PORT=39376\nXTERM_PORT=39383\n";
+        let consts = parse_setup_script("s", script);
+        assert!(lint(
+            &Catalog::embedded_2026(),
+            &[],
+            &[("s".into(), consts.clone())]
+        )
+        .is_empty());
+        // The seed catalog would call the 2026 worker port wrong.
+        let f = lint(&Catalog::embedded(), &[], &[("s".into(), consts)]);
+        assert_eq!(f.len(), 1, "{f:#?}");
     }
 }

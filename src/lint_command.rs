@@ -12,7 +12,6 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
             "nothing to lint: give --caddyfile FILE, --caddy-json FILE and/or --setup-script FILE",
         ));
     }
-    let catalog = catalog_reading_dir(args.checks.as_deref())?;
     let mut tables = Vec::new();
     for p in &args.caddyfile {
         tables.push(read_caddyfile(p)?);
@@ -23,6 +22,23 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
             .map_err(|e| UsageError::new(format!("--caddy-json {}: {e}", p.display())))?;
         tables.push(t);
     }
+    let catalog = match (args.checks.as_deref(), args.catalog) {
+        (None, Some(g)) => g.catalog(),
+        (None, None) => {
+            // The generation of the Caddy configurations: only the generic rule means 2026.
+            use crate::generation::{caddy_layout, CaddyLayout, Generation};
+            let generic = !tables.is_empty()
+                && tables
+                    .iter()
+                    .all(|t| matches!(caddy_layout(t), CaddyLayout::Generic(_)));
+            if generic {
+                Generation::Y2026.catalog()
+            } else {
+                Generation::Seed.catalog()
+            }
+        }
+        (dir, _) => catalog_reading_dir(dir)?,
+    };
     let mut scripts: Vec<ScriptFile> = Vec::new();
     for p in &args.setup_script {
         let text = read_text("--setup-script", p)?;

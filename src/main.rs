@@ -59,7 +59,8 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
             let request = settings.target_request(&cli.targets, cli.all)?;
             let rt = runtime()?;
             // The PVE API: --all's targets, instance names, per-container exec tokens.
-            let targets = match rt.block_on(pvediag::run::resolve_targets(&settings, &request)) {
+            let mut targets = match rt.block_on(pvediag::run::resolve_targets(&settings, &request))
+            {
                 Ok(t) => t,
                 Err(e) => {
                     if !settings.quiet {
@@ -68,6 +69,12 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
                     return Ok(e.exit_code());
                 }
             };
+            // Container hostnames (the 2026 layout's {instance}): PVE API, `pct`, or as given.
+            rt.block_on(pvediag::run::resolve_instances(
+                &settings,
+                &request,
+                &mut targets,
+            ))?;
             let report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
             pvediag::output::emit(&settings, &targets, &report)
         }

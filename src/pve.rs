@@ -361,6 +361,21 @@ impl PveApi {
     }
 }
 
+impl PveApi {
+    /// The container's hostname (`hostname` of `GET /nodes/{node}/lxc/{vmid}/config`): the 2026
+    /// layout's `{instance}`. `None` when the config has none or it is not a hostname.
+    pub async fn hostname(&self, node: &str, vmid: u32) -> Result<Option<String>, PveError> {
+        let data = self
+            .get(&format!("/nodes/{node}/lxc/{vmid}/config"))
+            .await?;
+        Ok(data
+            .get("hostname")
+            .and_then(Value::as_str)
+            .filter(|h| crate::instance::valid_hostname(h))
+            .map(str::to_string))
+    }
+}
+
 /// Resolves what the command line asked for through the PVE API: `--all`'s targets (and the
 /// skipped ones), instance names as VMIDs, and per-target exec tokens when `need_tokens` (no token
 /// was given). Without the API: the VMIDs as given.

@@ -34,6 +34,16 @@ pub async fn resolve_targets(
     .await
 }
 
+/// The targets' container hostnames (the 2026 layout's `{instance}`) and the instance names the
+/// PVE API did not resolve: [`crate::instance`], within half the run's deadline.
+pub async fn resolve_instances(
+    settings: &Settings,
+    request: &crate::target::TargetRequest,
+    targets: &mut Targets,
+) -> Result<(), UsageError> {
+    crate::instance::resolve_within(settings, request, targets, settings.deadline / 2).await
+}
+
 /// Diagnoses `targets` with `settings`: once, or with `--wait` until healthy. Within the settings'
 /// deadline.
 pub async fn diagnose(settings: &Settings, targets: &Targets) -> Result<Report, UsageError> {
@@ -68,11 +78,64 @@ async fn diagnose_once(
     })
     .map_err(|e| UsageError::new(e.to_string()))?;
     let probe = probe_config(settings, targets, deadline);
-    let caddy_read = read_caddy(settings);
+    // Caddy's routes first: their layout chooses each target's routing generation.
+    let (table, mut caddy) = read_caddy(settings).await;
     // The origin check names no VMID: one request serves every target.
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
     // Likewise the host's cloudflared readiness and Caddy's loaded routes.
     let host_wide = crate::probe::host_wide(&probe).boxed().shared();
+    let host_table = match (&table, settings.caddy.is_none(), &probe.host) {
+        (None, true, Some(_)) => host_wide
+            .clone()
+            .await
+            .and_then(|h| host_admin_table(&h.caddy_config).ok()),
+        _ => None,
+    };
+    let layout = match (&table, &host_table) {
+        (Some(t), _) => Some((
+            crate::generation::caddy_layout(t),
+            format!(
+                "Caddy's configuration ({})",
+                caddy.as_ref().map_or("given", |c| c.source.as_str())
+            ),
+        )),
+        (None, Some(t)) => Some((
+            crate::generation::caddy_layout(t),
+            "Caddy's admin API on the host".to_string(),
+        )),
+        _ => None,
+    };
+    let chosen = crate::generation::choose(
+        &client,
+        &probe,
+        &settings.generation,
+        layout.as_ref().map(|(l, from)| (l, from.as_str())),
+        &targets.vmids,
+    )
+    .await;
+    // Each target's probes: its generation's catalog, URL template and upstream.
+    let per_target: std::collections::BTreeMap<u32, crate::probe::ProbeConfig> = chosen
+        .iter()
+        .map(|(&v, c)| {
+            (
+                v,
+                crate::generation::config_for(&probe, &settings.generation, c),
+            )
+        })
+        .collect();
+    let probe_of = |vmid: u32| per_target.get(&vmid).unwrap_or(&probe);
+    // The 2026 layout answers CORS preflights in Caddy: one OPTIONS for the run, with the probes.
+    let preflight = async {
+        let any_2026 = chosen
+            .values()
+            .any(|c| c.routing == crate::generation::Generation::Y2026);
+        match per_target.values().find(|p| p.template.uses("port")) {
+            Some(p) if any_2026 && !p.no_origin_check => {
+                Some(crate::generation::preflight(&client, p).await)
+            }
+            _ => None,
+        }
+    };
     let n = targets.vmids.len();
     // Targets in flight: up to --concurrency, as many as the chain takes without slowing down.
     let gate = crate::adaptive::Gate::new(settings.concurrency, n, deadline);
@@ -83,7 +146,7 @@ async fn diagnose_once(
     let observations = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
         let (client, probe, gate, origin, host_wide, progress) = (
             &client,
-            &probe,
+            probe_of(vmid),
             &gate,
             origin.clone(),
             host_wide.clone(),
@@ -105,35 +168,80 @@ async fn diagnose_once(
             o
         }
     }));
-    let (mut observations, (table, mut caddy)) = tokio::join!(observations, caddy_read);
+    let (mut observations, preflight) = tokio::join!(observations, preflight);
     progress.finish();
     if let Some(table) = &table {
         for (o, _) in &mut observations {
-            o.routes = routes_for(&probe, table, o.vmid);
+            o.routes = routes_for(probe_of(o.vmid), table, o.vmid);
         }
     } else if settings.caddy.is_none() {
         for (o, _) in &mut observations {
-            host_admin_routes(&probe, o, &mut caddy);
+            host_admin_routes(probe_of(o.vmid), o, &mut caddy);
         }
     }
 
-    let ctx = Context {
-        catalog: &probe.catalog,
-        layout: probe.template.layout(),
-        caddyfile: HOST_CADDYFILE,
-    };
-    let reports = observations
+    if let Some((url, p)) = &preflight {
+        if let Some(message) = crate::generation::preflight_problem(url, p) {
+            let c = caddy.get_or_insert_with(|| CaddyReport {
+                source: format!("Caddy's answer to OPTIONS {url}"),
+                error: None,
+                findings: Vec::new(),
+            });
+            c.findings.push(crate::lint::Finding {
+                file: "OPTIONS preflight".into(),
+                line: 0,
+                message,
+                kind: crate::lint::FindingKind::PreflightUnanswered,
+            });
+        }
+    }
+    let reports: Vec<TargetReport> = observations
         .into_iter()
-        .map(|(o, completion)| TargetReport {
-            verdict: crate::verdict::diagnose(&ctx, &o),
-            observation: o,
-            completion,
+        .map(|(o, completion)| {
+            let p = probe_of(o.vmid);
+            let choice = chosen.get(&o.vmid);
+            let ctx = Context {
+                catalog: &p.catalog,
+                layout: p.template.layout(),
+                caddyfile: HOST_CADDYFILE,
+                // The name Caddy dials: the hostname behind the generic rule, cmux-{vmid} behind
+                // the seed's per-service rules.
+                instance: match choice.map(|c| c.routing) {
+                    Some(crate::generation::Generation::Y2026) => {
+                        p.instances.get(&o.vmid).map(|i| i.hostname.as_str())
+                    }
+                    _ => None,
+                },
+            };
+            let routing = choice.map(|c| crate::generation::Routing {
+                generation: c.routing,
+                container: c.container,
+                why: c.why.clone(),
+                instance: p.instance(o.vmid),
+                instance_source: p
+                    .instances
+                    .get(&o.vmid)
+                    .map_or(crate::instance::InstanceSource::Default, |i| i.source)
+                    .describe()
+                    .to_string(),
+                url_template: p.template.as_str().to_string(),
+            });
+            TargetReport {
+                verdict: crate::verdict::diagnose(&ctx, &o),
+                observation: o,
+                completion,
+                routing,
+            }
         })
         .collect();
+    // One catalog and template for headings: the first target's (each target carries its own).
+    let head = reports
+        .first()
+        .map_or(&probe, |t| probe_of(t.observation.vmid));
     Ok(Report {
         targets: reports,
-        catalog: probe.catalog.clone(),
-        template: probe.template.as_str().to_string(),
+        catalog: head.catalog.clone(),
+        template: head.template.as_str().to_string(),
         domain: probe.domain.clone(),
         duration_ms: start.elapsed().as_millis() as u64,
         caddy,
@@ -150,6 +258,7 @@ fn probe_config(
 ) -> crate::probe::ProbeConfig {
     let mut probe = settings.probe.clone();
     probe.exec_tokens = targets.exec_tokens.clone();
+    probe.instances = targets.instances.clone();
     let budget = deadline.saturating_sub(Duration::from_millis(200));
     if probe.timeout + probe.exec_grace > budget {
         probe.exec_grace = (budget / 5).min(probe.exec_grace);
@@ -179,7 +288,11 @@ fn host_admin_routes(
         o.routes = routes_for(probe, t, o.vmid);
     }
     if caddy.is_none() {
-        *caddy = Some(CaddyReport::new(source, &table, &probe.catalog));
+        let catalog = match &table {
+            Ok(t) => lint_catalog(probe, t),
+            Err(_) => probe.catalog.clone(),
+        };
+        *caddy = Some(CaddyReport::new(source, &table, &catalog));
     }
 }
 
@@ -192,8 +305,22 @@ async fn read_caddy(settings: &Settings) -> (Option<RouteTable>, Option<CaddyRep
             (url.clone(), fetch_admin(url, settings.probe.timeout).await)
         }
     };
-    let report = CaddyReport::new(source, &table, &settings.probe.catalog);
+    let catalog = match (&table, settings.generation.fixed()) {
+        (Ok(t), false) => lint_catalog(&settings.probe, t),
+        _ => settings.probe.catalog.clone(),
+    };
+    let report = CaddyReport::new(source, &table, &catalog);
     (table.ok(), Some(report))
+}
+
+/// The catalog Caddy's configuration is checked against: a configuration with only the generic
+/// port rule is the 2026 generation's; otherwise the run's catalog.
+fn lint_catalog(probe: &crate::probe::ProbeConfig, t: &RouteTable) -> crate::catalog::Catalog {
+    use crate::generation::{caddy_layout, CaddyLayout, Generation};
+    match caddy_layout(t) {
+        CaddyLayout::Generic(_) => Generation::Y2026.catalog(),
+        _ => probe.catalog.clone(),
+    }
 }
 
 /// The route table from the host script's probe of Caddy's admin API.

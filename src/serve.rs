@@ -188,7 +188,10 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
     };
     let target = target.trim().to_string();
     let request = if is_instance_name(&target) {
-        if state.base.pve.is_none() {
+        if state.base.pve.is_none()
+            && state.base.probe.host.is_none()
+            && crate::instance::vmid_of_cmux_name(&target).is_none()
+        {
             return (
                 400,
                 TEXT,
@@ -240,7 +243,7 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
         ),
     )
     .await;
-    let targets = match resolved {
+    let mut targets = match resolved {
         Err(_) => {
             return (
                 503,
@@ -261,6 +264,12 @@ async fn probe(state: &State, req: &crate::lab::http::Request) -> (u16, &'static
             return (status, TEXT, format!("{e}\n"));
         }
     };
+    let bound = deadline.saturating_sub(start.elapsed()) / 2;
+    if let Err(e) =
+        crate::instance::resolve_within(&state.base, &request, &mut targets, bound).await
+    {
+        return (400, TEXT, format!("{e}\n"));
+    }
     let deadline = deadline.saturating_sub(start.elapsed()).max(MIN_DEADLINE);
     let report = match crate::run::diagnose_within(&state.base, &targets, deadline).await {
         Ok(r) => r,

@@ -82,6 +82,9 @@ pub struct Settings {
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub warnings: Vec<String>,
+    /// `--catalog`, `--checks`, `--url-template`, `--services`: what is fixed about each target's
+    /// routing generation; the rest is detected per target ([`crate::generation`]).
+    pub generation: crate::generation::GenerationSetting,
 }
 
 /// The option groups a subcommand has, and what it sets itself (the lab's host view).
@@ -148,8 +151,27 @@ impl Settings {
             ),
             (None, None) => None,
         };
-        let catalog = catalog_reading_dir(check.checks.as_deref())?;
-        let catalog = select_services(catalog, &check.services)?;
+        let catalog = match (check.checks.as_deref(), check.catalog) {
+            (None, Some(g)) => g.catalog(),
+            (dir, _) => catalog_reading_dir(dir)?,
+        };
+        let detected = check.checks.is_none() && check.catalog.is_none();
+        let catalog = if detected {
+            select_services_of_both(catalog, &check.services)?
+        } else {
+            select_services(catalog, &check.services)?
+        };
+        let generation = crate::generation::GenerationSetting {
+            catalog: check.catalog,
+            checks_dir: check.checks.is_some(),
+            explicit_template: check.url_template.as_str() != crate::target::DEFAULT_TEMPLATE,
+            services: check
+                .services
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        };
         if catalog.exec().is_none() && check.exec_url.is_none() {
             warnings.push(
                 "note: the catalog has no `exec` service, so nothing is probed inside the container"
@@ -192,6 +214,7 @@ impl Settings {
                 no_origin_check: check.no_origin_check,
                 exec_grace: Duration::from_secs(5),
                 host: host_config(reach, check, p.host_env),
+                instances: Default::default(),
             },
             connect_to,
             cacert_pem,
@@ -202,6 +225,7 @@ impl Settings {
             color,
             quiet: p.output.quiet,
             warnings,
+            generation,
         })
     }
 
@@ -222,14 +246,24 @@ impl Settings {
                 _ => {}
             }
         }
-        if self.pve.is_none() && (all || !req.names.is_empty()) {
+        // Without the API: `cmux-N` is VMID N, and the host's `pct list` knows the others
+        // (crate::instance).
+        let unresolvable = req
+            .names
+            .iter()
+            .find(|n| crate::instance::vmid_of_cmux_name(n).is_none() && self.probe.host.is_none());
+        if self.pve.is_none() && (all || unresolvable.is_some()) {
             let what = if all {
                 "--all".to_string()
             } else {
-                format!("the instance name {:?}", req.names[0])
+                format!(
+                    "the instance name {:?}",
+                    unresolvable.cloned().unwrap_or_default()
+                )
             };
             return Err(UsageError::new(format!(
-                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN"
+                "{what} needs the Proxmox VE API: set PVE_API_URL (or --pve-url) and PVE_API_TOKEN{}",
+                if all { "" } else { " (or run on the PVE host with --on-host)" }
             )));
         }
         Ok(req)
@@ -336,6 +370,37 @@ fn select_services(catalog: Catalog, services: &[String]) -> Result<Catalog, Usa
         .collect();
     catalog
         .select(&names)
+        .map_err(|e| UsageError::new(format!("--services: {e}")))
+}
+
+/// `--services A,B` while the catalog is detected per target: each name must be a service of one
+/// of the two built-in catalogs; the default catalog keeps the names it has.
+fn select_services_of_both(catalog: Catalog, services: &[String]) -> Result<Catalog, UsageError> {
+    let names: Vec<String> = services
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(catalog);
+    }
+    let both = crate::generation::Generation::ALL.map(|g| g.catalog());
+    for n in &names {
+        if both.iter().all(|c| c.get(n).is_none()) {
+            let err = both[1]
+                .select(std::slice::from_ref(n))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            return Err(UsageError::new(format!("--services: {err}")));
+        }
+    }
+    let known: Vec<String> = names
+        .into_iter()
+        .filter(|n| catalog.get(n).is_some())
+        .collect();
+    catalog
+        .select(&known)
         .map_err(|e| UsageError::new(format!("--services: {e}")))
 }
 

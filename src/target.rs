@@ -11,14 +11,23 @@ pub enum Layout {
 }
 
 /// The placeholders a URL template may use.
-pub const PLACEHOLDERS: &[&str] = &["service", "vmid", "port", "domain"];
+pub const PLACEHOLDERS: &[&str] = &["service", "vmid", "port", "domain", "instance"];
 
 /// The default: the seed layout, one hostname per service.
 pub const DEFAULT_TEMPLATE: &str = "https://{service}-{vmid}.{domain}";
 
+/// The 2026 layout: one generic Caddy rule, the port and the container's hostname in the name.
+pub const TEMPLATE_2026: &str = "https://port-{port}-{instance}.{domain}";
+
+/// The instance name (container hostname) of a VMID when nothing better is known: the name cmux
+/// gave containers before the `pvelxc-` names.
+pub fn default_instance(vmid: u32) -> String {
+    format!("cmux-{vmid}")
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
-    #[error("--url-template {template:?}: unknown placeholder {{{name}}}; known: {{service}}, {{vmid}}, {{port}}, {{domain}}")]
+    #[error("--url-template {template:?}: unknown placeholder {{{name}}}; known: {{service}}, {{vmid}}, {{instance}}, {{port}}, {{domain}}")]
     UnknownPlaceholder { template: String, name: String },
     #[error("--url-template {template:?}: unbalanced brace; write placeholders as {{name}}")]
     Unbalanced { template: String },
@@ -26,7 +35,7 @@ pub enum TargetError {
         "--url-template {template:?}: must start with https:// or http://, e.g. {DEFAULT_TEMPLATE}"
     )]
     Scheme { template: String },
-    #[error("--url-template {template:?}: must contain {{vmid}} (or {{service}} and {{port}}) so each target gets its own URL")]
+    #[error("--url-template {template:?}: must contain {{vmid}} or {{instance}} so each target gets its own URL")]
     NoVmid { template: String },
     #[error("--url-template {template:?}: gives the invalid URL {url:?}: {reason}")]
     BadUrl {
@@ -109,7 +118,7 @@ impl UrlTemplate {
             raw: raw.into(),
             pieces,
         };
-        if !t.uses("vmid") {
+        if !t.uses("vmid") && !t.uses("instance") {
             return Err(TargetError::NoVmid {
                 template: raw.into(),
             });
@@ -140,7 +149,7 @@ impl UrlTemplate {
         &self.raw
     }
 
-    fn uses(&self, name: &str) -> bool {
+    pub fn uses(&self, name: &str) -> bool {
         self.pieces
             .iter()
             .any(|p| matches!(p, Piece::Var(v) if *v == name))
@@ -156,6 +165,18 @@ impl UrlTemplate {
     }
 
     pub fn render(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
+        self.render_for(service, vmid, &default_instance(vmid), port, domain)
+    }
+
+    /// [`UrlTemplate::render`] with the container's hostname for `{instance}`.
+    pub fn render_for(
+        &self,
+        service: &str,
+        vmid: u32,
+        instance: &str,
+        port: u16,
+        domain: &str,
+    ) -> String {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
@@ -163,6 +184,7 @@ impl UrlTemplate {
                 Piece::Var("service") => out.push_str(service),
                 Piece::Var("vmid") => out.push_str(&vmid.to_string()),
                 Piece::Var("port") => out.push_str(&port.to_string()),
+                Piece::Var("instance") => out.push_str(instance),
                 Piece::Var(_) => out.push_str(domain),
             }
         }
@@ -171,7 +193,19 @@ impl UrlTemplate {
 
     /// The base URL of a service, without a trailing slash.
     pub fn base_url(&self, service: &str, vmid: u32, port: u16, domain: &str) -> String {
-        self.render(service, vmid, port, domain)
+        self.base_url_for(service, vmid, &default_instance(vmid), port, domain)
+    }
+
+    /// [`UrlTemplate::base_url`] with the container's hostname for `{instance}`.
+    pub fn base_url_for(
+        &self,
+        service: &str,
+        vmid: u32,
+        instance: &str,
+        port: u16,
+        domain: &str,
+    ) -> String {
+        self.render_for(service, vmid, instance, port, domain)
             .trim_end_matches('/')
             .to_string()
     }
@@ -236,6 +270,9 @@ pub struct Targets {
     pub skipped: Vec<SkippedTarget>,
     /// Warnings of the resolution (never containing secrets).
     pub warnings: Vec<String>,
+    /// Container hostnames (the 2026 layout's `{instance}`) by VMID, as [`crate::instance`]
+    /// resolved them; a VMID not in here is `cmux-{vmid}`.
+    pub instances: std::collections::BTreeMap<u32, crate::instance::Instance>,
 }
 
 impl Targets {
@@ -310,6 +347,21 @@ mod tests {
     }
 
     #[test]
+    fn the_2026_template_uses_the_instance_hostname() {
+        let t = UrlTemplate::parse(TEMPLATE_2026).unwrap();
+        assert_eq!(t.layout(), Layout::PortInHost);
+        assert_eq!(
+            t.base_url_for("xterm", 202, "pvelxc-1a2b3c4d", 39383, "x.io"),
+            "https://port-39383-pvelxc-1a2b3c4d.x.io"
+        );
+        // Without a known hostname: the older containers' name.
+        assert_eq!(
+            t.base_url("xterm", 202, 39383, "x.io"),
+            "https://port-39383-cmux-202.x.io"
+        );
+    }
+
+    #[test]
     fn bad_templates() {
         for (raw, want) in [
             ("https://{svc}-{vmid}.{domain}", "unknown placeholder {svc}"),
@@ -320,7 +372,10 @@ mod tests {
                 "must start with https://",
             ),
             ("{service}-{vmid}.{domain}", "must start with https://"),
-            ("https://{service}.{domain}", "must contain {vmid}"),
+            (
+                "https://{service}.{domain}",
+                "must contain {vmid} or {instance}",
+            ),
             ("https://{service}-{vmid}.{domain}/?a=1", "without query"),
             ("https:// {vmid}", "invalid URL"),
         ] {

@@ -120,6 +120,18 @@ pub struct Context<'a> {
     pub layout: Layout,
     /// The Caddyfile path on the host, for next steps.
     pub caddyfile: &'a str,
+    /// The container's name on the LAN (`{instance}` of the 2026 layout, e.g. `pvelxc-1a2b3c4d`);
+    /// None: `cmux-{vmid}`.
+    pub instance: Option<&'a str>,
+}
+
+impl Context<'_> {
+    /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
+    pub fn instance_name(&self, vmid: u32) -> String {
+        self.instance
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("cmux-{vmid}"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,6 +144,10 @@ pub enum Answer {
     Healthy,
     /// The right service answered (fingerprint matches) but required headers are missing.
     MissingHeaders(Vec<String>),
+    /// The right service answered, but a required header came more than once (2026 layout: Caddy
+    /// sets `access-control-allow-origin` and the upstream's own was not dropped): browsers reject
+    /// a response with two `access-control-allow-origin` values.
+    DoubledHeaders(Vec<String>),
     /// An accepted status whose body is not this service's: another service answered.
     WrongService { reason: String, empty: bool },
     /// A status the service does not give when healthy, not made by Cloudflare, cloudflared or Caddy.
@@ -243,6 +259,24 @@ pub fn classify(service: &Service, probe: &Probe) -> Answer {
     if !missing.is_empty() {
         return Answer::MissingHeaders(missing);
     }
+    let doubled: Vec<String> = service
+        .healthy
+        .headers
+        .iter()
+        .filter_map(|h| {
+            let values: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(h))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            (values.len() > 1)
+                .then(|| format!("{h} ({} values: {})", values.len(), values.join(" and ")))
+        })
+        .collect();
+    if !doubled.is_empty() {
+        return Answer::DoubledHeaders(doubled);
+    }
     Answer::Healthy
 }
 
@@ -311,6 +345,12 @@ fn describe_answer(a: &Answer, s: &Service) -> String {
         Answer::MissingHeaders(h) => {
             format!("right service, but header(s) missing: {}", h.join(", "))
         }
+        Answer::DoubledHeaders(h) => {
+            format!(
+                "right service, but header(s) sent more than once: {}",
+                h.join(", ")
+            )
+        }
         Answer::WrongService { reason, .. } => {
             format!("not {}'s answer: {reason}", service_label(s))
         }
@@ -376,8 +416,8 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     let mut chain = None;
     if t.exec.via_public_url && t.exec.run.reached_execd() {
         chain = Some(format!(
-            "the exec call through the same tunnel and Caddy reached cmux-execd in cmux-{}",
-            t.vmid
+            "the exec call through the same tunnel and Caddy reached cmux-execd in {}",
+            ctx.instance_name(t.vmid)
         ));
     }
     let mut externals = 0usize;
@@ -393,7 +433,12 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         if a == Answer::TunnelDown {
             tunnel_down += 1;
         }
-        if chain.is_none() && matches!(a, Answer::Healthy | Answer::MissingHeaders(_)) {
+        if chain.is_none()
+            && matches!(
+                a,
+                Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+            )
+        {
             chain = Some(format!(
                 "{} answered correctly through the same tunnel and Caddy",
                 so.name
@@ -652,11 +697,41 @@ fn caddy_route_next(
                 port = s.port,
             )
         }
-        Layout::PortInHost => format!(
-            "the generic rule dials cmux-{vmid}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}",
-            port = s.port,
-            cf = ctx.caddyfile
-        ),
+        Layout::PortInHost => {
+            let ct = ctx.instance_name(vmid);
+            let want = format!("{ct}.lan");
+            match route {
+                // Caddy's configuration was read and no rule matches the public name.
+                Some(RouteObservation {
+                    upstream_host: None,
+                    host,
+                    ..
+                }) => format!(
+                    "the generic rule's regexp does not match {host}: on the PVE host: grep -n 'header_regexp' {cf} — it must be ^port-(\\d+)-([a-z0-9-]+)\\.; then systemctl reload caddy-cmux",
+                    cf = ctx.caddyfile,
+                ),
+                // The generic rule dials another name than the container's.
+                Some(RouteObservation {
+                    upstream_host: Some(h),
+                    source,
+                    ..
+                }) if *h != want => format!(
+                    "the generic rule ({}) dials {h}: it must dial {want}:{port} (reverse_proxy {{re.service.2}}.lan:{{re.service.1}}) in {cf}; then systemctl reload caddy-cmux",
+                    source.as_deref().unwrap_or("its line"),
+                    port = s.port,
+                    cf = ctx.caddyfile,
+                ),
+                _ => format!(
+                    "the generic rule{} dials {ct}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}",
+                    route
+                        .and_then(|r| r.source.as_deref())
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default(),
+                    port = s.port,
+                    cf = ctx.caddyfile,
+                ),
+            }
+        }
     }
 }
 
@@ -717,6 +792,42 @@ fn decide(
             "healthy",
             format!("{} answers correctly through the tunnel", s.name),
         ),
+        Answer::DoubledHeaders(h) => match i {
+            Answer::DoubledHeaders(_) => row(
+                Status::Broken,
+                Some(Layer::Service),
+                "header-doubled-at-service",
+                format!(
+                    "{label} itself sends {}: browsers reject the answer",
+                    h.join(", ")
+                ),
+            )
+            .next(format!(
+                "{}; check the service's CORS settings",
+                svc_next(s, vmid)
+            )),
+            Answer::Healthy | Answer::MissingHeaders(_) => row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "header-doubled-by-proxy",
+                format!(
+                    "{label} sends the header once inside, but the public answer carries {}: browsers reject it. Caddy adds its own CORS headers and must drop the upstream's",
+                    h.join(", ")
+                ),
+            )
+            .next(format!(
+                "in {}: the generic rule's reverse_proxy needs `header_down -Access-Control-Allow-Origin` (and -Methods, -Headers); then systemctl reload caddy-cmux",
+                ctx.caddyfile
+            )),
+            _ => inconclusive(
+                "header-doubled-unknown-origin",
+                vec![Layer::Caddy, Layer::Service],
+                format!(
+                    "the public answer carries {}, which browsers reject; without the internal view it is unknown whether the service or the proxy adds the second",
+                    h.join(", ")
+                ),
+            ),
+        },
         Answer::MissingHeaders(h) => match i {
             Answer::Healthy => row(
                 Status::Degraded,
@@ -852,6 +963,7 @@ fn decide_host(
     let c = classify(s, &hs.caddy);
     let u = classify(s, &hs.upstream);
     let vmid = t.vmid;
+    let ct = ctx.instance_name(vmid);
     let label = service_label(s);
     let p = s.port;
     let ready = h.cloudflared.response().map(|r| r.status);
@@ -902,7 +1014,11 @@ fn decide_host(
             .next("on the PVE host: systemctl status caddy-cmux; journalctl -u caddy-cmux -n 50; systemctl restart caddy-cmux"),
         );
     }
-    if matches!(c, Answer::Healthy | Answer::MissingHeaders(_)) && edge_side {
+    if matches!(
+        c,
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+    ) && edge_side
+    {
         return Some(
             row(
                 Status::Broken,
@@ -924,7 +1040,7 @@ fn decide_host(
             | Answer::WrongService { .. }
     );
     match u {
-        Answer::Healthy | Answer::MissingHeaders(_) if caddy_fails => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) if caddy_fails => {
             let route = route_for(t, &s.name);
             let summary = match route {
                 Some(RouteObservation {
@@ -954,9 +1070,9 @@ fn decide_host(
                 Status::Broken,
                 Some(Layer::Container),
                 "host-upstream-name",
-                format!("cmux-{vmid}'s name in {} does not resolve on the host", hs.upstream_url),
+                format!("{ct}'s name in {} does not resolve on the host", hs.upstream_url),
             )
-            .next(format!("on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan (the router's DHCP/DNS must publish the container's hostname)")),
+            .next(format!("on the PVE host: pct status {vmid}; getent hosts {ct}.lan (the router's DHCP/DNS must publish the container's hostname)")),
         ),
         Answer::Unreachable(FailureKind::Refused) if matches!(i, Answer::Healthy) => Some(
             row(
@@ -977,7 +1093,7 @@ fn decide_host(
                 "host-upstream-unreachable",
                 format!("the host cannot reach {} in time: the container's network or a firewall drops it", hs.upstream_url),
             )
-            .next(format!("on the PVE host: pct status {vmid}; ping -c1 cmux-{vmid}.lan; pct exec {vmid} -- ip addr")),
+            .next(format!("on the PVE host: pct status {vmid}; ping -c1 {ct}.lan; pct exec {vmid} -- ip addr")),
         ),
         _ => None,
     }
@@ -1039,11 +1155,12 @@ fn decide_gateway_error(
     i: &Answer,
 ) -> Row {
     let vmid = f.vmid;
+    let ct = ctx.instance_name(vmid);
     let label = service_label(s);
     let host = host_of(&so.url);
     let p = s.port;
     match i {
-        Answer::Healthy | Answer::MissingHeaders(_) => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
             if f.chain_reaches_container.is_some() {
                 let route = route_for(t, &s.name);
                 if let Some(RouteObservation {
@@ -1093,7 +1210,7 @@ fn decide_gateway_error(
                         ..
                     }) => format!("Caddy has no route for {host}; {label} listens on {p}"),
                     _ => format!(
-                        "{label} answers inside on {p}, but Caddy's route for {host} does not reach it: the route must dial cmux-{vmid}.lan:{p} (if it already does, {label} listens on loopback only: read the Caddyfile with --caddyfile, or probe from the host with --on-host)"
+                        "{label} answers inside on {p}, but Caddy's route for {host} does not reach it: the route must dial {ct}.lan:{p} (if it already does, {label} listens on loopback only: read the Caddyfile with --caddyfile, or probe from the host with --on-host)"
                     ),
                 };
                 row(
@@ -1112,10 +1229,10 @@ fn decide_gateway_error(
                     "gateway-error-service-ok-unproven-chain",
                     candidates,
                     format!(
-                        "{label} answers inside on {p}, but nothing proves the public chain reaches cmux-{vmid} at all"
+                        "{label} answers inside on {p}, but nothing proves the public chain reaches {ct} at all"
                     ),
                 )
-                .next(format!("on the PVE host: getent hosts cmux-{vmid}.lan; curl -sS -H 'Host: {host}' http://127.0.0.1:8080{}", s.probe.path))
+                .next(format!("on the PVE host: getent hosts {ct}.lan; curl -sS -H 'Host: {host}' http://127.0.0.1:8080{}", s.probe.path))
             }
         }
         Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
@@ -1136,22 +1253,51 @@ fn decide_gateway_error(
                     "gateway-error-no-internal",
                     vec![Layer::Caddy, Layer::Service],
                     format!(
-                        "the public URL of {} fails behind the tunnel while other requests reach cmux-{vmid}; without the internal view Caddy's route and the service cannot be told apart",
+                        "the public URL of {} fails behind the tunnel while other requests reach {ct}; without the internal view Caddy's route and the service cannot be told apart",
                         s.name
                     ),
                 )
                 .next(svc_next(s, vmid))
+            } else if let (
+                Some(true),
+                Some(RouteObservation {
+                    upstream_host: Some(h),
+                    source,
+                    ..
+                }),
+            ) = (
+                f.origin_ok,
+                route_for(t, &s.name).filter(|r| {
+                    r.upstream_host
+                        .as_deref()
+                        .is_some_and(|h| !h.eq_ignore_ascii_case(&format!("{ct}.lan")))
+                }),
+            ) {
+                // Caddy's configuration (read with --caddyfile/--caddy-admin) dials another name.
+                row(
+                    Status::Broken,
+                    Some(Layer::Caddy),
+                    "caddy-dials-other-host",
+                    format!(
+                        "Caddy answers, but its route for {host} dials {h}, not the container's name {ct}.lan ({}): nothing of {ct} answers through it",
+                        source.as_deref().unwrap_or("Caddy's configuration")
+                    ),
+                )
+                .next(format!(
+                    "fix the route's upstream to {ct}.lan in {} (2026: reverse_proxy {{re.service.2}}.lan:{{re.service.1}}), then systemctl reload caddy-cmux",
+                    ctx.caddyfile
+                ))
             } else if f.origin_ok == Some(true) {
                 row(
                     Status::Broken,
                     Some(Layer::Container),
                     "container-unreachable",
                     format!(
-                        "Caddy answers, but nothing of cmux-{vmid} does (exec included): the container is stopped or cmux-{vmid}.lan does not resolve from the host"
+                        "Caddy answers, but nothing of {ct} does (exec included): the container is stopped or {ct}.lan does not resolve from the host"
                     ),
                 )
                 .next(format!(
-                    "on the PVE host: pct status {vmid}; getent hosts cmux-{vmid}.lan; pct start {vmid}"
+                    "on the PVE host: pct status {vmid}; getent hosts {ct}.lan; pct start {vmid}"
                 ))
             } else if f.origin_ok == Some(false) {
                 inconclusive(
@@ -1185,7 +1331,7 @@ fn decide_wrong_answer(
     let p = s.port;
     let what = describe_answer(e, s);
     match i {
-        Answer::Healthy | Answer::MissingHeaders(_) => {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
             let route = route_for(t, &s.name);
             let summary = match route {
                 Some(RouteObservation {

@@ -176,6 +176,7 @@ fn verdict_of(c: &Catalog, t: &TargetObservation, name: &str) -> Verdict {
 
 fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) -> Verdict {
     let ctx = Context {
+        instance: None,
         catalog: c,
         layout,
         caddyfile: "/etc/caddy/Caddyfile.cmux",
@@ -301,6 +302,67 @@ const CASES: &[Case] = &[
         "xterm",
         |t| {
             set_ext(t, "xterm", resp(200, &[], r#"{"sessions":[]}"#));
+            no_internal(t, UNAUTHORIZED);
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "header-doubled-by-proxy",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[
+                        ("content-type", "application/json"),
+                        ("access-control-allow-origin", "*"),
+                        ("access-control-allow-origin", "*"),
+                    ],
+                    r#"{"sessions":[]}"#,
+                ),
+            );
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "header-doubled-at-service",
+        "xterm",
+        |t| {
+            let p = resp(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("access-control-allow-origin", "*"),
+                    ("access-control-allow-origin", "https://a.example"),
+                ],
+                r#"{"sessions":[]}"#,
+            );
+            set_ext(t, "xterm", p.clone());
+            set_int(t, "xterm", p);
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "header-doubled-unknown-origin",
+        "xterm",
+        |t| {
+            set_ext(
+                t,
+                "xterm",
+                resp(
+                    200,
+                    &[
+                        ("access-control-allow-origin", "*"),
+                        ("access-control-allow-origin", "*"),
+                    ],
+                    r#"{"sessions":[]}"#,
+                ),
+            );
             no_internal(t, UNAUTHORIZED);
         },
         Inconclusive,
@@ -578,6 +640,30 @@ const CASES: &[Case] = &[
         },
         Broken,
         Some(Container),
+    ),
+    case(
+        "caddy-dials-other-host",
+        "xterm",
+        |t| {
+            all_ext(t, cf(502, "error code: 502"));
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+            t.routes.push(RouteObservation {
+                service: "xterm".into(),
+                host: "xterm-202.example.test".into(),
+                upstream_host: Some("cmux-202.local".into()),
+                upstream_port: Some(39383),
+                source: Some("Caddyfile.cmux:17".into()),
+            });
+        },
+        Broken,
+        Some(Caddy),
     ),
     case(
         "origin-unreachable",
@@ -971,6 +1057,7 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
     );
     // Every other service stays healthy.
     let ctx = Context {
+        instance: None,
         catalog: &c,
         layout: Layout::PerService,
         caddyfile: "x",

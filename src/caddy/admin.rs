@@ -250,6 +250,7 @@ pub fn parse(json: &str) -> Result<RouteTable, AdminError> {
             return Ok(RouteTable {
                 routes: w.routes,
                 warnings: w.warnings,
+                caddyfile_text: None,
             });
         }
         Value::Object(o) => o,
@@ -269,6 +270,7 @@ pub fn parse(json: &str) -> Result<RouteTable, AdminError> {
         return Ok(RouteTable {
             routes: w.routes,
             warnings: w.warnings,
+            caddyfile_text: None,
         });
     };
     let Some(servers) = servers.as_object() else {
@@ -299,6 +301,7 @@ pub fn parse(json: &str) -> Result<RouteTable, AdminError> {
     Ok(RouteTable {
         routes: w.routes,
         warnings: w.warnings,
+        caddyfile_text: None,
     })
 }
 

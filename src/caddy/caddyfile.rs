@@ -791,6 +791,7 @@ pub fn parse(file_name: &str, text: &str) -> RouteTable {
     RouteTable {
         routes: interp.routes,
         warnings,
+        caddyfile_text: Some((file_name.to_string(), text.to_string())),
     }
 }
 

@@ -269,6 +269,11 @@ impl ResolvedRoute<'_> {
 pub struct RouteTable {
     pub routes: Vec<Route>,
     pub warnings: Vec<Warning>,
+    /// The Caddyfile's name and text, for the lint checks of directives the route model does not
+    /// keep (`header_up`, `header_down`, the `OPTIONS` handler, the catch-all). None for the
+    /// admin API.
+    #[serde(skip)]
+    pub caddyfile_text: Option<(String, String)>,
 }
 
 impl RouteTable {

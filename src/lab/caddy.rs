@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::container::{serve, ContainerRuntime};
 use super::http::{self, ForwardError, ReadError};
-use super::RouteSpec;
+use super::{GenericRule, RouteSpec};
 
 /// Caddy's upstream dial timeout in the later layout (`dial_timeout 10s`), also used as the lab's
 /// response-header timeout (then 504).
@@ -27,16 +27,29 @@ pub struct CaddyCtx {
     pub routes: Vec<(Regex, RouteSpec)>,
     pub containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
     pub delay_ms: u64,
+    /// The generic rule's upstream and CORS handling (2026 layout).
+    pub generic: GenericRule,
+    /// What `{hostname}.lan` resolves to: container hostname -> VMID.
+    pub lan: BTreeMap<String, u32>,
 }
 
 /// The service name of the later layout's one generic rule (`port-{port}-{instance}.DOMAIN`).
 pub const GENERIC: &str = "*";
 
+/// The generic rule's Host regexp as cmux writes it.
+pub const GENERIC_REGEX: &str = r"^port-(\d+)-([a-z0-9-]+)\.";
+
+/// The generic rule's matcher regex (as configured; an invalid one matches nothing, as Caddy
+/// would refuse to load it).
+pub fn generic_regex(rule: &GenericRule) -> Regex {
+    Regex::new(&rule.regex).unwrap_or_else(|_| Regex::new("$^").expect("valid"))
+}
+
 /// The matcher regex of a route, as written in the Caddyfile: `^{service}-(\d+)\.`, or the
 /// later layout's `^port-(\d+)-([a-z0-9-]+)\.`.
 pub fn route_regex(service: &str) -> Regex {
     if service == GENERIC {
-        return Regex::new(r"^port-(\d+)-([a-z0-9-]+)\.").expect("valid route regex");
+        return Regex::new(GENERIC_REGEX).expect("valid route regex");
     }
     Regex::new(&format!(r"^{}-(\d+)\.", regex::escape(service))).expect("valid route regex")
 }
@@ -68,13 +81,45 @@ fn route_comment(service: &str, port: u16) -> String {
     }
 }
 
+/// The 2026 Caddyfile with the rule's faults written into it (the regexp, the upstream suffix,
+/// the `header_down` lines, the `@options` block).
+pub fn caddyfile_2026(rule: &GenericRule) -> String {
+    let mut text = LATER_CADDYFILE.to_string();
+    if !rule.answer_options {
+        let start = text.find("    @options").expect("fixture has @options");
+        let end = text[start..]
+            .find("    }\n\n")
+            .expect("fixture's block ends")
+            + start
+            + 7;
+        text.replace_range(start..end, "");
+    }
+    if !rule.strip_upstream_cors {
+        text = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("header_down"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+    }
+    text = text.replace(GENERIC_REGEX, &rule.regex);
+    text.replace("}.lan:{", &format!("}}{}:{{", rule.upstream_suffix))
+}
+
 /// `/etc/caddy/Caddyfile.cmux` for these routes, in the seed's exact layout (or the later one).
 pub fn caddyfile(routes: &[RouteSpec]) -> String {
-    if routes.iter().any(|r| r.service == GENERIC) {
-        return LATER_CADDYFILE.to_string();
+    caddyfile_with(routes, &GenericRule::default())
+}
+
+/// [`caddyfile`] with the generic rule as configured. With both kinds of routes (a host in
+/// transition), the per-service rules come first and the generic rule and catch-all after them.
+pub fn caddyfile_with(routes: &[RouteSpec], rule: &GenericRule) -> String {
+    let generic = routes.iter().any(|r| r.service == GENERIC);
+    let per_service: Vec<&RouteSpec> = routes.iter().filter(|r| r.service != GENERIC).collect();
+    if generic && per_service.is_empty() {
+        return caddyfile_2026(rule);
     }
     let mut out = String::from(":8080 {\n");
-    for (i, r) in routes.iter().enumerate() {
+    for (i, r) in per_service.iter().enumerate() {
         if i > 0 {
             out.push('\n');
         }
@@ -84,6 +129,17 @@ pub fn caddyfile(routes: &[RouteSpec]) -> String {
             svc = r.service,
             port = r.port
         ));
+    }
+    if generic {
+        // The 2026 rules after the per-service ones: everything inside the site block.
+        let later = caddyfile_2026(rule);
+        let inner = later
+            .trim_end()
+            .strip_prefix(":8080 {\n")
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or("");
+        out.push('\n');
+        out.push_str(inner);
     }
     out.push_str("}\n");
     out
@@ -152,25 +208,32 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let later = ctx.routes.iter().any(|(_, r)| r.service == GENERIC);
-    if later && req.method == "OPTIONS" {
+    if later && ctx.generic.answer_options && req.method == "OPTIONS" {
         // The later layout answers every preflight itself, without touching the container.
         let mut h: Vec<(&str, &str)> = CORS.to_vec();
         h.extend([("Access-Control-Max-Age", "86400"), ("Server", "Caddy")]);
         http::send(s, &http::response_bytes(204, &h, b"")).await?;
         return Ok(true);
     }
-    // (container hostname's VMID, port Caddy dials)
+    // (container hostname's VMID, port Caddy dials, through the generic rule)
     let matched = ctx.routes.iter().find_map(|(re, route)| {
         let c = re.captures(host_hdr)?;
         if route.service == GENERIC {
             let port: u16 = c.get(1)?.as_str().parse().ok()?;
             let instance = c.get(2)?.as_str();
-            Some((instance.strip_prefix("cmux-").map(str::to_string), port))
+            // `{instance}{suffix}` resolves only with the LAN's `.lan` names.
+            let vmid = (ctx.generic.upstream_suffix == ".lan")
+                .then(|| ctx.lan.get(instance))
+                .flatten()
+                .map(|v| v.to_string());
+            Some((vmid, port, true))
         } else {
-            Some((c.get(1).map(|m| m.as_str().to_string()), route.port))
+            // `cmux-{vmid}.lan`: the VMID's container, if its hostname is still cmux-{vmid}
+            // or it is any container with that VMID (the lab's DHCP names both).
+            Some((c.get(1).map(|m| m.as_str().to_string()), route.port, false))
         }
     });
-    let Some((vmid, port)) = matched else {
+    let Some((vmid, port, via_generic)) = matched else {
         if later {
             let body = b"cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN";
             let h = [
@@ -234,9 +297,11 @@ where
     };
     let framing = http::response_framing(&req.method, &head);
     let mut out = http::downstream_headers(&head, framing);
-    if later {
+    if later && via_generic {
         // header_down -Access-Control-*, then Caddy's own.
-        out.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control-allow-"));
+        if ctx.generic.strip_upstream_cors {
+            out.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control-allow-"));
+        }
         out.extend(CORS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         out.push(("Access-Control-Expose-Headers".into(), "*".into()));
     }

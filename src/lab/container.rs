@@ -595,6 +595,15 @@ fn answer(kind: ServiceKind, behaviour: Behaviour, req: &Request) -> Vec<u8> {
             ],
             VITE_INDEX.as_bytes(),
         ),
+        // The Go worker daemon (2026): JSON health, Go's 404 otherwise.
+        ServiceKind::WorkerDaemon => match path {
+            "/health" => http::response_bytes(
+                200,
+                &[("Content-Type", "application/json"), ("Date", &d)],
+                br#"{"authenticated":false,"provider":"e2b","status":"ok"}"#,
+            ),
+            _ => go_error(404, "404 page not found"),
+        },
         // Handled elsewhere; a plain 404 if ever reached.
         ServiceKind::Exec | ServiceKind::Proxy => go_error(404, "404 page not found"),
     }

@@ -91,3 +91,38 @@ pub fn write_host_curlrc<'a>(
     ));
     std::fs::write(dir.join(".curlrc"), rc)
 }
+
+/// Appends `{hostname}.lan` lines to the host's `.curlrc` for containers whose hostname is not
+/// `cmux-{vmid}` (those lines are already there): the running, published ones map to their ports,
+/// the others refuse.
+pub fn append_hostnames<'a>(
+    dir: &Path,
+    containers: impl Iterator<Item = (&'a str, Option<&'a ContainerRuntime>, bool)>,
+    closed: SocketAddr,
+) -> std::io::Result<()> {
+    let path = dir.join(".curlrc");
+    let mut rc = std::fs::read_to_string(&path)?;
+    for (hostname, ct, published) in containers {
+        let Some(ct) = ct else { continue };
+        if hostname == format!("cmux-{}", ct.vmid) {
+            continue;
+        }
+        for p in super::container::CONTAINER_PORTS
+            .iter()
+            .copied()
+            .chain(ct.ports.keys().copied())
+            .collect::<std::collections::BTreeSet<u16>>()
+        {
+            let to = match ct.ports.get(&p) {
+                Some(a) if ct.running && published => *a,
+                _ => closed,
+            };
+            rc.push_str(&format!(
+                "connect-to = \"{hostname}.lan:{p}:{}:{}\"\n",
+                to.ip(),
+                to.port()
+            ));
+        }
+    }
+    std::fs::write(path, rc)
+}

@@ -15,6 +15,7 @@ pub mod container;
 pub mod edge;
 pub mod host;
 pub mod http;
+pub mod pve;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,6 +43,37 @@ pub struct LabConfig {
     pub routes: Vec<RouteSpec>,
     /// Injected latency per hop.
     pub delays: Delays,
+    /// The 2026 generic rule, where `routes` holds it ([`caddy::GENERIC`]).
+    pub generic: GenericRule,
+    /// Serve a small Proxmox VE API (nodes, containers, their configs with hostnames and tokens).
+    pub pve_api: bool,
+    /// VMIDs whose hostname the LAN's DNS does not publish: `{hostname}.lan` does not resolve.
+    pub unpublished: Vec<u32>,
+}
+
+/// The 2026 layout's one generic Caddy rule, and the ways it goes wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericRule {
+    /// The Host regexp: `^port-(\d+)-([a-z0-9-]+)\.`.
+    pub regex: String,
+    /// What Caddy appends to the instance to dial it: `.lan`.
+    pub upstream_suffix: String,
+    /// `header_down -Access-Control-Allow-*`: the upstream's own CORS headers are dropped, so
+    /// Caddy's are the only ones.
+    pub strip_upstream_cors: bool,
+    /// `@options method OPTIONS` answered by Caddy itself (204).
+    pub answer_options: bool,
+}
+
+impl Default for GenericRule {
+    fn default() -> Self {
+        GenericRule {
+            regex: caddy::GENERIC_REGEX.into(),
+            upstream_suffix: ".lan".into(),
+            strip_upstream_cors: true,
+            answer_options: true,
+        }
+    }
 }
 
 impl Default for LabConfig {
@@ -54,6 +86,9 @@ impl Default for LabConfig {
             origin_up: true,
             routes: seed_routes(),
             delays: Delays::default(),
+            generic: GenericRule::default(),
+            pve_api: false,
+            unpublished: Vec::new(),
         }
     }
 }
@@ -62,6 +97,9 @@ impl Default for LabConfig {
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     pub vmid: u32,
+    /// The container's hostname (`cmux-{vmid}`, or `pvelxc-<8 hex>` for 2026 containers): what
+    /// `{hostname}.lan` resolves for Caddy and the PVE API's config `hostname`.
+    pub hostname: String,
     /// false: `cmux-{vmid}.lan` does not resolve for the host proxy -> Caddy 502.
     pub running: bool,
     /// Some: execd requires this token; None: auth off.
@@ -87,6 +125,8 @@ pub enum ServiceKind {
     Cdp,
     Xterm,
     Preview,
+    /// The Go worker daemon of the 2026 generation (39377; `/health`).
+    WorkerDaemon,
 }
 
 impl ServiceKind {
@@ -112,11 +152,24 @@ impl ServiceKind {
             ServiceKind::Cdp => "cdp",
             ServiceKind::Xterm => "xterm",
             ServiceKind::Preview => "preview",
+            ServiceKind::WorkerDaemon => "worker-daemon",
         }
     }
 
     pub fn from_name(name: &str) -> Option<ServiceKind> {
-        ServiceKind::ALL.into_iter().find(|k| k.name() == name)
+        ServiceKind::ALL
+            .into_iter()
+            .chain([ServiceKind::WorkerDaemon])
+            .find(|k| k.name() == name)
+    }
+
+    /// The port in the 2026 table: the Node worker on 39376, the Go daemon on 39377.
+    pub fn port_2026(self) -> u16 {
+        match self {
+            ServiceKind::Worker => 39376,
+            ServiceKind::WorkerDaemon => 39377,
+            k => k.seed_port(),
+        }
     }
 
     /// The port in the seed's table.
@@ -130,6 +183,8 @@ impl ServiceKind {
             ServiceKind::Cdp => 39381,
             ServiceKind::Xterm => 39383,
             ServiceKind::Preview => 5173,
+            // Not a seed service; where the 2026 table has it.
+            ServiceKind::WorkerDaemon => 39377,
         }
     }
 }
@@ -177,6 +232,7 @@ pub const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000
 pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
     ContainerSpec {
         vmid,
+        hostname: crate::target::default_instance(vmid),
         running: true,
         exec_token: token,
         services: ServiceKind::ALL
@@ -187,6 +243,59 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
                 behaviour: Behaviour::Healthy,
             })
             .collect(),
+    }
+}
+
+/// The hostname cmux gives a new container: `pvelxc-` and 8 hex digits (here derived from the VMID,
+/// so a lab is the same every run).
+pub fn pvelxc_hostname(vmid: u32) -> String {
+    format!(
+        "pvelxc-{:08x}",
+        vmid.wrapping_mul(2_654_435_761) ^ 0x5a5a_0000
+    )
+}
+
+/// A healthy 2026 container: hostname `pvelxc-…`, the Node worker on 39376, the Go worker daemon
+/// on 39377, everything else at the seed ports.
+pub fn container_2026(vmid: u32, token: Option<String>) -> ContainerSpec {
+    let mut services: Vec<ServiceSpec> = ServiceKind::ALL
+        .into_iter()
+        .chain([ServiceKind::WorkerDaemon])
+        .map(|kind| ServiceSpec {
+            kind,
+            port: kind.port_2026(),
+            behaviour: Behaviour::Healthy,
+        })
+        .collect();
+    services.sort_by_key(|s| s.port);
+    ContainerSpec {
+        vmid,
+        hostname: pvelxc_hostname(vmid),
+        running: true,
+        exec_token: token,
+        services,
+    }
+}
+
+/// The 2026 route table: the one generic rule.
+pub fn generic_routes() -> Vec<RouteSpec> {
+    vec![RouteSpec {
+        service: caddy::GENERIC.into(),
+        port: 0,
+    }]
+}
+
+/// A 2026 fleet: `n` healthy 2026 containers (hostnames `pvelxc-…`) behind the generic rule,
+/// with the lab's PVE API (so VMIDs resolve to hostnames).
+pub fn fleet_2026(n: usize, first_vmid: u32, token: Option<String>, delays: Delays) -> LabConfig {
+    LabConfig {
+        containers: (0..n as u32)
+            .map(|i| container_2026(first_vmid + i, token.clone()))
+            .collect(),
+        routes: generic_routes(),
+        pve_api: true,
+        delays,
+        ..LabConfig::default()
     }
 }
 
@@ -203,6 +312,7 @@ pub fn fleet(n: usize, first_vmid: u32, token: Option<String>, delays: Delays) -
         origin_up: true,
         routes: seed_routes(),
         delays,
+        ..LabConfig::default()
     }
 }
 
@@ -297,9 +407,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         origin_up: true,
         routes: seed_routes(),
         delays: Delays::default(),
+        ..LabConfig::default()
     };
     let mut client_token = token.clone();
-    let mut url_template = crate::target::DEFAULT_TEMPLATE;
+    let url_template = crate::target::DEFAULT_TEMPLATE;
     let (name, description, config): (&'static str, &'static str, LabConfig) = match name {
         "seed" => {
             let mut c = base;
@@ -405,21 +516,20 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             )
         }
         "later-layout" | "later-service-down" => {
+            // An older container (hostname cmux-202) on the 2026 images, behind the generic rule.
             let mut c = base;
-            c.routes = vec![RouteSpec {
-                service: caddy::GENERIC.into(),
-                port: 0,
-            }];
+            c.routes = generic_routes();
+            let mut c26 = container_2026(VMID, token.clone());
+            c26.hostname = crate::target::default_instance(VMID);
             if name == "later-service-down" {
-                c.containers = vec![without(ct, ServiceKind::Vscode)];
-                url_template = LATER_TEMPLATE;
+                c.containers = vec![without(c26, ServiceKind::Vscode)];
                 (
                     "later-service-down",
                     "the 2026 layout (https://port-{port}-cmux-{vmid}.DOMAIN, one generic Caddy rule); openvscode-server is not running",
                     c,
                 )
             } else {
-                url_template = LATER_TEMPLATE;
+                c.containers = vec![c26];
                 (
                     "later-layout",
                     "the 2026 layout: https://port-{port}-cmux-{vmid}.DOMAIN, one generic Caddy rule, CORS from Caddy; everything works",
@@ -436,6 +546,157 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         client_token,
         url_template,
     })
+}
+
+/// The scenarios that exist in the 2026 layout (`pvediag demo --layout 2026 --scenario NAME`): the
+/// seed's that make sense where one generic rule routes every port, and the 2026 layout's own.
+/// Not here: `seed`, `caddy-port` and `wrong-service` (Caddy has no per-service port to get wrong)
+/// and `cors-missing` (Caddy sets the CORS headers itself).
+pub const SCENARIOS_2026: &[&str] = &[
+    "healthy",
+    "service-down",
+    "tunnel-down",
+    "exec-unauthorized",
+    "container-down",
+    "caddy-down",
+    "preview-off",
+    "loopback-only",
+    "generic-regex",
+    "upstream-suffix",
+    "cors-doubled",
+    "options-unanswered",
+    "worker-daemon",
+    "hostname-unresolved",
+    "mixed-host",
+];
+
+/// The same faults on 2026 containers behind the generic rule, with the lab's PVE API.
+fn to_2026(mut c: LabConfig) -> LabConfig {
+    c.containers = c
+        .containers
+        .into_iter()
+        .map(|old| {
+            let mut n = container_2026(old.vmid, old.exec_token.clone());
+            n.running = old.running;
+            n.services = n
+                .services
+                .into_iter()
+                .filter_map(|mut s| {
+                    if s.kind == ServiceKind::WorkerDaemon {
+                        return Some(s);
+                    }
+                    let o = old.services.iter().find(|o| o.kind == s.kind)?;
+                    s.behaviour = o.behaviour;
+                    Some(s)
+                })
+                .collect();
+            n
+        })
+        .collect();
+    c.routes = generic_routes();
+    c.pve_api = true;
+    c
+}
+
+/// A named scenario in a routing layout. The 2026 scenarios name no URL template: pvediag finds
+/// the generation itself (the Caddyfile's generic rule) and the hostname (the lab's PVE API).
+pub fn scenario_in(name: &str, layout: crate::generation::Generation) -> Option<Scenario> {
+    use crate::generation::Generation;
+    if layout == Generation::Seed {
+        return scenario(name);
+    }
+    let name = SCENARIOS_2026.iter().copied().find(|n| *n == name)?;
+    let token = Some(SCENARIO_TOKEN.to_string());
+    let host = pvelxc_hostname(VMID);
+    let (description, config): (String, LabConfig) = match name {
+        "generic-regex" => {
+            let mut c = to_2026(LabConfig::default());
+            c.generic.regex = r"^port-(3\d{4})-([a-z0-9-]+)\.".into();
+            (
+                r"the generic rule's regexp ^port-(3\d{4})-... does not match port 5173: the dev server preview gets Caddy's catch-all 404".into(),
+                c,
+            )
+        }
+        "upstream-suffix" => {
+            let mut c = to_2026(LabConfig::default());
+            c.generic.upstream_suffix = ".local".into();
+            (
+                "the generic rule dials {instance}.local instead of {instance}.lan: no such host, Caddy answers 502 for every port".into(),
+                c,
+            )
+        }
+        "cors-doubled" => {
+            let mut c = to_2026(LabConfig::default());
+            c.generic.strip_upstream_cors = false;
+            (
+                "the generic rule lacks header_down -Access-Control-Allow-*: cmux-pty's own access-control-allow-origin and Caddy's both reach the browser, which rejects two values".into(),
+                c,
+            )
+        }
+        "options-unanswered" => {
+            let mut c = to_2026(LabConfig::default());
+            c.generic.answer_options = false;
+            (
+                "Caddy's @options block is missing: CORS preflights go to the services instead of Caddy's 204".into(),
+                c,
+            )
+        }
+        "worker-daemon" => {
+            // A per-service Caddyfile (seed rules) in front of a 2026 container: the worker rule
+            // still dials 39377, where the Go worker daemon answers now.
+            let mut c = to_2026(LabConfig::default());
+            c.routes = seed_routes();
+            (
+                "seed Caddy rules in front of a 2026 container: the worker rule dials 39377, where the Go worker daemon answers; the Node worker is on 39376".into(),
+                c,
+            )
+        }
+        "hostname-unresolved" => {
+            let mut c = to_2026(LabConfig::default());
+            c.unpublished = vec![VMID];
+            (
+                format!("the container's hostname {host} is not in the LAN's DNS: {host}.lan does not resolve for Caddy, which answers 502"),
+                c,
+            )
+        }
+        "mixed-host" => {
+            // A host in transition: per-service rules and the generic rule in one Caddyfile, an
+            // old container (203, seed images) and a new one (202, 2026 images).
+            let mut c = to_2026(LabConfig::default());
+            let mut routes = seed_routes();
+            routes.extend(generic_routes());
+            c.routes = routes;
+            c.containers.push(healthy_container(203, token.clone()));
+            (
+                "a host in transition: 202 is a 2026 container behind the generic rule, 203 a seed container behind the per-service rules; both healthy".into(),
+                c,
+            )
+        }
+        other => {
+            let sc = scenario(other)?;
+            let mut d = sc.description.to_string();
+            d = d.replace("cmux-202.lan", &format!("{host}.lan"));
+            return Some(Scenario {
+                name,
+                description: leak(format!("2026 layout: {d}")),
+                config: to_2026(sc.config),
+                client_token: sc.client_token,
+                url_template: crate::target::DEFAULT_TEMPLATE,
+            });
+        }
+    };
+    Some(Scenario {
+        name,
+        description: leak(description),
+        config,
+        client_token: token,
+        url_template: crate::target::DEFAULT_TEMPLATE,
+    })
+}
+
+/// Scenario descriptions are built once per run; a `&'static str` keeps [`Scenario`] as it is.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 /// How the lab is put together, beyond the scenario.
@@ -463,6 +724,8 @@ pub struct Lab {
     pub caddyfile_path: PathBuf,
     /// The PVE host's view for `--on-host` (its `.curlrc`: give it as CURL_HOME and HOME).
     pub host_dir: PathBuf,
+    /// The lab's Proxmox VE API (`LabConfig::pve_api`): base URL; the token is [`pve::TOKEN`].
+    pub pve_url: Option<String>,
     config: LabConfig,
     containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
     edge_requests: edge::RequestCounts,
@@ -541,10 +804,25 @@ impl Lab {
         } else if config.origin_up {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            let routes = config
+            // Per-service rules first, the generic rule after them (as in the Caddyfile).
+            let mut routes: Vec<(regex::Regex, RouteSpec)> = config
                 .routes
                 .iter()
+                .filter(|r| r.service != caddy::GENERIC)
                 .map(|r| (caddy::route_regex(&r.service), r.clone()))
+                .collect();
+            routes.extend(
+                config
+                    .routes
+                    .iter()
+                    .filter(|r| r.service == caddy::GENERIC)
+                    .map(|r| (caddy::generic_regex(&config.generic), r.clone())),
+            );
+            let lan = config
+                .containers
+                .iter()
+                .filter(|c| c.running && !config.unpublished.contains(&c.vmid))
+                .map(|c| (c.hostname.clone(), c.vmid))
                 .collect();
             guard.0.push(caddy::start(
                 listener,
@@ -552,6 +830,8 @@ impl Lab {
                     routes,
                     containers: containers.clone(),
                     delay_ms: config.delays.caddy_ms,
+                    generic: config.generic.clone(),
+                    lan,
                 },
             ));
             addr
@@ -561,7 +841,10 @@ impl Lab {
             addr
         };
         let caddyfile_path = dir.join("Caddyfile.cmux");
-        std::fs::write(&caddyfile_path, caddy::caddyfile(&config.routes))?;
+        std::fs::write(
+            &caddyfile_path,
+            caddy::caddyfile_with(&config.routes, &config.generic),
+        )?;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let edge_addr = listener.local_addr()?;
@@ -588,9 +871,32 @@ impl Lab {
             ready_addr,
             closed_addr,
         )?;
+        // The host also knows the containers by hostname (`{hostname}.lan`, the 2026 upstream):
+        // published names map like `cmux-{vmid}.lan`; an unpublished one refuses (the lab never
+        // asks a real resolver).
+        host::append_hostnames(
+            &host_dir,
+            config.containers.iter().map(|c| {
+                let published = !config.unpublished.contains(&c.vmid);
+                (
+                    c.hostname.as_str(),
+                    containers.get(&c.vmid).map(|r| r.as_ref()),
+                    published,
+                )
+            }),
+            closed_addr,
+        )?;
+        let pve_url = if config.pve_api {
+            let (t, url) = pve::start_local(config.containers.clone()).await?;
+            guard.0.push(t);
+            Some(url)
+        } else {
+            None
+        };
         tasks.append(&mut guard.0);
 
         Ok(Lab {
+            pve_url,
             host_dir,
             edge_addr,
             caddy_addr,

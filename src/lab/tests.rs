@@ -834,7 +834,7 @@ async fn lab_later_layout_answers_like_the_generic_caddy_rule() {
     // A closed port through the generic rule: Caddy's empty 502.
     let r = c
         .get(format!("{caddy}/"))
-        .header("host", "port-39376-cmux-202.example.test")
+        .header("host", "port-39382-cmux-202.example.test")
         .send()
         .await
         .unwrap();

@@ -343,7 +343,10 @@ pub async fn observe(
     timeout: Duration,
     wide: impl std::future::Future<Output = HostWide>,
 ) -> HostObservation {
-    let upstream_host = cfg.upstream_template.replace("{vmid}", &vmid.to_string());
+    let upstream_host = cfg
+        .upstream_template
+        .replace("{vmid}", &vmid.to_string())
+        .replace("{instance}", &probe.instance(vmid));
     let mut probes = Vec::new();
     let mut upstream_urls = Vec::new();
     for s in probe.catalog.services.iter().filter(|s| s.routed) {

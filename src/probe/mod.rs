@@ -45,11 +45,23 @@ pub struct ProbeConfig {
     pub exec_grace: Duration,
     /// The host vantage (`--on-host`, `--ssh`).
     pub host: Option<host::HostConfig>,
+    /// Container hostnames (the 2026 layout's `{instance}`), by VMID, as
+    /// [`crate::instance`] resolved them; a VMID not in here is `cmux-{vmid}`.
+    pub instances: std::collections::BTreeMap<u32, crate::instance::Instance>,
 }
 
 impl ProbeConfig {
     pub fn public_url(&self, s: &Service, vmid: u32) -> String {
-        self.template.base_url(&s.name, vmid, s.port, &self.domain)
+        self.template
+            .base_url_for(&s.name, vmid, &self.instance(vmid), s.port, &self.domain)
+    }
+
+    /// The container's hostname: resolved, else `cmux-{vmid}`.
+    pub fn instance(&self, vmid: u32) -> String {
+        self.instances
+            .get(&vmid)
+            .map(|i| i.hostname.clone())
+            .unwrap_or_else(|| crate::target::default_instance(vmid))
     }
 
     /// The exec token for one target: the global one, else the one found for this VMID.
@@ -63,6 +75,7 @@ impl ProbeConfig {
         if let Some(u) = &self.exec_url {
             return Some((
                 u.replace("{vmid}", &vmid.to_string())
+                    .replace("{instance}", &self.instance(vmid))
                     .trim_end_matches('/')
                     .to_string(),
                 false,

@@ -53,6 +53,7 @@ pub fn to_value(report: &Report) -> Value {
                 "host": o.host,
                 "origin": o.origin,
                 "routes": o.routes,
+                "routing": t.routing,
                 "services": services,
             })
         })

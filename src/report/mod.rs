@@ -66,6 +66,8 @@ pub struct TargetReport {
     pub verdict: TargetVerdict,
     /// Whether the run's deadline cut this target's probes off.
     pub completion: Completion,
+    /// The routing generation the target was diagnosed with, and why (crate::generation).
+    pub routing: Option<crate::generation::Routing>,
 }
 
 /// How a target's probes ended: a typed fact, not a phrase in a reason.

@@ -83,17 +83,37 @@ impl TableFormat {
     fn target(&self, out: &mut String, t: &TargetReport, report: &Report) {
         let o = &t.observation;
         let v = &t.verdict;
+        let template = t
+            .routing
+            .as_ref()
+            .map_or(report.template.as_str(), |r| r.url_template.as_str());
+        let instance = t
+            .routing
+            .as_ref()
+            .map_or_else(|| format!("cmux-{}", o.vmid), |r| r.instance.clone());
         let head = format!(
             "VMID {} — {} — {}",
             o.vmid,
-            report
-                .template
+            template
                 .replace("{vmid}", &o.vmid.to_string())
+                .replace("{instance}", &instance)
                 .replace("{domain}", &report.domain),
             v.worst().as_str()
         );
         out.push_str(&paint(&head, v.worst(), self.color));
         out.push('\n');
+        if let Some(r) = &t.routing {
+            out.push_str(&format!(
+                "routing: {} generation — {}\n",
+                r.generation, r.why
+            ));
+            if r.generation == crate::generation::Generation::Y2026 {
+                out.push_str(&format!(
+                    "instance: {} (from {})\n",
+                    r.instance, r.instance_source
+                ));
+            }
+        }
         let mut table = Table::new();
         table
             .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -221,7 +241,12 @@ impl Format for TableFormat {
                 out.push('\n');
             }
             for f in &c.findings {
-                out.push_str(&format!("  {}:{}: {}\n", f.file, f.line, f.message));
+                if f.line == 0 {
+                    // Not a line of a file (the admin API's JSON, a live probe).
+                    out.push_str(&format!("  {}: {}\n", f.file, f.message));
+                } else {
+                    out.push_str(&format!("  {}:{}: {}\n", f.file, f.line, f.message));
+                }
             }
             if c.error.is_none() && c.findings.is_empty() {
                 out.push_str("  no findings\n");

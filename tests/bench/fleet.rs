@@ -652,7 +652,7 @@ fn main() {
             .map(|s| s.name.as_str())
             .collect();
         let list = names.join(",");
-        let argv = pvediag_argv_with(&lab, &vmids, &token_file, &dir, &["--services", &list]);
+        let argv = pvediag_argv_with(&lab, &vmids, &token_file, &dir, &["--catalog", "seed", "--services", &list]);
         // Exit 3: nothing inside could be checked (inconclusive), by design of this row.
         let p = median_sample(
             &(0..runs)
@@ -686,6 +686,26 @@ fn main() {
                 .collect::<Vec<_>>(),
         );
         (n, list, urls, p, c)
+    };
+
+    // Without --catalog (and without a Caddyfile or the admin API), pvediag first asks each target
+    // which URL form answers (generation.rs): measured at the largest size.
+    let detection = {
+        let n = max_n;
+        let vmids: Vec<u32> = (0..n as u32).map(|i| FIRST_VMID + i).collect();
+        let argv = pvediag_argv_with(&lab, &vmids, &token_file, &dir, &[]);
+        let edge0 = lab.edge_requests();
+        let p = median_sample(
+            &(0..runs)
+                .map(|_| {
+                    let s = measure(&argv, timed, &dir, &[0]);
+                    check_report(&dir.join("report.json"), n);
+                    s
+                })
+                .collect::<Vec<_>>(),
+        );
+        let req = edge_split(&edge0, &lab.edge_requests(), &vmids, runs);
+        (n, p, req)
     };
 
     println!();
@@ -784,6 +804,13 @@ fn main() {
             p.wall_ms / c.wall_ms
         );
     }
+    {
+        let (n, p, req) = &detection;
+        println!(
+            "without --catalog (generation detection first), {n} VMIDs: pvediag {:.0} ms, requests per sandbox {:.2} (+{:.2} per run)",
+            p.wall_ms, req.0, req.1
+        );
+    }
     println!("load average at end: {}", machine().load);
     rt.block_on(lab.shutdown());
 }
@@ -816,8 +843,10 @@ fn edge_split(
     )
 }
 
+/// pvediag with the lab's layout named (`--catalog seed`): the same work as by hand, without the
+/// generation detection (measured on its own: `detection` below).
 fn pvediag_argv(lab: &Lab, vmids: &[u32], token_file: &Path, dir: &Path) -> Vec<String> {
-    pvediag_argv_with(lab, vmids, token_file, dir, &[])
+    pvediag_argv_with(lab, vmids, token_file, dir, &["--catalog", "seed"])
 }
 
 fn pvediag_argv_with(

@@ -365,10 +365,10 @@ fn later_layout_is_diagnosed_like_the_seed_layout() {
     }
     let (code, v) = demo("later-layout");
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(
-        v["url_template"],
-        "https://port-{port}-cmux-{vmid}.{domain}"
-    );
+    // Detected from the Caddyfile's generic rule; the instance is the container's hostname.
+    assert_eq!(v["url_template"], "https://port-{port}-{instance}.{domain}");
+    assert_eq!(v["targets"][0]["routing"]["generation"], "2026");
+    assert_eq!(v["targets"][0]["routing"]["instance"], "cmux-202");
     let x = &v["targets"][0]["services"]
         .as_array()
         .unwrap()

@@ -7,6 +7,7 @@ mod bash_fallback;
 mod demo_scenarios;
 mod exec_round_trips;
 mod fleet;
+mod generation_2026;
 mod host_vantage;
 mod hostile;
 mod injection;

@@ -127,7 +127,8 @@ fn discovered_token_is_what_makes_execd_answer() {
 
 #[test]
 fn names_and_all_without_an_api_are_usage_errors() {
-    for args in [vec!["--all"], vec!["cmux-202"]] {
+    // `cmux-202` is VMID 202 by cmux's naming; other names need the API (or the host's pct).
+    for args in [vec!["--all"], vec!["pvelxc-1a2b3c4d"]] {
         let o = pvediag()
             .args(["--domain", DOMAIN])
             .args(&args)

@@ -128,19 +128,63 @@ impl RealCaddy {
     }
 
     fn start(dir: &Path, ct_ip: Ipv4Addr) -> RealCaddy {
-        let mut rc = RealCaddy {
+        let mut rc = RealCaddy::new(dir);
+        let (caddyfile, _) = rc.write(39376);
+        rc.spawn(&caddyfile, &format!("{ct_ip} cmux-202.lan\n"));
+        rc
+    }
+
+    fn new(dir: &Path) -> RealCaddy {
+        RealCaddy {
             child: Command::new("true").spawn().unwrap(),
             dir: dir.to_path_buf(),
             listen: free_port(),
             admin: free_port(),
-        };
-        let (caddyfile, _) = rc.write(39376);
-        let hosts = dir.join("hosts");
-        std::fs::write(
-            &hosts,
-            format!("127.0.0.1 localhost\n{ct_ip} cmux-202.lan\n"),
+        }
+    }
+
+    /// The global options block: admin, no automatic HTTPS, loopback only.
+    fn header(&self) -> String {
+        format!(
+            "{{\n\tadmin 127.0.0.1:{a} {{\n\t\torigins 127.0.0.1:{a} 127.0.0.1:2019\n\t}}\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}}\n",
+            a = self.admin
         )
-        .unwrap();
+    }
+
+    /// The 2026 Caddyfile (the lab's, with the rule's faults) on `listen`.
+    fn write_2026(&self, rule: &lab::GenericRule) -> PathBuf {
+        let body =
+            lab::caddy::caddyfile_2026(rule).replace(":8080 {", &format!(":{} {{", self.listen));
+        let p = self.dir.join("Caddyfile.cmux");
+        std::fs::write(&p, format!("{}{body}", self.header())).unwrap();
+        p
+    }
+
+    /// A real Caddy in the 2026 layout: `{hostname}.lan` resolves to the container's address.
+    fn start_2026(
+        dir: &Path,
+        ct_ip: Ipv4Addr,
+        hostname: &str,
+        rule: &lab::GenericRule,
+    ) -> RealCaddy {
+        let mut rc = RealCaddy::new(dir);
+        let caddyfile = rc.write_2026(rule);
+        rc.spawn(&caddyfile, &format!("{ct_ip} {hostname}.lan\n"));
+        rc
+    }
+
+    fn reload_2026(&self, rule: &lab::GenericRule) {
+        let p = self.write_2026(rule);
+        self.reload_file(&p);
+    }
+
+    /// Runs caddy with a private /etc/hosts holding `hosts` (mount namespace of its own).
+    fn spawn(&mut self, caddyfile: &Path, hosts_lines: &str) {
+        let dir = self.dir.clone();
+        let dir = dir.as_path();
+        let rc = self;
+        let hosts = dir.join("hosts");
+        std::fs::write(&hosts, format!("127.0.0.1 localhost\n{hosts_lines}")).unwrap();
         let script = format!(
             "mount --bind '{}' /etc/hosts && exec caddy run --config '{}' --adapter caddyfile",
             hosts.display(),
@@ -174,7 +218,7 @@ impl RealCaddy {
                 .map(|o| o.stdout == b"200")
                 .unwrap_or(false);
             if up {
-                return rc;
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -186,9 +230,13 @@ impl RealCaddy {
 
     fn reload(&self, xterm_port: u16) {
         let (p, _) = self.write(xterm_port);
+        self.reload_file(&p);
+    }
+
+    fn reload_file(&self, p: &Path) {
         let out = Command::new("caddy")
             .args(["reload", "--adapter", "caddyfile", "--config"])
-            .arg(&p)
+            .arg(p)
             .args(["--address", &format!("127.0.0.1:{}", self.admin)])
             .env("HOME", &self.dir)
             .output()
@@ -299,7 +347,7 @@ fn real_caddy_with_the_seed_caddyfile_then_fixed() {
     // 2. The same from Caddy's admin API (what is loaded, not what is on disk).
     let admin = format!("http://127.0.0.1:{}", s.caddy.admin);
     let (code, v) = s.pvediag(&["--caddy-admin", &admin]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "{v:#}");
     let route = v["targets"][0]["routes"]
         .as_array()
         .unwrap()
@@ -373,4 +421,128 @@ fn real_caddy_with_the_seed_caddyfile_then_fixed() {
         v["caddy"]["findings"].as_array().unwrap().is_empty(),
         "{v:#}"
     );
+}
+
+/// The 2026 generation through a real Caddy: the lab's 2026 container (hostname `pvelxc-…`, the
+/// Node worker on 39376 and the Go daemon on 39377) behind the generic rule, its hostname from the
+/// lab's PVE API, no `--catalog` and no `--url-template`. Broken (the upstream's CORS header kept,
+/// so cmux-pty's and Caddy's both reach the client; then a regexp that misses port 5173), then fixed.
+#[test]
+fn real_caddy_with_the_2026_caddyfile_broken_then_fixed() {
+    if !real_caddy_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ip = container_ip();
+    let sc = lab::scenario_in("healthy", pvediag::generation::Generation::Y2026).unwrap();
+    let hostname = lab::pvelxc_hostname(202);
+    let doubled = lab::GenericRule {
+        strip_upstream_cors: false,
+        ..Default::default()
+    };
+    let caddy = RealCaddy::start_2026(dir.path(), ip, &hostname, &doubled);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lab = rt
+        .block_on(Lab::start_with(
+            sc.config.clone(),
+            LabOptions {
+                origin: Some(SocketAddr::from(([127, 0, 0, 1], caddy.listen))),
+                container_ip: Some(ip),
+            },
+        ))
+        .expect("the lab's container binds its real ports on its own loopback address");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, sc.client_token.unwrap()).unwrap();
+    let caddyfile = caddy.dir.join("Caddyfile.cmux");
+    let run = |extra: &[&str]| -> (i32, Value) {
+        let out = Command::new(env!("CARGO_BIN_EXE_pvediag"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PVE_API_URL", lab.pve_url.as_deref().unwrap())
+            .env("PVE_API_TOKEN", lab::pve::TOKEN)
+            .args(["202", "--domain", &lab.domain, "--format", "json"])
+            .args(["--connect-to", &lab.edge_addr.to_string()])
+            .args(["--cacert", lab.ca_cert_path.to_str().unwrap()])
+            .args(["--exec-token-file", token_file.to_str().unwrap()])
+            .args(["--timeout", "10s"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let s = String::from_utf8(out.stdout).unwrap();
+        let v = serde_json::from_str(&s)
+            .unwrap_or_else(|e| panic!("{e}: {s}\n{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), v)
+    };
+    let not_healthy = |v: &Value| -> Vec<(String, String)> {
+        v["targets"][0]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["verdict"]["status"] != "healthy")
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_string(),
+                    s["verdict"]["rule"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let admin = format!("http://127.0.0.1:{}", caddy.admin);
+
+    // 1. Real Caddy sends cmux-pty's access-control-allow-origin next to its own.
+    for source in [
+        vec!["--caddyfile", caddyfile.to_str().unwrap()],
+        vec!["--caddy-admin", &admin],
+    ] {
+        let (code, v) = run(&source);
+        assert_eq!(code, 1, "{v:#}");
+        let r = &v["targets"][0]["routing"];
+        assert_eq!(r["generation"], "2026", "{r}");
+        assert_eq!(r["instance"], hostname.as_str(), "{r}");
+        assert_eq!(
+            not_healthy(&v),
+            [("xterm".to_string(), "header-doubled-by-proxy".to_string())],
+            "{v:#}"
+        );
+        let x = service(&v, "xterm");
+        assert_eq!(
+            x["url"],
+            format!("https://port-39383-{hostname}.{}/sessions", lab.domain)
+        );
+    }
+    // The Caddyfile's lint names the generic rule's missing header_down (the test's global
+    // options block is the reader's one `unparsed` note).
+    let kinds = |v: &Value| -> Vec<String> {
+        v["caddy"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap().to_string())
+            .filter(|k| k != "unparsed")
+            .collect()
+    };
+    let (_, v) = run(&["--caddyfile", caddyfile.to_str().unwrap()]);
+    assert_eq!(kinds(&v), ["generic_cors"], "{v:#}");
+
+    // 2. A regexp that misses the dev server's port: Caddy's own catch-all 404 for it.
+    let narrow = lab::GenericRule {
+        regex: r"^port-(3\d{4})-([a-z0-9-]+)\.".into(),
+        ..Default::default()
+    };
+    caddy.reload_2026(&narrow);
+    let (code, v) = run(&["--caddy-admin", &admin, "--wait", "20s"]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(
+        not_healthy(&v),
+        [("preview".to_string(), "caddy-no-route".to_string())],
+        "{v:#}"
+    );
+
+    // 3. Fixed: the lab's 2026 Caddyfile as cmux writes it. Healthy, exit 0.
+    caddy.reload_2026(&lab::GenericRule::default());
+    let (code, v) = run(&["--caddyfile", caddyfile.to_str().unwrap(), "--wait", "20s"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(kinds(&v).is_empty(), "{v:#}");
+    assert_eq!(v["targets"][0]["routing"]["generation"], "2026");
+    drop(lab);
 }
