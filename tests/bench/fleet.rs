@@ -652,7 +652,13 @@ fn main() {
             .map(|s| s.name.as_str())
             .collect();
         let list = names.join(",");
-        let argv = pvediag_argv_with(&lab, &vmids, &token_file, &dir, &["--catalog", "seed", "--services", &list]);
+        let argv = pvediag_argv_with(
+            &lab,
+            &vmids,
+            &token_file,
+            &dir,
+            &["--catalog", "seed", "--services", &list],
+        );
         // Exit 3: nothing inside could be checked (inconclusive), by design of this row.
         let p = median_sample(
             &(0..runs)
