@@ -199,7 +199,7 @@ pub struct ReachArgs {
     #[arg(long, env = "PVE_PUBLIC_DOMAIN", value_name = "DOMAIN", value_parser = parse_domain)]
     pub domain: Option<String>,
 
-    /// Dial HOST:PORT for every public URL, keeping Host and SNI (like curl --connect-to)
+    /// Dial HOST:PORT for every public URL, keeping Host and SNI (like curl --connect-to); not --exec-url
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_connect_to)]
     pub connect_to: Option<HostPort>,
 
@@ -242,7 +242,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "URL", value_parser = parse_exec_url)]
     pub exec_url: Option<String>,
 
-    /// Only these services (comma-separated names from the catalog)
+    /// Show only these services (comma-separated catalog names); every service is still probed
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub services: Vec<String>,
 
@@ -395,8 +395,18 @@ fn parse_timeout(s: &str) -> Result<Duration, UsageError> {
     parse_duration("--timeout", s)
 }
 
+/// The shortest `--deadline` that leaves time to run a probe at all.
+pub const MIN_DEADLINE: Duration = Duration::from_millis(100);
+
 fn parse_deadline(s: &str) -> Result<Duration, UsageError> {
-    parse_duration("--deadline", s)
+    let d = parse_duration("--deadline", s)?;
+    if d < MIN_DEADLINE {
+        return Err(UsageError::new(format!(
+            "--deadline {s}: too short to run any probe (at least {} ms)",
+            MIN_DEADLINE.as_millis()
+        )));
+    }
+    Ok(d)
 }
 
 fn parse_wait(s: &str) -> Result<Duration, UsageError> {

@@ -234,6 +234,22 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
     })
 }
 
+/// Diagnoses a running lab with the demo's options, through the same path as `pvediag demo` (the
+/// selection property test runs many option sets against one lab this way).
+pub async fn diagnose_lab(
+    args: &DemoArgs,
+    lab: &Lab,
+    scenario: &lab::Scenario,
+) -> Result<crate::report::Report, UsageError> {
+    let token_file = match &scenario.client_token {
+        Some(t) => Some(write_token(lab, t)?),
+        None => None,
+    };
+    let settings = lab_settings(args, lab, scenario, token_file)?;
+    let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
+    crate::run::diagnose(&settings, &crate::target::Targets::given(vmids)).await
+}
+
 /// Keeps the lab up and says how to diagnose it by hand, until Ctrl-C.
 async fn serve(
     lab: &Lab,

@@ -29,6 +29,10 @@ pub enum FindingKind {
     DuplicateRoute,
     /// Something the reader did not understand (a warning of the route table).
     Unparsed,
+    /// A Caddy source with no cmux route at all: probably not the file Caddy loads (fails closed).
+    NoCmuxRoute,
+    /// A setup script with no port constant of a catalog service (fails closed).
+    NoPortConstants,
     /// The 2026 generic rule's Host regexp does not match a catalog port's public name.
     GenericRegex,
     /// The 2026 generic rule dials something else than `{instance}.lan:{port}`.
@@ -55,6 +59,8 @@ impl FindingKind {
             FindingKind::UnknownPort => "unknown_port",
             FindingKind::DuplicateRoute => "duplicate_route",
             FindingKind::Unparsed => "unparsed",
+            FindingKind::NoCmuxRoute => "no_cmux_route",
+            FindingKind::NoPortConstants => "no_port_constants",
             FindingKind::GenericRegex => "generic_regex",
             FindingKind::GenericUpstream => "generic_upstream",
             FindingKind::GenericHeaderUp => "generic_header_up",
@@ -502,6 +508,79 @@ fn lint_script(
             }
         }
     }
+}
+
+/// The routes of `table` that serve cmux: a route for a catalog service, or a generic rule that takes
+/// the port from the hostname.
+pub fn cmux_routes(catalog: &Catalog, table: &RouteTable) -> usize {
+    table
+        .routes
+        .iter()
+        .filter(|r| {
+            matches!(r.upstream, Upstream::FromHost { .. })
+                || r.service
+                    .as_deref()
+                    .is_some_and(|s| catalog.get(s).is_some())
+        })
+        .count()
+}
+
+/// The port constants of a setup script that name a catalog service.
+pub fn catalog_constants(catalog: &Catalog, consts: &[(String, u16, usize)]) -> usize {
+    consts
+        .iter()
+        .filter(|(name, _, _)| service_for_constant(catalog, name).is_some())
+        .count()
+}
+
+/// Fails closed: a Caddy source (`file`) without a single cmux route is a finding, with a hint at
+/// the file that was probably meant.
+pub fn no_cmux_route(catalog: &Catalog, file: &str, table: &RouteTable) -> Option<Finding> {
+    (cmux_routes(catalog, table) == 0).then(|| Finding {
+        file: file.to_string(),
+        line: 0,
+        message: format!(
+            "no cmux route found ({} route(s) read, none to cmux-{{vmid}}.lan for a catalog service, \
+             no port-in-hostname rule): is this the file Caddy loads? On a PVE host the cmux routes \
+             are in /etc/caddy/Caddyfile.cmux",
+            table.routes.len()
+        ),
+        kind: FindingKind::NoCmuxRoute,
+    })
+}
+
+/// Fails closed: a setup script without a single catalog port constant (`NAME_PORT=`) is a finding.
+pub fn no_port_constants(
+    catalog: &Catalog,
+    file: &str,
+    consts: &[(String, u16, usize)],
+) -> Option<Finding> {
+    (catalog_constants(catalog, consts) == 0).then(|| Finding {
+        file: file.to_string(),
+        line: 0,
+        message: "no port constant of a catalog service found (EXEC_PORT=, XTERM_PORT=, ...): \
+                  is this the cmux setup script?"
+            .to_string(),
+        kind: FindingKind::NoPortConstants,
+    })
+}
+
+/// What a clean lint run checked: `6 routes, 2 setup constants: all match the catalog`.
+pub fn checked_line(routes: usize, constants: usize) -> String {
+    let mut parts = Vec::new();
+    if routes > 0 {
+        parts.push(format!(
+            "{routes} route{}",
+            if routes == 1 { "" } else { "s" }
+        ));
+    }
+    if constants > 0 {
+        parts.push(format!(
+            "{constants} setup constant{}",
+            if constants == 1 { "" } else { "s" }
+        ));
+    }
+    format!("{}: all match the catalog", parts.join(", "))
 }
 
 /// Compares route tables and setup-script constants with the catalog. Sorted by file and line.

@@ -13,13 +13,19 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
         ));
     }
     let mut tables = Vec::new();
+    // Fails closed: a file with nothing cmux in it is a finding, not a pass.
+    let mut empty = Vec::new();
+    let mut names = Vec::new();
     for p in &args.caddyfile {
-        tables.push(read_caddyfile(p)?);
+        let t = read_caddyfile(p)?;
+        names.push(p.display().to_string());
+        tables.push(t);
     }
     for p in &args.caddy_json {
         let text = read_text("--caddy-json", p)?;
         let t = crate::caddy::admin::parse(&text)
             .map_err(|e| UsageError::new(format!("--caddy-json {}: {e}", p.display())))?;
+        names.push(p.display().to_string());
         tables.push(t);
     }
     let catalog = match (args.checks.as_deref(), args.catalog) {
@@ -39,15 +45,31 @@ pub fn run(args: &LintArgs) -> Result<u8, UsageError> {
         }
         (dir, _) => catalog_reading_dir(dir)?,
     };
+    for (name, t) in names.iter().zip(&tables) {
+        empty.extend(crate::lint::no_cmux_route(&catalog, name, t));
+    }
     let mut scripts: Vec<ScriptFile> = Vec::new();
     for p in &args.setup_script {
         let text = read_text("--setup-script", p)?;
         let name = p.display().to_string();
         let consts = parse_setup_script(&name, &text);
+        empty.extend(crate::lint::no_port_constants(&catalog, &name, &consts));
         scripts.push((name, consts));
     }
-    let findings = lint(&catalog, &tables, &scripts);
+    let mut findings = lint(&catalog, &tables, &scripts);
+    findings.splice(0..0, empty);
+    let routes: usize = tables
+        .iter()
+        .map(|t| crate::lint::cmux_routes(&catalog, t))
+        .sum();
+    let constants: usize = scripts
+        .iter()
+        .map(|(_, c)| crate::lint::catalog_constants(&catalog, c))
+        .sum();
     let out = match args.format {
+        LintFormat::Text if findings.is_empty() => {
+            format!("{}\n", crate::lint::checked_line(routes, constants))
+        }
         LintFormat::Text => render_text(&findings),
         LintFormat::Json => format!("{}\n", render_json(&findings)),
     };

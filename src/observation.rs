@@ -294,6 +294,19 @@ pub struct RouteObservation {
     pub upstream_port: Option<u16>,
     /// `file:line` (or admin API path) of the route.
     pub source: Option<String>,
+    /// Where the route was read: a Caddyfile (what Caddy will load) or Caddy's admin API (what it
+    /// has loaded). `None` when no route matched.
+    pub from: Option<RouteFrom>,
+}
+
+/// Where a route was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteFrom {
+    /// A Caddyfile (`--caddyfile`): what Caddy loads on its next reload, maybe not what it runs.
+    Caddyfile,
+    /// Caddy's admin API (`--caddy-admin`, or the host vantage): what Caddy runs now.
+    AdminApi,
 }
 
 /// Everything observed about one target (VMID).

@@ -17,7 +17,7 @@ use crate::target::Targets;
 use crate::verdict::Context;
 
 /// The Caddyfile path on a PVE host, for next steps.
-pub const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
+pub use crate::verdict::HOST_CADDYFILE;
 
 /// Resolves the command line's targets through the PVE API when the settings have one (exec tokens
 /// only when no token was given).
@@ -77,6 +77,23 @@ async fn diagnose_once(
         connect_timeout: Some(settings.probe.timeout),
     })
     .map_err(|e| UsageError::new(e.to_string()))?;
+    // `--connect-to` is for the public URLs: an `--exec-url` is dialled as given.
+    let exec_client = match (&settings.probe.exec_url, settings.connect_to) {
+        (Some(_), Some(_)) => Some(
+            build_client(&ClientOptions {
+                connect_to: None,
+                cacert_pem: settings.cacert_pem.clone(),
+                insecure: settings.insecure,
+                connect_timeout: Some(settings.probe.timeout),
+            })
+            .map_err(|e| UsageError::new(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let clients = crate::probe::Clients {
+        public: &client,
+        exec: exec_client.as_ref().unwrap_or(&client),
+    };
     let probe = probe_config(settings, targets, deadline);
     // Caddy's routes first: their layout chooses each target's routing generation.
     let (table, mut caddy) = read_caddy(settings).await;
@@ -144,8 +161,8 @@ async fn diagnose_once(
         !settings.quiet && n > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
     let observations = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
-        let (client, probe, gate, origin, host_wide, progress) = (
-            &client,
+        let (clients, probe, gate, origin, host_wide, progress) = (
+            clients,
             probe_of(vmid),
             &gate,
             origin.clone(),
@@ -156,7 +173,7 @@ async fn diagnose_once(
             let remaining = deadline.saturating_sub(start.elapsed());
             let work = async {
                 let permit = gate.acquire().await;
-                let o = crate::probe::observe_with(client, probe, vmid, origin, host_wide).await;
+                let o = crate::probe::observe_with(clients, probe, vmid, origin, host_wide).await;
                 permit.done();
                 o
             };
@@ -170,6 +187,9 @@ async fn diagnose_once(
     }));
     let (mut observations, preflight) = tokio::join!(observations, preflight);
     progress.finish();
+    // A Caddy source without a single cmux route (the wrong file?) is a finding, not evidence:
+    // its "no route for every hostname" would pin Caddy on a file Caddy may not even load.
+    let table = table.filter(|t| crate::lint::cmux_routes(&probe.catalog, t) > 0);
     if let Some(table) = &table {
         for (o, _) in &mut observations {
             o.routes = routes_for(probe_of(o.vmid), table, o.vmid);
@@ -180,6 +200,12 @@ async fn diagnose_once(
         }
     }
 
+    // The Caddyfile really read (next steps name it); none when routes came from the admin API.
+    let caddyfile_read = match &settings.caddy {
+        Some(CaddySource::File { path, .. }) => Some(path.display().to_string()),
+        _ => None,
+    };
+    let connect_to = settings.connect_to.map(|a| a.to_string());
     if let Some((url, p)) = &preflight {
         if let Some(message) = crate::generation::preflight_problem(url, p) {
             let c = caddy.get_or_insert_with(|| CaddyReport {
@@ -203,7 +229,15 @@ async fn diagnose_once(
             let ctx = Context {
                 catalog: &p.catalog,
                 layout: p.template.layout(),
-                caddyfile: HOST_CADDYFILE,
+                caddyfile: caddyfile_read.as_deref(),
+                connect_to: connect_to.as_deref(),
+                // The probes' time limit was the deadline's, not --timeout: a timeout is then a
+                // cut. A target the deadline cut: every probe not run was cut.
+                deadline: match completion {
+                    Completion::CutByDeadline => Some(deadline),
+                    Completion::InTime => (p.timeout < settings.probe.timeout).then_some(deadline),
+                },
+                target_cut: completion == Completion::CutByDeadline,
                 // The name Caddy dials: the hostname behind the generic rule, cmux-{vmid} behind
                 // the seed's per-service rules.
                 instance: match choice.map(|c| c.routing) {
@@ -226,12 +260,17 @@ async fn diagnose_once(
                     .to_string(),
                 url_template: p.template.as_str().to_string(),
             });
-            TargetReport {
+            let mut r = TargetReport {
                 verdict: crate::verdict::diagnose(&ctx, &o),
                 observation: o,
                 completion,
                 routing,
+            };
+            // `--services`: what is shown, after everything was diagnosed with everything known.
+            if let Some(names) = &settings.shown {
+                r.retain_services(names);
             }
+            r
         })
         .collect();
     // One catalog and template for headings: the first target's (each target carries its own).
@@ -259,7 +298,8 @@ fn probe_config(
     let mut probe = settings.probe.clone();
     probe.exec_tokens = targets.exec_tokens.clone();
     probe.instances = targets.instances.clone();
-    let budget = deadline.saturating_sub(Duration::from_millis(200));
+    let margin = (deadline / 4).min(Duration::from_millis(200));
+    let budget = deadline.saturating_sub(margin);
     if probe.timeout + probe.exec_grace > budget {
         probe.exec_grace = (budget / 5).min(probe.exec_grace);
         probe.timeout = budget
@@ -395,6 +435,13 @@ pub fn routes_for(
                 upstream_host: r.as_ref().map(|r| r.upstream_host.clone()),
                 upstream_port: r.as_ref().and_then(|r| r.port),
                 source: r.as_ref().map(|r| r.route.source.to_string()),
+                from: r.as_ref().map(|r| {
+                    if r.route.source.json_path.is_some() {
+                        crate::observation::RouteFrom::AdminApi
+                    } else {
+                        crate::observation::RouteFrom::Caddyfile
+                    }
+                }),
                 host,
             })
         })

@@ -82,6 +82,9 @@ pub struct Settings {
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub warnings: Vec<String>,
+    /// `--services`: the services shown (all when `None`). Only the report is narrowed: every
+    /// service is probed and diagnosed, so a selection never changes a verdict.
+    pub shown: Option<Vec<String>>,
     /// `--catalog`, `--checks`, `--url-template`, `--services`: what is fixed about each target's
     /// routing generation; the rest is detected per target ([`crate::generation`]).
     pub generation: crate::generation::GenerationSetting,
@@ -151,26 +154,23 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        // `--services` selects what is shown, never what is known: the probes, the exec channel and
+        // the Caddy findings always use the whole catalog (each name is checked here).
         let catalog = match (check.checks.as_deref(), check.catalog) {
             (None, Some(g)) => g.catalog(),
             (dir, _) => catalog_reading_dir(dir)?,
         };
         let detected = check.checks.is_none() && check.catalog.is_none();
-        let catalog = if detected {
-            select_services_of_both(catalog, &check.services)?
-        } else {
-            select_services(catalog, &check.services)?
-        };
+        if detected {
+            select_services_of_both(catalog.clone(), &check.services)?;
+        }
+        let shown = select_services(&catalog, &check.services, !detected)?;
         let generation = crate::generation::GenerationSetting {
             catalog: check.catalog,
             checks_dir: check.checks.is_some(),
             explicit_template: check.url_template.as_str() != crate::target::DEFAULT_TEMPLATE,
-            services: check
-                .services
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            // Not applied to any target's catalog: `--services` narrows the report only.
+            services: Vec::new(),
         };
         if catalog.exec().is_none() && check.exec_url.is_none() {
             warnings.push(
@@ -180,6 +180,9 @@ impl Settings {
         }
         if reach.insecure {
             warnings.push("warning: -k/--insecure: TLS certificates are not verified".into());
+        }
+        if let Some(w) = deadline_warning(deadline, timeout, EXEC_GRACE) {
+            warnings.push(w);
         }
         check_output_path(p.output.output.as_deref())?;
         let color = match p.output.color {
@@ -212,7 +215,7 @@ impl Settings {
                 retries: check.retries,
                 exec_url: check.exec_url.clone(),
                 no_origin_check: check.no_origin_check,
-                exec_grace: Duration::from_secs(5),
+                exec_grace: EXEC_GRACE,
                 host: host_config(reach, check, p.host_env),
                 instances: Default::default(),
             },
@@ -225,6 +228,7 @@ impl Settings {
             color,
             quiet: p.output.quiet,
             warnings,
+            shown,
             generation,
         })
     }
@@ -358,19 +362,44 @@ pub fn catalog_reading_dir(dir: Option<&Path>) -> Result<Catalog, UsageError> {
     }
 }
 
-/// `--services A,B`: only those.
-fn select_services(catalog: Catalog, services: &[String]) -> Result<Catalog, UsageError> {
-    if services.is_empty() {
-        return Ok(catalog);
-    }
+/// How much longer than `--timeout` the exec round trip may take (the services' probes run inside it).
+pub const EXEC_GRACE: Duration = Duration::from_secs(5);
+
+/// A deadline shorter than a probe's own time limit is the operator's choice: said up front, and
+/// every probe it cuts is reported as cut by the deadline, never as a failure of the chain.
+fn deadline_warning(deadline: Duration, timeout: Duration, grace: Duration) -> Option<String> {
+    (deadline < timeout + grace).then(|| {
+        format!(
+            "warning: --deadline {} ms is shorter than --timeout {} ms plus the exec grace ({} s): \
+             probes still running then are cut and reported as cut by the deadline, no hop blamed",
+            deadline.as_millis(),
+            timeout.as_millis(),
+            grace.as_secs()
+        )
+    })
+}
+
+/// `--services A,B`: the names shown (each one checked against the catalog when `check`; with a
+/// detected catalog they were checked against both built-in ones); `None`: all.
+fn select_services(
+    catalog: &Catalog,
+    services: &[String],
+    check: bool,
+) -> Result<Option<Vec<String>>, UsageError> {
     let names: Vec<String> = services
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    catalog
-        .select(&names)
-        .map_err(|e| UsageError::new(format!("--services: {e}")))
+    if names.is_empty() {
+        return Ok(None);
+    }
+    if check {
+        catalog
+            .select(&names)
+            .map_err(|e| UsageError::new(format!("--services: {e}")))?;
+    }
+    Ok(Some(names))
 }
 
 /// `--services A,B` while the catalog is detected per target: each name must be a service of one

@@ -1,30 +1,46 @@
 //! The verdict engine: observations in, verdicts out. Pure: no I/O, no clock, no randomness.
 //!
 //! Every decision is one row of the decision table in `docs/diagnosis.md`; each row has a stable
-//! `rule` id that appears in the JSON output and in the table tests at the bottom of this file.
+//! `rule` id that appears in the JSON output and in the table tests (`verdict_tests.rs`).
 //!
-//! Two steps:
-//! 1. [`classify`] turns one HTTP outcome into an [`Answer`] relative to the service it was meant for
-//!    (healthy, Cloudflare's own error page, Caddy's own 502, the wrong service, ...);
-//! 2. [`diagnose`] combines the external and internal answers of a service with what the rest of the
-//!    target proves (the exec round trip, the other services, the origin check) into a [`Verdict`].
+//! Every verdict answers two questions apart:
+//! - **status**: are users affected? An outage proven from outside (a gateway error, 530/1033, a
+//!   refused or timed-out public URL) is `broken` even when the hop is not known;
+//! - **layer**: which hop? Pinned only when the evidence separates the hops; otherwise `layer` is
+//!   `None` and `candidates` names the hops it can be, most likely first, each with the check that
+//!   would tell it apart. More evidence only narrows the candidates (`verdict_props.rs` checks it).
+//!
+//! Three steps:
+//! 1. [`classify`] turns one HTTP outcome into an [`Answer`] relative to the service it was
+//!    meant for (healthy, Cloudflare's own error page, Caddy's own 502, the wrong service, ...);
+//! 2. `facts` computes once what the whole target proves (the exec round trip, the other
+//!    services, the origin check, the host vantage);
+//! 3. [`diagnose`] combines, per service, the external and internal answers with those facts into a
+//!    [`Verdict`] (the `decide*` functions, one [`Subject`] each).
 
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Service};
 use crate::observation::{
-    ExecRun, FailureKind, HttpResponse, Probe, RouteObservation, ServiceObservation,
+    ExecRun, FailureKind, HttpResponse, Probe, RouteFrom, RouteObservation, ServiceObservation,
     TargetObservation,
 };
 
-/// Verdict status. Stable names: they appear in JSON, JUnit and metrics.
+/// Verdict status: are users affected? Stable names: they appear in JSON, JUnit and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// The service gives its healthy answer where users reach it.
     Healthy,
+    /// An optional service that is not running (normal), or an optional service that could not be
+    /// checked.
     Skipped,
+    /// It could not be told whether users are affected (e.g. an internal-only service while the
+    /// exec channel is down, or a probe cut by the run's deadline).
     Inconclusive,
+    /// Users get an answer, but a wrong one in part (a missing CORS header).
     Degraded,
+    /// Users are affected: the service fails where they reach it (or inside, for internal ones).
     Broken,
 }
 
@@ -40,8 +56,8 @@ impl Status {
     }
 }
 
-/// The link of the chain a verdict blames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// A hop of the chain: what a verdict blames, or one of its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
     /// Cloudflare edge, DNS, and the tunnel (cloudflared and its origin setting).
@@ -52,6 +68,9 @@ pub enum Layer {
     Container,
     /// The service process inside the container.
     Service,
+    /// pvediag's own input: `--domain` or `--connect-to` point somewhere else than the sandbox's
+    /// edge. Only ever a candidate, never pinned.
+    Input,
 }
 
 impl Layer {
@@ -61,24 +80,54 @@ impl Layer {
             Layer::Caddy => "caddy",
             Layer::Container => "container",
             Layer::Service => "service",
+            Layer::Input => "input",
         }
     }
+}
+
+/// One hop a verdict cannot rule out, and what would tell it apart from the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    pub layer: Layer,
+    /// The option to add or the command to run (on the PVE host, in the container) that confirms or
+    /// rules out this hop.
+    pub check: String,
 }
 
 /// One service's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
+    /// Are users affected?
     pub status: Status,
-    /// The broken layer (broken, degraded); `None` otherwise.
+    /// Which hop: set when the evidence pins one; `None` otherwise (then see `candidates`).
     pub layer: Option<Layer>,
-    /// For inconclusive verdicts: the layers the evidence cannot tell apart.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub candidates: Vec<Layer>,
+    /// When `layer` is `None` and the status is not healthy/skipped: the hops the evidence cannot
+    /// tell apart, most likely first. Empty when a layer is pinned.
+    pub candidates: Vec<Candidate>,
     pub summary: String,
     pub evidence: Vec<String>,
     pub next_step: Option<String>,
     /// The decision-table row (see docs/diagnosis.md).
     pub rule: &'static str,
+}
+
+impl Verdict {
+    /// The hops this verdict allows: the pinned layer, or the candidates.
+    pub fn layers(&self) -> Vec<Layer> {
+        match self.layer {
+            Some(l) => vec![l],
+            None => self.candidates.iter().map(|c| c.layer).collect(),
+        }
+    }
+
+    /// `caddy`, `caddy|service|container` (candidates), or "" when no hop is named.
+    pub fn layer_label(&self) -> String {
+        self.layers()
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("|")
+    }
 }
 
 /// The exec channel's own verdict: whether the internal view could be had.
@@ -113,18 +162,29 @@ impl TargetVerdict {
 /// The routing layout lives with the URL template that decides it.
 pub use crate::target::Layout;
 
+/// The Caddyfile on a PVE host, named in next steps when no Caddyfile was read (to find the line).
+pub const HOST_CADDYFILE: &str = "/etc/caddy/Caddyfile.cmux";
+
 /// What the engine knows besides the observations.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     pub catalog: &'a Catalog,
     pub layout: Layout,
-    /// The Caddyfile path on the host, for next steps.
-    pub caddyfile: &'a str,
+    /// The Caddyfile that was read, as its real path (local, or on the host when read there);
+    /// `None` when none was read: next steps then say how to find the line, never edit by number.
+    pub caddyfile: Option<&'a str>,
+    /// The address every public hostname was dialled at (`--connect-to`), if one was forced.
+    pub connect_to: Option<&'a str>,
     /// The container's name on the LAN (`{instance}` of the 2026 layout, e.g. `pvelxc-1a2b3c4d`);
     /// None: `cmux-{vmid}`.
     pub instance: Option<&'a str>,
+    /// The run's deadline, when it limited the probes (their timeouts shortened below
+    /// `--timeout`, or the target cut): a probe that timed out then was cut by the operator's
+    /// limit, not failed by the chain.
+    pub deadline: Option<std::time::Duration>,
+    /// The deadline cut this target before its probes ended: the probes not run were cut.
+    pub target_cut: bool,
 }
-
 impl Context<'_> {
     /// The container's name on the LAN, as Caddy dials it (`NAME.lan`).
     pub fn instance_name(&self, vmid: u32) -> String {
@@ -150,7 +210,8 @@ pub enum Answer {
     DoubledHeaders(Vec<String>),
     /// An accepted status whose body is not this service's: another service answered.
     WrongService { reason: String, empty: bool },
-    /// A status the service does not give when healthy, not made by Cloudflare, cloudflared or Caddy.
+    /// A status the service does not give when healthy, not made by Cloudflare, cloudflared or
+    /// Caddy.
     BadStatus(u16),
     /// Cloudflare's 530 (error 1033): no healthy cloudflared connector for the tunnel.
     TunnelDown,
@@ -410,8 +471,13 @@ struct Facts {
     origin_ok: Option<bool>,
     /// Why internal probes are unavailable, when they are.
     internal_unavailable: Option<String>,
+    /// The host vantage ran and reached no port of the container at all (why, when so).
+    host_lost_container: Option<String>,
+    /// Every public hostname failed the same way before any HTTP answer (DNS or connect).
+    public_all_failed: Option<FailureKind>,
 }
 
+/// What the whole target proves (step 2).
 fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     let mut chain = None;
     if t.exec.via_public_url && t.exec.run.reached_execd() {
@@ -422,6 +488,7 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
     }
     let mut externals = 0usize;
     let mut tunnel_down = 0usize;
+    let mut failures = Vec::new();
     for so in &t.services {
         let Some(svc) = ctx.catalog.get(&so.name) else {
             continue;
@@ -429,6 +496,7 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         let a = classify(svc, &so.external);
         if a != Answer::NotRun {
             externals += 1;
+            failures.push(so.external.failure());
         }
         if a == Answer::TunnelDown {
             tunnel_down += 1;
@@ -445,6 +513,15 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
             ));
         }
     }
+    let public_all_failed = match failures.first() {
+        Some(Some(
+            k @ (FailureKind::Dns
+            | FailureKind::Refused
+            | FailureKind::Certificate
+            | FailureKind::Tls),
+        )) if failures.len() > 1 && failures.iter().all(|f| *f == Some(*k)) => Some(*k),
+        _ => None,
+    };
     let origin_ok = t.origin.as_ref().and_then(|o| match &o.probe {
         Probe::Response { response, .. } => {
             let catch_all_404 = response.status == 404
@@ -452,6 +529,11 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
                 && !header_is(response, "server", "caddy");
             Some(!made_by_cloudflare(response) && !catch_all_404)
         }
+        // A timeout under a shortened time limit is the deadline's, not the chain's.
+        Probe::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        } if ctx.deadline.is_some() => None,
         Probe::Failed { .. } => Some(false),
         Probe::NotRun { .. } => None,
     });
@@ -468,12 +550,42 @@ fn facts(ctx: &Context, t: &TargetObservation) -> Facts {
         }
         Some(why)
     };
+    let host_lost_container = t.host.as_ref().and_then(|h| {
+        if !matches!(h.run, ExecRun::Completed { .. }) || h.services.is_empty() {
+            return None;
+        }
+        let kinds: Vec<Option<FailureKind>> =
+            h.services.iter().map(|s| s.upstream.failure()).collect();
+        let unreachable = |k: &Option<FailureKind>| {
+            matches!(k, Some(FailureKind::Dns | FailureKind::Timeout))
+                || (internal_unavailable.is_some()
+                    && matches!(k, Some(FailureKind::Refused | FailureKind::Other)))
+        };
+        kinds.iter().all(unreachable).then(|| {
+            format!(
+                "from the host ({}), no port of {}.lan answers ({}): the container is \
+                    stopped or cut off",
+                h.vantage,
+                ctx.instance_name(t.vmid),
+                kinds
+                    .iter()
+                    .flatten()
+                    .map(|k| k.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    });
     Facts {
         vmid: t.vmid,
         chain_reaches_container: chain,
         tunnel_down: externals > 0 && tunnel_down == externals,
         origin_ok,
         internal_unavailable,
+        host_lost_container,
+        public_all_failed,
     }
 }
 
@@ -510,7 +622,8 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
             return ChannelVerdict {
                 status: Status::Healthy,
                 summary: format!(
-                    "the exec endpoint could not be used ({}); internal probes ran through pct exec ({}, exit {})",
+                    "the exec endpoint could not be used ({}); internal probes ran through pct \
+                        exec ({}, exit {})",
                     channel_problem(&t.exec.run, t.exec.token_sent),
                     p.vantage,
                     exit_code.map_or("missing".to_string(), |c| c.to_string())
@@ -531,7 +644,9 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
                 .all(|s| matches!(s.internal, Probe::NotRun { .. })) =>
         {
             // Status 200 but not one record and no exit: not execd's stream (an HTML page, ...).
-            let mut summary = "internal probes unavailable: the exec answer held no record and no exit event (not cmux-execd's JSON-lines stream?)".to_string();
+            let mut summary = "internal probes unavailable: the exec answer held no record and \
+                no exit event (not cmux-execd's JSON-lines stream?)"
+                .to_string();
             if !notes.is_empty() {
                 summary.push_str(&format!("; {}", notes.join("; ")));
             }
@@ -566,12 +681,16 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
         other => {
             let next = match other {
                 ExecRun::Rejected { status: 401, .. } => Some(format!(
-                    "give the container's token: export CMUX_EXECD_AUTH_TOKEN=... or --exec-token-file FILE \
-                     (it is CMUX_EXECD_AUTH_TOKEN in `pct config {}` env, or /root/.worker-auth-token inside)",
+                    "give the container's token: export CMUX_EXECD_AUTH_TOKEN=... or \
+                     --exec-token-file FILE (it is CMUX_EXECD_AUTH_TOKEN in `pct config {}` env, \
+                     or /root/.worker-auth-token inside)",
                     t.vmid
                 )),
-                ExecRun::Rejected { status: 415 | 400, .. } => Some(
-                    "this cmux-execd speaks another protocol version: report it with the output of --format json"
+                ExecRun::Rejected {
+                    status: 415 | 400, ..
+                } => Some(
+                    "this cmux-execd speaks another protocol version: report it with the output \
+                        of --format json"
                         .into(),
                 ),
                 _ => None,
@@ -591,15 +710,18 @@ pub fn channel_verdict(t: &TargetObservation) -> ChannelVerdict {
 // ---------------------------------------------------------------------------------------------
 // Step 3: per-service decision
 
+/// One decision's outcome, before the evidence lines are added.
 struct Row {
     status: Status,
     layer: Option<Layer>,
+    /// Candidates, most likely first; their checks are filled in by [`diagnose`].
     candidates: Vec<Layer>,
     summary: String,
     next_step: Option<String>,
     rule: &'static str,
 }
 
+/// A row that pins `layer` (or names none, for healthy and skipped).
 fn row(status: Status, layer: Option<Layer>, rule: &'static str, summary: String) -> Row {
     Row {
         status,
@@ -611,6 +733,19 @@ fn row(status: Status, layer: Option<Layer>, rule: &'static str, summary: String
     }
 }
 
+/// Users are affected, and the evidence cannot tell these hops apart (most likely first).
+fn broken_between(rule: &'static str, candidates: Vec<Layer>, summary: String) -> Row {
+    Row {
+        status: Status::Broken,
+        layer: None,
+        candidates,
+        summary,
+        next_step: None,
+        rule,
+    }
+}
+
+/// Whether users are affected cannot be told; `candidates` are the hops that may be at fault.
 fn inconclusive(rule: &'static str, candidates: Vec<Layer>, summary: String) -> Row {
     Row {
         status: Status::Inconclusive,
@@ -627,6 +762,136 @@ impl Row {
         self.next_step = Some(step.into());
         self
     }
+
+    fn with_status(mut self, status: Status) -> Row {
+        self.status = status;
+        self
+    }
+}
+
+/// Everything one decision looks at: the context, the target's facts, one service and its two
+/// classified answers (`e` external, `i` internal).
+struct Subject<'a> {
+    ctx: &'a Context<'a>,
+    f: &'a Facts,
+    t: &'a TargetObservation,
+    s: &'a Service,
+    so: &'a ServiceObservation,
+    e: Answer,
+    i: Answer,
+    /// The run's deadline cut what decides this service (its public probe, or the internal one
+    /// of a service without a public URL).
+    cut: bool,
+}
+
+/// Whether the run's deadline, not the chain, ended this probe.
+fn cut_by_deadline(ctx: &Context, t: &TargetObservation, p: &Probe, internal: bool) -> bool {
+    match p {
+        Probe::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        } => ctx.deadline.is_some(),
+        Probe::NotRun { .. } => {
+            let exec_cut = match &t.exec.run {
+                ExecRun::Incomplete { .. } => true,
+                ExecRun::Failed {
+                    kind: FailureKind::Timeout,
+                    ..
+                } => ctx.deadline.is_some() && !t.exec.internal_ran(),
+                _ => false,
+            };
+            ctx.target_cut || (internal && exec_cut)
+        }
+        _ => false,
+    }
+}
+
+impl Subject<'_> {
+    fn vmid(&self) -> u32 {
+        self.f.vmid
+    }
+    fn port(&self) -> u16 {
+        self.s.port
+    }
+    fn label(&self) -> String {
+        service_label(self.s)
+    }
+    fn host(&self) -> String {
+        host_of(&self.so.url)
+    }
+    fn route(&self) -> Option<&RouteObservation> {
+        route_for(self.t, &self.s.name)
+    }
+    fn internal_known(&self) -> bool {
+        !matches!(self.i, Answer::NotRun)
+    }
+    /// Edge, tunnel or Caddy is proven down for every hostname (origin check failed, or 530
+    /// everywhere).
+    fn outer_down(&self) -> bool {
+        self.f.origin_ok == Some(false) || self.f.tunnel_down
+    }
+
+    /// What would tell `layer` apart from the other candidates.
+    fn check_for(&self, layer: Layer) -> String {
+        let (vmid, p, path, host) = (self.vmid(), self.port(), &self.s.probe.path, self.host());
+        let ct = self.ctx.instance_name(vmid);
+        match layer {
+            Layer::Tunnel => "on the PVE host: curl -s http://127.0.0.1:20241/ready \
+                (cloudflared's edge connection); or add --on-host / --ssh USER@HOST to probe \
+                each hop from the host"
+                .into(),
+            Layer::Caddy if self.outer_down() => "on the PVE host: systemctl status caddy-cmux; \
+                curl -sS -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/ (or add \
+                --on-host)"
+                .into(),
+            Layer::Caddy => match self.route() {
+                Some(RouteObservation {
+                    from: Some(RouteFrom::Caddyfile),
+                    source,
+                    ..
+                }) => format!(
+                    "Caddy may run another configuration than the file read ({}): add \
+                        --caddy-admin http://127.0.0.1:2019 or --on-host to read what Caddy has \
+                        loaded",
+                    source.as_deref().unwrap_or("the Caddyfile")
+                ),
+                Some(_) => format!(
+                    "on the PVE host: curl -sS -i -H 'Host: {host}' \
+                    http://127.0.0.1:8080{path}"
+                ),
+                None => format!(
+                    "add --caddyfile {HOST_CADDYFILE} (or --caddy-admin, --on-host) to read \
+                        Caddy's route for {host}; on the PVE host: curl -sS -i -H 'Host: \
+                        {host}' http://127.0.0.1:8080{path}"
+                ),
+            },
+            Layer::Container => format!(
+                "on the PVE host: pct status {vmid}; curl -sS -i \
+                    http://{ct}.lan:{p}{path} (or add --on-host)"
+            ),
+            Layer::Service => {
+                if self.internal_known() {
+                    format!(
+                        "pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on \
+                        0.0.0.0:{p}, not 127.0.0.1 only)"
+                    )
+                } else {
+                    format!(
+                        "the internal view: give the exec token (--exec-token-file) or run on \
+                            the host (--on-host / --ssh); by hand: pct exec {vmid} -- curl -sS \
+                            -i http://127.0.0.1:{p}{path}"
+                    )
+                }
+            }
+            Layer::Input => format!(
+                "every public hostname failed the same way ({}) when dialled at {}: check \
+                 --domain (these names end in {}) and --connect-to (dig +short {host})",
+                self.f.public_all_failed.map_or("?", |k| k.as_str()),
+                self.ctx.connect_to.unwrap_or("the address DNS gives"),
+                host.split_once('.').map_or(host.as_str(), |(_, d)| d)
+            ),
+        }
+    }
 }
 
 fn host_of(url: &Option<String>) -> String {
@@ -639,66 +904,74 @@ fn host_of(url: &Option<String>) -> String {
 fn svc_next(s: &Service, vmid: u32) -> String {
     if s.unit.is_empty() {
         format!(
-            "start it inside the container; check with: pct exec {vmid} -- curl -sS -i http://127.0.0.1:{}{}",
+            "start it inside the container; check with: pct exec {vmid} -- curl -sS -i \
+                http://127.0.0.1:{}{}",
             s.port, s.probe.path
         )
     } else {
         format!(
-            "pct exec {vmid} -- systemctl status {u}; then pct exec {vmid} -- systemctl restart {u}",
+            "pct exec {vmid} -- systemctl status {u}; then pct exec {vmid} -- systemctl restart \
+                {u}",
             u = s.unit
         )
     }
 }
 
 fn tunnel_next() -> String {
-    "on the PVE host: systemctl status cloudflared; journalctl -u cloudflared -n 50; curl -s http://127.0.0.1:20241/ready"
+    "on the PVE host: systemctl status cloudflared; journalctl -u cloudflared -n 50; curl -s \
+        http://127.0.0.1:20241/ready"
         .into()
 }
 
-fn caddy_route_next(
-    ctx: &Context,
-    s: &Service,
-    vmid: u32,
-    route: Option<&RouteObservation>,
-) -> String {
-    if let Some(RouteObservation {
-        upstream_host: Some(h),
-        upstream_port: Some(rp),
-        source: Some(src),
-        ..
-    }) = route
+/// `file` and `line` of a route read from a Caddyfile.
+fn file_line(route: &RouteObservation) -> Option<(&str, usize)> {
+    if route.from != Some(RouteFrom::Caddyfile) {
+        return None;
+    }
+    let (file, line) = route.source.as_deref()?.rsplit_once(':')?;
+    Some((file, line.parse().ok()?))
+}
+
+/// How to fix Caddy's route for `s`: an edit of the file that was read (its real path and line),
+/// or, without one, how to find the line in the host's Caddyfile.
+fn caddy_route_next(x: &Subject) -> String {
+    let (s, vmid, port) = (x.s, x.vmid(), x.port());
+    let route = x.route();
+    if let Some(
+        r @ RouteObservation {
+            upstream_host: Some(h),
+            upstream_port: Some(rp),
+            ..
+        },
+    ) = route
     {
-        if *rp != s.port {
-            if let Some((file, line)) = src
-                .rsplit_once(':')
-                .filter(|(_, l)| l.parse::<usize>().is_ok())
-            {
+        if *rp != port {
+            if let Some((name, line)) = file_line(r) {
+                // The path really read (the route's source names the file only).
+                let file = x.ctx.caddyfile.unwrap_or(name);
                 return format!(
-                    "edit {file} line {line}: the route dials {h}:{rp} but must dial port {port} — on the PVE host: sed -i '{line}s/:{rp}/:{port}/' {cf} && systemctl reload caddy-cmux",
-                    port = s.port,
-                    cf = ctx.caddyfile,
+                    "edit {file} line {line}: the route dials {h}:{rp} but must dial port \
+                        {port} — sed -i '{line}s/:{rp}/:{port}/' {file}; then systemctl reload \
+                        caddy-cmux on the PVE host"
                 );
             }
             return format!(
-                "Caddy's loaded route ({src}) dials {h}:{rp}: fix the route for {} to dial port {} in {} and systemctl reload caddy-cmux",
-                s.name, s.port, ctx.caddyfile
+                "Caddy's loaded route ({}) dials {h}:{rp}: on the PVE host, find it with grep \
+                    -n ':{rp}' {cf}, make it dial port {port}, then systemctl reload caddy-cmux",
+                r.source.as_deref().unwrap_or("admin API"),
+                cf = x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE),
             );
         }
     }
-    match ctx.layout {
-        Layout::PerService => {
-            let loc = route
-                .and_then(|r| r.source.clone())
-                .unwrap_or_else(|| ctx.caddyfile.to_string());
-            format!(
-                "on the PVE host: grep -n -A3 '@{name}' {cf} — the route for {name} must be `reverse_proxy cmux-{{re.vmid.1}}.lan:{port}` (see {loc}); then systemctl reload caddy-cmux",
-                name = s.name,
-                cf = ctx.caddyfile,
-                port = s.port,
-            )
-        }
+    let cf = x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE);
+    match x.ctx.layout {
+        Layout::PerService => format!(
+            "on the PVE host: grep -n -A3 '@{name}' {cf} — the route for {name} must be \
+                `reverse_proxy cmux-{{re.vmid.1}}.lan:{port}`; then systemctl reload caddy-cmux",
+            name = s.name,
+        ),
         Layout::PortInHost => {
-            let ct = ctx.instance_name(vmid);
+            let ct = x.ctx.instance_name(vmid);
             let want = format!("{ct}.lan");
             match route {
                 // Caddy's configuration was read and no rule matches the public name.
@@ -707,8 +980,9 @@ fn caddy_route_next(
                     host,
                     ..
                 }) => format!(
-                    "the generic rule's regexp does not match {host}: on the PVE host: grep -n 'header_regexp' {cf} — it must be ^port-(\\d+)-([a-z0-9-]+)\\.; then systemctl reload caddy-cmux",
-                    cf = ctx.caddyfile,
+                    "the generic rule's regexp does not match {host}: on the PVE host: grep -n \
+                     'header_regexp' {cf} — it must be ^port-(\\d+)-([a-z0-9-]+)\\.; then \
+                     systemctl reload caddy-cmux"
                 ),
                 // The generic rule dials another name than the container's.
                 Some(RouteObservation {
@@ -716,19 +990,19 @@ fn caddy_route_next(
                     source,
                     ..
                 }) if *h != want => format!(
-                    "the generic rule ({}) dials {h}: it must dial {want}:{port} (reverse_proxy {{re.service.2}}.lan:{{re.service.1}}) in {cf}; then systemctl reload caddy-cmux",
+                    "the generic rule ({}) dials {h}: it must dial {want}:{port} (reverse_proxy \
+                     {{re.service.2}}.lan:{{re.service.1}}) in {cf}; then systemctl reload \
+                     caddy-cmux",
                     source.as_deref().unwrap_or("its line"),
-                    port = s.port,
-                    cf = ctx.caddyfile,
                 ),
                 _ => format!(
-                    "the generic rule{} dials {ct}.lan:{port}: check the service listens on all addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = :{port}'; and grep -n 'reverse_proxy' {cf}",
+                    "the generic rule{} dials {ct}.lan:{port}: check the service listens on all \
+                     addresses, not only 127.0.0.1: pct exec {vmid} -- ss -ltnp 'sport = \
+                     :{port}'; and grep -n 'reverse_proxy' {cf}",
                     route
                         .and_then(|r| r.source.as_deref())
                         .map(|s| format!(" ({s})"))
                         .unwrap_or_default(),
-                    port = s.port,
-                    cf = ctx.caddyfile,
                 ),
             }
         }
@@ -739,29 +1013,171 @@ fn route_for<'t>(t: &'t TargetObservation, service: &str) -> Option<&'t RouteObs
     t.routes.iter().find(|r| r.service == service)
 }
 
-/// The decision for one service: external answer `e`, internal answer `i`.
-fn decide(
-    ctx: &Context,
-    f: &Facts,
-    t: &TargetObservation,
-    s: &Service,
-    so: &ServiceObservation,
-    e: &Answer,
-    i: &Answer,
-) -> Row {
-    let vmid = f.vmid;
-    let host = host_of(&so.url);
-    let internal_ok = matches!(i, Answer::Healthy);
-    let internal_known = !matches!(i, Answer::NotRun);
-    let label = service_label(s);
-    let p = s.port;
+/// ` (source)` of a route, for summaries.
+fn route_src(r: &RouteObservation) -> String {
+    r.source
+        .as_ref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default()
+}
+
+/// The decision for one service.
+fn decide(x: &Subject) -> Row {
+    let (s, vmid, p) = (x.s, x.vmid(), x.port());
+    let ct = x.ctx.instance_name(vmid);
+    let (label, host) = (x.label(), x.host());
+
+    // A healthy public answer wins over anything else: the public URL working is the goal.
+    if x.e == Answer::Healthy {
+        return row(
+            Status::Healthy,
+            None,
+            "healthy",
+            format!("{} answers correctly through the tunnel", s.name),
+        );
+    }
+
+    // The operator's own limit: a check the deadline cut blames no hop (unless the internal view,
+    // which did finish, proves the service itself broken).
+    if x.cut {
+        return service_fault(x).unwrap_or_else(|| cut_row(x));
+    }
+
+    // The outermost hop first: cloudflared as the host sees it, then a failure at the edge itself.
+    if !matches!(x.e, Answer::NotRun) {
+        if let Some(r) = decide_host_tunnel(x) {
+            return r;
+        }
+    }
+    match &x.e {
+        Answer::TunnelDown => {
+            return row(
+                Status::Broken,
+                Some(Layer::Tunnel),
+                "tunnel-down",
+                if x.f.tunnel_down {
+                    "Cloudflare answers 530 / error 1033 for every hostname: the tunnel has no \
+                        healthy cloudflared connector"
+                        .into()
+                } else {
+                    format!(
+                        "Cloudflare answers 530 / error 1033 for {host}: no healthy \
+                        cloudflared connector serves it"
+                    )
+                },
+            )
+            .next(tunnel_next())
+        }
+        Answer::NoIngress => {
+            return row(
+                Status::Broken,
+                Some(Layer::Tunnel),
+                "tunnel-no-ingress",
+                format!(
+                    "cloudflared has no ingress rule for {host} (its catch-all answered an \
+                    empty 404)"
+                ),
+            )
+            .next(format!(
+                "on the PVE host: check the ingress list of /etc/cloudflared/config.yml has a \
+                    rule for {host} (or its wildcard) to http://localhost:8080, then systemctl \
+                    restart cloudflared"
+            ))
+        }
+        Answer::Unreachable(
+            k @ (FailureKind::Dns
+            | FailureKind::Refused
+            | FailureKind::Certificate
+            | FailureKind::Tls),
+        ) if x.f.public_all_failed == Some(*k) => return decide_all_public_failed(x, *k),
+        Answer::Unreachable(FailureKind::Dns) => {
+            return row(
+                Status::Broken,
+                Some(Layer::Tunnel),
+                "dns-missing",
+                format!(
+                    "{host} does not resolve: the DNS record (wildcard CNAME to the tunnel) \
+                    is missing"
+                ),
+            )
+            .next(format!(
+                "check the proxied DNS record for {host} (a wildcard CNAME to \
+                    <tunnel-id>.cfargotunnel.com); dig +short {host}"
+            ))
+        }
+        Answer::Unreachable(k @ (FailureKind::Certificate | FailureKind::Tls)) => {
+            return row(
+                Status::Broken,
+                Some(Layer::Tunnel),
+                "edge-tls",
+                format!(
+                    "TLS to the edge for {host} failed ({}): this is not Cloudflare's \
+                    certificate, or it is invalid",
+                    k.as_str()
+                ),
+            )
+            .next(
+                "check where the name resolves; for a private CA pass --cacert FILE (or \
+                -k/--insecure to look past it)",
+            )
+        }
+        Answer::CaddyNoRoute => {
+            // Caddy itself answered with its catch-all: the first hop that fails is Caddy's routes.
+            return row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "caddy-no-route",
+                format!(
+                    "Caddy answers for {host} with its catch-all: no route matches this \
+                    hostname"
+                ),
+            )
+            .next(caddy_route_next(x));
+        }
+        Answer::Unreachable(FailureKind::Refused) => {
+            return row(
+                Status::Broken,
+                Some(Layer::Tunnel),
+                "edge-refused",
+                format!(
+                    "the edge address for {host} refused the connection{}",
+                    x.ctx
+                        .connect_to
+                        .map(|a| format!(" (dialled at {a}, from --connect-to)"))
+                        .unwrap_or_default()
+                ),
+            )
+            .next(format!(
+                "check where {host} resolves (dig +short {host}) and --connect-to, if \
+                given"
+            ))
+        }
+        _ => {}
+    }
+
+    // The host reaches no port of the container: every service of it is down, optional and
+    // internal-only ones too (unless an outer hop already fails first).
+    let inner_failure =
+        x.e.is_gateway_error() || matches!(x.e, Answer::Unreachable(_) | Answer::NotRun);
+    if let (Some(why), true, false) = (&x.f.host_lost_container, inner_failure, x.outer_down()) {
+        return row(
+            Status::Broken,
+            Some(Layer::Container),
+            "host-container-unreachable",
+            why.clone(),
+        )
+        .next(format!(
+            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts {ct}.lan"
+        ));
+    }
 
     // Optional services that simply are not running.
     if s.optional
-        && (matches!(i, Answer::Unreachable(FailureKind::Refused))
-            || (!internal_known && (e.is_gateway_error() || matches!(e, Answer::Unreachable(_)))))
+        && (matches!(x.i, Answer::Unreachable(FailureKind::Refused))
+            || (!x.internal_known()
+                && (x.e.is_gateway_error() || matches!(x.e, Answer::Unreachable(_)))))
     {
-        let summary = if internal_known {
+        let summary = if x.internal_known() {
             format!(
                 "{} is not running (nothing listens on {p}); it is optional",
                 s.name
@@ -776,23 +1192,33 @@ fn decide(
     }
 
     if !s.routed {
-        return decide_internal_only(s, vmid, i, f);
+        return decide_internal_only(x);
     }
 
-    if !matches!(e, Answer::Healthy | Answer::NotRun) {
-        if let Some(r) = decide_host(ctx, t, s, e, i) {
+    // An internal answer that proves the service itself broken, while the outer hops are not
+    // proven down: the service is the first broken hop users hit.
+    if !x.outer_down()
+        && !matches!(
+            x.e,
+            Answer::MissingHeaders(_)
+                | Answer::DoubledHeaders(_)
+                | Answer::CaddyNoRoute
+                | Answer::NotRun
+        )
+    {
+        if let Some(r) = service_fault(x) {
             return r;
         }
     }
 
-    match e {
-        Answer::Healthy => row(
-            Status::Healthy,
-            None,
-            "healthy",
-            format!("{} answers correctly through the tunnel", s.name),
-        ),
-        Answer::DoubledHeaders(h) => match i {
+    if !matches!(x.e, Answer::NotRun) {
+        if let Some(r) = decide_host(x) {
+            return r;
+        }
+    }
+
+    match &x.e {
+        Answer::DoubledHeaders(h) => match x.i {
             Answer::DoubledHeaders(_) => row(
                 Status::Broken,
                 Some(Layer::Service),
@@ -811,301 +1237,235 @@ fn decide(
                 Some(Layer::Caddy),
                 "header-doubled-by-proxy",
                 format!(
-                    "{label} sends the header once inside, but the public answer carries {}: browsers reject it. Caddy adds its own CORS headers and must drop the upstream's",
+                    "{label} sends the header once inside, but the public answer carries {}: \
+                     browsers reject it. Caddy adds its own CORS headers and must drop the \
+                     upstream's",
                     h.join(", ")
                 ),
             )
             .next(format!(
-                "in {}: the generic rule's reverse_proxy needs `header_down -Access-Control-Allow-Origin` (and -Methods, -Headers); then systemctl reload caddy-cmux",
-                ctx.caddyfile
+                "in {}: the generic rule's reverse_proxy needs `header_down \
+                 -Access-Control-Allow-Origin` (and -Methods, -Headers); then systemctl reload \
+                 caddy-cmux",
+                x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE)
             )),
-            _ => inconclusive(
+            _ => broken_between(
                 "header-doubled-unknown-origin",
                 vec![Layer::Caddy, Layer::Service],
                 format!(
-                    "the public answer carries {}, which browsers reject; without the internal view it is unknown whether the service or the proxy adds the second",
+                    "the public answer carries {}, which browsers reject; without the internal \
+                     view it is unknown whether the service or the proxy adds the second",
                     h.join(", ")
                 ),
             ),
         },
-        Answer::MissingHeaders(h) => match i {
+        Answer::MissingHeaders(h) => match x.i {
             Answer::Healthy => row(
                 Status::Degraded,
                 Some(Layer::Caddy),
                 "header-dropped-by-proxy",
                 format!(
-                    "{label} sends {} inside, but the public answer lacks it: the proxy chain drops it",
+                    "{label} sends {} inside, but the public answer lacks it: the proxy chain \
+                        drops it",
                     h.join(", ")
                 ),
             )
             .next(format!(
-                "check the header directives of the {} route in {} (header_down / header), then systemctl reload caddy-cmux",
-                s.name, ctx.caddyfile
+                "check the header directives of the {} route in {} (header_down / header), then \
+                    systemctl reload caddy-cmux",
+                s.name,
+                x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE)
             )),
             Answer::MissingHeaders(_) => row(
                 Status::Degraded,
                 Some(Layer::Service),
                 "header-missing-at-service",
-                format!("{label} answers without {}: the service itself does not send it", h.join(", ")),
+                format!(
+                    "{label} answers without {}: the service itself does not send it",
+                    h.join(", ")
+                ),
             )
             .next(format!(
                 "{}; check the service's CORS settings",
                 svc_next(s, vmid)
             )),
-            _ => inconclusive(
+            _ => broken_between(
                 "header-missing-unknown-origin",
                 vec![Layer::Caddy, Layer::Service],
                 format!(
-                    "the public answer lacks {}; without the internal view it is unknown whether the service or the proxy drops it",
+                    "the public answer lacks {}; without the internal view it is unknown \
+                        whether the service or the proxy drops it",
                     h.join(", ")
+                ),
+            )
+            .with_status(Status::Degraded),
+        },
+        Answer::EdgeError { .. } | Answer::CaddyBadGateway(_) => decide_gateway_error(x),
+        Answer::WrongService { .. } | Answer::BadStatus(_) => decide_wrong_answer(x),
+        Answer::Unreachable(FailureKind::Timeout) if x.outer_down() => outer_down_row(x),
+        Answer::Unreachable(FailureKind::Timeout) => match x.i {
+            Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
+                broken_between(
+                    "public-timeout-service-ok",
+                    vec![Layer::Tunnel, Layer::Caddy, Layer::Container],
+                    format!("the public URL timed out while {label} answers inside on {p}"),
+                )
+            }
+            _ => broken_between(
+                "public-timeout",
+                vec![
+                    Layer::Tunnel,
+                    Layer::Caddy,
+                    Layer::Container,
+                    Layer::Service,
+                ],
+                format!(
+                    "the public URL of {} timed out and the internal view does not tell why",
+                    s.name
                 ),
             ),
         },
-        Answer::TunnelDown => row(
-            Status::Broken,
-            Some(Layer::Tunnel),
-            "tunnel-down",
-            if f.tunnel_down {
-                "Cloudflare answers 530 / error 1033 for every hostname: the tunnel has no healthy cloudflared connector".into()
-            } else {
-                format!("Cloudflare answers 530 / error 1033 for {host}: no healthy cloudflared connector serves it")
-            },
-        )
-        .next(tunnel_next()),
-        Answer::NoIngress => row(
-            Status::Broken,
-            Some(Layer::Tunnel),
-            "tunnel-no-ingress",
-            format!("cloudflared has no ingress rule for {host} (its catch-all answered an empty 404)"),
-        )
-        .next("on the PVE host: check the ingress list of /etc/cloudflared/config.yml has a \"*.DOMAIN\" rule to http://localhost:8080, then systemctl restart cloudflared"),
-        Answer::Unreachable(FailureKind::Dns) => row(
-            Status::Broken,
-            Some(Layer::Tunnel),
-            "dns-missing",
-            format!("{host} does not resolve: the DNS record (wildcard CNAME to the tunnel) is missing"),
-        )
-        .next(format!("check the proxied DNS record *.DOMAIN -> <tunnel-id>.cfargotunnel.com; dig +short {host}")),
-        Answer::Unreachable(k @ (FailureKind::Certificate | FailureKind::Tls)) => row(
-            Status::Broken,
-            Some(Layer::Tunnel),
-            "edge-tls",
-            format!("TLS to the edge for {host} failed ({}): this is not Cloudflare's certificate, or it is invalid", k.as_str()),
-        )
-        .next("check where the name resolves; for a private CA pass --cacert FILE (or -k/--insecure to look past it)"),
-        Answer::Unreachable(FailureKind::Refused) => row(
-            Status::Broken,
-            Some(Layer::Tunnel),
-            "edge-refused",
-            format!("the edge address for {host} refused the connection"),
-        )
-        .next(format!("check where {host} resolves (and --connect-to, if given)")),
-        Answer::CaddyNoRoute => row(
-            Status::Broken,
-            Some(Layer::Caddy),
-            "caddy-no-route",
-            format!("Caddy answers for {host} with its catch-all: no route matches this hostname"),
-        )
-        .next(caddy_route_next(ctx, s, vmid, route_for(t, &s.name))),
-        Answer::EdgeError { .. } | Answer::CaddyBadGateway(_) => decide_gateway_error(ctx, f, t, s, so, i),
-        Answer::WrongService { .. } | Answer::BadStatus(_) => decide_wrong_answer(ctx, f, t, s, e, i),
-        Answer::Unreachable(FailureKind::Timeout) => match i {
-            Answer::Unreachable(FailureKind::Timeout) => row(
-                Status::Broken,
-                Some(Layer::Service),
-                "service-hangs",
-                format!("{label} accepts connections on {p} but does not answer in time, inside and out"),
-            )
-            .next(svc_next(s, vmid)),
-            Answer::Unreachable(FailureKind::Refused) => service_down(s, vmid, "service-down-timeout"),
-            _ if internal_ok => inconclusive(
-                "public-timeout-service-ok",
-                vec![Layer::Tunnel, Layer::Caddy],
-                format!("the public URL timed out while {label} answers inside on {p}"),
-            ),
-            _ => inconclusive(
-                "public-timeout",
-                vec![Layer::Tunnel, Layer::Caddy, Layer::Service],
-                format!("the public URL of {} timed out and the internal view does not tell why", s.name),
-            ),
-        },
-        Answer::Unreachable(k) => inconclusive(
+        Answer::Unreachable(k) => broken_between(
             "public-transport-error",
-            vec![Layer::Tunnel, Layer::Caddy, Layer::Service],
-            format!("the public URL of {} broke off without an HTTP answer ({})", s.name, k.as_str()),
+            vec![
+                Layer::Tunnel,
+                Layer::Caddy,
+                Layer::Container,
+                Layer::Service,
+            ],
+            format!(
+                "the public URL of {} broke off without an HTTP answer ({})",
+                s.name,
+                k.as_str()
+            ),
         ),
-        Answer::NotRun => match i {
+        Answer::NotRun => match x.i {
             Answer::Healthy => row(
                 Status::Healthy,
                 None,
                 "healthy-inside-only",
-                format!("{} answers correctly inside; the public URL was not probed", s.name),
+                format!(
+                    "{} answers correctly inside; the public URL was not probed",
+                    s.name
+                ),
             ),
-            _ => decide_internal_only(s, vmid, i, f),
+            _ => decide_internal_only(x),
         },
+        // Handled above.
+        Answer::Healthy | Answer::TunnelDown | Answer::NoIngress | Answer::CaddyNoRoute => {
+            unreachable_row(x)
+        }
     }
 }
 
-/// With the host vantage every hop is probed directly, so the break is pinned to one hop.
-/// `None` when the host's view adds nothing (the base rules then decide).
-fn decide_host(
-    ctx: &Context,
-    t: &TargetObservation,
-    s: &Service,
-    e: &Answer,
-    i: &Answer,
-) -> Option<Row> {
-    let h = t.host.as_ref()?;
-    if !matches!(h.run, ExecRun::Completed { .. }) {
-        return None;
-    }
-    let hs = h.services.iter().find(|x| x.name == s.name)?;
-    let c = classify(s, &hs.caddy);
-    let u = classify(s, &hs.upstream);
-    let vmid = t.vmid;
-    let ct = ctx.instance_name(vmid);
-    let label = service_label(s);
-    let p = s.port;
-    let ready = h.cloudflared.response().map(|r| r.status);
-    let edge_side = matches!(
-        e,
-        Answer::TunnelDown | Answer::EdgeError { .. } | Answer::NoIngress
-    );
+/// A check the run's deadline cut: whether users are affected is not known, and no hop is blamed.
+fn cut_row(x: &Subject) -> Row {
+    let ms = x.ctx.deadline.map_or(0, |d| d.as_millis());
+    inconclusive(
+        "cut-by-deadline",
+        Vec::new(),
+        format!(
+            "the run's deadline ({ms} ms, --deadline) cut the check of {} before it finished: \
+             this says nothing about the chain",
+            x.s.name
+        ),
+    )
+    .next("run again with a longer --deadline (at least --timeout plus 5 s), or without it")
+}
 
-    // cloudflared itself.
-    if edge_side || matches!(e, Answer::Unreachable(_)) {
-        match (ready, &h.cloudflared) {
-            (Some(503), _) => {
-                return Some(
-                    row(
-                        Status::Broken,
-                        Some(Layer::Tunnel),
-                        "host-cloudflared-not-ready",
-                        "cloudflared on the host reports no edge connection (/ready: 503)".into(),
-                    )
-                    .next(tunnel_next()),
-                )
-            }
-            (None, Probe::Failed { kind: FailureKind::Refused, .. })
-                if matches!(e, Answer::TunnelDown) =>
-            {
-                return Some(
-                    row(
-                        Status::Broken,
-                        Some(Layer::Tunnel),
-                        "host-cloudflared-not-running",
-                        "cloudflared is not running on the host (nothing answers /ready on 127.0.0.1:20241-20245)".into(),
-                    )
-                    .next("on the PVE host: systemctl restart cloudflared; journalctl -u cloudflared -n 50"),
-                )
-            }
-            _ => {}
-        }
-    }
-    // Caddy's listener.
-    if let Answer::Unreachable(FailureKind::Refused) = c {
-        return Some(
-            row(
-                Status::Broken,
-                Some(Layer::Caddy),
-                "host-caddy-down",
-                format!("nothing listens on Caddy's address {} on the host: caddy-cmux is down", h.caddy_url),
-            )
-            .next("on the PVE host: systemctl status caddy-cmux; journalctl -u caddy-cmux -n 50; systemctl restart caddy-cmux"),
-        );
-    }
-    if matches!(
-        c,
-        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
-    ) && edge_side
-    {
-        return Some(
-            row(
-                Status::Broken,
-                Some(Layer::Tunnel),
-                "host-caddy-ok-edge-fails",
-                format!(
-                    "Caddy answers {} correctly on the host, but the public URL does not: the break is between the edge and Caddy (cloudflared's origin setting)",
-                    s.name
-                ),
-            )
-            .next("on the PVE host: grep -n -A2 ingress /etc/cloudflared/config.yml (the rule must send *.DOMAIN to http://localhost:8080); journalctl -u cloudflared -n 50"),
-        );
-    }
-    let caddy_fails = matches!(
-        c,
-        Answer::CaddyBadGateway(_)
-            | Answer::CaddyNoRoute
-            | Answer::BadStatus(_)
-            | Answer::WrongService { .. }
-    );
-    match u {
-        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) if caddy_fails => {
-            let route = route_for(t, &s.name);
-            let summary = match route {
-                Some(RouteObservation {
-                    upstream_host: Some(rh),
-                    upstream_port: Some(rp),
-                    source,
-                    ..
-                }) => format!(
-                    "the host reaches {} at {}, but Caddy sends it to {rh}:{rp}{}",
-                    label,
-                    hs.upstream_url,
-                    source.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
-                ),
-                _ => format!(
-                    "the host reaches {label} at {}, but Caddy's own answer for it fails ({}): Caddy's route is wrong",
-                    hs.upstream_url,
-                    describe_answer(&c, s)
-                ),
-            };
-            Some(
-                row(Status::Broken, Some(Layer::Caddy), "host-caddy-route-wrong", summary)
-                    .next(caddy_route_next(ctx, s, vmid, route)),
-            )
-        }
-        Answer::Unreachable(FailureKind::Dns) => Some(
-            row(
-                Status::Broken,
-                Some(Layer::Container),
-                "host-upstream-name",
-                format!("{ct}'s name in {} does not resolve on the host", hs.upstream_url),
-            )
-            .next(format!("on the PVE host: pct status {vmid}; getent hosts {ct}.lan (the router's DHCP/DNS must publish the container's hostname)")),
+/// Never reached (the answers are decided before); kept total without a panic.
+fn unreachable_row(x: &Subject) -> Row {
+    inconclusive(
+        "public-transport-error",
+        vec![
+            Layer::Tunnel,
+            Layer::Caddy,
+            Layer::Container,
+            Layer::Service,
+        ],
+        format!("the public URL of {} gave an unexpected answer", x.s.name),
+    )
+}
+
+/// Every public hostname failed the same way at DNS, connect or TLS: the tunnel's DNS/edge, or
+/// pvediag was pointed at the wrong place (`--domain`, `--connect-to`).
+fn decide_all_public_failed(x: &Subject, k: FailureKind) -> Row {
+    let host = x.host();
+    let (rule, first, summary) = match k {
+        FailureKind::Dns => (
+            "all-public-dns",
+            Layer::Tunnel,
+            format!(
+                "no public hostname of cmux-{} resolves ({host} neither): the DNS record is \
+                missing, or --domain names another zone",
+                x.vmid()
+            ),
         ),
-        Answer::Unreachable(FailureKind::Refused) if matches!(i, Answer::Healthy) => Some(
-            row(
-                Status::Broken,
-                Some(Layer::Service),
-                "host-upstream-loopback-only",
-                format!(
-                    "{label} answers inside on 127.0.0.1:{p} but refuses {}: it listens only on loopback",
-                    hs.upstream_url
-                ),
-            )
-            .next(format!("pct exec {vmid} -- ss -ltnp 'sport = :{p}' — make {label} listen on 0.0.0.0:{p}")),
+        FailureKind::Certificate | FailureKind::Tls => (
+            "all-public-tls",
+            Layer::Tunnel,
+            format!(
+                "TLS failed ({}) for every public hostname of cmux-{} ({host} included): the \
+                 names do not lead to Cloudflare's edge, or --domain / --connect-to point \
+                 elsewhere{}",
+                k.as_str(),
+                x.vmid(),
+                x.ctx
+                    .connect_to
+                    .map(|a| format!(" (dialled at {a})"))
+                    .unwrap_or_default()
+            ),
         ),
-        Answer::Unreachable(FailureKind::Timeout) => Some(
-            row(
-                Status::Broken,
-                Some(Layer::Container),
-                "host-upstream-unreachable",
-                format!("the host cannot reach {} in time: the container's network or a firewall drops it", hs.upstream_url),
-            )
-            .next(format!("on the PVE host: pct status {vmid}; ping -c1 {ct}.lan; pct exec {vmid} -- ip addr")),
+        _ => (
+            "all-public-refused",
+            Layer::Tunnel,
+            format!(
+                "every public hostname of cmux-{} was refused at {}: nothing listens at the \
+                    edge address, or --connect-to points elsewhere",
+                x.vmid(),
+                x.ctx.connect_to.unwrap_or("the address DNS gives")
+            ),
         ),
-        _ => None,
-    }
+    };
+    broken_between(rule, vec![first, Layer::Input], summary).next(format!(
+        "dig +short {host}; check --domain (and --connect-to, if given)"
+    ))
+}
+
+/// Edge, tunnel or Caddy is proven down for every hostname: they come first, whatever else is seen.
+fn outer_down_row(x: &Subject) -> Row {
+    broken_between(
+        "origin-unreachable",
+        vec![Layer::Caddy, Layer::Tunnel],
+        format!(
+            "cloudflared cannot reach Caddy: even {} (a hostname Caddy answers itself) fails",
+            x.t.origin
+                .as_ref()
+                .map_or("the origin check", |o| o.url.as_str())
+        ),
+    )
+    .next(
+        "on the PVE host: systemctl status caddy-cmux cloudflared; curl -sS -o /dev/null -w \
+        '%{http_code}' http://127.0.0.1:8080/",
+    )
 }
 
 /// An internal answer that by itself proves the service broken (whatever the public side saw):
 /// nothing listening, hanging, an error status, or another program on its port.
-fn service_fault(s: &Service, vmid: u32, i: &Answer) -> Option<Row> {
-    let label = service_label(s);
-    let p = s.port;
-    Some(match i {
-        Answer::Unreachable(FailureKind::Refused) => service_down(s, vmid, "service-down"),
+fn service_fault(x: &Subject) -> Option<Row> {
+    let (s, vmid, p, label) = (x.s, x.vmid(), x.port(), x.label());
+    let public_wrong = matches!(x.e, Answer::WrongService { .. } | Answer::BadStatus(_));
+    Some(match &x.i {
+        Answer::Unreachable(FailureKind::Refused) => service_down(
+            x,
+            if public_wrong {
+                "service-down-other-answers"
+            } else if matches!(x.e, Answer::Unreachable(FailureKind::Timeout)) {
+                "service-down-timeout"
+            } else {
+                "service-down"
+            },
+        ),
         Answer::Unreachable(FailureKind::Timeout) => row(
             Status::Broken,
             Some(Layer::Service),
@@ -1131,116 +1491,134 @@ fn service_fault(s: &Service, vmid: u32, i: &Answer) -> Option<Row> {
     })
 }
 
-fn service_down(s: &Service, vmid: u32, rule: &'static str) -> Row {
+fn service_down(x: &Subject, rule: &'static str) -> Row {
     row(
         Status::Broken,
         Some(Layer::Service),
         rule,
         format!(
             "{} is not listening on {} inside the container",
-            service_label(s),
-            s.port
+            x.label(),
+            x.port()
         ),
     )
-    .next(svc_next(s, vmid))
+    .next(svc_next(x.s, x.vmid()))
 }
 
 /// Cloudflare's or Caddy's own 502/504: the request did not reach a live upstream.
-fn decide_gateway_error(
-    ctx: &Context,
-    f: &Facts,
-    t: &TargetObservation,
-    s: &Service,
-    so: &ServiceObservation,
-    i: &Answer,
-) -> Row {
-    let vmid = f.vmid;
-    let ct = ctx.instance_name(vmid);
-    let label = service_label(s);
-    let host = host_of(&so.url);
-    let p = s.port;
-    match i {
-        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
-            if f.chain_reaches_container.is_some() {
-                let route = route_for(t, &s.name);
-                if let Some(RouteObservation {
-                    upstream_host: Some(h),
-                    upstream_port: Some(rp),
-                    source,
-                    ..
-                }) = route
-                {
-                    if *rp == p {
-                        // Caddy's configuration is right: then the service is not reachable from the
-                        // host where Caddy dials it (bound to loopback, or a firewall), or the file read
-                        // is not what Caddy has loaded.
-                        let loaded = source.as_deref().is_some_and(|s| s.contains("admin API"));
-                        let mut candidates = vec![Layer::Service, Layer::Container];
-                        if !loaded {
-                            candidates.insert(0, Layer::Caddy);
-                        }
-                        return inconclusive(
-                            "route-correct-upstream-unreachable",
-                            candidates,
-                            format!(
-                                "{label} answers inside on 127.0.0.1:{p} and Caddy's route for {host} dials {h}:{p} as it should{}, yet the request fails: {label} may listen on loopback only, a firewall may drop it{}",
-                                source.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(),
-                                if loaded { "" } else { ", or Caddy runs another configuration than this file" }
-                            ),
-                        )
-                        .next(format!(
-                            "pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on 0.0.0.0:{p}); on the PVE host: curl -sS http://{h}:{p}{}{}",
-                            s.probe.path,
-                            if loaded { "" } else { "; systemctl reload caddy-cmux" }
-                        ));
-                    }
-                }
-                let summary = match route {
-                    Some(RouteObservation {
+fn decide_gateway_error(x: &Subject) -> Row {
+    let (s, vmid, p, label, host) = (x.s, x.vmid(), x.port(), x.label(), x.host());
+    let ct = x.ctx.instance_name(vmid);
+    if x.outer_down() {
+        return outer_down_row(x);
+    }
+    match &x.i {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+            if x.f.chain_reaches_container.is_some() =>
+        {
+            match x.route() {
+                Some(
+                    r @ RouteObservation {
                         upstream_host: Some(h),
                         upstream_port: Some(rp),
-                        source,
                         ..
-                    }) if *rp != p => format!(
-                        "Caddy sends {host} to {h}:{rp}; {label} listens on {p}{}",
-                        source.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
-                    ),
-                    Some(RouteObservation {
-                        upstream_host: None,
+                    },
+                ) if *rp == p => {
+                    // Caddy's configuration is right: then the service is not reachable
+                    // from the host where Caddy dials it (bound to loopback, or a firewall),
+                    // or the file read is not what Caddy has loaded.
+                    let from_file = r.from != Some(RouteFrom::AdminApi);
+                    let mut candidates = vec![Layer::Service, Layer::Container];
+                    if from_file {
+                        candidates.push(Layer::Caddy);
+                    }
+                    broken_between(
+                        "route-correct-upstream-unreachable",
+                        candidates,
+                        format!(
+                            "{label} answers inside on 127.0.0.1:{p} and Caddy's route for \
+                                {host} dials {h}:{p} as it should{}, yet the request fails: \
+                                {label} may listen on loopback only, a firewall may drop it{}",
+                            route_src(r),
+                            if from_file {
+                                ", or Caddy runs another configuration than this file"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                    .next(format!(
+                        "pct exec {vmid} -- ss -ltnp 'sport = :{p}' (it must listen on \
+                            0.0.0.0:{p}); on the PVE host: curl -sS http://{h}:{p}{}{}",
+                        s.probe.path,
+                        if from_file {
+                            "; systemctl reload caddy-cmux"
+                        } else {
+                            ""
+                        }
+                    ))
+                }
+                Some(
+                    r @ RouteObservation {
+                        upstream_host: Some(h),
+                        upstream_port: Some(rp),
                         ..
-                    }) => format!("Caddy has no route for {host}; {label} listens on {p}"),
-                    _ => format!(
-                        "{label} answers inside on {p}, but Caddy's route for {host} does not reach it: the route must dial {ct}.lan:{p} (if it already does, {label} listens on loopback only: read the Caddyfile with --caddyfile, or probe from the host with --on-host)"
-                    ),
-                };
-                row(
+                    },
+                ) => row(
                     Status::Broken,
                     Some(Layer::Caddy),
                     "caddy-route-misses-live-service",
-                    summary,
-                )
-                .next(caddy_route_next(ctx, s, vmid, route))
-            } else {
-                let candidates = match f.origin_ok {
-                    Some(true) => vec![Layer::Caddy, Layer::Container],
-                    _ => vec![Layer::Tunnel, Layer::Caddy, Layer::Container],
-                };
-                inconclusive(
-                    "gateway-error-service-ok-unproven-chain",
-                    candidates,
                     format!(
-                        "{label} answers inside on {p}, but nothing proves the public chain reaches {ct} at all"
+                        "Caddy sends {host} to {h}:{rp}; {label} listens on {p}{}",
+                        route_src(r)
                     ),
                 )
-                .next(format!("on the PVE host: getent hosts {ct}.lan; curl -sS -H 'Host: {host}' http://127.0.0.1:8080{}", s.probe.path))
+                .next(caddy_route_next(x)),
+                Some(RouteObservation {
+                    upstream_host: None,
+                    ..
+                }) => row(
+                    Status::Broken,
+                    Some(Layer::Caddy),
+                    "caddy-route-misses-live-service",
+                    format!("Caddy has no route for {host}; {label} listens on {p}"),
+                )
+                .next(caddy_route_next(x)),
+                _ => broken_between(
+                    "gateway-error-service-ok",
+                    vec![Layer::Caddy, Layer::Service, Layer::Container],
+                    format!(
+                        "{label} answers inside on {p}, but the request through Caddy for \
+                            {host} does not reach it: Caddy's route dials another port, or \
+                            {label} listens on loopback only, or the host cannot reach the \
+                            container on {p}"
+                    ),
+                )
+                .next(caddy_route_next(x)),
             }
         }
-        Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
-        | Answer::BadStatus(_)
-        | Answer::WrongService { .. } => service_fault(s, vmid, i).expect("a service fault"),
-        Answer::Unreachable(k) => inconclusive(
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
+            let mut candidates = vec![Layer::Caddy, Layer::Container, Layer::Service];
+            if x.f.origin_ok != Some(true) {
+                candidates.insert(0, Layer::Tunnel);
+            }
+            broken_between(
+                "gateway-error-service-ok-unproven-chain",
+                candidates,
+                format!(
+                    "{label} answers inside on {p}, but nothing proves the public chain reaches \
+                        {ct} at all"
+                ),
+            )
+            .next(format!(
+                "on the PVE host: getent hosts {ct}.lan; curl -sS -H 'Host: {host}' \
+                    http://127.0.0.1:8080{}",
+                s.probe.path
+            ))
+        }
+        Answer::Unreachable(k) => broken_between(
             "gateway-error-internal-transport",
-            vec![Layer::Caddy, Layer::Service],
+            vec![Layer::Caddy, Layer::Service, Layer::Container],
             format!(
                 "the public URL fails and the internal probe broke off ({})",
                 k.as_str()
@@ -1248,12 +1626,30 @@ fn decide_gateway_error(
         ),
         _ => {
             // No internal view.
-            if f.chain_reaches_container.is_some() {
-                inconclusive(
+            if x.f.chain_reaches_container.is_some() {
+                // Caddy's route, when read, orders the candidates: a right port makes the service
+                // the likely one (and rules Caddy out when it is what Caddy has loaded).
+                let candidates = match x.route() {
+                    Some(RouteObservation {
+                        upstream_port: Some(rp),
+                        from,
+                        ..
+                    }) if *rp == p => {
+                        let mut c = vec![Layer::Service, Layer::Container];
+                        if *from != Some(RouteFrom::AdminApi) {
+                            c.push(Layer::Caddy);
+                        }
+                        c
+                    }
+                    _ => vec![Layer::Caddy, Layer::Service, Layer::Container],
+                };
+                broken_between(
                     "gateway-error-no-internal",
-                    vec![Layer::Caddy, Layer::Service],
+                    candidates,
                     format!(
-                        "the public URL of {} fails behind the tunnel while other requests reach {ct}; without the internal view Caddy's route and the service cannot be told apart",
+                        "the public URL of {} fails behind the tunnel while other requests \
+                         reach {ct}; without the internal view Caddy's route and the \
+                         service cannot be told apart",
                         s.name
                     ),
                 )
@@ -1266,8 +1662,8 @@ fn decide_gateway_error(
                     ..
                 }),
             ) = (
-                f.origin_ok,
-                route_for(t, &s.name).filter(|r| {
+                x.f.origin_ok,
+                x.route().filter(|r| {
                     r.upstream_host
                         .as_deref()
                         .is_some_and(|h| !h.eq_ignore_ascii_case(&format!("{ct}.lan")))
@@ -1279,38 +1675,44 @@ fn decide_gateway_error(
                     Some(Layer::Caddy),
                     "caddy-dials-other-host",
                     format!(
-                        "Caddy answers, but its route for {host} dials {h}, not the container's name {ct}.lan ({}): nothing of {ct} answers through it",
+                        "Caddy answers, but its route for {host} dials {h}, not the container's \
+                         name {ct}.lan ({}): nothing of {ct} answers through it",
                         source.as_deref().unwrap_or("Caddy's configuration")
                     ),
                 )
                 .next(format!(
-                    "fix the route's upstream to {ct}.lan in {} (2026: reverse_proxy {{re.service.2}}.lan:{{re.service.1}}), then systemctl reload caddy-cmux",
-                    ctx.caddyfile
+                    "fix the route's upstream to {ct}.lan in {} (2026: reverse_proxy \
+                     {{re.service.2}}.lan:{{re.service.1}}), then systemctl reload caddy-cmux",
+                    x.ctx.caddyfile.unwrap_or(HOST_CADDYFILE)
                 ))
-            } else if f.origin_ok == Some(true) {
-                row(
-                    Status::Broken,
-                    Some(Layer::Container),
+            } else if x.f.origin_ok == Some(true) {
+                broken_between(
                     "container-unreachable",
+                    vec![Layer::Container, Layer::Caddy, Layer::Service],
                     format!(
-                        "Caddy answers, but nothing of {ct} does (exec included): the container is stopped or {ct}.lan does not resolve from the host"
+                        "Caddy answers, but nothing of {ct} does (exec included): most \
+                            likely the container is stopped or {ct}.lan does not resolve \
+                            from the host"
                     ),
                 )
                 .next(format!(
-                    "on the PVE host: pct status {vmid}; getent hosts {ct}.lan; pct start {vmid}"
+                    "on the PVE host: pct status {vmid}; getent hosts {ct}.lan; pct \
+                        start {vmid}"
                 ))
-            } else if f.origin_ok == Some(false) {
-                inconclusive(
-                    "origin-unreachable",
-                    vec![Layer::Tunnel, Layer::Caddy],
-                    "cloudflared cannot reach Caddy: even a hostname Caddy answers itself gets a gateway error".into(),
-                )
-                .next("on the PVE host: systemctl status caddy-cmux cloudflared; curl -sS -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/")
             } else {
-                inconclusive(
+                broken_between(
                     "gateway-error-unknown",
-                    vec![Layer::Tunnel, Layer::Caddy, Layer::Container, Layer::Service],
-                    format!("the public URL of {} fails behind the edge and nothing else narrows it down", s.name),
+                    vec![
+                        Layer::Tunnel,
+                        Layer::Caddy,
+                        Layer::Container,
+                        Layer::Service,
+                    ],
+                    format!(
+                        "the public URL of {} fails behind the edge and nothing else \
+                        narrows it down",
+                        s.name
+                    ),
                 )
             }
         }
@@ -1318,75 +1720,52 @@ fn decide_gateway_error(
 }
 
 /// A public answer that came from behind Caddy but is not this service's healthy answer.
-fn decide_wrong_answer(
-    ctx: &Context,
-    f: &Facts,
-    t: &TargetObservation,
-    s: &Service,
-    e: &Answer,
-    i: &Answer,
-) -> Row {
-    let vmid = f.vmid;
-    let label = service_label(s);
-    let p = s.port;
-    let what = describe_answer(e, s);
-    match i {
+fn decide_wrong_answer(x: &Subject) -> Row {
+    let (s, p, label) = (x.s, x.port(), x.label());
+    let what = describe_answer(&x.e, s);
+    match &x.i {
         Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => {
-            let route = route_for(t, &s.name);
-            let summary = match route {
-                Some(RouteObservation {
-                    upstream_host: Some(h),
-                    upstream_port: Some(rp),
-                    source,
-                    ..
-                }) if *rp != p => format!(
-                    "Caddy sends {} to {h}:{rp}, where another service answers; {label} listens on {p}{}",
+            let summary = match x.route() {
+                Some(
+                    r @ RouteObservation {
+                        upstream_host: Some(h),
+                        upstream_port: Some(rp),
+                        ..
+                    },
+                ) if *rp != p => format!(
+                    "Caddy sends {} to {h}:{rp}, where another service answers; {label} listens \
+                        on {p}{}",
                     s.name,
-                    source.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+                    route_src(r)
                 ),
                 _ => format!(
-                    "the public URL reaches a different service ({what}) while {label} answers correctly inside on {p}: Caddy routes to the wrong port"
+                    "the public URL reaches a different service ({what}) while {label} answers \
+                        correctly inside on {p}: Caddy routes to the wrong port"
                 ),
-            };
-            row(Status::Broken, Some(Layer::Caddy), "caddy-route-to-wrong-service", summary)
-                .next(caddy_route_next(ctx, s, vmid, route))
-        }
-        Answer::Unreachable(FailureKind::Refused) => service_down(s, vmid, "service-down-other-answers"),
-        Answer::BadStatus(_) | Answer::WrongService { .. } => {
-            let rule = if matches!(i, Answer::BadStatus(_)) {
-                "service-error-status"
-            } else {
-                "other-process-on-port"
             };
             row(
                 Status::Broken,
-                Some(Layer::Service),
-                rule,
-                format!("{label} answers wrongly inside the container too: {}", describe_answer(i, s)),
+                Some(Layer::Caddy),
+                "caddy-route-to-wrong-service",
+                summary,
             )
-            .next(svc_next(s, vmid))
+            .next(caddy_route_next(x))
         }
-        Answer::Unreachable(FailureKind::Timeout) => row(
-            Status::Broken,
-            Some(Layer::Service),
-            "service-hangs",
-            format!("{label} accepts connections on {p} but does not answer in time"),
-        )
-        .next(svc_next(s, vmid)),
-        _ => inconclusive(
+        _ => broken_between(
             "wrong-answer-no-internal",
             vec![Layer::Caddy, Layer::Service],
             format!(
-                "the public URL answers wrongly ({what}); without the internal view a wrong Caddy port and a broken service cannot be told apart"
+                "the public URL answers wrongly ({what}); without the internal view a wrong \
+                    Caddy port and a broken service cannot be told apart"
             ),
         ),
     }
 }
 
 /// Services with no public URL: the internal view alone decides.
-fn decide_internal_only(s: &Service, vmid: u32, i: &Answer, f: &Facts) -> Row {
-    let label = service_label(s);
-    match i {
+fn decide_internal_only(x: &Subject) -> Row {
+    let (s, vmid) = (x.s, x.vmid());
+    match &x.i {
         Answer::Healthy => row(
             Status::Healthy,
             None,
@@ -1400,13 +1779,19 @@ fn decide_internal_only(s: &Service, vmid: u32, i: &Answer, f: &Facts) -> Row {
             Status::Degraded,
             Some(Layer::Service),
             "header-missing-at-service",
-            format!("{label} answers without {}", h.join(", ")),
+            format!("{} answers without {}", x.label(), h.join(", ")),
         )
         .next(svc_next(s, vmid)),
-        Answer::Unreachable(FailureKind::Refused | FailureKind::Timeout)
-        | Answer::BadStatus(_)
-        | Answer::WrongService { .. } => service_fault(s, vmid, i).expect("a service fault"),
-        Answer::Unreachable(k) => inconclusive(
+        Answer::Unreachable(
+            k @ (FailureKind::EmptyReply
+            | FailureKind::Receive
+            | FailureKind::Protocol
+            | FailureKind::Other
+            | FailureKind::Dns
+            | FailureKind::Tls
+            | FailureKind::Certificate
+            | FailureKind::Redirect),
+        ) => inconclusive(
             "internal-transport-error",
             vec![Layer::Service],
             format!(
@@ -1415,17 +1800,246 @@ fn decide_internal_only(s: &Service, vmid: u32, i: &Answer, f: &Facts) -> Row {
                 k.as_str()
             ),
         ),
-        _ => inconclusive(
+        Answer::NotRun => inconclusive(
             "not-checkable",
             Vec::new(),
             format!(
                 "{} is not routed, so only the internal view can check it: {}",
                 s.name,
-                f.internal_unavailable
+                x.f.internal_unavailable
                     .clone()
                     .unwrap_or_else(|| "no internal record".into())
             ),
         ),
+        _ => service_fault(x).unwrap_or_else(|| unreachable_row(x)),
+    }
+}
+
+/// The host's view of cloudflared: its readiness pins a tunnel failure seen from outside.
+fn decide_host_tunnel(x: &Subject) -> Option<Row> {
+    let h = x.t.host.as_ref()?;
+    if !matches!(h.run, ExecRun::Completed { .. }) {
+        return None;
+    }
+    let ready = h.cloudflared.response().map(|r| r.status);
+    let edge_side = matches!(
+        x.e,
+        Answer::TunnelDown | Answer::EdgeError { .. } | Answer::NoIngress
+    );
+    if edge_side || matches!(x.e, Answer::Unreachable(_)) {
+        match (ready, &h.cloudflared) {
+            (Some(503), _) => {
+                return Some(
+                    row(
+                        Status::Broken,
+                        Some(Layer::Tunnel),
+                        "host-cloudflared-not-ready",
+                        "cloudflared on the host reports no edge connection (/ready: 503)".into(),
+                    )
+                    .next(tunnel_next()),
+                )
+            }
+            (
+                None,
+                Probe::Failed {
+                    kind: FailureKind::Refused,
+                    ..
+                },
+            ) if matches!(x.e, Answer::TunnelDown) => {
+                return Some(
+                    row(
+                        Status::Broken,
+                        Some(Layer::Tunnel),
+                        "host-cloudflared-not-running",
+                        "cloudflared is not running on the host (nothing answers /ready on \
+                            127.0.0.1:20241-20245)"
+                            .into(),
+                    )
+                    .next(
+                        "on the PVE host: systemctl restart cloudflared; journalctl -u \
+                        cloudflared -n 50",
+                    ),
+                )
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// With the host vantage every hop is probed directly, so the break is pinned to one hop.
+/// `None` when the host's view adds nothing (the base rules then decide).
+fn decide_host(x: &Subject) -> Option<Row> {
+    let h = x.t.host.as_ref()?;
+    if !matches!(h.run, ExecRun::Completed { .. }) {
+        return None;
+    }
+    let (s, vmid, p, label) = (x.s, x.vmid(), x.port(), x.label());
+    let ct = x.ctx.instance_name(vmid);
+    let hs = h.services.iter().find(|hs| hs.name == s.name)?;
+    let c = classify(s, &hs.caddy);
+    let u = classify(s, &hs.upstream);
+    let edge_side = matches!(
+        x.e,
+        Answer::TunnelDown | Answer::EdgeError { .. } | Answer::NoIngress
+    );
+
+    // Caddy's listener.
+    if let Answer::Unreachable(FailureKind::Refused) = c {
+        return Some(
+            row(
+                Status::Broken,
+                Some(Layer::Caddy),
+                "host-caddy-down",
+                format!(
+                    "nothing listens on Caddy's address {} on the host: caddy-cmux is down",
+                    h.caddy_url
+                ),
+            )
+            .next(
+                "on the PVE host: systemctl status caddy-cmux; journalctl -u caddy-cmux -n \
+                50; systemctl restart caddy-cmux",
+            ),
+        );
+    }
+    if matches!(
+        c,
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
+    ) && edge_side
+    {
+        return Some(
+            row(
+                Status::Broken,
+                Some(Layer::Tunnel),
+                "host-caddy-ok-edge-fails",
+                format!(
+                    "Caddy answers {} correctly on the host, but the public URL does not: the \
+                        break is between the edge and Caddy (cloudflared's origin setting)",
+                    s.name
+                ),
+            )
+            .next(
+                "on the PVE host: grep -n -A2 ingress /etc/cloudflared/config.yml (the rule \
+                must send the sandbox hostnames to http://localhost:8080); journalctl -u \
+                cloudflared -n 50",
+            ),
+        );
+    }
+    if x.outer_down() {
+        // The origin check failed: edge/tunnel/Caddy are down for every hostname; the host's view
+        // of the inner hops does not change that.
+        return None;
+    }
+    let caddy_fails = matches!(
+        c,
+        Answer::CaddyBadGateway(_)
+            | Answer::CaddyNoRoute
+            | Answer::BadStatus(_)
+            | Answer::WrongService { .. }
+    );
+    match u {
+        Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) if caddy_fails => {
+            let summary = match x.route() {
+                Some(
+                    r @ RouteObservation {
+                        upstream_host: Some(rh),
+                        upstream_port: Some(rp),
+                        ..
+                    },
+                ) => format!(
+                    "the host reaches {label} at {}, but Caddy sends it to {rh}:{rp}{}",
+                    hs.upstream_url,
+                    route_src(r)
+                ),
+                _ => format!(
+                    "the host reaches {label} at {}, but Caddy's own answer for it fails ({}): \
+                        Caddy's route is wrong",
+                    hs.upstream_url,
+                    describe_answer(&c, s)
+                ),
+            };
+            Some(
+                row(
+                    Status::Broken,
+                    Some(Layer::Caddy),
+                    "host-caddy-route-wrong",
+                    summary,
+                )
+                .next(caddy_route_next(x)),
+            )
+        }
+        Answer::Unreachable(FailureKind::Dns) => Some(
+            row(
+                Status::Broken,
+                Some(Layer::Container),
+                "host-upstream-name",
+                format!(
+                    "{ct}'s name in {} does not resolve on the host",
+                    hs.upstream_url
+                ),
+            )
+            .next(format!(
+                "on the PVE host: pct status {vmid}; getent hosts {ct}.lan \
+                (the router's DHCP/DNS must publish the container's hostname)"
+            )),
+        ),
+        Answer::Unreachable(FailureKind::Refused)
+            if matches!(x.i, Answer::Healthy | Answer::MissingHeaders(_)) =>
+        {
+            Some(
+                row(
+                    Status::Broken,
+                    Some(Layer::Service),
+                    "host-upstream-loopback-only",
+                    format!(
+                        "{label} answers inside on 127.0.0.1:{p} but refuses {}: \
+                         it listens only on loopback",
+                        hs.upstream_url
+                    ),
+                )
+                .next(format!(
+                    "pct exec {vmid} -- ss -ltnp 'sport = :{p}' — \
+                     make {label} listen on 0.0.0.0:{p}"
+                )),
+            )
+        }
+        Answer::Unreachable(FailureKind::Timeout)
+            if matches!(x.i, Answer::Healthy | Answer::MissingHeaders(_)) =>
+        {
+            Some(
+                row(
+                    Status::Broken,
+                    Some(Layer::Container),
+                    "host-upstream-unreachable",
+                    format!(
+                        "the host cannot reach {} in time while {label} answers inside: \
+                         the container's network or a firewall drops it",
+                        hs.upstream_url
+                    ),
+                )
+                .next(format!(
+                    "on the PVE host: pct status {vmid}; ping -c1 {ct}.lan; \
+                     pct exec {vmid} -- ip addr"
+                )),
+            )
+        }
+        Answer::Unreachable(FailureKind::Timeout | FailureKind::Refused) if !x.internal_known() => {
+            Some(
+                broken_between(
+                    "host-upstream-fails-no-internal",
+                    vec![Layer::Service, Layer::Container],
+                    format!(
+                        "the host gets no answer from {} ({}) and the internal view is \
+                         unavailable: {label} is down or hangs, or the container's network \
+                         drops it",
+                        hs.upstream_url,
+                        describe_answer(&u, s)
+                    ),
+                )
+                .next(svc_next(s, vmid)),
+            )
+        }
+        _ => None,
     }
 }
 
@@ -1437,75 +2051,150 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         let Some(s) = ctx.catalog.get(&so.name) else {
             continue;
         };
-        let e = external_answer(t, s, so);
-        let i = classify(s, &so.internal);
-        let r = decide(ctx, &f, t, s, so, &e, &i);
-        let mut evidence = Vec::new();
-        if let Some(url) = &so.url {
-            evidence.push(format!(
-                "external {url}: {} — {}",
-                describe_probe(&so.external),
-                describe_answer(&e, s)
-            ));
-        }
-        evidence.push(format!(
-            "internal 127.0.0.1:{}{}: {}{}",
-            s.port,
-            s.probe.path,
-            describe_probe(&so.internal),
-            if i == Answer::NotRun {
-                String::new()
-            } else {
-                format!(" — {}", describe_answer(&i, s))
-            }
-        ));
-        if let Some(route) = route_for(t, &s.name) {
-            evidence.push(match (&route.upstream_host, route.upstream_port) {
-                (Some(h), Some(p)) => format!(
-                    "Caddy route for {}: {h}:{p}{}",
-                    route.host,
-                    route
-                        .source
-                        .as_ref()
-                        .map(|s| format!(" ({s})"))
-                        .unwrap_or_default()
-                ),
-                (Some(h), None) => format!("Caddy route for {}: {h}", route.host),
-                _ => format!("Caddy has no route for {}", route.host),
-            });
-        }
-        if r.status != Status::Healthy {
-            if let Some(c) = &f.chain_reaches_container {
-                evidence.push(c.clone());
-            }
-            if let Some(ok) = f.origin_ok {
-                evidence.push(if ok {
-                    "the origin check (a hostname Caddy answers itself) got Caddy's answer: edge, tunnel and Caddy are up".into()
-                } else {
-                    "the origin check (a hostname Caddy answers itself) failed too".into()
-                });
-            }
-            if let (Some(u), Answer::NotRun) = (&f.internal_unavailable, &i) {
-                evidence.push(format!("internal view unavailable: {u}"));
-            }
-        }
+        let ext_cut = so.url.is_some() && cut_by_deadline(ctx, t, &so.external, false);
+        let int_cut = cut_by_deadline(ctx, t, &so.internal, true);
+        let e = if ext_cut {
+            Answer::NotRun
+        } else {
+            external_answer(t, s, so)
+        };
+        let i = if int_cut {
+            Answer::NotRun
+        } else {
+            classify(s, &so.internal)
+        };
+        let cut = ext_cut || (int_cut && e == Answer::NotRun);
+        let x = Subject {
+            ctx,
+            f: &f,
+            t,
+            s,
+            so,
+            e,
+            i,
+            cut,
+        };
+        let r = decide(&x);
+        let evidence = evidence(&x, &r);
+        let candidates = r
+            .candidates
+            .iter()
+            .map(|&layer| Candidate {
+                layer,
+                check: x.check_for(layer),
+            })
+            .collect();
         services.push(Verdict {
             status: r.status,
             layer: r.layer,
-            candidates: r.candidates,
+            candidates,
             summary: r.summary,
             evidence,
             next_step: r.next_step,
             rule: r.rule,
         });
     }
+    let mut exec = channel_verdict(t);
+    if let (
+        Some(d),
+        ExecRun::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        }
+        | ExecRun::NotRun { .. },
+    ) = (ctx.deadline, &t.exec.run)
+    {
+        if exec.status != Status::Healthy {
+            exec.summary = format!(
+                "internal probes unavailable: the run's deadline ({} ms, --deadline) cut the exec \
+                 call",
+                d.as_millis()
+            );
+        }
+    }
     TargetVerdict {
         vmid: t.vmid,
-        exec: channel_verdict(t),
+        exec,
         services,
     }
+}
+
+/// The evidence lines of one verdict: both answers, Caddy's route, and the target-wide facts.
+fn evidence(x: &Subject, r: &Row) -> Vec<String> {
+    let (s, so, f) = (x.s, x.so, x.f);
+    let mut evidence = Vec::new();
+    // An answer set aside because the run's deadline, not the chain, ended the probe.
+    let described = |p: &Probe, a: &Answer| match (p, a) {
+        (Probe::NotRun { .. }, _) | (_, Answer::NotRun) if x.cut => {
+            "cut by the run's deadline (--deadline), not by the chain".to_string()
+        }
+        _ => describe_answer(a, s),
+    };
+    if let Some(url) = &so.url {
+        evidence.push(format!(
+            "external {url}: {} — {}",
+            describe_probe(&so.external),
+            described(&so.external, &x.e)
+        ));
+    }
+    evidence.push(format!(
+        "internal 127.0.0.1:{}{}: {}{}",
+        s.port,
+        s.probe.path,
+        describe_probe(&so.internal),
+        if x.i == Answer::NotRun {
+            String::new()
+        } else {
+            format!(" — {}", describe_answer(&x.i, s))
+        }
+    ));
+    if let Some(route) = x.route() {
+        evidence.push(match (&route.upstream_host, route.upstream_port) {
+            (Some(h), Some(p)) => format!(
+                "Caddy route for {}: {h}:{p}{}",
+                route.host,
+                route_src(route)
+            ),
+            (Some(h), None) => format!("Caddy route for {}: {h}", route.host),
+            _ => format!("Caddy has no route for {}", route.host),
+        });
+    }
+    if r.status != Status::Healthy {
+        if so.url.is_some() && !matches!(so.external, Probe::NotRun { .. }) {
+            evidence.push(match x.ctx.connect_to {
+                Some(a) => format!(
+                    "{} was dialled at {a} (--connect-to), with its own name for TLS and Host",
+                    x.host()
+                ),
+                None => format!(
+                    "{} was dialled at the address DNS gave this machine",
+                    x.host()
+                ),
+            });
+        }
+        if let Some(c) = &f.chain_reaches_container {
+            evidence.push(c.clone());
+        }
+        if let Some(ok) = f.origin_ok {
+            evidence.push(if ok {
+                "the origin check (a hostname Caddy answers itself) got Caddy's answer: edge, \
+                    tunnel and Caddy are up"
+                    .into()
+            } else {
+                "the origin check (a hostname Caddy answers itself) failed too".into()
+            });
+        }
+        if let (Some(u), Answer::NotRun) = (&f.internal_unavailable, &x.i) {
+            evidence.push(format!("internal view unavailable: {u}"));
+        }
+    }
+    evidence
 }
 
 #[cfg(test)]
 #[path = "verdict_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "verdict_props.rs"]
+mod props;

@@ -179,7 +179,10 @@ fn verdict_with(c: &Catalog, t: &TargetObservation, name: &str, layout: Layout) 
         instance: None,
         catalog: c,
         layout,
-        caddyfile: "/etc/caddy/Caddyfile.cmux",
+        caddyfile: None,
+        connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     let tv = diagnose(&ctx, t);
     let i = t.services.iter().position(|s| s.name == name).unwrap();
@@ -194,8 +197,11 @@ struct Case {
     setup: Setup,
     status: Status,
     layer: Option<Layer>,
+    /// When no layer is pinned: the candidates, in order.
+    candidates: &'static [Layer],
 }
 
+/// A row that pins `layer` (or none, for healthy/skipped/inconclusive without candidates).
 const fn case(
     row: &'static str,
     service: &'static str,
@@ -209,6 +215,25 @@ const fn case(
         setup,
         status,
         layer,
+        candidates: &[],
+    }
+}
+
+/// A row whose layer is not pinned: `candidates`, most likely first.
+const fn between(
+    row: &'static str,
+    service: &'static str,
+    setup: Setup,
+    status: Status,
+    candidates: &'static [Layer],
+) -> Case {
+    Case {
+        row,
+        service,
+        setup,
+        status,
+        layer: None,
+        candidates,
     }
 }
 
@@ -225,7 +250,175 @@ fn edge502(t: &mut TargetObservation, name: &str) {
     set_ext(t, name, cf(502, "error code: 502"));
 }
 
+/// Caddy's route for `name` as read from a Caddyfile line 17 (or the admin API).
+fn route(t: &mut TargetObservation, name: &str, port: u16, from: RouteFrom) {
+    t.routes.push(RouteObservation {
+        service: name.into(),
+        host: format!("{name}-202.example.test"),
+        upstream_host: Some("cmux-202.lan".into()),
+        upstream_port: Some(port),
+        source: Some(match from {
+            RouteFrom::Caddyfile => "/srv/Caddyfile.cmux:17".into(),
+            RouteFrom::AdminApi => "caddy admin API apps.http.servers.srv0.routes[2]".into(),
+        }),
+        from: Some(from),
+    });
+}
+
+/// A host vantage that reaches no port of the container (every upstream: `kind`).
+fn host_lost(t: &mut TargetObservation, kind: FailureKind) {
+    host_view(t, "xterm", caddy(502), failed(kind));
+    for s in &mut t.host.as_mut().unwrap().services {
+        s.caddy = caddy(502);
+        s.upstream = failed(kind);
+    }
+    all_ext(t, cf(502, "error code: 502"));
+}
+
 const CASES: &[Case] = &[
+    between(
+        "gateway-error-no-internal",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            no_internal(t, UNAUTHORIZED);
+            route(t, "xterm", 39383, RouteFrom::AdminApi);
+        },
+        Broken,
+        &[Service, Container],
+    ),
+    case(
+        "cut-by-deadline",
+        "cdp",
+        |t| {
+            // The deadline cut the exec stream before cdp's record arrived.
+            t.exec.run = ExecRun::Incomplete {
+                notes: vec![],
+                elapsed_ms: 100,
+            };
+            set_int(
+                t,
+                "cdp",
+                Probe::not_run("no record before the stream was cut"),
+            );
+        },
+        Inconclusive,
+        None,
+    ),
+    case(
+        "host-container-unreachable",
+        "xterm",
+        |t| {
+            host_lost(t, FailureKind::Dns);
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "host-container-unreachable",
+        "preview",
+        |t| {
+            // "no route to host" on every port: optional services are down with the container
+            host_lost(t, FailureKind::Refused);
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "host-container-unreachable",
+        "cdp",
+        |t| {
+            host_lost(t, FailureKind::Timeout);
+            no_internal(
+                t,
+                ExecRun::Rejected {
+                    status: 502,
+                    body: "error code: 502".into(),
+                    from_edge: true,
+                },
+            );
+        },
+        Broken,
+        Some(Container),
+    ),
+    between(
+        "host-upstream-fails-no-internal",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            no_internal(t, UNAUTHORIZED);
+            host_view(t, "xterm", caddy(502), failed(FailureKind::Refused));
+        },
+        Broken,
+        &[Service, Container],
+    ),
+    between(
+        "all-public-dns",
+        "xterm",
+        |t| all_ext(t, failed(FailureKind::Dns)),
+        Broken,
+        &[Tunnel, Input],
+    ),
+    between(
+        "all-public-tls",
+        "xterm",
+        |t| all_ext(t, failed(FailureKind::Certificate)),
+        Broken,
+        &[Tunnel, Input],
+    ),
+    between(
+        "all-public-refused",
+        "vnc",
+        |t| all_ext(t, failed(FailureKind::Refused)),
+        Broken,
+        &[Tunnel, Input],
+    ),
+    case(
+        "caddy-route-misses-live-service",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            route(t, "xterm", 39376, RouteFrom::Caddyfile);
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "caddy-route-misses-live-service",
+        "vnc",
+        |t| {
+            set_ext(t, "vnc", caddy(502));
+            route(t, "vnc", 39388, RouteFrom::AdminApi);
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    between(
+        "route-correct-upstream-unreachable",
+        "xterm",
+        |t| {
+            edge502(t, "xterm");
+            route(t, "xterm", 39383, RouteFrom::AdminApi);
+        },
+        Broken,
+        &[Service, Container],
+    ),
     case("healthy", "xterm", |_| {}, Healthy, None),
     case("healthy-inside-only", "cdp", |_| {}, Healthy, None),
     case(
@@ -297,15 +490,15 @@ const CASES: &[Case] = &[
         Degraded,
         Some(Service),
     ),
-    case(
+    between(
         "header-missing-unknown-origin",
         "xterm",
         |t| {
             set_ext(t, "xterm", resp(200, &[], r#"{"sessions":[]}"#));
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Degraded,
+        &[Caddy, Service],
     ),
     case(
         "header-doubled-by-proxy",
@@ -347,7 +540,7 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "header-doubled-unknown-origin",
         "xterm",
         |t| {
@@ -365,8 +558,8 @@ const CASES: &[Case] = &[
             );
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service],
     ),
     case(
         "tunnel-down",
@@ -453,22 +646,22 @@ const CASES: &[Case] = &[
         Broken,
         Some(Caddy),
     ),
-    case(
-        "caddy-route-misses-live-service",
+    between(
+        "gateway-error-service-ok",
         "xterm",
         |t| edge502(t, "xterm"),
         Broken,
-        Some(Caddy),
+        &[Caddy, Service, Container],
     ),
-    case(
-        "caddy-route-misses-live-service",
+    between(
+        "gateway-error-service-ok",
         "vnc",
         |t| set_ext(t, "vnc", caddy(502)),
         Broken,
-        Some(Caddy),
+        &[Caddy, Service, Container],
     ),
-    case(
-        "caddy-route-misses-live-service",
+    between(
+        "gateway-error-service-ok",
         "xterm",
         |t| {
             // exec's round trip failed, but another service answered through the chain
@@ -476,17 +669,17 @@ const CASES: &[Case] = &[
             t.exec.via_public_url = false;
         },
         Broken,
-        Some(Caddy),
+        &[Caddy, Service, Container],
     ),
-    case(
+    between(
         "gateway-error-service-ok-unproven-chain",
         "xterm",
         |t| {
             all_ext(t, cf(502, "error code: 502"));
             t.exec.via_public_url = false;
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Container, Service],
     ),
     case(
         "service-down",
@@ -604,27 +797,27 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "gateway-error-internal-transport",
         "xterm",
         |t| {
             edge502(t, "xterm");
             set_int(t, "xterm", failed(FailureKind::EmptyReply));
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service, Container],
     ),
-    case(
+    between(
         "gateway-error-no-internal",
         "xterm",
         |t| {
             edge502(t, "xterm");
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service, Container],
     ),
-    case(
+    between(
         "container-unreachable",
         "xterm",
         |t| {
@@ -639,7 +832,7 @@ const CASES: &[Case] = &[
             );
         },
         Broken,
-        Some(Container),
+        &[Container, Caddy, Service],
     ),
     case(
         "caddy-dials-other-host",
@@ -660,12 +853,13 @@ const CASES: &[Case] = &[
                 upstream_host: Some("cmux-202.local".into()),
                 upstream_port: Some(39383),
                 source: Some("Caddyfile.cmux:17".into()),
+                from: Some(RouteFrom::Caddyfile),
             });
         },
         Broken,
         Some(Caddy),
     ),
-    case(
+    between(
         "origin-unreachable",
         "xterm",
         |t| {
@@ -680,10 +874,10 @@ const CASES: &[Case] = &[
             );
             t.origin.as_mut().unwrap().probe = cf(502, "error code: 502");
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Tunnel],
     ),
-    case(
+    between(
         "gateway-error-unknown",
         "xterm",
         |t| {
@@ -697,8 +891,8 @@ const CASES: &[Case] = &[
             );
             t.origin = None;
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container, Service],
     ),
     case(
         "caddy-route-to-wrong-service",
@@ -748,32 +942,32 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "wrong-answer-no-internal",
         "xterm",
         |t| {
             set_ext(t, "xterm", resp(200, &[], "<html>vite</html>"));
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Caddy, Service],
     ),
-    case(
+    between(
         "public-timeout-service-ok",
         "xterm",
         |t| set_ext(t, "xterm", failed(FailureKind::Timeout)),
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container],
     ),
-    case(
+    between(
         "public-timeout",
         "xterm",
         |t| {
             set_ext(t, "xterm", failed(FailureKind::Timeout));
             no_internal(t, UNAUTHORIZED);
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container, Service],
     ),
     case(
         "service-down-timeout",
@@ -785,19 +979,19 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "public-transport-error",
         "xterm",
         |t| set_ext(t, "xterm", failed(FailureKind::Receive)),
-        Inconclusive,
-        None,
+        Broken,
+        &[Tunnel, Caddy, Container, Service],
     ),
-    case(
+    between(
         "internal-transport-error",
         "cdp",
         |t| set_int(t, "cdp", failed(FailureKind::EmptyReply)),
         Inconclusive,
-        None,
+        &[Service],
     ),
     case(
         "not-checkable",
@@ -936,7 +1130,7 @@ const CASES: &[Case] = &[
         Broken,
         Some(Service),
     ),
-    case(
+    between(
         "route-correct-upstream-unreachable",
         "xterm",
         |t| {
@@ -947,10 +1141,11 @@ const CASES: &[Case] = &[
                 upstream_host: Some("cmux-202.lan".into()),
                 upstream_port: Some(39383),
                 source: Some("Caddyfile.cmux:17".into()),
+                from: Some(RouteFrom::Caddyfile),
             });
         },
-        Inconclusive,
-        None,
+        Broken,
+        &[Service, Container, Caddy],
     ),
 ];
 
@@ -963,16 +1158,20 @@ fn every_row_of_the_decision_table() {
         (k.setup)(&mut t);
         let v = verdict_of(&c, &t, k.service);
         let want_rule = k.row;
-        if v.status != k.status || v.layer != k.layer || v.rule != want_rule {
+        let got: Vec<Layer> = v.candidates.iter().map(|c| c.layer).collect();
+        if v.status != k.status || v.layer != k.layer || v.rule != want_rule || got != k.candidates
+        {
             failures.push(format!(
-                "case {n} ({} / {}): want {:?} {:?} {}, got {:?} {:?} {} — {}",
+                "case {n} ({} / {}): want {:?} {:?} {:?} {}, got {:?} {:?} {:?} {} — {}",
                 k.row,
                 k.service,
                 k.status,
                 k.layer,
+                k.candidates,
                 want_rule,
                 v.status,
                 v.layer,
+                got,
                 v.rule,
                 v.summary
             ));
@@ -982,8 +1181,15 @@ fn every_row_of_the_decision_table() {
         assert!(!v.evidence.is_empty(), "case {n}: no evidence");
         match v.status {
             Broken | Degraded => {
-                assert!(v.layer.is_some(), "case {n}: broken without layer");
-                assert!(v.next_step.is_some(), "case {n}: broken without next step");
+                assert!(
+                    v.layer.is_some() == v.candidates.is_empty(),
+                    "case {n}: broken needs a layer or candidates, not both"
+                );
+                assert!(
+                    v.next_step.is_some() || !v.candidates.is_empty(),
+                    "case {n}: broken without next step"
+                );
+                assert!(v.candidates.iter().all(|c| !c.check.is_empty()));
             }
             Inconclusive => {
                 assert!(v.layer.is_none(), "case {n}: inconclusive with a layer");
@@ -1023,13 +1229,18 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
     let mut t = healthy_target(&c);
     edge502(&mut t, "xterm");
     let v = verdict_of(&c, &t, "xterm");
-    assert_eq!((v.status, v.layer), (Broken, Some(Caddy)));
+    // Without Caddy's configuration a wrong route and a loopback-only service look the same:
+    // broken, Caddy the most likely candidate, no layer pinned.
+    assert_eq!((v.status, v.layer), (Broken, None));
+    assert_eq!(v.layers(), vec![Caddy, Service, Container]);
+    assert!(v.candidates[0].check.contains("--caddyfile"));
     assert!(v.summary.contains("39383"), "{}", v.summary);
-    assert!(v
-        .next_step
-        .as_deref()
-        .unwrap()
-        .contains("cmux-{re.vmid.1}.lan:39383"));
+    let next = v.next_step.as_deref().unwrap();
+    assert!(next.contains("cmux-{re.vmid.1}.lan:39383"), "{next}");
+    // No line-number edit of a file that was not read: how to find the line instead.
+    assert!(!next.contains("sed -i"), "{next}");
+    assert!(next.contains("grep -n"), "{next}");
+    assert!(next.contains(HOST_CADDYFILE), "{next}");
     assert!(v
         .next_step
         .as_deref()
@@ -1046,8 +1257,19 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
         upstream_host: Some("cmux-202.lan".into()),
         upstream_port: Some(39376),
         source: Some("Caddyfile.cmux:17".into()),
+        from: Some(RouteFrom::Caddyfile),
     });
     let v = verdict_of(&c, &t, "xterm");
+    assert_eq!((v.status, v.layer), (Broken, Some(Caddy)));
+    // The edit names the file really read, with its line.
+    assert!(
+        v.next_step
+            .as_deref()
+            .unwrap()
+            .contains("sed -i '17s/:39376/:39383/' Caddyfile.cmux"),
+        "{:?}",
+        v.next_step
+    );
     assert!(
         v.summary.contains("cmux-202.lan:39376")
             && v.summary.contains("39383")
@@ -1060,7 +1282,10 @@ fn the_seed_incident_names_caddy_and_the_live_port() {
         instance: None,
         catalog: &c,
         layout: Layout::PerService,
-        caddyfile: "x",
+        caddyfile: None,
+        connect_to: None,
+        deadline: None,
+        target_cut: false,
     };
     let tv = diagnose(&ctx, &t);
     for (s, v) in t.services.iter().zip(&tv.services) {
@@ -1076,7 +1301,8 @@ fn later_layout_next_step_checks_the_bind_address() {
     let mut t = healthy_target(&c);
     edge502(&mut t, "xterm");
     let v = verdict_with(&c, &t, "xterm", Layout::PortInHost);
-    assert_eq!(v.layer, Some(Caddy));
+    assert_eq!(v.layer, None);
+    assert!(v.layers().contains(&Caddy) && v.layers().contains(&Service));
     assert!(v.next_step.unwrap().contains("ss -ltnp"));
 }
 
@@ -1136,4 +1362,49 @@ fn worst_status_orders_broken_last() {
     assert!(
         Broken > Degraded && Degraded > Inconclusive && Inconclusive > Skipped && Skipped > Healthy
     );
+}
+
+/// A probe whose time limit was the run's deadline (shorter than --timeout) and that timed out was
+/// cut by the operator's limit: no hop is blamed, and a whole target cut says so for every service.
+#[test]
+fn a_deadline_cut_blames_no_layer() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    all_ext(&mut t, failed(FailureKind::Timeout));
+    for s in &mut t.services {
+        s.internal = failed(FailureKind::Timeout);
+    }
+    let mut ctx = Context {
+        instance: None,
+        catalog: &c,
+        layout: Layout::PerService,
+        caddyfile: None,
+        connect_to: None,
+        deadline: Some(std::time::Duration::from_millis(300)),
+        target_cut: false,
+    };
+    for v in diagnose(&ctx, &t).services {
+        assert_eq!(
+            (v.status, v.rule),
+            (Inconclusive, "cut-by-deadline"),
+            "{}",
+            v.summary
+        );
+        assert!(v.layers().is_empty());
+        assert!(v.summary.contains("300 ms"), "{}", v.summary);
+    }
+    // Without the deadline in the way the same timeouts are the chain's: broken.
+    ctx.deadline = None;
+    assert_eq!(diagnose(&ctx, &t).services[1].status, Broken);
+    // A target the deadline cut: every probe not run.
+    for s in &mut t.services {
+        s.external = Probe::not_run("cut");
+        s.internal = Probe::not_run("cut");
+    }
+    ctx.target_cut = true;
+    ctx.deadline = Some(std::time::Duration::from_millis(300));
+    for v in diagnose(&ctx, &t).services {
+        assert_eq!(v.rule, "cut-by-deadline", "{}", v.summary);
+        assert!(!v.summary.contains("not routed"), "{}", v.summary);
+    }
 }

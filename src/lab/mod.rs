@@ -373,6 +373,16 @@ pub const SCENARIOS: &[&str] = &[
     "loopback-only",
     "later-layout",
     "later-service-down",
+    // Mixed faults (issue 10): more than one thing wrong at once.
+    "route-wrong-and-down",
+    "worker-hung",
+    "two-vmids",
+    "port-and-loopback",
+    "error-and-cors",
+    "unauthorized-and-down",
+    "cdp-down-and-route",
+    "preview-off-and-port",
+    "container-down-caddy-ok",
 ];
 
 fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
@@ -512,6 +522,104 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             (
                 "loopback-only",
                 "cmux-pty listens on 127.0.0.1:39383 only: healthy inside, Caddy's correct route gets refused",
+                c,
+            )
+        }
+        "route-wrong-and-down" => {
+            let mut c = base;
+            route_port(&mut c.routes, "xterm", 5173);
+            c.containers = vec![without(ct, ServiceKind::Vscode)];
+            (
+                "route-wrong-and-down",
+                "Caddy routes xterm to 5173 where the dev server answers, and openvscode-server is not running",
+                c,
+            )
+        }
+        "worker-hung" => {
+            let mut c = base;
+            c.containers = vec![with_behaviour(ct, ServiceKind::Worker, Behaviour::Hang)];
+            (
+                "worker-hung",
+                "the exec channel works, but the worker accepts connections and never answers",
+                c,
+            )
+        }
+        "two-vmids" => {
+            let mut c = base;
+            let mut other = healthy_container(VMID + 1, token.clone());
+            other.running = false;
+            c.containers = vec![
+                with_behaviour(ct, ServiceKind::Xterm, Behaviour::NoCors),
+                other,
+            ];
+            (
+                "two-vmids",
+                "two containers, two faults: 202's cmux-pty drops CORS, 203 is stopped",
+                c,
+            )
+        }
+        "port-and-loopback" => {
+            let mut c = base;
+            route_port(&mut c.routes, "vnc", 39388);
+            c.containers = vec![with_behaviour(
+                ct,
+                ServiceKind::Xterm,
+                Behaviour::LoopbackOnly,
+            )];
+            (
+                "port-and-loopback",
+                "Caddy routes vnc to a closed port, and cmux-pty listens on 127.0.0.1 only behind a correct route",
+                c,
+            )
+        }
+        "error-and-cors" => {
+            let mut c = base;
+            let ct = with_behaviour(ct, ServiceKind::Vscode, Behaviour::Error500);
+            c.containers = vec![with_behaviour(ct, ServiceKind::Xterm, Behaviour::NoCors)];
+            (
+                "error-and-cors",
+                "openvscode-server answers 500, and cmux-pty answers without access-control-allow-origin",
+                c,
+            )
+        }
+        "unauthorized-and-down" => {
+            let mut c = base;
+            c.containers = vec![without(ct, ServiceKind::Vscode)];
+            client_token = Some(WRONG_TOKEN.to_string());
+            (
+                "unauthorized-and-down",
+                "the client's exec token is wrong (no internal view), and openvscode-server is not running",
+                c,
+            )
+        }
+        "cdp-down-and-route" => {
+            let mut c = base;
+            route_port(&mut c.routes, "worker", 39399);
+            c.containers = vec![without(ct, ServiceKind::Cdp)];
+            (
+                "cdp-down-and-route",
+                "the CDP proxy (not routed) is down, and Caddy routes worker to a closed port",
+                c,
+            )
+        }
+        "preview-off-and-port" => {
+            let mut c = base;
+            route_port(&mut c.routes, "vnc", 39388);
+            c.containers = vec![without(ct, ServiceKind::Preview)];
+            (
+                "preview-off-and-port",
+                "no dev server on 5173 (optional, normal), and Caddy routes vnc to a closed port",
+                c,
+            )
+        }
+        "container-down-caddy-ok" => {
+            let mut c = base;
+            c.containers[0].running = false;
+            c.containers
+                .push(healthy_container(VMID + 1, token.clone()));
+            (
+                "container-down-caddy-ok",
+                "202 is stopped while 203 behind the same Caddy and tunnel is healthy",
                 c,
             )
         }

@@ -134,7 +134,18 @@ pub async fn origin_check(client: &reqwest::Client, cfg: &ProbeConfig) -> Option
 
 /// Probes one target: every probe concurrently, within about one probe timeout.
 pub async fn observe(client: &reqwest::Client, cfg: &ProbeConfig, vmid: u32) -> TargetObservation {
-    observe_with(client, cfg, vmid, origin_check(client, cfg), host_wide(cfg)).await
+    let channel = Clients {
+        public: client,
+        exec: client,
+    };
+    observe_with(
+        channel,
+        cfg,
+        vmid,
+        origin_check(client, cfg),
+        host_wide(cfg),
+    )
+    .await
 }
 
 /// The host's run-wide view ([`host::observe_wide`]), when there is a host vantage.
@@ -148,13 +159,22 @@ pub async fn host_wide(cfg: &ProbeConfig) -> Option<host::HostWide> {
 /// [`observe`] with the run-wide checks given (the origin check and the host's run-wide view: one
 /// shared future each for every target of a run); they are awaited concurrently with the target's
 /// own probes.
+/// The HTTP clients of a run: the public URLs' (with `--connect-to`), and the exec channel's
+/// (without it when `--exec-url` names execd directly: `--connect-to` is for public URLs only).
+#[derive(Clone, Copy)]
+pub struct Clients<'a> {
+    pub public: &'a reqwest::Client,
+    pub exec: &'a reqwest::Client,
+}
+
 pub async fn observe_with(
-    client: &reqwest::Client,
+    clients: Clients<'_>,
     cfg: &ProbeConfig,
     vmid: u32,
     origin: impl std::future::Future<Output = Option<OriginCheck>>,
     host_wide: impl std::future::Future<Output = Option<host::HostWide>>,
 ) -> TargetObservation {
+    let client = clients.public;
     // One request per fact: where the exec call goes through the public URL, it is also the exec
     // service's external probe and the auth-mode probe; those are sent only when its answer leaves
     // the question open (see `exec_followups`).
@@ -201,6 +221,7 @@ pub async fn observe_with(
                 0,
             );
         };
+        let client = if *via_public { client } else { clients.exec };
         let start = std::time::Instant::now();
         let result = exec::run(
             client,
@@ -254,7 +275,10 @@ pub async fn observe_with(
     let auth = async {
         match (known_mode, &exec_base) {
             (Some(m), _) => m,
-            (None, Some((base, _))) => exec::auth_mode(client, base, cfg.timeout).await.0,
+            (None, Some((base, via_public))) => {
+                let c = if *via_public { client } else { clients.exec };
+                exec::auth_mode(c, base, cfg.timeout).await.0
+            }
             (None, None) => AuthMode::Unknown,
         }
     };

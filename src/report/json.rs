@@ -4,7 +4,9 @@ use serde_json::{json, Value};
 
 use super::{Format, Report};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: verdicts answer `status` (users affected?) and `layer` (pinned hop, or null) apart, with
+/// `candidates` as objects `{layer, check}` (docs/json-output.md).
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub struct Json;
 

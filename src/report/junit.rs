@@ -61,24 +61,14 @@ fn seconds(p: &Probe) -> f64 {
 
 /// `broken (caddy): summary`
 fn message(v: &Verdict) -> String {
-    match v.layer {
-        Some(l) => format!("{} ({}): {}", v.status.as_str(), l.as_str(), v.summary),
-        None if !v.candidates.is_empty() => format!(
-            "{} ({}): {}",
-            v.status.as_str(),
-            v.candidates
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join("|"),
-            v.summary
-        ),
-        None => format!("{}: {}", v.status.as_str(), v.summary),
-    }
+    format!("{}: {}", super::table::verdict_cell(v), v.summary)
 }
 
 fn body(v: &Verdict) -> String {
     let mut b = String::new();
+    for c in &v.candidates {
+        let _ = writeln!(b, "candidate {}: {}", c.layer.as_str(), c.check);
+    }
     for e in &v.evidence {
         let _ = writeln!(b, "- {e}");
     }
@@ -189,7 +179,12 @@ impl Format for Junit {
                 let secs = seconds(&so.external).max(seconds(&so.internal));
                 time = time.max(secs);
                 counts.add(sv.status);
-                let kind = sv.layer.map(|l| l.as_str()).unwrap_or(sv.status.as_str());
+                let layers = sv.layer_label();
+                let kind = if layers.is_empty() {
+                    sv.status.as_str()
+                } else {
+                    &layers
+                };
                 testcase(
                     &mut cases,
                     &class,

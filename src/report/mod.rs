@@ -44,11 +44,19 @@ impl CaddyReport {
         catalog: &Catalog,
     ) -> CaddyReport {
         match table {
-            Ok(t) => CaddyReport {
-                source,
-                error: None,
-                findings: crate::lint::lint(catalog, std::slice::from_ref(t), &[]),
-            },
+            Ok(t) => {
+                // Fails closed, as `pvediag lint` does: a source with no cmux route is a finding.
+                let mut findings: Vec<crate::lint::Finding> =
+                    crate::lint::no_cmux_route(catalog, &source, t)
+                        .into_iter()
+                        .collect();
+                findings.extend(crate::lint::lint(catalog, std::slice::from_ref(t), &[]));
+                CaddyReport {
+                    source,
+                    error: None,
+                    findings,
+                }
+            }
             Err(e) => CaddyReport {
                 source,
                 error: Some(e.clone()),
@@ -68,6 +76,26 @@ pub struct TargetReport {
     pub completion: Completion,
     /// The routing generation the target was diagnosed with, and why (crate::generation).
     pub routing: Option<crate::generation::Routing>,
+}
+
+impl TargetReport {
+    /// Keeps only the services named (`--services`): observations and verdicts alike.
+    pub fn retain_services(&mut self, names: &[String]) {
+        let keep: Vec<bool> = self
+            .observation
+            .services
+            .iter()
+            .map(|s| names.contains(&s.name))
+            .collect();
+        let mut k = keep.iter();
+        self.observation
+            .services
+            .retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.verdict
+            .services
+            .retain(|_| *k.next().unwrap_or(&false));
+    }
 }
 
 /// How a target's probes ended: a typed fact, not a phrase in a reason.

@@ -67,8 +67,14 @@ impl Format for Prometheus {
         let mut duration = Vec::new();
         let mut status = Vec::new();
         let mut verdict = Vec::new();
+        let mut candidates = Vec::new();
+        let mut channel = Vec::new();
         for t in &report.targets {
             let vmid = t.observation.vmid.to_string();
+            channel.push((
+                labels(&[("vmid", &vmid), ("status", t.verdict.exec.status.as_str())]),
+                1.0,
+            ));
             for (so, sv) in t.observation.services.iter().zip(&t.verdict.services) {
                 let service = report.catalog.get(&so.name);
                 for (vantage, p) in [("external", &so.external), ("internal", &so.internal)] {
@@ -91,6 +97,17 @@ impl Format for Prometheus {
                     ]),
                     1.0,
                 ));
+                for (rank, c) in sv.candidates.iter().enumerate() {
+                    candidates.push((
+                        labels(&[
+                            ("vmid", &vmid),
+                            ("service", &so.name),
+                            ("layer", c.layer.as_str()),
+                            ("rank", &(rank + 1).to_string()),
+                        ]),
+                        1.0,
+                    ));
+                }
             }
         }
         let mut out = String::new();
@@ -119,8 +136,22 @@ impl Format for Prometheus {
             &mut out,
             "pvediag_verdict",
             "gauge",
-            "The diagnosis of each service: always 1, the verdict is in the status and layer labels.",
+            "The diagnosis of each service: always 1; status = are users affected, layer = the pinned hop (empty when not pinned: see pvediag_verdict_candidate).",
             &verdict,
+        );
+        family(
+            &mut out,
+            "pvediag_verdict_candidate",
+            "gauge",
+            "A hop a verdict cannot rule out when its layer is not pinned: always 1, rank 1 is the most likely.",
+            &candidates,
+        );
+        family(
+            &mut out,
+            "pvediag_exec_channel",
+            "gauge",
+            "The exec channel (internal view) of each target: always 1, healthy or inconclusive in the status label.",
+            &channel,
         );
         let skipped: Vec<(String, f64)> = report
             .skipped_targets

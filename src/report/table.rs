@@ -64,18 +64,13 @@ pub fn probe_cell(p: &Probe) -> String {
     }
 }
 
-fn verdict_cell(v: &Verdict) -> String {
-    match (v.status, v.layer) {
-        (s, Some(l)) => format!("{} ({})", s.as_str(), l.as_str()),
-        (Status::Inconclusive, None) if !v.candidates.is_empty() => format!(
-            "inconclusive ({})",
-            v.candidates
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join("|")
-        ),
-        (s, None) => s.as_str().to_string(),
+/// `broken (caddy)` when the layer is pinned, `broken (caddy|service)` between candidates.
+pub fn verdict_cell(v: &Verdict) -> String {
+    let layers = v.layer_label();
+    if layers.is_empty() {
+        v.status.as_str().to_string()
+    } else {
+        format!("{} ({layers})", v.status.as_str())
     }
 }
 
@@ -190,6 +185,12 @@ impl TableFormat {
             out.push_str(&paint(&title, sv.status, self.color));
             out.push('\n');
             out.push_str(&format!("  {}\n", sv.summary));
+            if !sv.candidates.is_empty() {
+                out.push_str("  the hop is not pinned; candidates, most likely first:\n");
+                for c in &sv.candidates {
+                    out.push_str(&format!("    {} — {}\n", c.layer.as_str(), c.check));
+                }
+            }
             for e in &sv.evidence {
                 out.push_str(&format!("  · {e}\n"));
             }

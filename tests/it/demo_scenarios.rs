@@ -77,7 +77,7 @@ fn seed_incident_is_caddy_with_the_live_port() {
     let text = x.to_string();
     assert!(text.contains("39383"), "{text}");
     assert_eq!(x["rule"], "caddy-route-misses-live-service");
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert_eq!(v["exit_code"], 1);
     assert_eq!(v["targets"][0]["vmid"], 202);
     assert_eq!(v["targets"][0]["exec"]["verdict"]["status"], "healthy");
@@ -158,9 +158,30 @@ fn container_down_is_the_container() {
     }
     let (code, v) = demo("container-down");
     assert_eq!(code, 1);
-    assert_eq!(verdict(&v, "xterm")["layer"], "container");
-    assert_eq!(verdict(&v, "exec")["layer"], "container");
+    // From outside, a stopped container and routes that all miss it look alike: broken, the
+    // container the most likely candidate; the host vantage pins it.
+    for s in ["xterm", "exec"] {
+        let x = verdict(&v, s);
+        assert_eq!(x["status"], "broken", "{s}");
+        assert!(x["layer"].is_null(), "{s}");
+        assert_eq!(x["candidates"][0]["layer"], "container", "{s}");
+    }
     assert_eq!(verdict(&v, "preview")["status"], "skipped");
+    // With the host vantage: every service of the container, the optional one included.
+    let (code, v) = demo_args(&["--scenario", "container-down", "--on-host", "--no-pct"]);
+    assert_eq!(code, 1);
+    for s in v["targets"][0]["services"].as_array().unwrap() {
+        assert_eq!(
+            (
+                s["verdict"]["status"].as_str(),
+                s["verdict"]["layer"].as_str()
+            ),
+            (Some("broken"), Some("container")),
+            "{}: {}",
+            s["name"],
+            s["verdict"]
+        );
+    }
 }
 
 #[test]
@@ -168,11 +189,24 @@ fn caddy_down_names_both_candidates() {
     if !curl_present() {
         return;
     }
+    // A total outage proven from outside pages: broken, exit 1, the hop between two candidates.
     let (code, v) = demo("caddy-down");
-    assert_eq!(code, 3);
+    assert_eq!(code, 1);
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["status"], "broken");
     let x = verdict(&v, "xterm");
-    assert_eq!(x["status"], "inconclusive");
-    assert_eq!(x["candidates"], serde_json::json!(["tunnel", "caddy"]));
+    assert_eq!(x["status"], "broken");
+    assert!(x["layer"].is_null());
+    let layers: Vec<&str> = x["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, ["caddy", "tunnel"]);
+    for c in x["candidates"].as_array().unwrap() {
+        assert!(c["check"].as_str().unwrap().contains("127.0.0.1"), "{c}");
+    }
 }
 
 #[test]
@@ -311,14 +345,12 @@ fn loopback_only_service_is_not_blamed_on_a_correct_route() {
         return;
     }
     let (code, v) = demo("loopback-only");
-    assert_eq!(code, 3);
+    assert_eq!(code, 1);
     let x = verdict(&v, "xterm");
-    assert_eq!(x["status"], "inconclusive");
+    assert_eq!(x["status"], "broken");
+    assert!(x["layer"].is_null());
     assert_eq!(x["rule"], "route-correct-upstream-unreachable");
-    assert!(x["candidates"]
-        .as_array()
-        .unwrap()
-        .contains(&Value::from("service")));
+    assert_eq!(x["candidates"][0]["layer"], "service");
     let (code, v) = demo_args(&["--scenario", "loopback-only", "--on-host", "--no-pct"]);
     assert_eq!(code, 1);
     let x = verdict(&v, "xterm");
@@ -343,6 +375,12 @@ fn host_vantage_pins_every_scenario_to_one_layer() {
         ("wrong-service", "xterm", "caddy"),
         ("container-down", "xterm", "container"),
         ("caddy-down", "xterm", "caddy"),
+        ("loopback-only", "xterm", "service"),
+        ("port-and-loopback", "xterm", "service"),
+        ("port-and-loopback", "vnc", "caddy"),
+        ("route-wrong-and-down", "xterm", "caddy"),
+        ("route-wrong-and-down", "vscode", "service"),
+        ("container-down", "preview", "container"),
     ];
     for (scenario, service, layer) in want {
         let (code, v) = demo_args(&["--scenario", scenario, "--on-host", "--no-pct"]);

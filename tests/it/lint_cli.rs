@@ -82,7 +82,37 @@ fn seed_files_are_flagged_with_lines_and_fixed_files_pass() {
         "--setup-script",
         sh.to_str().unwrap(),
     ]);
-    assert_eq!((code, out.as_str()), (0, ""));
+    // A clean run says what it checked.
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "6 routes, 5 setup constants: all match the catalog\n")
+    );
+}
+
+/// Pointing the pre-deploy gate at the wrong file fails: an empty file, a Caddyfile with no cmux
+/// route, a script with no port constant — each a finding (exit 1) with a hint.
+#[test]
+fn lint_fails_closed_on_files_with_nothing_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let other = dir.path().join("Caddyfile");
+    std::fs::write(&other, "example.com {\n\treverse_proxy 127.0.0.1:3000\n}\n").unwrap();
+    for f in [&empty, &other] {
+        let (code, out, _) = lint(&["--caddyfile", f.to_str().unwrap()]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("no cmux route found"), "{out}");
+        assert!(out.contains("/etc/caddy/Caddyfile.cmux"), "{out}");
+    }
+    let (code, out, _) = lint(&[
+        "--setup-script",
+        empty.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["findings"][0]["kind"], "no_port_constants");
 }
 
 #[test]

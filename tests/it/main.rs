@@ -18,4 +18,6 @@ mod pve_api;
 mod real_caddy;
 mod retries;
 mod secrets;
+mod selection;
 mod serve_cache;
+mod verdict_trust;

@@ -147,6 +147,25 @@ pub fn config_with_token(
 }
 
 /// Arguments that send every public URL of VMID 202 to `addr` over plain HTTP.
+/// A catalog directory holding only `services` (comma-separated), from the embedded catalog's
+/// files: `--services` only selects what is shown, so a test that wants fewer probes names a
+/// smaller catalog.
+pub fn catalog_of(services: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "checks-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in services.split(',') {
+        let from =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("checks/{name}.json"));
+        std::fs::copy(from, dir.join(format!("{name}.json"))).unwrap();
+    }
+    dir.display().to_string()
+}
+
 pub fn plain_args(addr: SocketAddr, services: &str) -> Vec<String> {
     vec![
         "202".into(),
@@ -156,8 +175,8 @@ pub fn plain_args(addr: SocketAddr, services: &str) -> Vec<String> {
         "http://{service}-{vmid}.{domain}".into(),
         "--connect-to".into(),
         addr.to_string(),
-        "--services".into(),
-        services.into(),
+        "--checks".into(),
+        catalog_of(services),
         "--no-origin-check".into(),
         "--color".into(),
         "never".into(),
