@@ -12,7 +12,7 @@
 //! - `PVEDIAG_BENCH_SEQ_FULL` (unset): also run the sequential script for 10 VMIDs (slow) instead of
 //!   extrapolating it from 1 VMID.
 //! - `PVEDIAG_BENCH_BIN` (this build's pvediag): measure another pvediag binary (an older build, for
-//!   before/after figures on the same lab).
+//!   before/after figures on the same lab; it gets no `--catalog`).
 //!
 //! Everything is on 127.0.0.1; the lab runs in this process, pvediag, bash and curl are children.
 
@@ -854,8 +854,15 @@ fn edge_split(
 
 /// pvediag with the lab's layout named (`--catalog seed`): the same work as by hand, without the
 /// generation detection (measured on its own: `detection` below).
+/// (`PVEDIAG_BENCH_BIN`, an older build, gets no `--catalog`: builds before the 2026 generation had
+/// neither the option nor the detection.)
 fn pvediag_argv(lab: &Lab, vmids: &[u32], token_file: &Path, dir: &Path) -> Vec<String> {
-    pvediag_argv_with(lab, vmids, token_file, dir, &["--catalog", "seed"])
+    let named: &[&str] = if std::env::var_os("PVEDIAG_BENCH_BIN").is_some() {
+        &[]
+    } else {
+        &["--catalog", "seed"]
+    };
+    pvediag_argv_with(lab, vmids, token_file, dir, named)
 }
 
 fn pvediag_argv_with(
