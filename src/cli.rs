@@ -59,6 +59,52 @@ pub enum Command {
     Lint(LintArgs),
     /// Run as a Prometheus multi-target exporter: GET /probe?target=202 diagnoses one container
     Serve(Box<ServeArgs>),
+    /// Show a container's recent transitions (healthy -> broken at T, and why) from the state directory
+    History(HistoryArgs),
+}
+
+/// `pvediag history VMID` (docs/state.md).
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The container's VMID
+    #[arg(value_name = "VMID", value_parser = parse_history_vmid)]
+    pub vmid: u32,
+
+    /// The state directory (default: /var/lib/pvediag as root, else $XDG_STATE_HOME/pvediag or
+    /// ~/.local/state/pvediag)
+    #[arg(long, env = "PVEDIAG_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Only the records made under this public domain (default: every domain)
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+
+    /// Transitions shown per target, newest first
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+
+    /// Output format
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: LintFormat,
+}
+
+fn parse_history_vmid(s: &str) -> Result<u32, UsageError> {
+    parse_vmid(s).map_err(|e| UsageError::new(format!("history: {e}")))
+}
+
+/// Where each run's record is kept (docs/state.md).
+#[derive(Debug, Args, Clone, Default)]
+pub struct StateArgs {
+    /// Keep each run's record and the last healthy one in DIR (default: /var/lib/pvediag as root,
+    /// else $XDG_STATE_HOME/pvediag or ~/.local/state/pvediag)
+    #[arg(long, env = "PVEDIAG_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Keep no state: nothing recorded, no "since the last healthy run" in the evidence (wins over
+    /// --state-dir)
+    #[arg(long, env = "PVEDIAG_NO_STATE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_state: bool,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +200,11 @@ pub struct DemoArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+
+    /// Record the demo's runs in DIR (the demo keeps no state otherwise; `seed-after-healthy` uses
+    /// a temporary directory)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -190,6 +241,9 @@ pub struct DiagnoseArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 /// Where the sandboxes are and how to reach them (the lab sets all of these in `demo`).

@@ -6,6 +6,7 @@
 use std::io::Write;
 
 use crate::cli::{CheckArgs, DemoArgs, HostPort, ReachArgs, UsageError};
+use crate::generation::Generation;
 use crate::lab::{self, Lab};
 use crate::report::exit;
 use crate::settings::{Environment, Parts, Settings};
@@ -80,6 +81,7 @@ fn lab_settings(
     lab: &Lab,
     scenario: &lab::Scenario,
     token_file: Option<std::path::PathBuf>,
+    state_dir: Option<std::path::PathBuf>,
 ) -> Result<Settings, UsageError> {
     let mut reach = lab_reach(lab, token_file);
     if args.check.caddy_admin.is_some() {
@@ -109,6 +111,8 @@ fn lab_settings(
         wait: args.wait,
         output: &args.output,
         host_env: vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)],
+        // The demo keeps no state unless asked: never the user's directory.
+        state_dir,
     };
     // The lab's token is in the token file; the environment's is for real sandboxes.
     let env = Environment {
@@ -120,12 +124,14 @@ fn lab_settings(
 }
 
 pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageError> {
-    use crate::generation::Generation;
     if args.list {
         for name in lab::SCENARIOS {
             if let Some(s) = lab::scenario(name) {
                 println!("{:<18} {}", s.name, s.description);
             }
+        }
+        for (name, description, _) in SEQUENCES {
+            println!("{name:<18} {description}");
         }
         println!();
         println!("with --layout 2026:");
@@ -136,6 +142,95 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
         }
         return Ok(exit::OK);
     }
+    if let Some(&(name, _, steps)) = SEQUENCES.iter().find(|s| s.0 == args.scenario) {
+        return run_sequence(&args, name, steps, rt);
+    }
+    let state_dir = args
+        .state_dir
+        .as_deref()
+        .map(|d| crate::state::choose_dir(Some(d), false).map_err(UsageError::new))
+        .transpose()?
+        .flatten();
+    run_scenario(&args, &args.scenario, rt, state_dir, true)
+}
+
+/// Scenarios that are a sequence of lab scenarios diagnosed one after the other with one state
+/// directory: (name, description, steps). Only the last step's report is shown.
+pub const SEQUENCES: &[(&str, &str, &[&str])] = &[(
+    "seed-after-healthy",
+    "a healthy run, then the seed incident as a change (Caddy's xterm route 39383 -> 39376): the verdict names what changed since the last healthy run",
+    &["healthy", "seed"],
+)];
+
+/// Runs each step of a sequence against its own lab, with one state directory (a temporary one
+/// unless --state-dir), and shows the last step's report.
+fn run_sequence(
+    args: &DemoArgs,
+    name: &str,
+    steps: &[&str],
+    rt: &tokio::runtime::Runtime,
+) -> Result<u8, UsageError> {
+    if let Some(missing) = steps
+        .iter()
+        .find(|st| lab::scenario_in(st, args.layout).is_none())
+    {
+        return Err(UsageError::new(format!(
+            "demo: --scenario {name} runs `{}`, which the {} layout does not have: run it without --layout",
+            missing, args.layout
+        )));
+    }
+    let tmp;
+    let dir = match &args.state_dir {
+        Some(d) => {
+            crate::state::choose_dir(Some(d), false).map_err(UsageError::new)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("pvediag-demo-state-")
+                .tempdir()
+                .map_err(|e| {
+                    UsageError::new(format!("demo: cannot make a state directory: {e}"))
+                })?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let quiet = args.output.quiet;
+    let mut code = exit::OK;
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        if !quiet {
+            eprintln!("pvediag demo: `{name}`, step {}/{}:", i + 1, steps.len());
+        }
+        code = run_scenario(args, step, rt, Some(dir.clone()), last)?;
+        if !last && !quiet {
+            eprintln!(
+                "pvediag demo: step {}: {}, recorded in the state directory ({})",
+                i + 1,
+                if code == exit::OK {
+                    "healthy"
+                } else {
+                    "not healthy"
+                },
+                if args.state_dir.is_some() {
+                    dir.display().to_string()
+                } else {
+                    "a temporary one, removed afterwards".to_string()
+                }
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// One lab scenario diagnosed and recorded in `state_dir`; the report is written when `show`.
+fn run_scenario(
+    args: &DemoArgs,
+    scenario_name: &str,
+    rt: &tokio::runtime::Runtime,
+    state_dir: Option<std::path::PathBuf>,
+    show: bool,
+) -> Result<u8, UsageError> {
     let mut scenario = match args.containers {
         Some(n) => lab::Scenario {
             name: "fleet",
@@ -164,14 +259,14 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             client_token: Some(lab::SCENARIO_TOKEN.to_string()),
             url_template: DEFAULT_TEMPLATE,
         },
-        None => lab::scenario_in(&args.scenario, args.layout).ok_or_else(|| {
+        None => lab::scenario_in(scenario_name, args.layout).ok_or_else(|| {
             let known = match args.layout {
                 Generation::Seed => lab::SCENARIOS,
                 Generation::Y2026 => lab::SCENARIOS_2026,
             };
             UsageError::new(format!(
                 "--scenario {:?} is not a lab scenario of the {} layout; one of: {}",
-                args.scenario,
+                scenario_name,
                 args.layout,
                 known.join(", ")
             ))
@@ -210,7 +305,7 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             )
             .await;
         }
-        let settings = lab_settings(&args, &lab, &scenario, token_file)?;
+        let settings = lab_settings(args, &lab, &scenario, token_file, state_dir)?;
         if !settings.quiet {
             eprintln!(
                 "pvediag demo: lab scenario `{}` — {}",
@@ -227,8 +322,13 @@ pub fn run(args: DemoArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErro
             .await
             .map_err(|e| UsageError::new(format!("lab: the lab's PVE API: {e}")))?;
         crate::run::resolve_instances(&settings, &request, &mut targets).await?;
-        let report = crate::run::diagnose(&settings, &targets).await?;
-        let code = crate::output::emit(&settings, &targets, &report)?;
+        let mut report = crate::run::diagnose(&settings, &targets).await?;
+        crate::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
+        let code = if show {
+            crate::output::emit(&settings, &targets, &report)?
+        } else {
+            report.exit_code()
+        };
         lab.shutdown().await;
         Ok(code)
     })
@@ -245,7 +345,8 @@ pub async fn diagnose_lab(
         Some(t) => Some(write_token(lab, t)?),
         None => None,
     };
-    let settings = lab_settings(args, lab, scenario, token_file)?;
+    // No state: many option sets against one lab are not a sequence of runs.
+    let settings = lab_settings(args, lab, scenario, token_file, None)?;
     let vmids: Vec<u32> = scenario.config.containers.iter().map(|c| c.vmid).collect();
     crate::run::diagnose(&settings, &crate::target::Targets::given(vmids)).await
 }

@@ -24,6 +24,7 @@ pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod settings;
+pub mod state;
 pub mod target;
 pub mod verdict;
 pub mod wait;

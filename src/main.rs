@@ -53,6 +53,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
         Some(Command::Demo(args)) => pvediag::demo::run(*args, &runtime()?),
         Some(Command::Lint(args)) => pvediag::lint_command::run(&args),
+        Some(Command::History(args)) => pvediag::state::history::command(&args),
         Some(Command::Serve(args)) => pvediag::serve::run(*args, &runtime()?),
         None => {
             let settings = Settings::from_args_reading_env_and_files(&cli.diag)?;
@@ -75,7 +76,8 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
                 &request,
                 &mut targets,
             ))?;
-            let report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
+            let mut report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
+            pvediag::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
             pvediag::output::emit(&settings, &targets, &report)
         }
     }

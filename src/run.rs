@@ -260,11 +260,21 @@ async fn diagnose_once(
                     .to_string(),
                 url_template: p.template.as_str().to_string(),
             });
+            let verdict = crate::verdict::diagnose(&ctx, &o);
             let mut r = TargetReport {
-                verdict: crate::verdict::diagnose(&ctx, &o),
+                // Recorded before `--services` narrows the report: the state keeps what is known.
+                record: crate::state::record::record(
+                    0,
+                    &p.catalog,
+                    p.template.as_str(),
+                    &o,
+                    &verdict,
+                ),
+                verdict,
                 observation: o,
                 completion,
                 routing,
+                state: None,
             };
             // `--services`: what is shown, after everything was diagnosed with everything known.
             if let Some(names) = &settings.shown {

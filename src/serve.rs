@@ -65,6 +65,8 @@ pub fn settings_reading_env_and_files(args: &ServeArgs) -> Result<Settings, Usag
         wait: None,
         output: &output,
         host_env: Vec::new(),
+        // The exporter keeps no state: Prometheus keeps the history of its answers.
+        state_dir: None,
     };
     Settings::from_parts_reading_files(parts, &Environment::read())
 }

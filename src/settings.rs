@@ -82,6 +82,8 @@ pub struct Settings {
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub warnings: Vec<String>,
+    /// The state directory (docs/state.md); None: no state is read or written.
+    pub state_dir: Option<PathBuf>,
     /// `--services`: the services shown (all when `None`). Only the report is narrowed: every
     /// service is probed and diagnosed, so a selection never changes a verdict.
     pub shown: Option<Vec<String>>,
@@ -100,6 +102,8 @@ pub struct Parts<'a> {
     pub output: &'a OutputArgs,
     /// Extra environment of the host vantage's local scripts (the lab's curl view).
     pub host_env: Vec<(String, String)>,
+    /// The state directory, already chosen ([`crate::state::choose_dir`]); None: no state.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -113,6 +117,11 @@ impl Settings {
                 wait: args.wait,
                 output: &args.output,
                 host_env: Vec::new(),
+                state_dir: crate::state::choose_dir(
+                    args.state.state_dir.as_deref(),
+                    args.state.no_state,
+                )
+                .map_err(UsageError::new)?,
             },
             &Environment::read(),
         )
@@ -228,6 +237,7 @@ impl Settings {
             color,
             quiet: p.output.quiet,
             warnings,
+            state_dir: p.state_dir,
             shown,
             generation,
         })

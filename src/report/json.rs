@@ -30,14 +30,24 @@ pub fn to_value(report: &Report) -> Value {
                 .iter()
                 .zip(&v.services)
                 .map(|(so, sv)| {
-                    json!({
+                    let mut s = json!({
                         "name": so.name,
                         "port": so.port,
                         "url": so.url,
                         "external": so.external,
                         "internal": so.internal,
                         "verdict": sv,
-                    })
+                    });
+                    // What changed since the last healthy run that bears on this verdict
+                    // (docs/state.md); only when the state directory had a healthy run.
+                    if let Some(since) = t
+                        .state
+                        .as_ref()
+                        .and_then(|st| st.since_last_healthy.as_ref())
+                    {
+                        s["changes_since_last_healthy"] = json!(since.for_service(&so.name));
+                    }
+                    s
                 })
                 .collect();
             json!({
@@ -57,6 +67,7 @@ pub fn to_value(report: &Report) -> Value {
                 "routes": o.routes,
                 "routing": t.routing,
                 "services": services,
+                "state": t.state.as_ref().map(state_value),
             })
         })
         .collect();
@@ -78,5 +89,19 @@ pub fn to_value(report: &Report) -> Value {
         "targets": targets,
         "skipped_targets": report.skipped_targets,
         "unfinished_checks": super::unfinished_checks(report),
+    })
+}
+
+/// A target's `state` object: the last healthy run and what changed since (docs/state.md).
+fn state_value(st: &crate::state::TargetState) -> Value {
+    json!({
+        "last_healthy_at": st.last_healthy_at.map(crate::state::rfc3339),
+        "last_healthy_at_unix": st.last_healthy_at,
+        "since_last_healthy": st.since_last_healthy.as_ref().map(|s| json!({
+            "at": s.at,
+            "at_unix": s.at_unix,
+            "changes": s.changes,
+            "not_compared": s.not_compared,
+        })),
     })
 }

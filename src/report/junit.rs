@@ -64,6 +64,18 @@ fn message(v: &Verdict) -> String {
     format!("{}: {}", super::table::verdict_cell(v), v.summary)
 }
 
+/// The failure message with what changed since the last healthy run (docs/state.md).
+fn with_changes(msg: String, state: Option<&crate::state::TargetState>, service: &str) -> String {
+    let Some(since) = state.and_then(|s| s.since_last_healthy.as_ref()) else {
+        return msg;
+    };
+    let changes = since.for_service(service);
+    if changes.is_empty() {
+        return msg;
+    }
+    format!("{msg}; {}", since.evidence_line(changes))
+}
+
 fn body(v: &Verdict) -> String {
     let mut b = String::new();
     for c in &v.candidates {
@@ -191,7 +203,7 @@ impl Format for Junit {
                     &so.name,
                     secs,
                     sv.status,
-                    &message(sv),
+                    &with_changes(message(sv), t.state.as_ref(), &so.name),
                     kind,
                     &body(sv),
                 );

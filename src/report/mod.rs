@@ -72,6 +72,11 @@ pub use crate::target::SkippedTarget;
 pub struct TargetReport {
     pub observation: TargetObservation,
     pub verdict: TargetVerdict,
+    /// What the state directory says (last healthy run, what changed since); None without state.
+    pub state: Option<crate::state::TargetState>,
+    /// The facts and verdicts the state directory records (docs/state.md), made with this
+    /// target's own catalog and URL template.
+    pub record: crate::state::record::Record,
     /// Whether the run's deadline cut this target's probes off.
     pub completion: Completion,
     /// The routing generation the target was diagnosed with, and why (crate::generation).

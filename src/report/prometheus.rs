@@ -153,6 +153,27 @@ impl Format for Prometheus {
             "The exec channel (internal view) of each target: always 1, healthy or inconclusive in the status label.",
             &channel,
         );
+        // From the state directory (docs/state.md): absent without state or a healthy run.
+        let last_healthy: Vec<(String, f64)> = report
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let at = t.state.as_ref()?.last_healthy_at?;
+                Some((
+                    labels(&[("vmid", &t.observation.vmid.to_string())]),
+                    at as f64,
+                ))
+            })
+            .collect();
+        if !last_healthy.is_empty() {
+            family(
+                &mut out,
+                "pvediag_last_healthy_timestamp_seconds",
+                "gauge",
+                "When the target was last diagnosed healthy (Unix seconds), from the state directory.",
+                &last_healthy,
+            );
+        }
         let skipped: Vec<(String, f64)> = report
             .skipped_targets
             .iter()

@@ -890,6 +890,9 @@ fn pvediag_argv_with(
             "-q",
             "-o",
             &dir.join("report.json").display().to_string(),
+            // The state is written as in a real run, into the benchmark's own directory.
+            "--state-dir",
+            &dir.join("state").display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string()),

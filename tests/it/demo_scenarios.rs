@@ -300,6 +300,8 @@ fn demo_serve_prints_a_command_that_reaches_the_lab() {
         .unwrap()
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Tests never write a state directory (as root the default is /var/lib/pvediag).
+        .env("PVEDIAG_NO_STATE", "1")
         .args(&args)
         .args(["--format", "json"])
         .output()

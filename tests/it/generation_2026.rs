@@ -318,6 +318,8 @@ fn the_printed_serve_command_diagnoses_2026_scenarios() {
         let out = std::process::Command::new("bash")
             .args(["-c", &format!("{command} --format json")])
             .env_clear()
+            // Tests never write a state directory (as root the default is /var/lib/pvediag).
+            .env("PVEDIAG_NO_STATE", "1")
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .output()
             .unwrap();

@@ -51,6 +51,7 @@ impl Running {
         );
         let mut cmd = Command::cargo_bin("pvediag").unwrap();
         cmd.env_clear()
+            .env("PVEDIAG_NO_STATE", "1")
             .env("PATH", path)
             // the host's view of the lab: cmux-{vmid}.lan and cloudflared's /ready
             .env("CURL_HOME", &self.lab.host_dir)
@@ -266,6 +267,7 @@ fn bad_ssh_destinations_are_usage_errors() {
         let out = Command::cargo_bin("pvediag")
             .unwrap()
             .env_clear()
+            .env("PVEDIAG_NO_STATE", "1")
             .args(["202", "--domain", "example.test", "--ssh", bad])
             .output()
             .unwrap();

@@ -20,4 +20,5 @@ mod retries;
 mod secrets;
 mod selection;
 mod serve_cache;
+mod state;
 mod verdict_trust;

@@ -21,6 +21,7 @@ fn seed_incident_metrics_parse_with_a_real_parser() {
     let out = Command::cargo_bin("pvediag")
         .unwrap()
         .env_clear()
+        .env("PVEDIAG_NO_STATE", "1")
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .args(["demo", "--format", "prometheus"])
         .output()

@@ -291,6 +291,7 @@ impl Setup {
     fn pvediag(&self, extra: &[&str]) -> (i32, Value) {
         let out = Command::new(env!("CARGO_BIN_EXE_pvediag"))
             .env_clear()
+            .env("PVEDIAG_NO_STATE", "1")
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CURL_HOME", &self.lab.host_dir)
             .env("HOME", &self.lab.host_dir)
@@ -457,6 +458,7 @@ fn real_caddy_with_the_2026_caddyfile_broken_then_fixed() {
     let run = |extra: &[&str]| -> (i32, Value) {
         let out = Command::new(env!("CARGO_BIN_EXE_pvediag"))
             .env_clear()
+            .env("PVEDIAG_NO_STATE", "1")
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PVE_API_URL", lab.pve_url.as_deref().unwrap())
             .env("PVE_API_TOKEN", lab::pve::TOKEN)

@@ -42,6 +42,7 @@ fn run(port: u16, retries: &str) -> Value {
     let out = Command::cargo_bin("pvediag")
         .unwrap()
         .env_clear()
+        .env("PVEDIAG_NO_STATE", "1")
         .args([
             "202",
             "--domain",

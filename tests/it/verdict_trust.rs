@@ -10,7 +10,9 @@ use crate::common::curl_present;
 
 fn pvediag() -> Command {
     let mut c = Command::cargo_bin("pvediag").unwrap();
+    // Tests never write a state directory (as root the default is /var/lib/pvediag).
     c.env_clear()
+        .env("PVEDIAG_NO_STATE", "1")
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }

@@ -61,7 +61,10 @@ pub fn start_lab(rt: &tokio::runtime::Runtime, cfg: LabConfig) -> Lab {
 /// The binary, environment cleared, colour off.
 pub fn pvediag() -> Command {
     let mut c = Command::cargo_bin("pvediag").unwrap();
-    c.env_clear().env("NO_COLOR", "1");
+    // Tests never write a state directory (as root the default is /var/lib/pvediag).
+    c.env_clear()
+        .env("NO_COLOR", "1")
+        .env("PVEDIAG_NO_STATE", "1");
     c
 }
 

@@ -126,6 +126,7 @@ pub fn config_with_token(
         wait: d.wait,
         output: &d.output,
         host_env: Vec::new(),
+        state_dir: None,
     };
     let env = Environment {
         exec_token: token.map(str::to_string),
@@ -211,7 +212,8 @@ pub fn report_json(r: &Report) -> serde_json::Value {
 /// The binary, with a clean environment.
 pub fn pvediag() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("pvediag").unwrap();
-    c.env_clear();
+    // Tests never write a state directory (as root the default is /var/lib/pvediag).
+    c.env_clear().env("PVEDIAG_NO_STATE", "1");
     c.timeout(Duration::from_secs(30));
     c
 }
