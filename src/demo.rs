@@ -96,8 +96,8 @@ fn lab_settings(
         },
         ..args.check.clone()
     };
-    // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc.
-    let home = lab.host_dir.display().to_string();
+    // The host's view of the lab (cmux-{vmid}.lan, cloudflared's /ready) is in its .curlrc; its
+    // name resolution and pct in the stand-ins on its PATH.
     // The lab's PVE API (2026 layout): container hostnames, as on a real host.
     let pve = lab.pve_url.as_ref().map(|url| crate::cli::PveArgs {
         pve_url: Some(url.clone()),
@@ -110,7 +110,7 @@ fn lab_settings(
         pve: pve.as_ref(),
         wait: args.wait,
         output: &args.output,
-        host_env: vec![("CURL_HOME".into(), home.clone()), ("HOME".into(), home)],
+        host_env: lab.host_env(),
         // The demo keeps no state unless asked: never the user's directory.
         state_dir,
     };

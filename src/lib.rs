@@ -10,6 +10,7 @@ pub mod cli;
 pub mod demo;
 pub mod generation;
 pub mod http;
+pub mod identity;
 pub mod instance;
 pub mod lab;
 pub mod lint;

@@ -47,6 +47,8 @@ pub enum FindingKind {
     GenericCatchAll,
     /// Observed, not read: Caddy did not answer an `OPTIONS` preflight itself (2026 layout).
     PreflightUnanswered,
+    /// A route dials a literal sandbox host (`cmux-203.lan`) for requests of other sandboxes.
+    RouteNamesOtherSandbox,
 }
 
 impl FindingKind {
@@ -68,6 +70,7 @@ impl FindingKind {
             FindingKind::GenericOptions => "generic_options",
             FindingKind::GenericCatchAll => "generic_catch_all",
             FindingKind::PreflightUnanswered => "preflight_unanswered",
+            FindingKind::RouteNamesOtherSandbox => "route_names_other_sandbox",
         }
     }
 }
@@ -269,6 +272,7 @@ fn lint_table(catalog: &Catalog, table: &RouteTable, out: &mut Vec<Finding>) {
             }
         }
     }
+    lint_sandbox_hosts(table, out);
     // Duplicates: Caddy only ever uses the first of two routes for the same thing.
     let mut seen_service: BTreeMap<&str, &Route> = BTreeMap::new();
     let mut seen_pattern: BTreeMap<(String, Vec<String>, Vec<String>), &Route> = BTreeMap::new();
@@ -463,6 +467,51 @@ fn lint_generic(catalog: &Catalog, table: &RouteTable, out: &mut Vec<Finding>) {
             FindingKind::GenericCatchAll,
             "no catch-all `handle { respond \"cmux sandbox not found...\" 404 }`: hostnames no rule matches get Caddy's empty 200, which looks like a healthy answer".into(),
         ));
+    }
+}
+
+/// Routes whose upstream is one literal sandbox (`cmux-203.lan`) while their Host matcher takes
+/// requests of other sandboxes (a VMID pattern, or another literal VMID): those users reach
+/// sandbox 203 (see `crate::identity`).
+fn lint_sandbox_hosts(table: &RouteTable, out: &mut Vec<Finding>) {
+    for r in &table.routes {
+        let host = match &r.upstream {
+            Upstream::Fixed { host_template, .. } | Upstream::FromHost { host_template, .. } => {
+                host_template
+            }
+            Upstream::Other { .. } => continue,
+        };
+        if host.contains('{') {
+            continue;
+        }
+        let Some(sandbox) = crate::identity::sandbox_of_upstream(host) else {
+            continue;
+        };
+        let id = sandbox
+            .strip_prefix("cmux-")
+            .unwrap_or(sandbox.as_str())
+            .to_string();
+        let p = &r.host_pattern;
+        let variable = p.is_empty()
+            || ["\\d", "[", ".+", ".*", "\\w", "\\S"]
+                .iter()
+                .any(|v| p.contains(v));
+        let names_own = p.contains(id.as_str()) || r.hosts.iter().any(|h| h.contains(id.as_str()));
+        if variable || !names_own {
+            let which = if p.is_empty() {
+                "every host it matches".to_string()
+            } else {
+                format!("every Host matching {p}")
+            };
+            out.push(finding(
+                r,
+                FindingKind::RouteNamesOtherSandbox,
+                format!(
+                    "{} dials the literal {host}: {which} goes to sandbox {sandbox}, whatever its own VMID or instance; dial cmux-{{re.vmid.1}}.lan (or {{re.service.2}}.lan)",
+                    describe_route(r)
+                ),
+            ));
+        }
     }
 }
 
@@ -929,5 +978,51 @@ mod generic_tests {
         // The seed catalog would call the 2026 worker port wrong.
         let f = lint(&Catalog::embedded(), &[], &[("s".into(), consts)]);
         assert_eq!(f.len(), 1, "{f:#?}");
+    }
+}
+
+#[cfg(test)]
+mod sandbox_host_tests {
+    use super::*;
+
+    fn table(text: &str) -> RouteTable {
+        crate::caddy::caddyfile::parse("Caddyfile.cmux", text)
+    }
+
+    #[test]
+    fn a_literal_sandbox_in_a_vmid_rule_is_flagged() {
+        let c = Catalog::embedded();
+        let t = table(
+            ":8080 {\n    @xterm header_regexp vmid Host ^xterm-(\\d+)\\.\n    handle @xterm {\n        reverse_proxy cmux-203.lan:39383\n    }\n    @vscode header_regexp vmid Host ^vscode-(\\d+)\\.\n    handle @vscode {\n        reverse_proxy cmux-{re.vmid.1}.lan:39378\n    }\n    @x203 header_regexp vmid Host ^worker-203\\.\n    handle @x203 {\n        reverse_proxy cmux-203.lan:39377\n    }\n    @x202 header_regexp vmid Host ^exec-202\\.\n    handle @x202 {\n        reverse_proxy cmux-203.lan:39375\n    }\n}\n",
+        );
+        let f: Vec<(usize, &str)> = lint(&c, &[t], &[])
+            .iter()
+            .filter(|f| f.kind == FindingKind::RouteNamesOtherSandbox)
+            .map(|f| (f.line, f.kind.as_str()))
+            .collect();
+        // The generic xterm rule and the rule for 202 that dials 203; not the rule for 203 itself.
+        assert_eq!(
+            f,
+            vec![
+                (4, "route_names_other_sandbox"),
+                (16, "route_names_other_sandbox")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_lab_and_fixture_caddyfiles_have_no_such_finding() {
+        let c = Catalog::embedded();
+        for text in [
+            crate::lab::caddy::caddyfile(&crate::lab::seed_routes()),
+            include_str!("../tests/fixtures/Caddyfile.later").to_string(),
+        ] {
+            let f = lint(&c, &[table(&text)], &[]);
+            assert!(
+                f.iter()
+                    .all(|f| f.kind != FindingKind::RouteNamesOtherSandbox),
+                "{f:?}"
+            );
+        }
     }
 }

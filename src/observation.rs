@@ -249,6 +249,9 @@ pub struct HostObservation {
     /// Caddy's admin API on the host (`GET http://127.0.0.1:2019/config/`): what Caddy has loaded.
     pub caddy_config: Probe,
     pub services: Vec<HostServiceObservation>,
+    /// The identity section's lines (moved into [`TargetObservation::identity`]).
+    #[serde(skip)]
+    pub identity: crate::identity::HostLines,
 }
 
 /// One service from the host: through Caddy directly, and at the upstream Caddy dials.
@@ -321,6 +324,9 @@ pub struct TargetObservation {
     /// The host vantage, when pvediag ran on (or reached) the PVE host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostObservation>,
+    /// Who answered: the sandbox the exec call ran in, what it should be and why
+    /// (see [`crate::identity`]).
+    pub identity: crate::identity::IdentityObservation,
 }
 
 impl TargetObservation {

@@ -359,6 +359,22 @@ impl PveApi {
             .await?;
         Ok(token_from_config(&data))
     }
+
+    /// One container's config, read once: its execd token and what it says the container is
+    /// (hostname, net0) for the identity check.
+    pub async fn token_and_identity(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> Result<(Option<Secret>, Option<crate::identity::IdentityClaim>), PveError> {
+        let data = self
+            .get(&format!("/nodes/{node}/lxc/{vmid}/config"))
+            .await?;
+        Ok((
+            token_from_config(&data),
+            crate::identity::claim_from_pve_config(&data),
+        ))
+    }
 }
 
 impl PveApi {
@@ -434,7 +450,8 @@ pub async fn resolve(
         }
     }
     if need_tokens {
-        out.exec_tokens = tokens(&api, &node, &out.vmids, concurrency, &mut out.warnings).await;
+        (out.exec_tokens, out.expected_identity) =
+            tokens(&api, &node, &out.vmids, concurrency, &mut out.warnings).await;
     }
     Ok(out)
 }
@@ -473,29 +490,38 @@ async fn tokens(
     vmids: &[u32],
     concurrency: usize,
     warnings: &mut Vec<String>,
-) -> BTreeMap<u32, Secret> {
+) -> (
+    BTreeMap<u32, Secret>,
+    BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
+) {
     let sem = tokio::sync::Semaphore::new(concurrency.max(1));
     let found = futures_util::future::join_all(vmids.iter().map(|&vmid| {
         let sem = &sem;
         async move {
             let _permit = sem.acquire().await;
-            (vmid, api.exec_token(node, vmid).await)
+            (vmid, api.token_and_identity(node, vmid).await)
         }
     }))
     .await;
     let mut tokens = BTreeMap::new();
+    let mut identity = BTreeMap::new();
     for (vmid, r) in found {
         match r {
-            Ok(Some(t)) => {
-                tokens.insert(vmid, t);
+            Ok((t, claim)) => {
+                if let Some(t) = t {
+                    tokens.insert(vmid, t);
+                }
+                // The same config read says what the container is (see crate::identity).
+                if let Some(c) = claim {
+                    identity.insert(vmid, vec![c]);
+                }
             }
-            Ok(None) => {}
             Err(e) => warnings.push(format!(
                 "warning: no exec token for VMID {vmid} from the PVE API: {e}"
             )),
         }
     }
-    tokens
+    (tokens, identity)
 }
 
 #[cfg(test)]

@@ -190,6 +190,7 @@ async fn diagnose_once(
     // A Caddy source without a single cmux route (the wrong file?) is a finding, not evidence:
     // its "no route for every hostname" would pin Caddy on a file Caddy may not even load.
     let table = table.filter(|t| crate::lint::cmux_routes(&probe.catalog, t) > 0);
+    mark_shared_identities(observations.iter_mut().map(|(o, _)| o));
     if let Some(table) = &table {
         for (o, _) in &mut observations {
             o.routes = routes_for(probe_of(o.vmid), table, o.vmid);
@@ -298,6 +299,24 @@ async fn diagnose_once(
     })
 }
 
+/// Two targets whose exec calls ran in one sandbox: each gets the other's VMID (see
+/// [`crate::identity::shared`]).
+pub fn mark_shared_identities<'a>(observations: impl Iterator<Item = &'a mut TargetObservation>) {
+    let mut observations: Vec<&mut TargetObservation> = observations.collect();
+    let shared = {
+        let reports: Vec<(u32, &crate::identity::ReportedIdentity)> = observations
+            .iter()
+            .filter_map(|o| o.identity.reported.as_ref().map(|r| (o.vmid, r)))
+            .collect();
+        crate::identity::shared(&reports)
+    };
+    for o in observations.iter_mut() {
+        if let Some(others) = shared.get(&o.vmid) {
+            o.identity.shared_with = others.clone();
+        }
+    }
+}
+
 /// The probes' configuration for this run: the targets' tokens, and timeouts that end on their own
 /// before the deadline (only the grace shrinks when that is enough; never longer than --timeout).
 fn probe_config(
@@ -307,6 +326,7 @@ fn probe_config(
 ) -> crate::probe::ProbeConfig {
     let mut probe = settings.probe.clone();
     probe.exec_tokens = targets.exec_tokens.clone();
+    probe.expected_identity = targets.expected_identity.clone();
     probe.instances = targets.instances.clone();
     let margin = (deadline / 4).min(Duration::from_millis(200));
     let budget = deadline.saturating_sub(margin);
@@ -536,6 +556,7 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
             .collect(),
         routes: Vec::new(),
         host: None,
+        identity: Default::default(),
     }
 }
 

@@ -221,6 +221,7 @@ impl Settings {
                 timeout,
                 exec_token,
                 exec_tokens: Default::default(),
+                expected_identity: Default::default(),
                 retries: check.retries,
                 exec_url: check.exec_url.clone(),
                 no_origin_check: check.no_origin_check,

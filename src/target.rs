@@ -266,6 +266,8 @@ pub struct Targets {
     pub vmids: Vec<u32>,
     /// Per-target exec tokens from the PVE API (used where no token was given).
     pub exec_tokens: std::collections::BTreeMap<u32, crate::secret::Secret>,
+    /// What each container's PVE config says it is (hostname, net0), for the identity check.
+    pub expected_identity: std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
     /// Containers `--all` found and does not diagnose (stopped, templates).
     pub skipped: Vec<SkippedTarget>,
     /// Warnings of the resolution (never containing secrets).

@@ -2046,6 +2046,7 @@ fn decide_host(x: &Subject) -> Option<Row> {
 /// Runs the decision table over one target.
 pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
     let f = facts(ctx, t);
+    let identity = identity_row(t);
     let mut services = Vec::with_capacity(t.services.len());
     for so in &t.services {
         let Some(s) = ctx.catalog.get(&so.name) else {
@@ -2075,7 +2076,16 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             cut,
         };
         let r = decide(&x);
-        let evidence = evidence(&x, &r);
+        // Healthy means the right sandbox answered: identity rows come before any other.
+        let (r, id_evidence) = with_identity(r, &identity, t, &s.name);
+        let mut evidence = id_evidence;
+        evidence.extend(evidence_of(&x, &r));
+        if identity.is_some() {
+            // Under a contradicted identity the chain reached a container, not this one.
+            if let Some(c) = &f.chain_reaches_container {
+                evidence.retain(|e| e != c);
+            }
+        }
         let candidates = r
             .candidates
             .iter()
@@ -2112,6 +2122,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             );
         }
     }
+    identity_channel(&mut exec, t, identity);
     TargetVerdict {
         vmid: t.vmid,
         exec,
@@ -2120,7 +2131,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
 }
 
 /// The evidence lines of one verdict: both answers, Caddy's route, and the target-wide facts.
-fn evidence(x: &Subject, r: &Row) -> Vec<String> {
+fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
     let (s, so, f) = (x.s, x.so, x.f);
     let mut evidence = Vec::new();
     // An answer set aside because the run's deadline, not the chain, ended the probe.
@@ -2189,6 +2200,83 @@ fn evidence(x: &Subject, r: &Row) -> Vec<String> {
         }
     }
     evidence
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity rows (docs/diagnosis.md, "Who answered"): see crate::identity
+
+/// The target's identity row, else the service's route row, replaces the decided row; returns the
+/// row and the identity evidence lines it adds.
+fn with_identity(
+    r: Row,
+    identity: &Option<crate::identity::IdentityRow>,
+    t: &TargetObservation,
+    service: &str,
+) -> (Row, Vec<String>) {
+    match identity.clone().or_else(|| route_identity_row(t, service)) {
+        Some(id) => (
+            Row {
+                status: id.status,
+                layer: id.layer,
+                candidates: id.candidates,
+                summary: id.summary,
+                next_step: Some(id.next_step),
+                rule: id.rule,
+            },
+            id.evidence,
+        ),
+        None => (r, Vec::new()),
+    }
+}
+
+/// The identity note of the exec-channel line; a contradicted or shared identity makes it broken.
+fn identity_channel(
+    exec: &mut ChannelVerdict,
+    t: &TargetObservation,
+    identity: Option<crate::identity::IdentityRow>,
+) {
+    let Some(note) = crate::identity::channel_note(&t.identity, t.vmid, t.exec.internal_ran())
+    else {
+        return;
+    };
+    exec.summary.push_str(&format!("; {note}"));
+    if identity.is_some() || !t.identity.shared_with.is_empty() {
+        exec.status = Status::Broken;
+        exec.next_step = identity.map(|r| r.next_step).or_else(|| {
+            let names: Vec<String> = t
+                .identity
+                .shared_with
+                .iter()
+                .map(|v| format!("cmux-{v}.lan"))
+                .collect();
+            Some(format!(
+                "two targets reach one sandbox: on the PVE host: getent hosts {} (where their names lead); diagnose them with --on-host",
+                names.join(" ")
+            ))
+        });
+    }
+}
+
+/// The identity row of the whole target: the exec call reached another sandbox.
+fn identity_row(t: &TargetObservation) -> Option<crate::identity::IdentityRow> {
+    let exec_route = route_for(t, "exec").and_then(|r| r.upstream_host.as_deref());
+    crate::identity::verdict(&t.identity, t.vmid, exec_route, t.exec.via_public_url)
+}
+
+/// The identity row of one service: Caddy's route for its hostname names another host.
+fn route_identity_row(
+    t: &TargetObservation,
+    service: &str,
+) -> Option<crate::identity::IdentityRow> {
+    let r = route_for(t, service)?;
+    r.upstream_port?;
+    crate::identity::route_row(
+        service,
+        &r.host,
+        t.vmid,
+        r.upstream_host.as_deref()?,
+        r.source.as_deref(),
+    )
 }
 
 #[cfg(test)]

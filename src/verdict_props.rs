@@ -336,6 +336,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
                 upstream: at_port(w, c, s.port, false),
             })
             .collect(),
+        identity: Default::default(),
     });
     TargetObservation {
         vmid: 202,
@@ -354,6 +355,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
         services,
         routes,
         host,
+        identity: Default::default(),
     }
 }
 

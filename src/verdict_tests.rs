@@ -103,6 +103,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
             .collect(),
         routes: vec![],
         host: None,
+        identity: Default::default(),
     }
 }
 
@@ -167,6 +168,7 @@ fn host_view(t: &mut TargetObservation, name: &str, caddy_probe: Probe, upstream
         cloudflared: resp(200, &[], r#"{"status":200,"readyConnections":4}"#),
         caddy_config: Probe::not_run("test"),
         services,
+        identity: Default::default(),
     });
 }
 
@@ -1147,7 +1149,85 @@ const CASES: &[Case] = &[
         Broken,
         &[Service, Container, Caddy],
     ),
+    // Who answered (crate::identity): rows that come before every other.
+    between(
+        "identity-wrong-sandbox",
+        "xterm",
+        reached_203,
+        Broken,
+        &[Caddy, Container],
+    ),
+    between(
+        "identity-wrong-sandbox",
+        "cdp",
+        reached_203,
+        Broken,
+        &[Caddy, Container],
+    ),
+    case(
+        "identity-lan-name-elsewhere",
+        "xterm",
+        |t| {
+            reached_203(t);
+            t.identity.host = Some(crate::identity::HostIdentity {
+                lan_name: "cmux-202.lan".into(),
+                lan_ipv4: Some(vec!["10.10.0.203".into()]),
+                own_ipv4: Some(vec!["10.10.0.202".into()]),
+            });
+        },
+        Broken,
+        Some(Container),
+    ),
+    case(
+        "identity-route-names-other-sandbox",
+        "vscode",
+        |t| {
+            reached_203(t);
+            t.routes.push(route_to("exec", "cmux-203.lan", 39375));
+        },
+        Broken,
+        Some(Caddy),
+    ),
+    case(
+        "route-names-other-sandbox",
+        "xterm",
+        |t| {
+            reported(t, "cmux-202", "10.10.0.202");
+            t.routes.push(route_to("xterm", "cmux-203.lan", 39383));
+        },
+        Broken,
+        Some(Caddy),
+    ),
 ];
+
+fn route_to(service: &str, upstream: &str, port: u16) -> RouteObservation {
+    RouteObservation {
+        service: service.into(),
+        host: format!("{service}-202.example.test"),
+        upstream_host: Some(upstream.into()),
+        upstream_port: Some(port),
+        source: Some("Caddyfile.cmux:17".into()),
+        from: Some(RouteFrom::Caddyfile),
+    }
+}
+
+/// The exec call reported this identity; the naming convention expects cmux-202.
+fn reported(t: &mut TargetObservation, hostname: &str, ip: &str) {
+    t.identity.reported = Some(crate::identity::ReportedIdentity {
+        hostname: Some(hostname.into()),
+        machine_id: Some("5eed".into()),
+        ipv4: vec![ip.into()],
+    });
+    t.identity.reported_via = Some("exec".into());
+    t.identity.expected = vec![crate::identity::convention_claim(
+        "exec-202.example.test",
+        202,
+    )];
+}
+
+fn reached_203(t: &mut TargetObservation) {
+    reported(t, "cmux-203", "10.10.0.203");
+}
 
 #[test]
 fn every_row_of_the_decision_table() {
@@ -1362,6 +1442,174 @@ fn worst_status_orders_broken_last() {
     assert!(
         Broken > Degraded && Degraded > Inconclusive && Inconclusive > Skipped && Skipped > Healthy
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity: no false alarm when the sources agree, in both generations; the channel line
+
+#[test]
+fn identity_confirmed_keeps_healthy_targets_healthy_in_both_generations() {
+    let c = Catalog::embedded();
+    for (layout, exec_host) in [
+        (Layout::PerService, "exec-202.example.test"),
+        (Layout::PortInHost, "port-39375-cmux-202.example.test"),
+        (
+            Layout::PortInHost,
+            "port-39375-pvelxc-1a2b3c4d.example.test",
+        ),
+    ] {
+        let mut t = healthy_target(&c);
+        let name = crate::identity::instance_of_host(exec_host, 202);
+        reported(&mut t, &name, "10.10.0.202");
+        t.identity.expected = vec![crate::identity::convention_claim(exec_host, 202)];
+        // A route per generation that dials the request's own sandbox.
+        t.routes.push(RouteObservation {
+            service: "xterm".into(),
+            host: exec_host.replace("exec", "xterm").replace("39375", "39383"),
+            upstream_host: Some(format!("{name}.lan")),
+            upstream_port: Some(39383),
+            source: None,
+            from: Some(RouteFrom::AdminApi),
+        });
+        let ctx = Context {
+            catalog: &c,
+            layout,
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
+            instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
+        };
+        let tv = diagnose(&ctx, &t);
+        assert!(
+            tv.services.iter().all(|v| v.status == Healthy),
+            "{exec_host}: {:?}",
+            tv.services
+        );
+        assert_eq!(tv.exec.status, Healthy);
+        assert!(
+            tv.exec.summary.contains(&format!("ran in {name}")),
+            "{}",
+            tv.exec.summary
+        );
+    }
+}
+
+#[test]
+fn identity_sources_that_agree_with_pct_and_the_pve_api_confirm() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    reported(&mut t, "cmux-202", "10.10.0.202");
+    t.identity.expected.push(crate::identity::IdentityClaim {
+        source: crate::identity::IdentitySource::PctConfig,
+        hostname: Some("cmux-202".into()),
+        ipv4: vec![],
+        mac: Some("bc:24:11:00:00:ca".into()),
+    });
+    t.identity.host = Some(crate::identity::HostIdentity {
+        lan_name: "cmux-202.lan".into(),
+        lan_ipv4: Some(vec!["10.10.0.202".into()]),
+        own_ipv4: Some(vec!["10.10.0.202".into()]),
+    });
+    let v = verdict_of(&c, &t, "xterm");
+    assert_eq!(v.status, Healthy);
+}
+
+#[test]
+fn unknown_identity_is_said_once_on_the_channel_line_and_changes_no_verdict() {
+    let c = Catalog::embedded();
+    let t = healthy_target(&c);
+    let tv = diagnose(
+        &Context {
+            catalog: &c,
+            layout: Layout::PerService,
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
+            instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
+        },
+        &t,
+    );
+    assert!(tv.services.iter().all(|v| v.status == Healthy));
+    assert_eq!(tv.exec.status, Healthy);
+    assert_eq!(
+        tv.exec
+            .summary
+            .matches("identity could not be established")
+            .count(),
+        1,
+        "{}",
+        tv.exec.summary
+    );
+    assert!(tv
+        .services
+        .iter()
+        .all(|v| v.evidence.iter().all(|e| !e.contains("identity"))));
+}
+
+#[test]
+fn wrong_sandbox_evidence_names_the_sandbox_reached_and_how() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    reached_203(&mut t);
+    let tv = diagnose(
+        &Context {
+            catalog: &c,
+            layout: Layout::PerService,
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
+            instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
+        },
+        &t,
+    );
+    for v in &tv.services {
+        assert_eq!(v.status, Broken, "{}", v.rule);
+        assert!(v.summary.contains("cmux-203"), "{}", v.summary);
+        assert!(
+            v.evidence.iter().any(|e| e.contains("hostname cmux-203")),
+            "{:?}",
+            v.evidence
+        );
+        // The chain reached a container, but not this one: no "reached cmux-execd in cmux-202".
+        assert!(
+            v.evidence.iter().all(|e| !e.contains("in cmux-202")),
+            "{:?}",
+            v.evidence
+        );
+        assert!(v.next_step.as_deref().unwrap().contains("cmux-202.lan"));
+    }
+    assert_eq!(tv.exec.status, Broken);
+    assert!(
+        tv.exec.summary.contains("WRONG SANDBOX"),
+        "{}",
+        tv.exec.summary
+    );
+}
+
+#[test]
+fn two_targets_sharing_one_sandbox_are_both_flagged() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    reported(&mut t, "cmux-202", "10.10.0.202");
+    t.identity.shared_with = vec![203];
+    let tv = diagnose(
+        &Context {
+            catalog: &c,
+            layout: Layout::PerService,
+            caddyfile: Some("/etc/caddy/Caddyfile.cmux"),
+            instance: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
+        },
+        &t,
+    );
+    assert_eq!(tv.exec.status, Broken);
+    assert!(tv.exec.summary.contains("203"), "{}", tv.exec.summary);
+    assert!(tv.exec.summary.contains("cmux-202"), "{}", tv.exec.summary);
 }
 
 /// A probe whose time limit was the run's deadline (shorter than --timeout) and that timed out was

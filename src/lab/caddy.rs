@@ -124,10 +124,11 @@ pub fn caddyfile_with(routes: &[RouteSpec], rule: &GenericRule) -> String {
             out.push('\n');
         }
         out.push_str(&format!(
-            "    # {}\n    @{svc} header_regexp vmid Host ^{svc}-(\\d+)\\.\n    handle @{svc} {{\n        reverse_proxy cmux-{{re.vmid.1}}.lan:{port}\n    }}\n",
+            "    # {}\n    @{svc} header_regexp vmid Host ^{svc}-(\\d+)\\.\n    handle @{svc} {{\n        reverse_proxy {up}:{port}\n    }}\n",
             route_comment(&r.service, r.port),
             svc = r.service,
-            port = r.port
+            port = r.port,
+            up = r.upstream.as_deref().unwrap_or("cmux-{re.vmid.1}.lan"),
         ));
     }
     if generic {
@@ -227,6 +228,13 @@ where
                 .flatten()
                 .map(|v| v.to_string());
             Some((vmid, port, true))
+        } else if let Some(up) = &route.upstream {
+            // A literal upstream host: whatever the request's VMID.
+            let vmid = up
+                .strip_suffix(".lan")
+                .and_then(|h| h.strip_prefix("cmux-"))
+                .map(str::to_string);
+            Some((vmid, route.port, false))
         } else {
             // `cmux-{vmid}.lan`: the VMID's container, if its hostname is still cmux-{vmid}
             // or it is any container with that VMID (the lab's DHCP names both).
@@ -250,8 +258,7 @@ where
     // `cmux-{vmid}.lan` resolves only for running containers.
     let ct = vmid
         .and_then(|v| v.parse::<u32>().ok())
-        .and_then(|v| ctx.containers.get(&v))
-        .filter(|c| c.running);
+        .and_then(|v| super::identity::lan_resolve(&ctx.containers, v));
     let Some(ct) = ct else {
         http::send(s, &caddy_empty(502)).await?;
         return Ok(true);

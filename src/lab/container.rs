@@ -49,6 +49,10 @@ pub struct ContainerRuntime {
     pub dir: PathBuf,
     /// `POST /exec` requests that reached this container's execd (whatever their outcome).
     pub exec_posts: AtomicU64,
+    /// The container `cmux-{vmid}.lan` really leads to, when not this one (see `ContainerSpec`).
+    pub lan_name_to: Option<u32>,
+    /// `gethostname()` inside.
+    pub hostname: String,
     /// Processes started by exec calls, when accounting is on ([`super::accounting`]).
     pub accounting: super::accounting::ExecAccounting,
 }
@@ -120,11 +124,14 @@ pub async fn start(
             closed_addr,
             dir,
             exec_posts: AtomicU64::new(0),
+            lan_name_to: spec.lan_name_to,
+            hostname: super::identity::hostname_of(spec),
             accounting: Default::default(),
         });
         return Ok((ct, tasks, keep));
     }
     std::fs::create_dir_all(&dir)?;
+    super::identity::write_container_view(&dir, spec.vmid)?;
 
     // Bind every socket first, so the port map is complete before any service runs.
     enum Pending {
@@ -176,6 +183,8 @@ pub async fn start(
         closed_addr,
         dir,
         exec_posts: AtomicU64::new(0),
+        lan_name_to: spec.lan_name_to,
+        hostname: super::identity::hostname_of(spec),
         accounting: Default::default(),
     });
 
@@ -799,11 +808,14 @@ where
             if timeout_ms < 0 {
                 return http::send(s, &go_error(400, "timeout_ms must be non-negative")).await;
             }
+            // The container's own view of who it is (its namespaces): see lab/identity.rs.
+            let command = super::identity::command_in_container(&command, &ctx.ct.dir);
             run_exec(
                 s,
                 &command,
                 timeout_ms as u64,
                 &ctx.ct.dir,
+                &ctx.ct.hostname,
                 &ctx.ct.accounting,
             )
             .await
@@ -855,6 +867,7 @@ async fn run_exec<W>(
     command: &str,
     timeout_ms: u64,
     dir: &Path,
+    hostname: &str,
     accounting: &super::accounting::ExecAccounting,
 ) -> io::Result<()>
 where
@@ -888,6 +901,7 @@ where
         .env("HOME", dir)
         .env("CURL_HOME", dir)
         .env("PATH", exec_path(dir))
+        .env("HOSTNAME", hostname)
         .current_dir(dir)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {

@@ -56,7 +56,13 @@ pub fn write_host_curlrc<'a>(
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut rc = String::from("# the PVE host's view of the lab (written by pvediag's lab)\n");
-    for ct in containers {
+    let all: std::collections::BTreeMap<u32, &ContainerRuntime> =
+        containers.map(|c| (c.vmid, c)).collect();
+    for named in all.values() {
+        // `cmux-{vmid}.lan` leads where the LAN's DNS sends it (see lab/identity.rs).
+        let Some(ct) = all.get(&named.lan_name_to.unwrap_or(named.vmid)) else {
+            continue;
+        };
         // Every container port is mapped, so curl never asks a real resolver about cmux-*.lan.
         let mut ports: Vec<(u16, SocketAddr)> = ct.ports.iter().map(|(p, a)| (*p, *a)).collect();
         for p in super::container::CONTAINER_PORTS {
@@ -68,7 +74,7 @@ pub fn write_host_curlrc<'a>(
             let to = if ct.running { *addr } else { closed };
             rc.push_str(&format!(
                 "connect-to = \"cmux-{}.lan:{port}:{}:{}\"\n",
-                ct.vmid,
+                named.vmid,
                 to.ip(),
                 to.port()
             ));

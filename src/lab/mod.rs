@@ -15,6 +15,7 @@ pub mod container;
 pub mod edge;
 pub mod host;
 pub mod http;
+pub mod identity;
 pub mod pve;
 
 use std::collections::BTreeMap;
@@ -105,6 +106,9 @@ pub struct ContainerSpec {
     /// Some: execd requires this token; None: auth off.
     pub exec_token: Option<String>,
     pub services: Vec<ServiceSpec>,
+    /// Some(other): the LAN's DHCP/DNS sends `cmux-{vmid}.lan` to container `other` (a stale
+    /// lease, a reused hostname); None: to this container.
+    pub lan_name_to: Option<u32>,
 }
 
 /// A service listening on a container port.
@@ -209,6 +213,8 @@ pub enum Behaviour {
 pub struct RouteSpec {
     pub service: String,
     pub port: u16,
+    /// A literal upstream host instead of `cmux-{re.vmid.1}.lan` (a hand-edited route).
+    pub upstream: Option<String>,
 }
 
 /// Injected latency per hop, in milliseconds.
@@ -243,6 +249,7 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
                 behaviour: Behaviour::Healthy,
             })
             .collect(),
+        lan_name_to: None,
     }
 }
 
@@ -274,6 +281,7 @@ pub fn container_2026(vmid: u32, token: Option<String>) -> ContainerSpec {
         running: true,
         exec_token: token,
         services,
+        lan_name_to: None,
     }
 }
 
@@ -282,6 +290,7 @@ pub fn generic_routes() -> Vec<RouteSpec> {
     vec![RouteSpec {
         service: caddy::GENERIC.into(),
         port: 0,
+        upstream: None,
     }]
 }
 
@@ -342,6 +351,7 @@ pub fn seed_routes() -> Vec<RouteSpec> {
     .map(|(s, p)| RouteSpec {
         service: s.to_string(),
         port: p,
+        upstream: None,
     })
     .collect()
 }
@@ -383,6 +393,8 @@ pub const SCENARIOS: &[&str] = &[
     "cdp-down-and-route",
     "preview-off-and-port",
     "container-down-caddy-ok",
+    "lan-name-to-other-sandbox",
+    "route-to-other-sandbox",
 ];
 
 fn route_port(routes: &mut [RouteSpec], service: &str, port: u16) {
@@ -645,6 +657,31 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 )
             }
         }
+        "lan-name-to-other-sandbox" => {
+            // 202 runs, but the LAN's DHCP/DNS sends cmux-202.lan to 203 (a stale lease).
+            let mut c = base;
+            let mut c202 = ct;
+            c202.lan_name_to = Some(VMID + 1);
+            c.containers = vec![c202, healthy_container(VMID + 1, token.clone())];
+            (
+                "lan-name-to-other-sandbox",
+                "cmux-202.lan resolves to sandbox 203 (a stale DHCP lease): every URL of 202 answers 200 from 203",
+                c,
+            )
+        }
+        "route-to-other-sandbox" => {
+            // A hand-edited route: xterm dials a literal cmux-203.lan, whatever the VMID.
+            let mut c = base;
+            c.containers = vec![ct, healthy_container(VMID + 1, token.clone())];
+            for r in c.routes.iter_mut().filter(|r| r.service == "xterm") {
+                r.upstream = Some(format!("cmux-{}.lan", VMID + 1));
+            }
+            (
+                "route-to-other-sandbox",
+                "Caddy's xterm route dials a literal cmux-203.lan: the terminal of 202 is sandbox 203's",
+                c,
+            )
+        }
         _ => return None,
     };
     Some(Scenario {
@@ -676,6 +713,7 @@ pub const SCENARIOS_2026: &[&str] = &[
     "worker-daemon",
     "hostname-unresolved",
     "mixed-host",
+    "lan-name-to-other-sandbox",
 ];
 
 /// The same faults on 2026 containers behind the generic rule, with the lab's PVE API.
@@ -686,6 +724,7 @@ fn to_2026(mut c: LabConfig) -> LabConfig {
         .map(|old| {
             let mut n = container_2026(old.vmid, old.exec_token.clone());
             n.running = old.running;
+            n.lan_name_to = old.lan_name_to;
             n.services = n
                 .services
                 .into_iter()
@@ -988,7 +1027,10 @@ impl Lab {
                 let published = !config.unpublished.contains(&c.vmid);
                 (
                     c.hostname.as_str(),
-                    containers.get(&c.vmid).map(|r| r.as_ref()),
+                    // Where the LAN's DNS sends the name (lab/identity.rs: a stale lease).
+                    containers
+                        .get(&c.lan_name_to.unwrap_or(c.vmid))
+                        .map(|r| r.as_ref()),
                     published,
                 )
             }),
@@ -1001,6 +1043,11 @@ impl Lab {
         } else {
             None
         };
+        identity::write_host_view(
+            &host_dir,
+            containers.values().map(|c| c.as_ref()),
+            &config.unpublished,
+        )?;
         tasks.append(&mut guard.0);
 
         Ok(Lab {
@@ -1038,6 +1085,21 @@ impl Lab {
             .get(&vmid)
             .filter(|c| c.running)
             .and_then(|c| c.ports.get(&port).copied())
+    }
+
+    /// The environment of the PVE host's scripts in the lab (`--on-host`): its `.curlrc` (the
+    /// `.lan` names, cloudflared's `/ready`) and its `getent`/`pct` stand-ins first on PATH.
+    pub fn host_env(&self) -> Vec<(String, String)> {
+        let home = self.host_dir.display().to_string();
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        vec![
+            ("CURL_HOME".into(), home.clone()),
+            ("HOME".into(), home),
+            (
+                "PATH".into(),
+                format!("{}:{path}", self.host_dir.join("bin").display()),
+            ),
+        ]
     }
 
     /// The directory execd's commands run in (HOME, CURL_HOME, `.curlrc`) for a running container.

@@ -14,6 +14,8 @@ use crate::verdict::made_by_cloudflare;
 pub struct ExecResult {
     pub run: ExecRun,
     pub records: Vec<Record>,
+    /// Who the command ran in (its identity line), when it said.
+    pub identity: Option<crate::identity::ReportedIdentity>,
 }
 
 /// `GET /exec`: 401 means auth is on, 405 means it is off. Side-effect free.
@@ -127,6 +129,7 @@ pub async fn run(
                     message: format!("no answer within {} ms", deadline.as_millis()),
                 },
                 records: Vec::new(),
+                identity: None,
             }
         }
         Ok(Err(e)) => {
@@ -134,6 +137,7 @@ pub async fn run(
             return ExecResult {
                 run: ExecRun::Failed { kind, message },
                 records: Vec::new(),
+                identity: None,
             };
         }
         Ok(Ok(r)) => r,
@@ -166,6 +170,7 @@ pub async fn run(
                 from_edge,
             },
             records: Vec::new(),
+            identity: None,
         };
     }
     let mut parser = Parser::new();
@@ -174,6 +179,7 @@ pub async fn run(
     let mut exit_code = None;
     let mut stderr_lines = 0usize;
     let mut cut = false;
+    let mut identity = None;
     let mut handle = |ev: Event, records: &mut Vec<Record>, notes: &mut Vec<String>| -> bool {
         match ev {
             Event::Stdout(line) => {
@@ -181,6 +187,8 @@ pub async fn run(
                     records.push(r);
                 } else if let Some(rs) = parse_batch(&line, nonce) {
                     records.extend(rs);
+                } else if let Some(id) = crate::identity::parse_line(&line, nonce) {
+                    identity = Some(id);
                 }
             }
             Event::Stderr(line) => {
@@ -291,7 +299,11 @@ pub async fn run(
             r
         })
         .collect();
-    ExecResult { run, records }
+    ExecResult {
+        run,
+        records,
+        identity,
+    }
 }
 
 /// Removes the token from text a server sent back: an endpoint that reflects the request (a debug

@@ -244,9 +244,18 @@ pub async fn pct_internal(
     nonce: &str,
     vmid: u32,
     timeout: Duration,
-) -> (PctRun, Vec<Record>) {
+) -> (
+    PctRun,
+    Vec<Record>,
+    Option<crate::identity::ReportedIdentity>,
+) {
     let start = Instant::now();
     let out = run_script(cfg, Some(vmid), script, timeout).await;
+    let identity = out.as_ref().ok().and_then(|o| {
+        o.stdout
+            .lines()
+            .find_map(|l| crate::identity::parse_line(l.trim_end_matches('\r'), nonce))
+    });
     let (run, records) = collect(
         out,
         nonce,
@@ -259,6 +268,7 @@ pub async fn pct_internal(
             run,
         },
         records,
+        identity,
     )
 }
 
@@ -275,11 +285,24 @@ async fn run_probes(
     cfg: &HostConfig,
     probes: &[ScriptProbe],
     timeout: Duration,
-) -> (ExecRun, impl Fn(&str) -> Probe) {
+    identity_of: Option<(&str, u32)>,
+) -> (ExecRun, impl Fn(&str) -> Probe, crate::identity::HostLines) {
     let nonce = internal::new_nonce();
-    let script = build_script(probes, &nonce, timeout);
+    // The target's identity (its `.lan` name on the host, `pct config`, its own address) in the
+    // same script, next to the probes.
+    let script = match identity_of {
+        Some((lan_name, vmid)) if internal::valid_host(lan_name) => {
+            let job = crate::identity::host_section(lan_name, vmid, &nonce, cfg.pct_fallback);
+            internal::build_script_with_job(probes, &nonce, timeout, &job)
+        }
+        _ => build_script(probes, &nonce, timeout),
+    };
     let start = Instant::now();
     let out = run_script(cfg, None, &script, timeout + Duration::from_secs(5)).await;
+    let lines = match &out {
+        Ok(o) => crate::identity::parse_host_lines(&o.stdout, &nonce),
+        Err(_) => Default::default(),
+    };
     let (run, records) = collect(
         out,
         &nonce,
@@ -293,7 +316,7 @@ async fn run_probes(
             .map(|r| r.probe.clone())
             .unwrap_or_else(|| Probe::not_run("no record from the host script"))
     };
-    (run, find)
+    (run, find, lines)
 }
 
 /// cloudflared's `/ready` (the first port of its range that answers) and Caddy's admin config.
@@ -316,7 +339,7 @@ pub async fn observe_wide(cfg: &HostConfig, timeout: Duration) -> HostWide {
         path: "/config/".into(),
         headers: Vec::new(),
     });
-    let (_, find) = run_probes(cfg, &probes, timeout).await;
+    let (_, find, _) = run_probes(cfg, &probes, timeout, None).await;
     let mut cloudflared = Probe::not_run("no record from the host script");
     for port in CLOUDFLARED_READY_PORTS {
         let p = find(&format!("ready.{port}"));
@@ -375,7 +398,10 @@ pub async fn observe(
         });
         upstream_urls.push(format!("http://{upstream_host}:{}{}", s.port, s.probe.path));
     }
-    let ((run, find), wide) = tokio::join!(run_probes(cfg, &probes, timeout), wide);
+    let ((run, find, identity), wide) = tokio::join!(
+        run_probes(cfg, &probes, timeout, Some((upstream_host.as_str(), vmid))),
+        wide
+    );
     let services = probe
         .catalog
         .services
@@ -396,6 +422,7 @@ pub async fn observe(
         cloudflared: wide.cloudflared,
         caddy_config: wide.caddy_config,
         services,
+        identity,
     }
 }
 

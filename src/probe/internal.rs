@@ -168,21 +168,51 @@ pub const BATCH_MAX: usize = 24;
 /// batch where curl can, the per-service probes otherwise.
 pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> String {
     let batch = (!services.is_empty() && services.len() <= BATCH_MAX).then(|| batch(services));
-    script(&service_probes(services), batch.as_deref(), nonce, timeout)
+    // Who the command runs in comes first: the batch may end the script.
+    let identity = crate::identity::CONTAINER_SECTION;
+    script(
+        &service_probes(services),
+        batch.as_deref(),
+        nonce,
+        timeout,
+        Some(identity),
+        None,
+    )
 }
 
 /// Builds a bash script that runs every probe concurrently and prints one record each (the host
 /// vantage's probes: any host, one probe per record).
 /// Probes whose name or host is not valid are left out (their record is then missing).
 pub fn build_script(probes: &[ScriptProbe], nonce: &str, timeout: Duration) -> String {
-    script(probes, None, nonce, timeout)
+    script(probes, None, nonce, timeout, None, None)
 }
 
-fn script(probes: &[ScriptProbe], batch: Option<&str>, nonce: &str, timeout: Duration) -> String {
+/// [`build_script`] with one more job (`job`, a self-contained bash section) run in the background
+/// next to the probes; its output goes straight to stdout.
+pub fn build_script_with_job(
+    probes: &[ScriptProbe],
+    nonce: &str,
+    timeout: Duration,
+    job: &str,
+) -> String {
+    script(probes, None, nonce, timeout, None, Some(job))
+}
+
+fn script(
+    probes: &[ScriptProbe],
+    batch: Option<&str>,
+    nonce: &str,
+    timeout: Duration,
+    first: Option<&str>,
+    job: Option<&str>,
+) -> String {
     let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
     let mut cmd = HEAD
         .replace("__NONCE__", &shell_quote(nonce))
         .replace("__TIMEOUT__", &shell_quote(&secs));
+    if let Some(f) = first {
+        cmd.push_str(f);
+    }
     if let Some(b) = batch {
         cmd.push_str(b);
     }
@@ -210,6 +240,9 @@ fn script(probes: &[ScriptProbe], batch: Option<&str>, nonce: &str, timeout: Dur
         }
         line.push_str(" &\n");
         cmd.push_str(&line);
+    }
+    if let Some(j) = job {
+        cmd.push_str(&format!("(\n{j}) &\n"));
     }
     cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nexit 0\n");
     cmd

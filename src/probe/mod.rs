@@ -45,6 +45,8 @@ pub struct ProbeConfig {
     pub exec_grace: Duration,
     /// The host vantage (`--on-host`, `--ssh`).
     pub host: Option<host::HostConfig>,
+    /// What other sources (the PVE API) say each target is (see [`crate::identity`]).
+    pub expected_identity: std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
     /// Container hostnames (the 2026 layout's `{instance}`), by VMID, as
     /// [`crate::instance`] resolved them; a VMID not in here is `cmux-{vmid}`.
     pub instances: std::collections::BTreeMap<u32, crate::instance::Instance>,
@@ -215,6 +217,7 @@ pub async fn observe_with(
                             .into(),
                     },
                     records: Vec::new(),
+                    identity: None,
                 },
                 String::new(),
                 false,
@@ -287,19 +290,25 @@ pub async fn observe_with(
 
     // The exec endpoint could not be used: try `pct exec` on the host.
     let mut pct = None;
+    let mut reported_via = result.identity.as_ref().map(|_| "exec".to_string());
     if let Some(h) = cfg.host.as_ref().filter(|h| h.pct_fallback) {
         if !matches!(
             result.run,
             ExecRun::Completed { .. } | ExecRun::Incomplete { .. }
         ) {
-            let (run, records) =
+            let (run, records, id) =
                 host::pct_internal(h, &command, &nonce, vmid, cfg.timeout + cfg.exec_grace).await;
             if !records.is_empty() {
                 result.records = records;
             }
+            if id.is_some() && result.identity.is_none() {
+                result.identity = id;
+                reported_via = Some("pct".into());
+            }
             pct = Some(run);
         }
     }
+    let identity = identity_observation(cfg, vmid, result.identity.take(), reported_via, &host_obs);
 
     let services = cfg
         .catalog
@@ -356,5 +365,76 @@ pub async fn observe_with(
         services,
         routes: Vec::new(),
         host: host_obs,
+        identity,
+    }
+}
+
+/// What is known about who answered: the report of the internal command, what the naming
+/// convention and the host (`pct config`) expect, and the host's view of the `.lan` name.
+fn identity_observation(
+    cfg: &ProbeConfig,
+    vmid: u32,
+    reported: Option<crate::identity::ReportedIdentity>,
+    reported_via: Option<String>,
+    host_obs: &Option<crate::observation::HostObservation>,
+) -> crate::identity::IdentityObservation {
+    let mut expected: Vec<crate::identity::IdentityClaim> = Vec::new();
+    if let Some(c) = cfg.expected_identity.get(&vmid) {
+        expected.extend(c.iter().cloned());
+    }
+    // The instance name resolution (crate::instance) is an expected identity too.
+    if let Some(i) = cfg.instances.get(&vmid) {
+        use crate::instance::InstanceSource as I;
+        let source = match i.source {
+            I::PveApi => Some(crate::identity::IdentitySource::PveApi),
+            I::Pct => Some(crate::identity::IdentitySource::PctConfig),
+            I::Given | I::Default => None,
+        };
+        if let Some(source) = source {
+            if !expected
+                .iter()
+                .any(|c| c.source == source && c.hostname.as_deref() == Some(&i.hostname))
+            {
+                expected.push(crate::identity::IdentityClaim {
+                    source,
+                    hostname: Some(i.hostname.clone()),
+                    ipv4: Vec::new(),
+                    mac: None,
+                });
+            }
+        }
+    }
+    if let Some(h) = host_obs {
+        if let Some(c) = &h.identity.pct_claim {
+            // One claim per source: the host script's `pct config` carries the MAC as well.
+            expected.retain(|e| e.source != c.source || e.hostname != c.hostname);
+            expected.push(c.clone());
+        }
+    }
+    let exec_host = cfg
+        .catalog
+        .exec()
+        .and_then(|s| url::Url::parse(&cfg.public_url(s, vmid)).ok())
+        .and_then(|u| u.host_str().map(str::to_string));
+    if let Some(h) = exec_host {
+        expected.push(crate::identity::convention_claim(&h, vmid));
+    }
+    let host = match (host_obs, &cfg.host) {
+        (Some(h), Some(hc)) => Some(crate::identity::HostIdentity {
+            lan_name: hc
+                .upstream_template
+                .replace("{vmid}", &vmid.to_string())
+                .replace("{instance}", &cfg.instance(vmid)),
+            lan_ipv4: h.identity.lan_ipv4.clone(),
+            own_ipv4: h.identity.own_ipv4.clone(),
+        }),
+        _ => None,
+    };
+    crate::identity::IdentityObservation {
+        reported,
+        reported_via,
+        expected,
+        host,
+        shared_with: Vec::new(),
     }
 }

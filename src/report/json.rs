@@ -65,6 +65,7 @@ pub fn to_value(report: &Report) -> Value {
                 "host": o.host,
                 "origin": o.origin,
                 "routes": o.routes,
+                "identity": o.identity,
                 "routing": t.routing,
                 "services": services,
                 "state": t.state.as_ref().map(state_value),

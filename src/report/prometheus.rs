@@ -153,6 +153,33 @@ impl Format for Prometheus {
             "The exec channel (internal view) of each target: always 1, healthy or inconclusive in the status label.",
             &channel,
         );
+        // Who answered: 1 when a target's exec call reached another sandbox (or one that another
+        // target reached too), 0 when its identity was confirmed; no sample when unknown.
+        let identity: Vec<(String, f64)> = report
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let o = &t.observation;
+                let mismatch = match crate::identity::assess(&o.identity, o.vmid) {
+                    crate::identity::Assessment::Contradicted { .. } => true,
+                    crate::identity::Assessment::Confirmed { .. } => {
+                        !o.identity.shared_with.is_empty()
+                    }
+                    crate::identity::Assessment::Unknown { .. } => return None,
+                };
+                let l = labels(&[("vmid", &o.vmid.to_string())]);
+                Some((l, if mismatch { 1.0 } else { 0.0 }))
+            })
+            .collect();
+        if !identity.is_empty() {
+            family(
+                &mut out,
+                "pvediag_identity_mismatch",
+                "gauge",
+                "Whether the target's exec call ran in another sandbox than the target, or in one another target reached too (1), or in its own (0).",
+                &identity,
+            );
+        }
         // From the state directory (docs/state.md): absent without state or a healthy run.
         let last_healthy: Vec<(String, f64)> = report
             .targets

@@ -101,12 +101,15 @@ while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done
 shift; shift   # "--" and the destination
 exec "$@""#;
 
-/// pct stand-in: `pct exec VMID -- bash -s` runs bash with the container's view (its .curlrc).
+/// pct stand-in: `pct exec VMID -- bash -s` runs bash with the container's view (its .curlrc, its
+/// hostname, machine id and addresses as lab/identity.rs lays them out); `pct exec VMID -- ip ...`
+/// prints the container's address; `pct config` is refused.
 const PCT_STUB: &str = r#"printf 'pct %s\n' "$*" >> "$STUB_LOG.pct"
 [ "$1" = exec ] && [ "$2" = 202 ] && [ "$3" = -- ] || { echo "pct: bad call: $*" >&2; exit 2; }
 shift 3
-export CURL_HOME="$CT_HOME" HOME="$CT_HOME" PATH="$CT_HOME/bin:$PATH"
-exec "$@""#;
+if [ "$1" = ip ]; then echo '2: eth0    inet 10.10.0.202/24 brd 10.10.0.255 scope global eth0'; exit 0; fi
+export CURL_HOME="$CT_HOME" HOME="$CT_HOME" PATH="$CT_HOME/bin:$PATH" HOSTNAME=cmux-202
+sed -e "s#/etc/machine-id#$CT_HOME/etc/machine-id#g" -e "s#/proc/net/fib_trie#$CT_HOME/proc/net/fib_trie#g" | "$@""#;
 
 #[test]
 fn on_host_pins_the_seed_incident_to_the_caddy_route() {
@@ -233,13 +236,27 @@ fn pct_exec_takes_over_when_the_exec_token_is_wrong() {
     assert_eq!(code, 0);
     // `pct exec` once; the container's hostname was asked with `pct config` / `pct list`.
     let log = std::fs::read_to_string(r.bin.path().join("argv.log.pct")).unwrap();
+    // The host script's identity calls (pct config, the container's own address), then the
+    // internal probes; instance resolution may ask pct config and pct list too.
     let execs: Vec<&str> = log.lines().filter(|l| l.starts_with("pct exec")).collect();
-    assert_eq!(execs, ["pct exec 202 -- bash -s"], "{log}");
+    assert_eq!(
+        execs,
+        [
+            "pct exec 202 -- ip -4 -o addr show scope global",
+            "pct exec 202 -- bash -s"
+        ],
+        "{log}"
+    );
     assert!(
         log.lines()
             .all(|l| l.starts_with("pct exec") || l == "pct config 202" || l == "pct list"),
         "{log}"
     );
+    // Who the pct run ran in, and that it is 202.
+    let id = &v["targets"][0]["identity"];
+    assert_eq!(id["reported_via"], "pct");
+    assert_eq!(id["reported"]["hostname"], "cmux-202");
+    assert_eq!(id["host"]["own_ipv4"][0], "10.10.0.202");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod fleet;
 mod generation_2026;
 mod host_vantage;
 mod hostile;
+mod identity;
 mod injection;
 mod lint_cli;
 mod parsers_prop;

@@ -32,6 +32,8 @@ pub fn fleet_lab_config() -> LabConfig {
     let c202 = lab::healthy_container(202, Some(TOKEN_202.into()));
     let mut c203 = lab::healthy_container(203, Some(TOKEN_203.into()));
     c203.services.retain(|s| s.kind != ServiceKind::Xterm);
+    // The fake PVE API's config names it so (a later-generation instance name).
+    c203.hostname = NAME_203.into();
     LabConfig {
         containers: vec![c202, c203],
         ..LabConfig::default()
