@@ -225,8 +225,57 @@ pub struct Service {
     pub optional: bool,
     pub probe: ProbeSpec,
     pub healthy: Healthy,
+    /// What this service fronts inside the container, when it is a thin front for another process.
+    pub backend: Option<Backend>,
     /// Where the entry came from (file name), for messages.
     pub origin: String,
+}
+
+impl Service {
+    /// Every systemd unit this entry names: its own, its back end's, and the units those need.
+    pub fn units(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        let own = std::iter::once(self.unit.as_str());
+        let back = self.backend.iter().flat_map(|b| {
+            std::iter::once(b.unit.as_str()).chain(b.needs.iter().map(String::as_str))
+        });
+        for u in own.chain(back) {
+            if !u.is_empty() && !v.contains(&u) {
+                v.push(u);
+            }
+        }
+        v
+    }
+}
+
+/// A process the service fronts (reference §5a): the front can answer while it is dead.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// What it is, for messages (e.g. "Chrome DevTools").
+    pub description: String,
+    /// Its port on the container's loopback.
+    pub port: u16,
+    /// Its systemd unit (empty when none or when it is another catalog entry's).
+    pub unit: String,
+    /// Units it needs to run (Chrome needs openbox and Xvfb).
+    pub needs: Vec<String>,
+    pub check: BackendCheck,
+}
+
+/// How to tell the back end is alive, cheaply, from inside the container.
+#[derive(Debug, Clone)]
+pub enum BackendCheck {
+    /// One HTTP request to `127.0.0.1:{port}`.
+    Http {
+        probe: ProbeSpec,
+        healthy: Box<Healthy>,
+    },
+    /// Connect and read the first line the server sends; it must start with `prefix`
+    /// (VNC greets with `RFB 003.008\n`).
+    Banner { prefix: String },
+    /// The back end is the port named by this request header of the front's own probe
+    /// (cmux-proxy's `X-Cmux-Port-Internal`): the catalog's entry on that port checks it.
+    PortHeader { header: String },
 }
 
 /// The whole catalog, in a stable order (by port, then name).
@@ -387,6 +436,36 @@ struct RawService {
     optional: bool,
     probe: RawProbe,
     healthy: RawHealthy,
+    #[serde(default)]
+    backend: Option<RawBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    port: Option<serde_json::Value>,
+    #[serde(default)]
+    port_header: Option<String>,
+    #[serde(default)]
+    unit: String,
+    #[serde(default)]
+    needs: Vec<String>,
+    #[serde(default)]
+    check: Option<RawBackendCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendCheck {
+    #[serde(default)]
+    banner: Option<String>,
+    #[serde(default)]
+    http: Option<RawProbe>,
+    #[serde(default)]
+    healthy: Option<RawHealthy>,
 }
 
 #[derive(Deserialize)]
@@ -508,85 +587,10 @@ fn parse_service(file: &str, text: &str) -> Result<Service, CatalogError> {
             ))
         }
     };
-    let method = raw.probe.method.to_ascii_uppercase();
-    if !valid_token(&method) || !method.bytes().all(|c| c.is_ascii_uppercase()) {
-        return Err(field_err(
-            file,
-            "probe.method",
-            format!(
-                "{:?} is not an HTTP method such as GET or HEAD",
-                raw.probe.method
-            ),
-        ));
-    }
-    if !valid_path(&raw.probe.path) {
-        return Err(field_err(
-            file,
-            "probe.path",
-            format!(
-                "{:?} is not a request path: it must start with '/' and hold only URL characters (percent-encode the rest)",
-                raw.probe.path
-            ),
-        ));
-    }
-    let mut headers = Vec::new();
-    for (k, v) in &raw.probe.headers {
-        if !valid_token(k) {
-            return Err(field_err(
-                file,
-                "probe.headers",
-                format!("{k:?} is not a header name"),
-            ));
-        }
-        if !valid_header_value(v) {
-            return Err(field_err(
-                file,
-                "probe.headers",
-                format!("value of {k:?} must be printable ASCII without line breaks"),
-            ));
-        }
-        headers.push((k.clone(), v.clone()));
-    }
-    if raw.healthy.status.is_empty() {
-        return Err(field_err(
-            file,
-            "healthy.status",
-            "is empty: list the statuses of a healthy answer, e.g. [200] or [\"2xx\"]",
-        ));
-    }
-    let mut statuses = Vec::new();
-    for v in &raw.healthy.status {
-        statuses.push(parse_status(v).ok_or_else(|| {
-            field_err(
-                file,
-                "healthy.status",
-                format!("{v} is not a status: expected 100-599 or a class such as \"2xx\""),
-            )
-        })?);
-    }
-    let mut want_headers = Vec::new();
-    for h in &raw.healthy.headers {
-        if !valid_token(h) {
-            return Err(field_err(
-                file,
-                "healthy.headers",
-                format!("{h:?} is not a header name"),
-            ));
-        }
-        want_headers.push(h.to_ascii_lowercase());
-    }
-    let f = raw.healthy.fingerprint;
-    let body_matches = match f.body_matches {
-        Some(re) => Some(Regex::new(&re).map_err(|e| {
-            field_err(
-                file,
-                "healthy.fingerprint.body_matches",
-                format!(
-                    "not a regular expression: {}",
-                    e.to_string().lines().last().unwrap_or("")
-                ),
-            )
-        })?),
+    let probe = parse_probe(file, "probe", &raw.probe)?;
+    let healthy = parse_healthy(file, "healthy", raw.healthy)?;
+    let backend = match raw.backend {
+        Some(b) => Some(parse_backend(file, b, &probe)?),
         None => None,
     };
     Ok(Service {
@@ -596,23 +600,241 @@ fn parse_service(file: &str, text: &str) -> Result<Service, CatalogError> {
         port,
         routed: raw.routed,
         optional: raw.optional,
-        probe: ProbeSpec {
-            method,
-            path: raw.probe.path,
-            headers,
-        },
-        healthy: Healthy {
-            statuses,
-            headers: want_headers,
-            fingerprint: Fingerprint {
-                content_type: f.content_type,
-                body_prefix: f.body_prefix,
-                body_contains: f.body_contains,
-                body_matches,
-                json_keys: f.json_keys,
-            },
-        },
+        probe,
+        healthy,
+        backend,
         origin: file.into(),
+    })
+}
+
+fn parse_probe(file: &str, at: &str, raw: &RawProbe) -> Result<ProbeSpec, CatalogError> {
+    let fld = |f: &str| format!("{at}.{f}");
+    let method = raw.method.to_ascii_uppercase();
+    if !valid_token(&method) || !method.bytes().all(|c| c.is_ascii_uppercase()) {
+        return Err(field_err(
+            file,
+            &fld("method"),
+            format!("{:?} is not an HTTP method such as GET or HEAD", raw.method),
+        ));
+    }
+    if !valid_path(&raw.path) {
+        return Err(field_err(
+            file,
+            &fld("path"),
+            format!(
+                "{:?} is not a request path: it must start with '/' and hold only URL characters (percent-encode the rest)",
+                raw.path
+            ),
+        ));
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &raw.headers {
+        if !valid_token(k) {
+            return Err(field_err(
+                file,
+                &fld("headers"),
+                format!("{k:?} is not a header name"),
+            ));
+        }
+        if !valid_header_value(v) {
+            return Err(field_err(
+                file,
+                &fld("headers"),
+                format!("value of {k:?} must be printable ASCII without line breaks"),
+            ));
+        }
+        headers.push((k.clone(), v.clone()));
+    }
+    Ok(ProbeSpec {
+        method,
+        path: raw.path.clone(),
+        headers,
+    })
+}
+
+fn parse_healthy(file: &str, at: &str, raw: RawHealthy) -> Result<Healthy, CatalogError> {
+    let fld = |f: &str| format!("{at}.{f}");
+    if raw.status.is_empty() {
+        return Err(field_err(
+            file,
+            &fld("status"),
+            "is empty: list the statuses of a healthy answer, e.g. [200] or [\"2xx\"]",
+        ));
+    }
+    let mut statuses = Vec::new();
+    for v in &raw.status {
+        statuses.push(parse_status(v).ok_or_else(|| {
+            field_err(
+                file,
+                &fld("status"),
+                format!("{v} is not a status: expected 100-599 or a class such as \"2xx\""),
+            )
+        })?);
+    }
+    let mut want_headers = Vec::new();
+    for h in &raw.headers {
+        if !valid_token(h) {
+            return Err(field_err(
+                file,
+                &fld("headers"),
+                format!("{h:?} is not a header name"),
+            ));
+        }
+        want_headers.push(h.to_ascii_lowercase());
+    }
+    let f = raw.fingerprint;
+    let body_matches = match f.body_matches {
+        Some(re) => Some(Regex::new(&re).map_err(|e| {
+            field_err(
+                file,
+                &fld("fingerprint.body_matches"),
+                format!(
+                    "not a regular expression: {}",
+                    e.to_string().lines().last().unwrap_or("")
+                ),
+            )
+        })?),
+        None => None,
+    };
+    Ok(Healthy {
+        statuses,
+        headers: want_headers,
+        fingerprint: Fingerprint {
+            content_type: f.content_type,
+            body_prefix: f.body_prefix,
+            body_contains: f.body_contains,
+            body_matches,
+            json_keys: f.json_keys,
+        },
+    })
+}
+
+fn parse_port(file: &str, field: &str, v: &serde_json::Value) -> Result<u16, CatalogError> {
+    match v.as_u64() {
+        Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(field_err(
+            file,
+            field,
+            format!("{v} is not a TCP port: expected an integer from 1 to 65535"),
+        )),
+    }
+}
+
+fn parse_unit(file: &str, field: &str, u: &str) -> Result<(), CatalogError> {
+    if !u.is_empty() && !valid_unit(u) {
+        return Err(field_err(
+            file,
+            field,
+            format!("{u:?} is not a systemd unit name (letters, digits, '-', '_', '.', '@')"),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest banner prefix a back-end check may expect (the check reads one line of at most 64).
+pub const BANNER_MAX: usize = 32;
+
+fn parse_backend(file: &str, raw: RawBackend, probe: &ProbeSpec) -> Result<Backend, CatalogError> {
+    if raw.description.chars().any(|c| c.is_control()) || raw.description.len() > 200 {
+        return Err(field_err(
+            file,
+            "backend.description",
+            "must be one short line without control characters",
+        ));
+    }
+    parse_unit(file, "backend.unit", &raw.unit)?;
+    if raw.needs.len() > 8 {
+        return Err(field_err(file, "backend.needs", "lists more than 8 units"));
+    }
+    for n in &raw.needs {
+        if n.is_empty() {
+            return Err(field_err(file, "backend.needs", "holds an empty unit name"));
+        }
+        parse_unit(file, "backend.needs", n)?;
+    }
+    let (port, header) = match (&raw.port, &raw.port_header) {
+        (Some(p), None) => (parse_port(file, "backend.port", p)?, None),
+        (None, Some(h)) => {
+            let value = probe
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(h))
+                .map(|(_, v)| v.as_str());
+            let Some(value) = value else {
+                return Err(field_err(
+                    file,
+                    "backend.port_header",
+                    format!("{h:?} is not a header of this entry's probe"),
+                ));
+            };
+            let port = value
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| {
+                    field_err(
+                        file,
+                        "backend.port_header",
+                        format!("the probe's {h} header is {value:?}, not a TCP port"),
+                    )
+                })?;
+            (port, Some(h.clone()))
+        }
+        _ => {
+            return Err(field_err(
+                file,
+                "backend.port",
+                "give exactly one of `port` (the back end's port on the container's loopback) and `port_header` (a probe header naming it)",
+            ))
+        }
+    };
+    let check = match (header, raw.check) {
+        (Some(header), None) => BackendCheck::PortHeader { header },
+        (Some(_), Some(_)) => {
+            return Err(field_err(
+                file,
+                "backend.check",
+                "a back end named by `port_header` is checked by the catalog's entry on that port; give no check",
+            ))
+        }
+        (None, None) => {
+            return Err(field_err(
+                file,
+                "backend.check",
+                "missing: give {\"banner\": \"PREFIX\"} or {\"http\": {...}, \"healthy\": {...}}",
+            ))
+        }
+        (None, Some(c)) => match (c.banner, c.http, c.healthy) {
+            (Some(b), None, None) => {
+                if b.is_empty() || b.len() > BANNER_MAX || !b.bytes().all(|c| (0x20..0x7f).contains(&c)) {
+                    return Err(field_err(
+                        file,
+                        "backend.check.banner",
+                        format!("must be 1 to {BANNER_MAX} printable ASCII characters"),
+                    ));
+                }
+                BackendCheck::Banner { prefix: b }
+            }
+            (None, Some(h), Some(healthy)) => BackendCheck::Http {
+                probe: parse_probe(file, "backend.check.http", &h)?,
+                healthy: Box::new(parse_healthy(file, "backend.check.healthy", healthy)?),
+            },
+            _ => {
+                return Err(field_err(
+                    file,
+                    "backend.check",
+                    "give either `banner` alone, or `http` with `healthy`",
+                ))
+            }
+        },
+    };
+    Ok(Backend {
+        description: raw.description,
+        port,
+        unit: raw.unit,
+        needs: raw.needs,
+        check,
     })
 }
 
@@ -858,5 +1080,144 @@ mod later_catalog_tests {
             EMBEDDED_2026.len(),
             "every file of checks/2026 is embedded"
         );
+    }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    use super::*;
+
+    fn with_backend(backend: &str) -> Result<Service, CatalogError> {
+        let text = format!(
+            r#"{{"name":"x","unit":"x-front","port":80,"probe":{{"path":"/","headers":{{"X-Port":"5901","X-Bad":"abc"}}}},"healthy":{{"status":[200]}},"backend":{backend}}}"#
+        );
+        parse_service("t.json", &text)
+    }
+
+    #[test]
+    fn both_generations_name_the_back_ends() {
+        let later =
+            Catalog::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("checks/2026")).unwrap();
+        for c in [Catalog::embedded(), later] {
+            let cdp = c.get("cdp").unwrap().backend.as_ref().unwrap();
+            assert_eq!((cdp.port, cdp.unit.as_str()), (39382, "cmux-devtools"));
+            assert_eq!(cdp.needs, vec!["cmux-openbox", "cmux-xvfb"]);
+            let BackendCheck::Http { probe, healthy } = &cdp.check else {
+                panic!("cdp: an HTTP check")
+            };
+            assert_eq!(probe.path, "/json/version");
+            assert!(healthy
+                .fingerprint
+                .check(
+                    None,
+                    r#"{"Browser":"Chrome/131","webSocketDebuggerUrl":"ws://x"}"#
+                )
+                .is_ok());
+            let vnc = c.get("vnc").unwrap().backend.as_ref().unwrap();
+            assert_eq!((vnc.port, vnc.unit.as_str()), (5901, "cmux-tigervnc"));
+            assert!(matches!(&vnc.check, BackendCheck::Banner { prefix } if prefix == "RFB 003."));
+            let proxy = c.get("proxy").unwrap().backend.as_ref().unwrap();
+            assert_eq!(proxy.port, 39375);
+            assert!(
+                matches!(&proxy.check, BackendCheck::PortHeader { header } if header == "X-Cmux-Port-Internal")
+            );
+            assert_eq!(
+                c.get("cdp").unwrap().units(),
+                vec![
+                    "cmux-cdp-proxy",
+                    "cmux-devtools",
+                    "cmux-openbox",
+                    "cmux-xvfb"
+                ]
+            );
+            assert!(c.get("xterm").unwrap().backend.is_none());
+        }
+    }
+
+    #[test]
+    fn good_back_ends_parse() {
+        let b = with_backend(r#"{"port":5901,"unit":"v.service","check":{"banner":"RFB 003."}}"#)
+            .unwrap();
+        assert_eq!(b.units(), vec!["x-front", "v.service"]);
+        let b = with_backend(r#"{"port_header":"x-port"}"#).unwrap();
+        assert_eq!(b.backend.unwrap().port, 5901);
+    }
+
+    #[test]
+    fn bad_back_ends_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"port":0,"check":{"banner":"R"}}"#, "backend.port"),
+            (r#"{"port":"1","check":{"banner":"R"}}"#, "backend.port"),
+            (r#"{"check":{"banner":"R"}}"#, "backend.port"),
+            (
+                r#"{"port":1,"port_header":"X-Port","check":{"banner":"R"}}"#,
+                "backend.port",
+            ),
+            (r#"{"port_header":"X-None"}"#, "backend.port_header"),
+            (r#"{"port_header":"X-Bad"}"#, "backend.port_header"),
+            (
+                r#"{"port_header":"X-Port","check":{"banner":"R"}}"#,
+                "backend.check",
+            ),
+            (r#"{"port":1}"#, "backend.check"),
+            (r#"{"port":1,"check":{}}"#, "backend.check"),
+            (
+                r#"{"port":1,"check":{"banner":"R","http":{"path":"/"}}}"#,
+                "backend.check",
+            ),
+            (
+                r#"{"port":1,"check":{"http":{"path":"/"}}}"#,
+                "backend.check",
+            ),
+            (
+                r#"{"port":1,"check":{"banner":""}}"#,
+                "backend.check.banner",
+            ),
+            (
+                r#"{"port":1,"check":{"banner":"RFB\n"}}"#,
+                "backend.check.banner",
+            ),
+            (
+                r#"{"port":1,"check":{"http":{"path":"$(id)"},"healthy":{"status":[200]}}}"#,
+                "backend.check.http.path",
+            ),
+            (
+                r#"{"port":1,"check":{"http":{"path":"/","headers":{"a":"1\r\nb: 2"}},"healthy":{"status":[200]}}}"#,
+                "backend.check.http.headers",
+            ),
+            (
+                r#"{"port":1,"check":{"http":{"path":"/"},"healthy":{"status":[]}}}"#,
+                "backend.check.healthy.status",
+            ),
+            (
+                r#"{"port":1,"unit":"a;b","check":{"banner":"R"}}"#,
+                "backend.unit",
+            ),
+            (
+                r#"{"port":1,"needs":["ok","$(id)"],"check":{"banner":"R"}}"#,
+                "backend.needs",
+            ),
+            (
+                r#"{"port":1,"needs":[""],"check":{"banner":"R"}}"#,
+                "backend.needs",
+            ),
+            (
+                r#"{"port":1,"description":"a\u001b[31m","check":{"banner":"R"}}"#,
+                "backend.description",
+            ),
+        ];
+        for (b, field) in cases {
+            match with_backend(b) {
+                Err(CatalogError::Field { field: f, file, .. }) => {
+                    assert_eq!(&f, field, "for {b}");
+                    assert_eq!(file, "t.json");
+                }
+                other => panic!("{b}: expected a field error on {field}, got {other:?}"),
+            }
+        }
+        let e = with_backend(r#"{"port":1,"prot":2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.json") && e.contains("prot"), "{e}");
     }
 }

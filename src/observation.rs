@@ -324,9 +324,62 @@ pub struct TargetObservation {
     /// The host vantage, when pvediag ran on (or reached) the PVE host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostObservation>,
+    /// Behind the fronts: back ends and systemd units, from the same exec round trip (None when
+    /// the internal probes did not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inside: Option<InsideView>,
     /// Who answered: the sandbox the exec call ran in, what it should be and why
     /// (see [`crate::identity`]).
     pub identity: crate::identity::IdentityObservation,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behind the fronts (issue 14)
+
+pub use crate::probe::backend::{SystemdView, UnitState};
+
+/// What the exec round trip saw behind the fronts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InsideView {
+    /// One per catalog service with a back end of its own (port-header back ends are the catalog's
+    /// entry on that port and are not repeated here).
+    pub backends: Vec<BackendObservation>,
+    /// The units' state; None when the command brought no unit record at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<SystemdView>,
+}
+
+impl InsideView {
+    pub fn backend(&self, service: &str) -> Option<&BackendObservation> {
+        self.backends.iter().find(|b| b.service == service)
+    }
+}
+
+/// One back end, checked at `127.0.0.1:{port}` inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendObservation {
+    /// The front's catalog name.
+    pub service: String,
+    pub port: u16,
+    #[serde(flatten)]
+    pub check: BackendCheckObservation,
+}
+
+/// What the back end's check saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "check", rename_all = "snake_case")]
+pub enum BackendCheckObservation {
+    /// An HTTP request (Chrome's `/json/version`).
+    Http { probe: Probe },
+    /// The first line the server sent (VNC's `RFB 003.008`), or why there was none.
+    Banner {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failure: Option<FailureKind>,
+    },
+    /// No record (the stream was cut, or the channel failed).
+    NotRun { reason: String },
 }
 
 impl TargetObservation {

@@ -556,6 +556,7 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
             .collect(),
         routes: Vec::new(),
         host: None,
+        inside: None,
         identity: Default::default(),
     }
 }

@@ -2094,7 +2094,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
                 check: x.check_for(layer),
             })
             .collect();
-        services.push(Verdict {
+        let v = Verdict {
             status: r.status,
             layer: r.layer,
             candidates,
@@ -2102,7 +2102,9 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
             evidence,
             next_step: r.next_step,
             rule: r.rule,
-        });
+        };
+        // Behind the front: back ends and units (verdict_inside.rs).
+        services.push(inside::refine(ctx, t, s, &x.i, v));
     }
     let mut exec = channel_verdict(t);
     if let (
@@ -2125,7 +2127,7 @@ pub fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
     identity_channel(&mut exec, t, identity);
     TargetVerdict {
         vmid: t.vmid,
-        exec,
+        exec: inside::channel_note(t, exec),
         services,
     }
 }
@@ -2202,6 +2204,8 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
     evidence
 }
 
+#[path = "verdict_inside.rs"]
+mod inside;
 // ---------------------------------------------------------------------------------------------
 // Identity rows (docs/diagnosis.md, "Who answered"): see crate::identity
 

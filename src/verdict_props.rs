@@ -355,6 +355,7 @@ fn observe(w: &World, c: &Catalog, ev: Evidence) -> TargetObservation {
         services,
         routes,
         host,
+        inside: None,
         identity: Default::default(),
     }
 }

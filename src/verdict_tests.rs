@@ -103,6 +103,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
             .collect(),
         routes: vec![],
         host: None,
+        inside: None,
         identity: Default::default(),
     }
 }
@@ -1200,6 +1201,320 @@ const CASES: &[Case] = &[
     ),
 ];
 
+// ---------------------------------------------------------------------------------------------
+// Behind the fronts: back ends and units (issue 14, verdict_inside.rs)
+
+fn unit_state(id: &str, active: &str, sub: &str, restarts: u32, status: i32) -> UnitState {
+    UnitState {
+        id: id.into(),
+        load_state: "loaded".into(),
+        active_state: active.into(),
+        sub_state: sub.into(),
+        restarts: Some(restarts),
+        exit_status: Some(status),
+        last_exit: (status != 0).then(|| "Mon 2026-11-30 20:01:13 UTC".to_string()),
+        journal: vec![],
+    }
+}
+
+/// Every back end alive, every unit of the catalog active (running).
+fn inside_healthy(t: &mut TargetObservation) {
+    let c = Catalog::embedded();
+    let units = crate::probe::backend::units(&c.services.iter().collect::<Vec<_>>());
+    t.inside = Some(InsideView {
+        backends: vec![
+            BackendObservation {
+                service: "vnc".into(),
+                port: 5901,
+                check: BackendCheckObservation::Banner {
+                    line: Some("RFB 003.008".into()),
+                    failure: None,
+                },
+            },
+            BackendObservation {
+                service: "cdp".into(),
+                port: 39382,
+                check: BackendCheckObservation::Http {
+                    probe: resp(
+                        200,
+                        &[("content-type", "application/json; charset=UTF-8")],
+                        r#"{"Browser":"Chrome/131.0.6778.85","webSocketDebuggerUrl":"ws://127.0.0.1:39382/devtools/browser/x"}"#,
+                    ),
+                },
+            },
+        ],
+        systemd: Some(SystemdView {
+            units: units
+                .iter()
+                .map(|u| {
+                    unit_state(
+                        &crate::probe::backend::unit_id(u),
+                        "active",
+                        "running",
+                        0,
+                        0,
+                    )
+                })
+                .collect(),
+            unavailable: None,
+        }),
+    });
+}
+
+fn set_unit(t: &mut TargetObservation, u: UnitState) {
+    let view = t.inside.as_mut().unwrap().systemd.as_mut().unwrap();
+    for x in view.units.iter_mut().filter(|x| x.id == u.id) {
+        *x = u.clone();
+    }
+}
+
+fn set_back(t: &mut TargetObservation, service: &str, check: BackendCheckObservation) {
+    for b in t
+        .inside
+        .as_mut()
+        .unwrap()
+        .backends
+        .iter_mut()
+        .filter(|b| b.service == service)
+    {
+        b.check = check.clone();
+    }
+}
+
+fn vnc_server_down(t: &mut TargetObservation) {
+    inside_healthy(t);
+    set_back(
+        t,
+        "vnc",
+        BackendCheckObservation::Banner {
+            line: None,
+            failure: Some(FailureKind::Refused),
+        },
+    );
+    set_unit(
+        t,
+        unit_state("cmux-tigervnc.service", "activating", "auto-restart", 5, 1),
+    );
+}
+
+fn chrome_down(t: &mut TargetObservation) {
+    inside_healthy(t);
+    set_int(
+        t,
+        "cdp",
+        resp(
+            502,
+            &[("content-type", "text/plain; charset=utf-8")],
+            "Bad Gateway\n",
+        ),
+    );
+    set_back(
+        t,
+        "cdp",
+        BackendCheckObservation::Http {
+            probe: failed(FailureKind::Refused),
+        },
+    );
+    set_unit(
+        t,
+        unit_state(
+            "cmux-devtools.service",
+            "activating",
+            "auto-restart",
+            12,
+            21,
+        ),
+    );
+}
+
+const INSIDE_CASES: &[Case] = &[
+    // noVNC's page is served while TigerVNC is dead: broken, not healthy.
+    case(
+        "backend-down",
+        "vnc",
+        vnc_server_down,
+        Broken,
+        Some(Service),
+    ),
+    // cmux-cdp-proxy's own 502: the proxy is fine, Chrome is not.
+    case("backend-down", "cdp", chrome_down, Broken, Some(Service)),
+    // cmux-proxy's back end is the port it is asked for (execd here).
+    case(
+        "backend-down",
+        "proxy",
+        |t| {
+            inside_healthy(t);
+            set_int(
+                t,
+                "proxy",
+                resp(502, &[("content-type", "text/plain")], "Bad Gateway\n"),
+            );
+            set_int(t, "exec", failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "unit-active-port-refused",
+        "xterm",
+        |t| {
+            inside_healthy(t);
+            edge502(t, "xterm");
+            set_int(t, "xterm", failed(FailureKind::Refused));
+        },
+        Broken,
+        Some(Service),
+    ),
+    case(
+        "unit-crash-looping",
+        "xterm",
+        |t| {
+            inside_healthy(t);
+            set_unit(
+                t,
+                unit_state("cmux-pty.service", "active", "running", 17, 1),
+            );
+        },
+        Degraded,
+        Some(Service),
+    ),
+    // A unit the back end needs has failed while Chrome still answers.
+    case(
+        "unit-crash-looping",
+        "cdp",
+        |t| {
+            inside_healthy(t);
+            set_unit(t, unit_state("cmux-xvfb.service", "failed", "failed", 0, 1));
+        },
+        Degraded,
+        Some(Service),
+    ),
+    // Alive back ends and running units change nothing.
+    case("healthy", "vnc", inside_healthy, Healthy, None),
+    case("healthy-inside-only", "cdp", inside_healthy, Healthy, None),
+];
+
+#[test]
+fn back_end_verdicts_name_port_unit_and_state() {
+    let c = Catalog::embedded();
+    let mut t = healthy_target(&c);
+    vnc_server_down(&mut t);
+    let v = verdict_of(&c, &t, "vnc");
+    for want in [
+        "5901",
+        "cmux-tigervnc",
+        "restarted 5 times",
+        "cmux-vnc-proxy answers",
+    ] {
+        assert!(v.summary.contains(want), "{want}: {}", v.summary);
+    }
+    assert!(v
+        .next_step
+        .as_deref()
+        .unwrap()
+        .contains("systemctl status cmux-tigervnc"));
+
+    let mut t = healthy_target(&c);
+    chrome_down(&mut t);
+    let v = verdict_of(&c, &t, "cdp");
+    assert!(
+        v.summary.contains("39382") && v.summary.contains("cmux-devtools"),
+        "{}",
+        v.summary
+    );
+    let next = v.next_step.unwrap();
+    assert!(next.contains("systemctl status cmux-devtools"), "{next}");
+    assert!(
+        next.contains("status 21") && next.contains("SingletonLock"),
+        "{next}"
+    );
+
+    let mut t = healthy_target(&c);
+    inside_healthy(&mut t);
+    set_unit(
+        &mut t,
+        unit_state("cmux-pty.service", "active", "running", 17, 1),
+    );
+    let v = verdict_of(&c, &t, "xterm");
+    assert!(v.summary.contains("restarted 17 times"), "{}", v.summary);
+}
+
+#[test]
+fn every_broken_service_verdict_carries_the_unit_state() {
+    let c = Catalog::embedded();
+    for k in CASES.iter().filter(|k| k.layer == Some(Service)) {
+        let mut t = healthy_target(&c);
+        (k.setup)(&mut t);
+        inside_healthy(&mut t);
+        let s = c.get(k.service).unwrap();
+        if !s.unit.is_empty() {
+            set_unit(
+                &mut t,
+                unit_state(
+                    &crate::probe::backend::unit_id(&s.unit),
+                    "failed",
+                    "failed",
+                    4,
+                    1,
+                ),
+            );
+        }
+        let v = verdict_of(&c, &t, k.service);
+        if v.layer == Some(Service) && !s.unit.is_empty() {
+            assert!(
+                v.summary.contains(&s.unit) && v.summary.contains("failed"),
+                "{}: {}",
+                k.row,
+                v.summary
+            );
+            assert!(
+                v.evidence.iter().any(|e| e.starts_with("unit ")),
+                "{}",
+                k.row
+            );
+        }
+    }
+}
+
+#[test]
+fn without_systemd_no_verdict_changes() {
+    let c = Catalog::embedded();
+    for k in CASES {
+        let mut t = healthy_target(&c);
+        (k.setup)(&mut t);
+        let before = verdict_of(&c, &t, k.service);
+        t.inside = Some(InsideView {
+            backends: vec![],
+            systemd: Some(SystemdView {
+                units: vec![],
+                unavailable: Some("systemctl is not installed in the container".into()),
+            }),
+        });
+        let after = verdict_of(&c, &t, k.service);
+        assert_eq!(
+            (before.status, before.layer, before.rule),
+            (after.status, after.layer, after.rule),
+            "{}",
+            k.row
+        );
+        let ctx = Context {
+            instance: None,
+            catalog: &c,
+            layout: Layout::PerService,
+            caddyfile: None,
+            connect_to: None,
+            deadline: None,
+            target_cut: false,
+        };
+        let tv = diagnose(&ctx, &t);
+        assert!(
+            tv.exec.summary.contains("no unit state"),
+            "{}",
+            tv.exec.summary
+        );
+    }
+}
+
 fn route_to(service: &str, upstream: &str, port: u16) -> RouteObservation {
     RouteObservation {
         service: service.into(),
@@ -1233,7 +1548,7 @@ fn reached_203(t: &mut TargetObservation) {
 fn every_row_of_the_decision_table() {
     let c = Catalog::embedded();
     let mut failures = Vec::new();
-    for (n, k) in CASES.iter().enumerate() {
+    for (n, k) in CASES.iter().chain(INSIDE_CASES).enumerate() {
         let mut t = healthy_target(&c);
         (k.setup)(&mut t);
         let v = verdict_of(&c, &t, k.service);
@@ -1290,7 +1605,8 @@ fn decision_table_doc_matches_the_cases() {
         .filter_map(|l| l.split('`').next())
         .filter(|id| !id.is_empty() && id.bytes().all(|c| c.is_ascii_lowercase() || c == b'-'))
         .collect();
-    let tested: std::collections::BTreeSet<&str> = CASES.iter().map(|c| c.row).collect();
+    let tested: std::collections::BTreeSet<&str> =
+        CASES.iter().chain(INSIDE_CASES).map(|c| c.row).collect();
     let missing_doc: Vec<_> = tested.difference(&documented).collect();
     let missing_test: Vec<_> = documented.difference(&tested).collect();
     assert!(

@@ -25,7 +25,7 @@ use super::{Behaviour, ContainerSpec, Delays, ServiceKind};
 /// The ports a cmux container may listen on (the seed's table, plus 39376 and 39382), all mapped
 /// in the container's `.curlrc`.
 pub const CONTAINER_PORTS: &[u16] = &[
-    5173, 39375, 39376, 39377, 39378, 39379, 39380, 39381, 39382, 39383,
+    5173, 5901, 39375, 39376, 39377, 39378, 39379, 39380, 39381, 39382, 39383,
 ];
 
 /// Largest `POST /exec` body execd accepts.
@@ -41,8 +41,10 @@ pub const VSCODE_COMMIT: &str = "f1e16e1e6214d7c44d078b1f0607b2388f29d729";
 pub struct ContainerRuntime {
     pub vmid: u32,
     pub running: bool,
-    /// Container port -> where it really listens (or a refusing socket).
+    /// Container port -> where it really listens (or a refusing socket), seen from the LAN.
     pub ports: BTreeMap<u16, SocketAddr>,
+    /// The same, seen from inside the container (loopback-only services included).
+    pub loopback: BTreeMap<u16, SocketAddr>,
     /// A refusing address, for any port the container does not have.
     pub closed_addr: SocketAddr,
     /// `<lab dir>/ct-<vmid>`: HOME and CURL_HOME of commands run by execd.
@@ -120,6 +122,7 @@ pub async fn start(
         let ct = Arc::new(ContainerRuntime {
             vmid: spec.vmid,
             running: false,
+            loopback: ports.clone(),
             ports,
             closed_addr,
             dir,
@@ -169,16 +172,19 @@ pub async fn start(
     // the host) a service bound to loopback only is not.
     write_curlrc(&dir, &ports)?;
     write_curl_wrapper(&dir, &ports)?;
-    for svc in spec
-        .services
-        .iter()
-        .filter(|s| s.behaviour == Behaviour::LoopbackOnly)
-    {
+    let loopback = ports.clone();
+    write_dev_tcp_map(&dir, &loopback)?;
+    super::systemd::write(&dir, spec)?;
+    // TigerVNC (`-localhost`) and Chrome's DevTools listen on loopback only, as in cmux.
+    for svc in spec.services.iter().filter(|s| {
+        s.behaviour == Behaviour::LoopbackOnly || ServiceKind::BACK_ENDS.contains(&s.kind)
+    }) {
         ports.insert(svc.port, closed_addr);
     }
     let ct = Arc::new(ContainerRuntime {
         vmid: spec.vmid,
         running: true,
+        loopback,
         ports,
         closed_addr,
         dir,
@@ -305,6 +311,9 @@ fn serve_service(listener: TcpListener, ctx: ServiceCtx) -> JoinHandle<()> {
 }
 
 async fn service_conn(stream: TcpStream, ctx: &ServiceCtx) -> io::Result<()> {
+    if ctx.kind == ServiceKind::VncServer {
+        return rfb_greeter(stream).await;
+    }
     let mut s = BufReader::new(stream);
     loop {
         let req = match http::read_request(&mut s, http::MAX_BODY).await {
@@ -346,6 +355,10 @@ async fn service_conn(stream: TcpStream, ctx: &ServiceCtx) -> io::Result<()> {
             match ctx.kind {
                 ServiceKind::Exec => execd(&mut s, &req, ctx).await?,
                 ServiceKind::Proxy => proxy(&mut s, &req, ctx).await?,
+                // cmux-cdp-proxy: a reverse proxy to Chrome's DevTools on 127.0.0.1:39382.
+                ServiceKind::Cdp => {
+                    forward(&mut s, &req, ctx, ServiceKind::Chrome.seed_port()).await?
+                }
                 kind => {
                     let b = answer(kind, ctx.behaviour, &req);
                     http::send(&mut s, &b).await?;
@@ -360,6 +373,24 @@ async fn service_conn(stream: TcpStream, ctx: &ServiceCtx) -> io::Result<()> {
 
 fn date() -> String {
     http::now_date()
+}
+
+/// TigerVNC's side of the RFB handshake's first step: the server speaks first with its version;
+/// a client that answers with something that is not an RFB version is dropped (as Xtigervnc does).
+async fn rfb_greeter(mut stream: TcpStream) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(b"RFB 003.008\n").await?;
+    let mut v = [0u8; 12];
+    match tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut v)).await {
+        Ok(Ok(_)) if v.starts_with(b"RFB 003.") => {
+            // Security types: one, "None"; then the lab has nothing more to say.
+            stream.write_all(&[1, 1]).await?;
+            let mut rest = [0u8; 64];
+            let _ = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut rest)).await;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A text/plain answer in Go's `http.Error` style.
@@ -537,7 +568,7 @@ fn answer(kind: ServiceKind, behaviour: Behaviour, req: &Request) -> Vec<u8> {
             }
             _ => python_error(404, "File not found"),
         },
-        ServiceKind::Cdp => match path {
+        ServiceKind::Chrome => match path {
             "/json/version" => {
                 let body = format!(
                     "{{\n   \"Browser\": \"Chrome/131.0.6778.85\",\n   \"Protocol-Version\": \"1.3\",\n   \"User-Agent\": \"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.85 Safari/537.36\",\n   \"V8-Version\": \"13.1.201.9\",\n   \"WebKit-Version\": \"537.36 (@3d81e41b6f3ac8bcae63b32e8145c9eb0cd60a2d)\",\n   \"webSocketDebuggerUrl\": \"ws://127.0.0.1:39381/devtools/browser/{}\"\n}}\n",
@@ -614,7 +645,9 @@ fn answer(kind: ServiceKind, behaviour: Behaviour, req: &Request) -> Vec<u8> {
             _ => go_error(404, "404 page not found"),
         },
         // Handled elsewhere; a plain 404 if ever reached.
-        ServiceKind::Exec | ServiceKind::Proxy => go_error(404, "404 page not found"),
+        ServiceKind::Exec | ServiceKind::Proxy | ServiceKind::Cdp | ServiceKind::VncServer => {
+            go_error(404, "404 page not found")
+        }
     }
 }
 
@@ -656,7 +689,27 @@ where
     let Ok(port) = v.trim().parse::<u16>() else {
         return http::send(s, &go_error(400, "invalid X-Cmux-Port-Internal header")).await;
     };
-    let addr = ctx.ct.dial_addr(port);
+    forward(s, req, ctx, port).await
+}
+
+/// Forwards one request to the container's `127.0.0.1:{port}`; Go's `502 Bad Gateway` when it
+/// cannot be dialled or does not answer (cmux-proxy, cmux-cdp-proxy).
+async fn forward<S>(
+    s: &mut BufReader<S>,
+    req: &Request,
+    ctx: &ServiceCtx,
+    port: u16,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Inside the container every listening service is on its loopback (loopback-only ones too).
+    let addr = ctx
+        .ct
+        .loopback
+        .get(&port)
+        .copied()
+        .unwrap_or_else(|| ctx.ct.dial_addr(port));
     let up = match TcpStream::connect(addr).await {
         Ok(u) => u,
         Err(_) => return http::send(s, &go_error(502, "Bad Gateway")).await,
@@ -809,6 +862,7 @@ where
                 return http::send(s, &go_error(400, "timeout_ms must be non-negative")).await;
             }
             // The container's own view of who it is (its namespaces): see lab/identity.rs.
+            let command = map_dev_tcp(&command, &ctx.ct.loopback);
             let command = super::identity::command_in_container(&command, &ctx.ct.dir);
             run_exec(
                 s,
@@ -851,6 +905,40 @@ fn error_event(msg: &str) -> String {
 
 fn exit_event(code: i32) -> String {
     format!("{{\"type\":\"exit\",\"code\":{code}}}\n")
+}
+
+/// bash's `/dev/tcp/127.0.0.1/PORT` inside the simulated container: the lab's container shares this
+/// machine's loopback, so, as `.curlrc` and the curl wrapper do for curl, the container's port map
+/// is applied to the literal `/dev/tcp/127.0.0.1/PORT` words of a command (bash's own redirection,
+/// which no program on the PATH can stand in for). Nothing else of the command changes.
+pub fn map_dev_tcp(command: &str, ports: &BTreeMap<u16, SocketAddr>) -> String {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"/dev/tcp/127\.0\.0\.1/([0-9]{1,5})\b").expect("a valid regex")
+    });
+    re.replace_all(command, |c: &regex::Captures| {
+        match c[1].parse::<u16>().ok().and_then(|p| ports.get(&p)) {
+            Some(a) => format!("/dev/tcp/{}/{}", a.ip(), a.port()),
+            None => c[0].to_string(),
+        }
+    })
+    .into_owned()
+}
+
+/// `<dir>/dev-tcp.sed`: [`map_dev_tcp`] for what runs a command in the container other than the
+/// lab's execd (a test's `pct exec` stand-in: `sed -f "$CT_HOME/dev-tcp.sed" | bash -s`).
+fn write_dev_tcp_map(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Result<()> {
+    let mut sed = String::from(
+        "# written by the pvediag lab: the container's loopback ports for bash's /dev/tcp\n",
+    );
+    for (port, addr) in ports {
+        sed.push_str(&format!(
+            "s|/dev/tcp/127\\.0\\.0\\.1/{port}\\b|/dev/tcp/{}/{}|g\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    std::fs::write(dir.join("dev-tcp.sed"), sed)
 }
 
 /// The PATH of execd's commands: the container's `bin` (the curl wrapper) first.
@@ -1016,5 +1104,21 @@ async fn pump<R: AsyncRead + Unpin>(r: Option<R>, stream: &'static str, tx: mpsc
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod dev_tcp_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_mapped_loopback_ports_are_rewritten() {
+        let mut ports = BTreeMap::new();
+        ports.insert(5901u16, "127.0.0.1:41000".parse().unwrap());
+        let cmd = "exec 3<>/dev/tcp/127.0.0.1/5901; x </dev/tcp/127.0.0.1/59010; y </dev/tcp/10.0.0.1/5901; z </dev/tcp/$h/$p";
+        assert_eq!(
+            map_dev_tcp(cmd, &ports),
+            "exec 3<>/dev/tcp/127.0.0.1/41000; x </dev/tcp/127.0.0.1/59010; y </dev/tcp/10.0.0.1/5901; z </dev/tcp/$h/$p"
+        );
     }
 }

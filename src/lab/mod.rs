@@ -17,6 +17,7 @@ pub mod host;
 pub mod http;
 pub mod identity;
 pub mod pve;
+pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -129,6 +130,10 @@ pub enum ServiceKind {
     Cdp,
     Xterm,
     Preview,
+    /// TigerVNC behind noVNC (`cmux-tigervnc`, 127.0.0.1:5901): greets with `RFB 003.008\n`.
+    VncServer,
+    /// Chrome DevTools behind cmux-cdp-proxy (`cmux-devtools`, 127.0.0.1:39382).
+    Chrome,
     /// The Go worker daemon of the 2026 generation (39377; `/health`).
     WorkerDaemon,
 }
@@ -145,7 +150,27 @@ impl ServiceKind {
         ServiceKind::Preview,
     ];
 
-    /// The catalog name (`checks/<name>.json`).
+    /// The back ends the fronts of the catalog need (reference §5a); not catalog entries.
+    pub const BACK_ENDS: [ServiceKind; 2] = [ServiceKind::VncServer, ServiceKind::Chrome];
+
+    /// The systemd unit that runs it in a cmux container (None: no unit, the user's dev server).
+    pub fn unit(self) -> Option<&'static str> {
+        Some(match self {
+            ServiceKind::Exec => "cmux-execd",
+            ServiceKind::Worker => "cmux-worker",
+            ServiceKind::Vscode => "openvscode-server",
+            ServiceKind::Proxy => "cmux-proxy",
+            ServiceKind::Vnc => "cmux-vnc-proxy",
+            ServiceKind::Cdp => "cmux-cdp-proxy",
+            ServiceKind::Xterm => "cmux-pty",
+            ServiceKind::Preview => return None,
+            ServiceKind::VncServer => "cmux-tigervnc",
+            ServiceKind::Chrome => "cmux-devtools",
+            ServiceKind::WorkerDaemon => "cmux-worker-daemon",
+        })
+    }
+
+    /// The catalog name (`checks/<name>.json`); the back ends' names are the lab's own.
     pub fn name(self) -> &'static str {
         match self {
             ServiceKind::Exec => "exec",
@@ -156,6 +181,8 @@ impl ServiceKind {
             ServiceKind::Cdp => "cdp",
             ServiceKind::Xterm => "xterm",
             ServiceKind::Preview => "preview",
+            ServiceKind::VncServer => "tigervnc",
+            ServiceKind::Chrome => "devtools",
             ServiceKind::WorkerDaemon => "worker-daemon",
         }
     }
@@ -187,6 +214,8 @@ impl ServiceKind {
             ServiceKind::Cdp => 39381,
             ServiceKind::Xterm => 39383,
             ServiceKind::Preview => 5173,
+            ServiceKind::VncServer => 5901,
+            ServiceKind::Chrome => 39382,
             // Not a seed service; where the 2026 table has it.
             ServiceKind::WorkerDaemon => 39377,
         }
@@ -206,6 +235,8 @@ pub enum Behaviour {
     RecoversAfter(Duration),
     /// Listens on the container's 127.0.0.1 only: healthy inside, refused from the host (Caddy).
     LoopbackOnly,
+    /// Healthy now, but its unit has been restarted again and again (systemd's `NRestarts`).
+    CrashLooping,
 }
 
 /// A Caddyfile route: requests for `{service}-{vmid}.*` go to `cmux-{vmid}.lan:{port}`.
@@ -234,7 +265,7 @@ pub const SCENARIO_TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7
 /// The wrong token the client gets in `exec-unauthorized`.
 pub const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
 
-/// All eight services at their seed ports, healthy.
+/// All eight services at their seed ports and the back ends they front, healthy.
 pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
     ContainerSpec {
         vmid,
@@ -243,6 +274,7 @@ pub fn healthy_container(vmid: u32, token: Option<String>) -> ContainerSpec {
         exec_token: token,
         services: ServiceKind::ALL
             .into_iter()
+            .chain(ServiceKind::BACK_ENDS)
             .map(|kind| ServiceSpec {
                 kind,
                 port: kind.seed_port(),
@@ -268,6 +300,7 @@ pub fn container_2026(vmid: u32, token: Option<String>) -> ContainerSpec {
     let mut services: Vec<ServiceSpec> = ServiceKind::ALL
         .into_iter()
         .chain([ServiceKind::WorkerDaemon])
+        .chain(ServiceKind::BACK_ENDS)
         .map(|kind| ServiceSpec {
             kind,
             port: kind.port_2026(),
@@ -383,6 +416,9 @@ pub const SCENARIOS: &[&str] = &[
     "loopback-only",
     "later-layout",
     "later-service-down",
+    "vnc-server-down",
+    "chrome-down",
+    "crash-loop",
     // Mixed faults (issue 10): more than one thing wrong at once.
     "route-wrong-and-down",
     "worker-hung",
@@ -657,6 +693,37 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 )
             }
         }
+        "vnc-server-down" => {
+            let mut c = base;
+            c.containers = vec![without(ct, ServiceKind::VncServer)];
+            (
+                "vnc-server-down",
+                "TigerVNC (cmux-tigervnc, 127.0.0.1:5901) keeps crashing; noVNC still serves /vnc.html: users see a black, disconnected desktop",
+                c,
+            )
+        }
+        "chrome-down" => {
+            let mut c = base;
+            c.containers = vec![without(ct, ServiceKind::Chrome)];
+            (
+                "chrome-down",
+                "Chrome (cmux-devtools, 127.0.0.1:39382) exits 21 on every start (a cloned profile lock); cmux-cdp-proxy answers 502 itself",
+                c,
+            )
+        }
+        "crash-loop" => {
+            let mut c = base;
+            c.containers = vec![with_behaviour(
+                ct,
+                ServiceKind::Xterm,
+                Behaviour::CrashLooping,
+            )];
+            (
+                "crash-loop",
+                "cmux-pty answers now, but systemd has restarted it 17 times: it crashes and comes back",
+                c,
+            )
+        }
         "lan-name-to-other-sandbox" => {
             // 202 runs, but the LAN's DHCP/DNS sends cmux-202.lan to 203 (a stale lease).
             let mut c = base;
@@ -713,6 +780,9 @@ pub const SCENARIOS_2026: &[&str] = &[
     "worker-daemon",
     "hostname-unresolved",
     "mixed-host",
+    "vnc-server-down",
+    "chrome-down",
+    "crash-loop",
     "lan-name-to-other-sandbox",
 ];
 

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::classify_error;
 use crate::observation::{AuthMode, ExecRun, FailureKind, HttpResponse, Probe};
+use crate::probe::backend::{parse_line as parse_backend_line, BackendRecord};
 use crate::probe::internal::{parse_batch, parse_record, printable, Record};
 use crate::probe::jsonlines::{Event, Parser};
 use crate::secret::Secret;
@@ -14,6 +15,8 @@ use crate::verdict::made_by_cloudflare;
 pub struct ExecResult {
     pub run: ExecRun,
     pub records: Vec<Record>,
+    /// Back-end, unit and journal records ([`crate::probe::backend`]).
+    pub backend: Vec<BackendRecord>,
     /// Who the command ran in (its identity line), when it said.
     pub identity: Option<crate::identity::ReportedIdentity>,
 }
@@ -129,6 +132,7 @@ pub async fn run(
                     message: format!("no answer within {} ms", deadline.as_millis()),
                 },
                 records: Vec::new(),
+                backend: Vec::new(),
                 identity: None,
             }
         }
@@ -137,6 +141,7 @@ pub async fn run(
             return ExecResult {
                 run: ExecRun::Failed { kind, message },
                 records: Vec::new(),
+                backend: Vec::new(),
                 identity: None,
             };
         }
@@ -170,23 +175,33 @@ pub async fn run(
                 from_edge,
             },
             records: Vec::new(),
+            backend: Vec::new(),
             identity: None,
         };
     }
     let mut parser = Parser::new();
     let mut records = Vec::new();
+    let mut backend = Vec::new();
     let mut notes = Vec::new();
     let mut exit_code = None;
     let mut stderr_lines = 0usize;
     let mut cut = false;
     let mut identity = None;
-    let mut handle = |ev: Event, records: &mut Vec<Record>, notes: &mut Vec<String>| -> bool {
+    let mut handle = |ev: Event,
+                      records: &mut Vec<Record>,
+                      backend: &mut Vec<BackendRecord>,
+                      notes: &mut Vec<String>|
+     -> bool {
         match ev {
             Event::Stdout(line) => {
                 if let Some(r) = parse_record(&line, nonce) {
                     records.push(r);
                 } else if let Some(rs) = parse_batch(&line, nonce) {
                     records.extend(rs);
+                } else if let Some(b) = parse_backend_line(&line, nonce) {
+                    if backend.len() < 512 {
+                        backend.push(b);
+                    }
                 } else if let Some(id) = crate::identity::parse_line(&line, nonce) {
                     identity = Some(id);
                 }
@@ -220,14 +235,14 @@ pub async fn run(
             }
             Ok(Ok(Some(chunk))) => {
                 for ev in parser.feed(&chunk) {
-                    if handle(ev, &mut records, &mut notes) {
+                    if handle(ev, &mut records, &mut backend, &mut notes) {
                         break 'read;
                     }
                 }
             }
             Ok(Ok(None)) => {
                 if let Some(ev) = parser.finish() {
-                    handle(ev, &mut records, &mut notes);
+                    handle(ev, &mut records, &mut backend, &mut notes);
                 }
                 break;
             }
@@ -299,10 +314,35 @@ pub async fn run(
             r
         })
         .collect();
+    let backend = backend
+        .into_iter()
+        .map(|b| redact_backend(b, token))
+        .collect();
     ExecResult {
         run,
         records,
+        backend,
         identity,
+    }
+}
+
+/// Unit and journal text comes from the container: the token, and anything shaped like a
+/// credential, never reaches the report.
+fn redact_backend(b: BackendRecord, token: Option<&Secret>) -> BackendRecord {
+    match b {
+        BackendRecord::Journal { unit, line } => BackendRecord::Journal {
+            unit,
+            line: crate::probe::backend::redact_secrets(&redact(line, token)),
+        },
+        BackendRecord::SystemdError(m) => {
+            BackendRecord::SystemdError(crate::probe::backend::redact_secrets(&redact(m, token)))
+        }
+        BackendRecord::Banner { service, rc, text } => BackendRecord::Banner {
+            service,
+            rc,
+            text: crate::probe::backend::redact_secrets(&redact(text, token)),
+        },
+        other => other,
     }
 }
 

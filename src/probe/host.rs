@@ -247,10 +247,22 @@ pub async fn pct_internal(
 ) -> (
     PctRun,
     Vec<Record>,
+    Vec<crate::probe::backend::BackendRecord>,
     Option<crate::identity::ReportedIdentity>,
 ) {
     let start = Instant::now();
     let out = run_script(cfg, Some(vmid), script, timeout).await;
+    // Back ends, units and journal lines ride in the same script (probe/backend.rs).
+    let backend = out
+        .as_ref()
+        .map(|o| {
+            o.stdout
+                .lines()
+                .filter_map(|l| crate::probe::backend::parse_line(l.trim_end_matches('\r'), nonce))
+                .take(512)
+                .collect()
+        })
+        .unwrap_or_default();
     let identity = out.as_ref().ok().and_then(|o| {
         o.stdout
             .lines()
@@ -268,6 +280,7 @@ pub async fn pct_internal(
             run,
         },
         records,
+        backend,
         identity,
     )
 }

@@ -165,14 +165,24 @@ pub fn auth_probe_service(exec: &Service) -> Service {
 pub const BATCH_MAX: usize = 24;
 
 /// Builds the one bash command that probes `services` inside the container: one `curl --parallel`
-/// batch where curl can, the per-service probes otherwise.
+/// batch where curl can, the per-service probes otherwise; the back ends and the units of the
+/// services ([`super::backend`]) in the same command.
 pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> String {
-    let batch = (!services.is_empty() && services.len() <= BATCH_MAX).then(|| batch(services));
+    let mut probes = service_probes(services);
+    probes.extend(super::backend::http_probes(services));
+    // Body caps: what each service's fingerprint needs; the back ends' probes keep the most.
+    let caps: Vec<usize> = services.iter().map(|s| body_cap(s)).collect();
+    let batch = (!probes.is_empty() && probes.len() <= BATCH_MAX).then(|| batch(&probes, &caps));
+    let section = Section {
+        start: super::backend::start(services),
+        finish: super::backend::finish(services),
+    };
     // Who the command runs in comes first: the batch may end the script.
     let identity = crate::identity::CONTAINER_SECTION;
     script(
-        &service_probes(services),
+        &probes,
         batch.as_deref(),
+        Some(&section),
         nonce,
         timeout,
         Some(identity),
@@ -180,11 +190,17 @@ pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> S
     )
 }
 
+/// Code around the probes: `start` runs before them, `finish` defines `b_end`, run after them.
+struct Section {
+    start: String,
+    finish: String,
+}
+
 /// Builds a bash script that runs every probe concurrently and prints one record each (the host
 /// vantage's probes: any host, one probe per record).
 /// Probes whose name or host is not valid are left out (their record is then missing).
 pub fn build_script(probes: &[ScriptProbe], nonce: &str, timeout: Duration) -> String {
-    script(probes, None, nonce, timeout, None, None)
+    script(probes, None, None, nonce, timeout, None, None)
 }
 
 /// [`build_script`] with one more job (`job`, a self-contained bash section) run in the background
@@ -195,12 +211,13 @@ pub fn build_script_with_job(
     timeout: Duration,
     job: &str,
 ) -> String {
-    script(probes, None, nonce, timeout, None, Some(job))
+    script(probes, None, None, nonce, timeout, None, Some(job))
 }
 
 fn script(
     probes: &[ScriptProbe],
     batch: Option<&str>,
+    section: Option<&Section>,
     nonce: &str,
     timeout: Duration,
     first: Option<&str>,
@@ -212,6 +229,13 @@ fn script(
         .replace("__TIMEOUT__", &shell_quote(&secs));
     if let Some(f) = first {
         cmd.push_str(f);
+    }
+    match section {
+        Some(sec) => {
+            cmd.push_str(&sec.start);
+            cmd.push_str(&sec.finish);
+        }
+        None => cmd.push_str("b_end() { :; }\n"),
     }
     if let Some(b) = batch {
         cmd.push_str(b);
@@ -244,7 +268,7 @@ fn script(
     if let Some(j) = job {
         cmd.push_str(&format!("(\n{j}) &\n"));
     }
-    cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nexit 0\n");
+    cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nb_end\nexit 0\n");
     cmd
 }
 
@@ -259,8 +283,9 @@ fn script(
 /// body (up to [`body_cap`] of the service: what its fingerprint needs) with `read -N`, escapes
 /// it with parameter expansion (`\` `\\`, newline `\n`, CR `\r`, space `\s`) and prints it; at the
 /// end `rm` removes the files in the background (the stream ends without waiting for it).
-fn batch(services: &[&Service]) -> String {
-    let n = services.len();
+/// `caps[i]`: the body bytes kept for `probes[i]`.
+fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
+    let n = probes.len();
     let mut c = String::from(
         "if [ \"$via\" = curl ]; then\n  qd=${TMPDIR:-/tmp}\n  [ -z \"$TMPDIR\" ] && [ -d /dev/shm ] && [ -w /dev/shm ] && qd=/dev/shm\n  q=$qd/pvediag.$$.$RANDOM$RANDOM\n  ok=1\n  set -C\n  for f in w",
     );
@@ -271,14 +296,14 @@ fn batch(services: &[&Service]) -> String {
     c.push_str(&format!(
         "  if [ $ok = 1 ]; then\n    curl --parallel --parallel-immediate --no-progress-meter --parallel-max {n}"
     ));
-    for (i, s) in services.iter().enumerate() {
+    for (i, s) in probes.iter().enumerate() {
         if i > 0 {
             c.push_str(" \\\n      --next");
         }
-        let method = if s.probe.method == "HEAD" {
+        let method = if s.method == "HEAD" {
             "-I".to_string()
         } else {
-            format!("-X {}", shell_quote(&s.probe.method))
+            format!("-X {}", shell_quote(&s.method))
         };
         c.push_str(&format!(
             " -s --max-time \"$T\" -o \"$q.{i}.b\" -D \"$q.{i}.h\" -w {} {method}",
@@ -288,12 +313,12 @@ fn batch(services: &[&Service]) -> String {
                 s.name
             ))
         ));
-        for (k, v) in &s.probe.headers {
+        for (k, v) in &s.headers {
             c.push_str(&format!(" -H {}", shell_quote(&format!("{k}: {v}"))));
         }
         c.push_str(&format!(
             " {}",
-            shell_quote(&format!("http://127.0.0.1:{}{}", s.port, s.probe.path))
+            shell_quote(&format!("http://{}:{}{}", s.host, s.port, s.path))
         ));
     }
     c.push_str(" >\"$q.w\" 2>/dev/null\n");
@@ -303,8 +328,10 @@ fn batch(services: &[&Service]) -> String {
     c.push_str(
         "    for l in \"${W[@]}\"; do r=${l#* }; r=${r%% *}; case $r in ''|*[!0-9]*) ok=0;; esac; done\n",
     );
-    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    let caps: Vec<String> = services.iter().map(|s| body_cap(s).to_string()).collect();
+    let names: Vec<&str> = probes.iter().map(|s| s.name.as_str()).collect();
+    let caps: Vec<String> = (0..n)
+        .map(|i| caps.get(i).copied().unwrap_or(BODY_CAP).to_string())
+        .collect();
     c.push_str(&format!(
         "    if [ $ok = 1 ]; then\n      N=({})\n      C=({})\n",
         names.join(" "),
@@ -316,8 +343,9 @@ fn batch(services: &[&Service]) -> String {
     let files: Vec<String> = std::iter::once("\"$q.w\"".to_string())
         .chain((0..n).flat_map(|i| [format!("\"$q.{i}.b\""), format!("\"$q.{i}.h\"")]))
         .collect();
+    // The back ends' and units' section ends first (`b_end`, issue 14).
     c.push_str(&format!(
-        "      trap - EXIT\n      rm -f -- {} </dev/null >/dev/null 2>&1 &\n      exit 0\n    fi\n  fi\nfi\n",
+        "      b_end\n      trap - EXIT\n      rm -f -- {} </dev/null >/dev/null 2>&1 &\n      exit 0\n    fi\n  fi\nfi\n",
         files.join(" ")
     ));
     c
@@ -877,7 +905,9 @@ mod tests {
         let svcs: Vec<&Service> = c.services.iter().collect();
         let cmd = build_command(&svcs, "feed", Duration::from_secs(5));
         assert_eq!(cmd.matches("curl --parallel").count(), 1);
-        assert_eq!(cmd.matches("--next").count(), svcs.len() - 1);
+        // One transfer per service, and one for the HTTP back end (cdp: Chrome DevTools).
+        assert_eq!(cmd.matches("--next").count(), svcs.len());
+        assert!(cmd.contains("'http://127.0.0.1:39382/json/version'"));
         assert!(cmd.contains("-H 'X-Cmux-Port-Internal: 39375' 'http://127.0.0.1:39379/healthz'"));
         // The per-service probes stay as the fallback.
         assert!(cmd.contains("p 'xterm' '127.0.0.1' 39383 'GET' '/sessions' &"));

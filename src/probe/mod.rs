@@ -7,6 +7,7 @@
 //! question open (no answer from execd). One request per fact: a target costs one request per
 //! routed service. A diagnosis therefore takes about as long as its slowest probe.
 
+pub mod backend;
 pub mod exec;
 pub mod external;
 pub mod host;
@@ -217,6 +218,7 @@ pub async fn observe_with(
                             .into(),
                     },
                     records: Vec::new(),
+                    backend: Vec::new(),
                     identity: None,
                 },
                 String::new(),
@@ -296,10 +298,11 @@ pub async fn observe_with(
             result.run,
             ExecRun::Completed { .. } | ExecRun::Incomplete { .. }
         ) {
-            let (run, records, id) =
+            let (run, records, backend, id) =
                 host::pct_internal(h, &command, &nonce, vmid, cfg.timeout + cfg.exec_grace).await;
             if !records.is_empty() {
                 result.records = records;
+                result.backend = backend;
             }
             if id.is_some() && result.identity.is_none() {
                 result.identity = id;
@@ -351,8 +354,12 @@ pub async fn observe_with(
         })
         .collect();
 
+    let inside = (!result.records.is_empty() || !result.backend.is_empty())
+        .then(|| backend::inside_view(&cfg.catalog, &result.records, &result.backend));
+
     TargetObservation {
         vmid,
+        inside,
         exec: ExecChannel {
             url: exec_url,
             via_public_url,

@@ -65,6 +65,7 @@ pub fn to_value(report: &Report) -> Value {
                 "host": o.host,
                 "origin": o.origin,
                 "routes": o.routes,
+                "inside": o.inside,
                 "identity": o.identity,
                 "routing": t.routing,
                 "services": services,

@@ -100,6 +100,7 @@ fn healthy_target(c: &Catalog) -> TargetObservation {
             .map(|(i, s)| route(&s.name, s.port, 3 + 5 * i as u32))
             .collect(),
         host: None,
+        inside: None,
         identity: Default::default(),
     }
 }

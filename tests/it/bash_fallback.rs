@@ -11,7 +11,7 @@ use pvediag::observation::{FailureKind, Probe};
 use pvediag::probe::internal::{build_script, new_nonce, parse_record, ScriptProbe};
 
 /// A PATH with the tools the script uses, and no curl.
-fn path_without_curl() -> Option<tempfile::TempDir> {
+pub(crate) fn path_without_curl() -> Option<tempfile::TempDir> {
     let dir = tempfile::tempdir().unwrap();
     for tool in [
         "head", "base64", "mktemp", "rm", "chmod", "mkdir", "sleep", "grep", "cat", "tr", "kill",

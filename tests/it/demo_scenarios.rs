@@ -4,7 +4,7 @@
 use assert_cmd::Command;
 use serde_json::Value;
 
-fn demo(scenario: &str) -> (i32, Value) {
+pub(crate) fn demo(scenario: &str) -> (i32, Value) {
     let out = Command::cargo_bin("pvediag")
         .unwrap()
         .env_clear()
@@ -30,7 +30,7 @@ fn demo(scenario: &str) -> (i32, Value) {
     (out.status.code().unwrap(), v)
 }
 
-fn verdict<'a>(v: &'a Value, service: &str) -> &'a Value {
+pub(crate) fn verdict<'a>(v: &'a Value, service: &str) -> &'a Value {
     &v["targets"][0]["services"]
         .as_array()
         .unwrap()
@@ -40,10 +40,10 @@ fn verdict<'a>(v: &'a Value, service: &str) -> &'a Value {
 }
 
 /// (service, status, layer).
-type Row = (String, String, String);
+pub(crate) type Row = (String, String, String);
 
 /// (service, status, layer) of every service that is not healthy.
-fn not_healthy(v: &Value) -> Vec<Row> {
+pub(crate) fn not_healthy(v: &Value) -> Vec<Row> {
     v["targets"][0]["services"]
         .as_array()
         .unwrap()
@@ -61,7 +61,7 @@ fn not_healthy(v: &Value) -> Vec<Row> {
 
 use crate::common::curl_present;
 
-fn t(s: &str, st: &str, l: &str) -> Row {
+pub(crate) fn t(s: &str, st: &str, l: &str) -> Row {
     (s.into(), st.into(), l.into())
 }
 
@@ -325,7 +325,7 @@ fn demo_serve_prints_a_command_that_reaches_the_lab() {
     );
 }
 
-fn demo_args(args: &[&str]) -> (i32, Value) {
+pub(crate) fn demo_args(args: &[&str]) -> (i32, Value) {
     let out = Command::cargo_bin("pvediag")
         .unwrap()
         .env_clear()

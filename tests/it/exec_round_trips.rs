@@ -304,5 +304,43 @@ async fn processes_per_exec_call() {
     lab.shutdown().await;
 }
 
-/// Processes one exec call may start in the container (measured: see docs/performance.md).
-const PROCESS_BUDGET: u64 = 3;
+/// Processes one exec call may start in the container (measured: see docs/performance.md): the
+/// probes' 3 (bash, curl for every service, a background `rm`), and the back ends' and units'
+/// section (issue 14): `systemctl show` (1) and one reader per banner back end (2 in the catalog).
+const PROCESS_BUDGET: u64 = 6;
+
+/// Back ends, unit state and journal lines (issue 14) ride in the same exec round trip: one POST
+/// per VMID, also where a failing service makes the command read the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_ends_units_and_journal_cost_no_extra_exec_call() {
+    if !curl_present() {
+        return;
+    }
+    for name in ["healthy", "vnc-server-down", "chrome-down", "crash-loop"] {
+        let sc = lab::scenario(name).unwrap();
+        let lab = Lab::start(sc.config.clone()).await.unwrap();
+        let cfg = config(&lab, &[lab::VMID], &[]);
+        let report = pvediag::run::diagnose(&cfg.settings, &cfg.targets)
+            .await
+            .unwrap();
+        assert_eq!(lab.exec_posts(lab::VMID), 1, "{name}: one POST /exec");
+        let v = pvediag::report::json::to_value(&report);
+        let inside = &v["targets"][0]["inside"];
+        assert_eq!(
+            inside["backends"].as_array().unwrap().len(),
+            2,
+            "{name}: {inside:#}"
+        );
+        assert!(
+            inside["systemd"]["units"].as_array().unwrap().len() >= 10,
+            "{name}: {inside:#}"
+        );
+        let journal = inside.to_string().contains("\"journal\"");
+        assert_eq!(
+            journal,
+            name != "healthy",
+            "{name}: journal read only when something fails"
+        );
+        lab.shutdown().await;
+    }
+}

@@ -109,7 +109,8 @@ const PCT_STUB: &str = r#"printf 'pct %s\n' "$*" >> "$STUB_LOG.pct"
 shift 3
 if [ "$1" = ip ]; then echo '2: eth0    inet 10.10.0.202/24 brd 10.10.0.255 scope global eth0'; exit 0; fi
 export CURL_HOME="$CT_HOME" HOME="$CT_HOME" PATH="$CT_HOME/bin:$PATH" HOSTNAME=cmux-202
-sed -e "s#/etc/machine-id#$CT_HOME/etc/machine-id#g" -e "s#/proc/net/fib_trie#$CT_HOME/proc/net/fib_trie#g" | "$@""#;
+# The lab's container shares this machine's loopback: bash's /dev/tcp gets the port map too.
+sed -e "s#/etc/machine-id#$CT_HOME/etc/machine-id#g" -e "s#/proc/net/fib_trie#$CT_HOME/proc/net/fib_trie#g" -f "$CT_HOME/dev-tcp.sed" | "$@""#;
 
 #[test]
 fn on_host_pins_the_seed_incident_to_the_caddy_route() {

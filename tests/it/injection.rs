@@ -234,7 +234,7 @@ fn piece() -> impl Strategy<Value = String> {
     ]
 }
 
-fn hostile() -> impl Strategy<Value = String> {
+pub(crate) fn hostile() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => prop::collection::vec(piece(), 0..10).prop_map(|v| v.concat()),
         1 => (piece(), 500usize..3000).prop_map(|(p, n)| p.repeat(n)),

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod backends;
 mod bad_input;
 mod bash_fallback;
 mod demo_scenarios;
