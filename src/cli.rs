@@ -59,27 +59,27 @@ pub enum TargetArg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicUrl {
     /// The sandbox: a VMID (seed) or an instance name (2026).
-    pub sandbox: Sandbox,
-    pub service: ServiceRef,
-    pub domain: String,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) service: ServiceRef,
+    pub(crate) domain: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sandbox {
+pub(crate) enum Sandbox {
     Vmid(u32),
     Name(String),
 }
 
 /// How a URL names its service: by name (seed) or by port (2026).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServiceRef {
+pub(crate) enum ServiceRef {
     Name(String),
     Port(u16),
 }
 
 impl TargetArg {
     /// The sandbox part: a VMID or a name.
-    pub fn sandbox(&self) -> Sandbox {
+    pub(crate) fn sandbox(&self) -> Sandbox {
         match self {
             TargetArg::Vmid(v) => Sandbox::Vmid(*v),
             TargetArg::Name(n) => Sandbox::Name(n.clone()),
@@ -89,7 +89,7 @@ impl TargetArg {
 }
 
 /// Takes a public URL apart; `None` when it is not an http(s) URL of either form.
-pub fn parse_public_url(s: &str) -> Result<PublicUrl, UsageError> {
+pub(crate) fn parse_public_url(s: &str) -> Result<PublicUrl, UsageError> {
     let bad = |why: &str| {
         UsageError::new(format!(
             "{s:?}: {why}; a public URL looks like https://xterm-202.example.com/ or \
@@ -155,7 +155,7 @@ pub enum Command {
 pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// `pvediag history VMID` (docs/state.md).
@@ -367,7 +367,7 @@ pub struct ReachArgs {
     /// Cloudflare Access service token: FILE holds two lines, the client id and the client secret
     /// (else env CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET)
     #[arg(long, value_name = "FILE")]
-    pub access_token_file: Option<PathBuf>,
+    pub(crate) access_token_file: Option<PathBuf>,
 
     /// Read Caddy's routes from this Caddyfile (as on the host: /etc/caddy/Caddyfile.cmux)
     #[arg(long, value_name = "FILE", conflicts_with = "caddy_admin")]
@@ -435,7 +435,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub(crate) no_pct: bool,
 
-    /// Targets diagnosed at once (1-256)
+    /// Most targets diagnosed at once (1-256); fewer while the chain slows down under the load
     #[arg(long, default_value_t = CONCURRENCY, value_name = "N", value_parser = parse_concurrency)]
     pub(crate) concurrency: usize,
 

@@ -51,7 +51,7 @@ impl OwnerOnly for std::fs::OpenOptions {
 pub(crate) const FLEET_FIRST_VMID: u32 = 1000;
 
 /// Where the sandboxes are: the running lab.
-pub fn lab_reach(
+pub(crate) fn lab_reach(
     lab: &Lab,
     token_file: Option<std::path::PathBuf>,
     access_file: Option<std::path::PathBuf>,

@@ -19,7 +19,7 @@ pub fn first_contact() -> String {
 }
 
 /// [`first_contact`] for a given `PVE_PUBLIC_DOMAIN`.
-pub fn first_contact_with(domain: Option<String>) -> String {
+pub(crate) fn first_contact_with(domain: Option<String>) -> String {
     let d = domain
         .clone()
         .unwrap_or_else(|| "sandbox.example.com".into());
@@ -64,7 +64,7 @@ pub fn man() -> Result<u8, UsageError> {
 }
 
 /// The roff text of pvediag(1), with a section per subcommand.
-pub fn man_page() -> Result<Vec<u8>, UsageError> {
+pub(crate) fn man_page() -> Result<Vec<u8>, UsageError> {
     let cmd = Cli::command();
     let mut out = Vec::new();
     let io = |e: std::io::Error| UsageError::new(format!("man page: {e}"));

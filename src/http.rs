@@ -61,16 +61,16 @@ impl reqwest::dns::Resolve for FixedResolver {
 }
 
 /// One name's lookup: its addresses, or the resolver's error.
-pub type Lookup = Result<Vec<SocketAddr>, String>;
+pub(crate) type Lookup = Result<Vec<SocketAddr>, String>;
 
 /// What the system's resolver gave for each name the client looked up (the last lookup wins):
 /// the evidence of where a public hostname was dialled.
 #[derive(Debug, Clone, Default)]
-pub struct DnsLog(Arc<std::sync::Mutex<std::collections::HashMap<String, Lookup>>>);
+pub(crate) struct DnsLog(Arc<std::sync::Mutex<std::collections::HashMap<String, Lookup>>>);
 
 impl DnsLog {
     /// What `host` resolved to (addresses, or the resolver's error); `None` when never looked up.
-    pub fn get(&self, host: &str) -> Option<Result<Vec<SocketAddr>, String>> {
+    pub(crate) fn get(&self, host: &str) -> Option<Result<Vec<SocketAddr>, String>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.0.lock().ok()?.get(&host).cloned()
     }
@@ -226,12 +226,12 @@ pub struct Request<'a> {
     pub(crate) timeout: Duration,
 }
 
-pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
+pub(crate) async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Probe {
     fetch_with(client, req, None).await
 }
 
 /// [`fetch`], with the Access service token's headers when given (public URLs only).
-pub async fn fetch_with(
+pub(crate) async fn fetch_with(
     client: &reqwest::Client,
     req: Request<'_>,
     access: Option<&crate::secret::AccessToken>,
@@ -310,7 +310,7 @@ async fn fetch_inner(
 }
 
 /// Whether `url`'s host is `domain` or under it: where the Access service token may be sent.
-pub fn under_domain(url: &str, domain: &str) -> bool {
+pub(crate) fn under_domain(url: &str, domain: &str) -> bool {
     let Some(host) = url::Url::parse(url).ok().and_then(|u| {
         u.host_str()
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase())

@@ -3,6 +3,7 @@
 //! Data flows one way: catalog and targets -> probes -> observations -> verdicts -> reports.
 //! The verdict engine ([`verdict`]) is pure: no I/O.
 
+pub mod adaptive;
 pub mod caddy;
 pub mod catalog;
 pub mod cli;
@@ -17,11 +18,12 @@ mod instance;
 pub mod lab;
 pub mod lint;
 pub mod lint_command;
-pub mod made_by;
+mod made_by;
 pub mod observation;
 pub mod output;
 pub mod probe;
 pub mod pve;
+pub mod pve_cache;
 pub mod report;
 pub mod run;
 pub mod secret;

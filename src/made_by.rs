@@ -7,14 +7,14 @@
 use crate::observation::HttpResponse;
 
 /// Whether header `name` has exactly `value` (case-insensitive, trimmed).
-pub fn header_is(r: &HttpResponse, name: &str, value: &str) -> bool {
+pub(crate) fn header_is(r: &HttpResponse, name: &str, value: &str) -> bool {
     r.header(name)
         .map(|v| v.trim().eq_ignore_ascii_case(value))
         .unwrap_or(false)
 }
 
 /// The `error code: NNN` of a Cloudflare-made body (plain text or HTML), if any.
-pub fn cloudflare_error_code(body: &str) -> Option<String> {
+pub(crate) fn cloudflare_error_code(body: &str) -> Option<String> {
     let lower = body.to_ascii_lowercase();
     let i = lower.find("error code")?;
     let rest = &body[i + "error code".len()..];
@@ -27,13 +27,13 @@ pub fn cloudflare_error_code(body: &str) -> Option<String> {
 }
 
 /// `server: cloudflare` and a `cf-ray`: the answer passed through (or came from) Cloudflare.
-pub fn through_cloudflare(r: &HttpResponse) -> bool {
+pub(crate) fn through_cloudflare(r: &HttpResponse) -> bool {
     header_is(r, "server", "cloudflare") && r.has_header("cf-ray")
 }
 
 /// Whether Cloudflare itself generated this error answer (not the origin): 530, `cf-error-type`,
 /// or a 5xx with Cloudflare's `error code: NNN` or its HTML page.
-pub fn made_by_cloudflare(r: &HttpResponse) -> bool {
+pub(crate) fn made_by_cloudflare(r: &HttpResponse) -> bool {
     if !through_cloudflare(r) {
         return false;
     }
@@ -45,15 +45,15 @@ pub fn made_by_cloudflare(r: &HttpResponse) -> bool {
 
 /// cloudflared's catch-all ingress rule (`http_status:404`): a 404 with an empty body that Caddy
 /// did not make.
-pub fn cloudflared_catch_all(r: &HttpResponse) -> bool {
+pub(crate) fn cloudflared_catch_all(r: &HttpResponse) -> bool {
     r.status == 404 && r.body.trim().is_empty() && !header_is(r, "server", "caddy")
 }
 
-pub use crate::observation::Gate;
+pub(crate) use crate::observation::Gate;
 
 /// The gate of the edge that made this answer, if one did. Checked before anything else: no
 /// service is healthy through a gate, whatever its fingerprint accepts.
-pub fn edge_gate(r: &HttpResponse) -> Option<Gate> {
+pub(crate) fn edge_gate(r: &HttpResponse) -> Option<Gate> {
     let status = r.status;
     if header_is(r, "cf-mitigated", "challenge") {
         return Some(Gate::Challenge { status });
@@ -113,7 +113,7 @@ fn access_login(location: &str) -> Option<Option<String>> {
 }
 
 /// Made by the edge: one of Cloudflare's own error pages or one of its gates. Never the sandbox.
-pub fn made_by_edge(r: &HttpResponse) -> bool {
+pub(crate) fn made_by_edge(r: &HttpResponse) -> bool {
     made_by_cloudflare(r) || edge_gate(r).is_some()
 }
 

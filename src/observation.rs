@@ -282,13 +282,13 @@ pub struct ServiceObservation {
     /// How the public hostname was reached: what it resolved to, or the `--connect-to` address.
     /// `None` when no public request was made (or it ended before the name was looked up).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dial: Option<Dial>,
+    pub(crate) dial: Option<Dial>,
 }
 
 /// How a public hostname was reached by the external probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "via", rename_all = "snake_case")]
-pub enum Dial {
+pub(crate) enum Dial {
     /// `--connect-to`: dialled at this address; the name was not looked up (it is still the TLS
     /// name and the Host header).
     ConnectTo { host: String, address: String },
@@ -302,17 +302,9 @@ pub enum Dial {
 }
 
 impl Dial {
-    pub fn host(&self) -> &str {
-        match self {
-            Dial::ConnectTo { host, .. }
-            | Dial::Dns { host, .. }
-            | Dial::DnsFailed { host, .. } => host,
-        }
-    }
-
     /// One line of evidence: `NAME resolved to A, B` / `NAME did not resolve (...)` / `NAME was
     /// dialled at A (--connect-to)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Dial::ConnectTo { host, address } => format!(
                 "{host} was dialled at {address} (--connect-to; not looked up), with its own name \
@@ -470,8 +462,9 @@ pub enum Gate {
 }
 
 impl Gate {
+    #[cfg(test)]
     /// The status Cloudflare answered with.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Gate::Challenge { status }
             | Gate::AccessLogin { status, .. }
@@ -481,12 +474,12 @@ impl Gate {
     }
 
     /// Is this Cloudflare Access (and not the WAF or bot settings)?
-    pub fn is_access(&self) -> bool {
+    pub(crate) fn is_access(&self) -> bool {
         matches!(self, Gate::AccessLogin { .. } | Gate::AccessDenied { .. })
     }
 
     /// Its name: `Cloudflare's bot challenge`, `the Cloudflare Access login`, ...
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Gate::Challenge { .. } => "Cloudflare's bot challenge",
             Gate::AccessLogin { .. } => "the Cloudflare Access login",
@@ -496,7 +489,7 @@ impl Gate {
     }
 
     /// A table cell: `challenge`, `access`, `access denied`, `blocked 1020`.
-    pub fn cell(&self) -> String {
+    pub(crate) fn cell(&self) -> String {
         match self {
             Gate::Challenge { .. } => "challenge".into(),
             Gate::AccessLogin { .. } => "access login".into(),
@@ -506,7 +499,7 @@ impl Gate {
     }
 
     /// What it is, in a few words: `Cloudflare's bot challenge (403, cf-mitigated: challenge)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Gate::Challenge { status } => {
                 format!("Cloudflare's bot challenge ({status} \"Just a moment...\", cf-mitigated: challenge)")

@@ -27,6 +27,8 @@ pub(crate) struct PveConfig {
     pub(crate) verify_tls: bool,
     /// Bound on every request.
     pub(crate) timeout: Duration,
+    /// Keep answers for a short while (`serve`: [`crate::pve_cache`]); `None`: ask every time.
+    pub(crate) cache: Option<crate::pve_cache::PveCache>,
 }
 
 impl PveConfig {
@@ -67,6 +69,7 @@ impl PveConfig {
             node,
             verify_tls,
             timeout,
+            cache: None,
         })
     }
 }
@@ -224,8 +227,20 @@ impl PveApi {
         })
     }
 
-    /// `GET /api2/json{path}` and its `data`.
+    /// `GET /api2/json{path}` and its `data`, from the cache when there is one and it is fresh.
     async fn get(&self, path: &str) -> Result<Value, PveError> {
+        match &self.cfg.cache {
+            Some(c) => {
+                let key =
+                    crate::pve_cache::PveCache::key(&self.cfg.base, self.cfg.token.expose(), path);
+                c.get_or_fetch(&key, || self.fetch(path)).await
+            }
+            None => self.fetch(path).await,
+        }
+    }
+
+    /// `GET /api2/json{path}` and its `data`.
+    async fn fetch(&self, path: &str) -> Result<Value, PveError> {
         let url = format!("{}/api2/json{path}", self.cfg.base);
         let mut auth = reqwest::header::HeaderValue::from_str(&format!(
             "PVEAPIToken={}",

@@ -151,17 +151,18 @@ async fn diagnose_once(
             _ => None,
         }
     };
-    let sem = tokio::sync::Semaphore::new(settings.concurrency.max(1));
     let n = targets.vmids.len();
+    // Targets in flight: up to --concurrency, as many as the chain takes without slowing down.
+    let gate = crate::adaptive::Gate::new(settings.concurrency, n, deadline);
     let progress = Progress::new(
         n,
         !settings.quiet && n > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
     let observations = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
-        let (clients, probe, sem, origin, host_wide, progress) = (
+        let (clients, probe, gate, origin, host_wide, progress) = (
             clients,
             probe_of(vmid),
-            &sem,
+            &gate,
             origin.clone(),
             host_wide.clone(),
             &progress,
@@ -169,8 +170,10 @@ async fn diagnose_once(
         async move {
             let remaining = deadline.saturating_sub(start.elapsed());
             let work = async {
-                let _permit = sem.acquire().await;
-                crate::probe::observe_with(clients, probe, vmid, origin, host_wide).await
+                let permit = gate.acquire().await;
+                let o = crate::probe::observe_with(clients, probe, vmid, origin, host_wide).await;
+                permit.done();
+                o
             };
             let o = match tokio::time::timeout(remaining, work).await {
                 Ok(o) => (o, Completion::InTime),
@@ -581,7 +584,7 @@ fn unfinished(cfg: &crate::probe::ProbeConfig, vmid: u32, deadline: Duration) ->
 
 /// Each probed public URL's [`crate::observation::Dial`]: the `--connect-to` address, or what its
 /// hostname resolved to (or the resolver's error) as the run's client recorded it.
-pub fn attach_dials(
+pub(crate) fn attach_dials(
     o: &mut TargetObservation,
     connect_to: Option<std::net::SocketAddr>,
     log: &crate::http::DnsLog,

@@ -127,7 +127,7 @@ fn read_secret_file(path: &Path) -> Result<(String, String, Option<String>), Sec
 /// A Cloudflare Access service token: sent as `CF-Access-Client-Id` and `CF-Access-Client-Secret`.
 /// `Debug` shows neither value; the secret is marked sensitive for the HTTP stack.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken {
+pub(crate) struct AccessToken {
     client_id: Secret,
     client_secret: Secret,
 }
@@ -147,7 +147,7 @@ impl AccessToken {
     }
 
     /// The two request headers, both marked sensitive.
-    pub fn headers(&self) -> [(&'static str, reqwest::header::HeaderValue); 2] {
+    pub(crate) fn headers(&self) -> [(&'static str, reqwest::header::HeaderValue); 2] {
         let value = |s: &Secret| {
             let mut v = reqwest::header::HeaderValue::from_str(s.expose())
                 .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
@@ -161,7 +161,7 @@ impl AccessToken {
     }
 
     /// The secret, for redacting it from text a server sent back.
-    pub fn expose_secret(&self) -> &str {
+    pub(crate) fn expose_secret(&self) -> &str {
         self.client_secret.expose()
     }
 }

@@ -10,6 +10,9 @@
 //! request head within [`Limits::header_timeout`] and [`Limits::max_head`] bytes (else 431), no
 //! request body over [`Limits::max_body`] (413), and a graceful stop on SIGTERM or Ctrl-C: no new
 //! connections, the requests in flight answered (for at most [`Limits::drain`]), then exit 0.
+//!
+//! The PVE API's answers (node list, container list, configs and tokens) are cached for a short
+//! while ([`crate::pve_cache`]) and its requests fit in the scrape's deadline.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -141,10 +144,15 @@ pub fn run(args: ServeArgs, rt: &tokio::runtime::Runtime) -> Result<u8, UsageErr
 /// `limits.drain`) and returns.
 pub(crate) async fn serve(
     listener: TcpListener,
-    base: Settings,
+    mut base: Settings,
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) {
+    // PVE API answers (nodes, containers, configs and their tokens) are kept for a short while:
+    // every scrape of every target asks for them (crate::pve_cache).
+    if let Some(p) = &mut base.pve {
+        p.cache.get_or_insert_with(Default::default);
+    }
     let state = Arc::new(State {
         sem: Semaphore::new(base.concurrency.max(1)),
         base,
@@ -316,9 +324,37 @@ async fn probe(state: &State, req: &Asked<'_>) -> (u16, &'static str, String) {
     let Ok(Ok(_permit)) = tokio::time::timeout(deadline, state.sem.acquire()).await else {
         return (503, TEXT, "too many probes in flight\n".into());
     };
-    let mut targets = match crate::run::resolve_targets(&state.base, &request).await {
-        Ok(t) => t,
-        Err(e) => {
+    // The PVE API's answers count against the scrape timeout too: each request gets at most half
+    // of what is left (a hanging API leaves the diagnosis time to run without its tokens), and
+    // the whole resolution no more than what is left.
+    let left = deadline.saturating_sub(start.elapsed()).max(MIN_DEADLINE);
+    let pve = state.base.pve.clone().map(|mut p| {
+        p.timeout = p.timeout.min(left / 2);
+        p
+    });
+    let resolved = tokio::time::timeout(
+        left,
+        crate::pve::resolve(
+            pve.as_ref(),
+            &request,
+            state.base.probe.exec_token.is_none(),
+            state.base.concurrency,
+        ),
+    )
+    .await;
+    let mut targets = match resolved {
+        Err(_) => {
+            return (
+                503,
+                TEXT,
+                format!(
+                    "the PVE API did not answer within the scrape deadline ({} ms)\n",
+                    left.as_millis()
+                ),
+            )
+        }
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
             let status = if e.exit_code() == exit::USAGE {
                 400
             } else {

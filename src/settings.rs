@@ -68,7 +68,7 @@ impl Environment {
 
     /// The width text is laid out for: the terminal's (stdout's, else stderr's), then `COLUMNS`,
     /// else 100.
-    pub fn width(&self) -> usize {
+    pub(crate) fn width(&self) -> usize {
         self.terminal_width
             .or(self.columns)
             .unwrap_or(crate::report::table::DEFAULT_WIDTH)
@@ -96,17 +96,17 @@ pub struct Settings {
     /// Targets diagnosed at once.
     pub(crate) concurrency: usize,
     /// `--wait`: re-diagnose until healthy for at most this long.
-    pub wait: Option<Duration>,
+    pub(crate) wait: Option<Duration>,
     pub probe: ProbeConfig,
-    pub connect_to: Option<SocketAddr>,
-    pub cacert_pem: Option<Vec<u8>>,
-    pub insecure: bool,
-    pub deadline: Duration,
-    pub format: OutputFormat,
-    pub output: Option<PathBuf>,
-    pub color: bool,
+    pub(crate) connect_to: Option<SocketAddr>,
+    pub(crate) cacert_pem: Option<Vec<u8>>,
+    pub(crate) insecure: bool,
+    pub(crate) deadline: Duration,
+    pub(crate) format: OutputFormat,
+    pub(crate) output: Option<PathBuf>,
+    pub(crate) color: bool,
     /// Columns the human format fits in.
-    pub width: usize,
+    pub(crate) width: usize,
     pub quiet: bool,
     /// Warnings to print on stderr (never containing secrets).
     pub(crate) warnings: Vec<String>,

@@ -153,21 +153,21 @@ pub struct TargetVerdict {
     pub services: Vec<Verdict>,
     /// A gate of the edge stopped public requests (said once for the target).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub edge_gate: Option<GateVerdict>,
+    pub(crate) edge_gate: Option<GateVerdict>,
 }
 
 /// A gate of Cloudflare's edge (challenge, Access, block page) stopped pvediag's public requests:
 /// whether users are affected is not proven (a browser may pass), and the candidates are the zone's
 /// security settings, not the tunnel, Caddy, the container or a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GateVerdict {
-    pub gate: Gate,
-    pub summary: String,
+pub(crate) struct GateVerdict {
+    pub(crate) gate: Gate,
+    pub(crate) summary: String,
     /// One of the gated answers, as observed.
-    pub evidence: Vec<String>,
+    pub(crate) evidence: Vec<String>,
     /// The services whose public URL the gate answered.
-    pub services: Vec<String>,
-    pub next_step: String,
+    pub(crate) services: Vec<String>,
+    pub(crate) next_step: String,
 }
 
 impl TargetVerdict {
@@ -206,9 +206,9 @@ pub(crate) struct Context<'a> {
     /// limit, not failed by the chain.
     pub(crate) deadline: Option<std::time::Duration>,
     /// The deadline cut this target before its probes ended: the probes not run were cut.
-    pub target_cut: bool,
+    pub(crate) target_cut: bool,
     /// An Access service token was sent with the public requests.
-    pub access_token_sent: bool,
+    pub(crate) access_token_sent: bool,
 }
 
 impl Context<'_> {
@@ -443,6 +443,26 @@ fn service_label(s: &Service) -> String {
     } else {
         s.unit.clone()
     }
+}
+
+/// The external answer of a service. The exec service's own public probe is not sent when the exec
+/// call went through the same public URL and reached cmux-execd (one request per fact,
+/// [`crate::probe`]): that call is execd answering through tunnel and Caddy, which is what its
+/// `/healthz` through the tunnel would have shown.
+pub(crate) fn external_answer(
+    t: &TargetObservation,
+    s: &Service,
+    so: &ServiceObservation,
+) -> Answer {
+    let a = classify(s, &so.external);
+    if a == Answer::NotRun
+        && s.name == crate::catalog::EXEC_SERVICE
+        && t.exec.via_public_url
+        && t.exec.run.reached_execd()
+    {
+        return Answer::Healthy;
+    }
+    a
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2374,7 +2394,7 @@ pub(crate) fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         let e = if ext_cut {
             Answer::NotRun
         } else {
-            classify(s, &so.external)
+            external_answer(t, s, so)
         };
         let i = if int_cut {
             Answer::NotRun
@@ -2541,19 +2561,19 @@ mod inside;
 
 /// Who failed a CORS preflight, when one was failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreflightFault {
+pub(crate) struct PreflightFault {
     /// The answer is Caddy's own (its catch-all 404, or `Server: Caddy`): the `@options` handler
     /// is missing. Otherwise another hop of the edge chain answered (the origin-check name reaches
     /// no container).
-    pub by_caddy: bool,
+    pub(crate) by_caddy: bool,
     /// What came back, for the summary and evidence.
-    pub what: String,
+    pub(crate) what: String,
 }
 
 /// The preflight's answer: `None` when it was answered as the 2026 layout does (204 with
 /// `access-control-allow-origin`), or when nothing usable answered (no HTTP answer, Cloudflare's
 /// own 5xx: the edge or tunnel being down is the other rows' business).
-pub fn preflight_fault(p: &Probe) -> Option<PreflightFault> {
+pub(crate) fn preflight_fault(p: &Probe) -> Option<PreflightFault> {
     let r = p.response()?;
     // Cloudflare's own 5xx, or a gate of the edge (challenge, Access) answering before Caddy.
     if (made_by_cloudflare(r) && r.status >= 500) || crate::made_by::made_by_edge(r) {

@@ -22,7 +22,7 @@ pub(crate) fn backoff(n: u32) -> Duration {
 /// the attempts and the total time in it. The last pause is shortened so one more attempt runs at
 /// the end of the window: the whole duration is waited. Progress goes to stderr, and only when
 /// stderr is a terminal and not `quiet`.
-pub async fn until_healthy<F, Fut>(
+pub(crate) async fn until_healthy<F, Fut>(
     wait: Duration,
     quiet: bool,
     attempt: F,

@@ -38,7 +38,7 @@ pub(crate) const GENERIC: &str = "*";
 
 /// The "service" of a last `handle` block without a matcher: every hostname no other route matches
 /// is sent to `dashboard.lan:PORT`, a host outside the lab (its name does not resolve: Caddy's 502).
-pub const FALLBACK: &str = "*fallback";
+pub(crate) const FALLBACK: &str = "*fallback";
 
 /// The generic rule's Host regexp as cmux writes it.
 pub(crate) const GENERIC_REGEX: &str = r"^port-(\d+)-([a-z0-9-]+)\.";

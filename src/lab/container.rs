@@ -55,6 +55,8 @@ pub(crate) struct ContainerRuntime {
     pub(crate) lan_name_to: Option<u32>,
     /// `gethostname()` inside.
     pub(crate) hostname: String,
+    /// Processes started by exec calls, when accounting is on ([`super::accounting`]).
+    pub(crate) accounting: super::accounting::ExecAccounting,
 }
 
 impl ContainerRuntime {
@@ -127,6 +129,7 @@ pub(crate) async fn start(
             exec_posts: AtomicU64::new(0),
             lan_name_to: spec.lan_name_to,
             hostname: super::identity::hostname_of(spec),
+            accounting: Default::default(),
         });
         return Ok((ct, tasks, keep));
     }
@@ -194,6 +197,7 @@ pub(crate) async fn start(
         exec_posts: AtomicU64::new(0),
         lan_name_to: spec.lan_name_to,
         hostname: super::identity::hostname_of(spec),
+        accounting: Default::default(),
     });
 
     for (svc, p) in pending {
@@ -883,6 +887,7 @@ where
                 timeout_ms as u64,
                 &ctx.ct.dir,
                 &ctx.ct.hostname,
+                &ctx.ct.accounting,
             )
             .await
         }
@@ -968,6 +973,7 @@ async fn run_exec<W>(
     timeout_ms: u64,
     dir: &Path,
     hostname: &str,
+    accounting: &super::accounting::ExecAccounting,
 ) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
@@ -982,7 +988,16 @@ where
     ];
     http::send(w, &http::head_bytes(200, &head)).await?;
 
-    let mut cmd = tokio::process::Command::new("/bin/bash");
+    // With accounting on, the command runs under strace (see `accounting`).
+    let traced = accounting.prepare(dir);
+    let mut cmd = match &traced {
+        Some((_, argv)) => {
+            let mut c = tokio::process::Command::new(&argv[0]);
+            c.args(&argv[1..]).arg("/bin/bash");
+            c
+        }
+        None => tokio::process::Command::new("/bin/bash"),
+    };
     cmd.arg("-c")
         .arg(command)
         .stdin(Stdio::null())
@@ -1042,6 +1057,9 @@ where
         res
     };
     let (_, _, code, res) = tokio::join!(out, err, waiter, writer);
+    if let Some((trace_dir, _)) = &traced {
+        accounting.record(trace_dir);
+    }
     res?;
     http::write_chunk(w, exit_event(code).as_bytes()).await?;
     http::write_last_chunk(w).await

@@ -97,15 +97,20 @@ pub enum Gate {
     },
 }
 
-pub struct EdgeCtx {
-    pub domain: String,
-    pub gate: Gate,
-    pub tunnel_up: bool,
-    pub caddy_addr: SocketAddr,
-    pub delay_ms: u64,
+pub(crate) struct EdgeCtx {
+    pub(crate) domain: String,
+    pub(crate) gate: Gate,
+    pub(crate) tunnel_up: bool,
+    pub(crate) caddy_addr: SocketAddr,
+    pub(crate) delay_ms: u64,
     /// The connectors flap: every other request (counted here) gets 530 / `error code: 1033`.
-    pub flapping: Option<std::sync::atomic::AtomicU64>,
+    pub(crate) flapping: Option<std::sync::atomic::AtomicU64>,
+    /// Requests the edge has read, per `Host` (lower case, no port).
+    pub(crate) requests: RequestCounts,
 }
+
+/// Requests per host name, counted where they enter the edge.
+pub(crate) type RequestCounts = Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>;
 
 pub(crate) fn start(
     listener: TcpListener,
@@ -334,6 +339,9 @@ where
                 return http::send(&mut s, &b).await;
             }
         };
+        if let Ok(mut m) = ctx.requests.lock() {
+            *m.entry(req.host().unwrap_or_default()).or_insert(0) += 1;
+        }
         if ctx.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(ctx.delay_ms)).await;
         }

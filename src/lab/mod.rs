@@ -9,6 +9,7 @@
 //! Every server is hand-rolled on tokio streams ([`http`]), so every byte of every answer is the
 //! lab's choice. The answers copy the real components (see `shared/reference/cmux-stack.md`).
 
+pub(crate) mod accounting;
 pub mod caddy;
 pub(crate) mod container;
 pub mod edge;
@@ -111,7 +112,7 @@ pub struct ContainerSpec {
     /// false: `cmux-{vmid}.lan` does not resolve for the host proxy -> Caddy 502.
     pub(crate) running: bool,
     /// Some: execd requires this token; None: auth off.
-    pub(crate) exec_token: Option<String>,
+    pub exec_token: Option<String>,
     pub services: Vec<ServiceSpec>,
     /// Some(other): the LAN's DHCP/DNS sends `cmux-{vmid}.lan` to container `other` (a stale
     /// lease, a reused hostname); None: to this container.
@@ -245,7 +246,7 @@ pub const VMID: u32 = 202;
 /// The execd token of every scenario's container.
 pub const SCENARIO_TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
 /// The Cloudflare Access service token the lab's Access lets through (`behind-access*`).
-pub const LAB_ACCESS_TEAM: &str = "pvediag-lab";
+pub(crate) const LAB_ACCESS_TEAM: &str = "pvediag-lab";
 pub const LAB_ACCESS_CLIENT_ID: &str = "8c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f.access";
 pub const LAB_ACCESS_CLIENT_SECRET: &str =
     "a7c3e9f1b5d7092846e1c3a5f7b9d1e3c5a7f9b1d3e5c7a9f1b3d5e7c9a1f3b5";
@@ -398,7 +399,7 @@ pub struct Scenario {
     /// The public URL template of the scenario's routing layout.
     pub url_template: &'static str,
     /// The Access service token (id, secret) the client should send, if any.
-    pub client_access: Option<(String, String)>,
+    pub(crate) client_access: Option<(String, String)>,
 }
 
 pub const SCENARIOS: &[&str] = &[
@@ -1008,6 +1009,7 @@ pub struct Lab {
     /// The lab's Proxmox VE API (`LabConfig::pve_api`): base URL; the token is [`pve::TOKEN`].
     pub pve_url: Option<String>,
     containers: Arc<BTreeMap<u32, Arc<ContainerRuntime>>>,
+    edge_requests: edge::RequestCounts,
     tasks: Vec<JoinHandle<()>>,
     _sockets: Vec<TcpSocket>,
     _tmp: Option<tempfile::TempDir>,
@@ -1129,6 +1131,7 @@ impl Lab {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let edge_addr = listener.local_addr()?;
+        let edge_requests = edge::RequestCounts::default();
         guard.0.push(edge::start(
             listener,
             tls.config,
@@ -1139,6 +1142,7 @@ impl Lab {
                 caddy_addr,
                 delay_ms: config.delays.edge_ms,
                 flapping: config.tunnel_flapping.then(Default::default),
+                requests: edge_requests.clone(),
             },
         ));
         let (ready_task, ready_addr) = host::start_ready(config.tunnel_up).await?;
@@ -1194,6 +1198,7 @@ impl Lab {
             ca_cert_path,
             caddyfile_path,
             containers,
+            edge_requests,
             tasks,
             _sockets: sockets,
             _tmp: Some(tmp),
@@ -1258,6 +1263,47 @@ impl Lab {
             .values()
             .map(|c| c.exec_posts.load(std::sync::atomic::Ordering::Relaxed))
             .sum()
+    }
+
+    /// Requests that entered the edge since the lab started, per `Host` (lower case, no port).
+    pub fn edge_requests(&self) -> BTreeMap<String, u64> {
+        self.edge_requests
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Requests that entered the edge since the lab started, for every host.
+    pub fn edge_requests_total(&self) -> u64 {
+        self.edge_requests().values().sum()
+    }
+
+    /// Turns process accounting on or off in every container (see [`accounting`]). Returns false
+    /// when it cannot run here (no strace): nothing is counted then.
+    pub fn set_process_accounting(&self, on: bool) -> bool {
+        let ok = accounting::available();
+        for c in self.containers.values() {
+            c.accounting
+                .on
+                .store(on && ok, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// What the exec calls of `vmid` started while accounting was on.
+    pub fn exec_processes(&self, vmid: u32) -> accounting::ProcessCount {
+        self.containers
+            .get(&vmid)
+            .map(|c| c.accounting.count())
+            .unwrap_or_default()
+    }
+
+    /// [`Lab::exec_processes`] summed over every container.
+    pub fn exec_processes_total(&self) -> accounting::ProcessCount {
+        self.containers
+            .values()
+            .map(|c| c.accounting.count())
+            .fold(Default::default(), |a, b| a + b)
     }
 
     /// `{service}-{vmid}.{domain}`.

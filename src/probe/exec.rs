@@ -51,9 +51,59 @@ pub(crate) async fn auth_mode(
 
 /// What the exec call sends besides the command: execd's token and the Access service token.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Credentials<'a> {
-    pub token: Option<&'a Secret>,
-    pub access: Option<&'a AccessToken>,
+pub(crate) struct Credentials<'a> {
+    pub(crate) token: Option<&'a Secret>,
+    pub(crate) access: Option<&'a AccessToken>,
+}
+
+/// The auth mode as far as the exec call's own answer tells it, so that `GET /exec` is sent only
+/// when it does not (`None`):
+/// - execd's 401: auth is on (and the token, if one was sent, was refused);
+/// - execd took the request (200, or 400/405/415 after the auth check) and no token was sent: off;
+/// - a token was sent and accepted: execd's answer to `GET /exec` from inside the container
+///   (`inside`, the same 401/405 semantics) tells whether auth is on;
+/// - no HTTP answer at all: the route gave none, `GET /exec` through it would not either (unknown).
+pub(crate) fn auth_mode_from_exec(
+    run: &ExecRun,
+    token_sent: bool,
+    inside: Option<&Probe>,
+) -> Option<AuthMode> {
+    match run {
+        ExecRun::Rejected {
+            status: 401,
+            from_edge: false,
+            ..
+        } => Some(AuthMode::Required),
+        ExecRun::Failed { .. } => Some(AuthMode::Unknown),
+        r if r.reached_execd() && !token_sent => Some(AuthMode::Off),
+        r if r.reached_execd() => match inside.and_then(Probe::response) {
+            Some(resp) if resp.status == 401 => Some(AuthMode::Required),
+            Some(resp) if resp.status == 405 => Some(AuthMode::Off),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Why the exec service's own public probe (`GET /healthz`) was not sent: the exec call through the
+/// same public URL reached cmux-execd. The verdict engine reads this as execd answering through
+/// the tunnel ([`crate::verdict`]).
+pub(crate) const ANSWERED_BY_EXEC_CALL: &str =
+    "answered by the exec call: POST /exec through this URL reached cmux-execd";
+
+/// The exec service's external observation as far as the exec call through its public URL gives
+/// it; `None` when the answer leaves it open (an answer not made by execd: then `GET /healthz` is
+/// sent). A transport failure is the route's, whatever the path: it is kept as the observation.
+pub(crate) fn external_from_exec(run: &ExecRun, elapsed_ms: u64) -> Option<Probe> {
+    match run {
+        r if r.reached_execd() => Some(Probe::not_run(ANSWERED_BY_EXEC_CALL)),
+        ExecRun::Failed { kind, message } => Some(Probe::Failed {
+            kind: *kind,
+            message: format!("the exec call (POST /exec) through this URL: {message}"),
+            elapsed_ms,
+        }),
+        _ => None,
+    }
 }
 
 /// Runs `command` through `POST {exec_url}/exec` and collects the records of `nonce`.
@@ -336,4 +386,107 @@ fn redact(text: String, token: Option<&Secret>) -> String {
 
 fn redact_all(notes: Vec<String>, token: Option<&Secret>) -> Vec<String> {
     notes.into_iter().map(|n| redact(n, token)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(status: u16, from_edge: bool) -> ExecRun {
+        ExecRun::Rejected {
+            status,
+            body: String::new(),
+            from_edge,
+        }
+    }
+
+    fn completed() -> ExecRun {
+        ExecRun::Completed {
+            exit_code: Some(0),
+            notes: Vec::new(),
+            used_fallback: false,
+            elapsed_ms: 1,
+        }
+    }
+
+    fn inside(status: u16) -> Probe {
+        Probe::Response {
+            response: HttpResponse {
+                status,
+                headers: Vec::new(),
+                body: String::new(),
+                body_truncated: false,
+            },
+            elapsed_ms: 1,
+        }
+    }
+
+    /// The exec call's answer carries what `GET /exec` (401: auth on, 405: off) used to tell, and
+    /// leaves the question open (None: `GET /exec` is sent) only where it does not.
+    #[test]
+    fn the_exec_answer_is_the_auth_probe() {
+        use AuthMode::*;
+        let failed = ExecRun::Failed {
+            kind: FailureKind::Timeout,
+            message: "x".into(),
+        };
+        let cases: Vec<(ExecRun, bool, Option<Probe>, Option<AuthMode>)> = vec![
+            // execd's 401, with or without a token: auth is on.
+            (rejected(401, false), true, None, Some(Required)),
+            (rejected(401, false), false, None, Some(Required)),
+            // execd took the call without a token: auth is off.
+            (completed(), false, None, Some(Off)),
+            (rejected(415, false), false, None, Some(Off)),
+            // A token was sent and accepted: execd's own GET /exec from inside tells.
+            (completed(), true, Some(inside(401)), Some(Required)),
+            (completed(), true, Some(inside(405)), Some(Off)),
+            (completed(), true, None, None),
+            (completed(), true, Some(inside(200)), None),
+            // Not execd's answer (the edge's 401/502, another status): open.
+            (rejected(401, true), true, None, None),
+            (rejected(502, true), true, None, None),
+            (rejected(404, false), true, None, None),
+            // No answer at all on the route: GET /exec through it would get none either.
+            (failed, true, None, Some(Unknown)),
+        ];
+        for (run, token, inside, want) in cases {
+            assert_eq!(
+                auth_mode_from_exec(&run, token, inside.as_ref()),
+                want,
+                "{run:?} token={token} inside={inside:?}"
+            );
+        }
+    }
+
+    /// The exec service's own public probe is needed only when the exec call did not reach execd.
+    #[test]
+    fn the_exec_answer_is_the_exec_services_public_probe() {
+        assert_eq!(
+            external_from_exec(&completed(), 5),
+            Some(Probe::not_run(ANSWERED_BY_EXEC_CALL))
+        );
+        assert_eq!(
+            external_from_exec(&rejected(401, false), 5),
+            Some(Probe::not_run(ANSWERED_BY_EXEC_CALL))
+        );
+        let failed = ExecRun::Failed {
+            kind: FailureKind::Refused,
+            message: "connection refused".into(),
+        };
+        assert!(matches!(
+            external_from_exec(&failed, 5),
+            Some(Probe::Failed {
+                kind: FailureKind::Refused,
+                elapsed_ms: 5,
+                ..
+            })
+        ));
+        // The edge's or Caddy's answer, another status: GET /healthz is sent.
+        assert_eq!(external_from_exec(&rejected(530, true), 5), None);
+        assert_eq!(external_from_exec(&rejected(404, false), 5), None);
+        assert_eq!(
+            external_from_exec(&ExecRun::NotRun { reason: "x".into() }, 0),
+            None
+        );
+    }
 }

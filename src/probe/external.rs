@@ -10,7 +10,7 @@ use crate::secret::AccessToken;
 /// Body bytes kept per external probe.
 pub const BODY_CAP: usize = 64 * 1024;
 
-pub async fn probe(
+pub(crate) async fn probe(
     client: &reqwest::Client,
     s: &Service,
     url: &str,

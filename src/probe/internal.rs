@@ -12,12 +12,13 @@
 //!
 //! Process start-up dominates the command's cost (a container runs it on a busy CPU, and a fork
 //! plus exec costs milliseconds). So where curl can (7.75+: `--parallel`, `%{exitcode}`,
-//! `%{errormsg}`), ONE curl process probes every service, and the whole result travels as ONE
-//! batch line, `@pvediag2 NONCE NAME,NAME,... B64 end`, whose payload is curl's `-w` lines
-//! (`NAME RC CODE TIME HEADER_BYTES BODY_BYTES ERRMSG`, one per service, in completion order),
-//! then each service's body, then each header dump, both in the order of the names, each capped
-//! at [`BODY_CAP`] by one `head -q -c` (headers are cut to [`HEADER_CAP`] when parsed): about ten processes in all instead of about ten
-//! per service. Older curl, no curl, or a malformed `-w` output fall back to one probe per service.
+//! `%{errormsg}`), ONE curl process probes every service and bash itself, with builtins only,
+//! prints one record line per service, `@pvediagr NONCE NAME CAP W H B end`: curl's `-w` line
+//! (`NAME RC CODE TIME HEADER_BYTES BODY_BYTES ERRMSG`), the header dump (up to [`HEADER_CAP`]) and
+//! the body (up to the service's [`body_cap`]), each escaped so that it is one word on one line
+//! (`\\`, `\n`, `\r`, `\s`). At the end `rm` removes its files in the background: three
+//! processes in all (bash, curl, rm), whatever the number of services. Older curl, no curl, or a
+//! malformed `-w` output fall back to one probe per service.
 
 use std::time::Duration;
 
@@ -144,6 +145,21 @@ pub(crate) fn service_probes(services: &[&Service]) -> Vec<ScriptProbe> {
         .collect()
 }
 
+/// Record name of execd's auth-mode answer inside the container (not a catalog name: those have no
+/// `.`).
+pub(crate) const AUTH_RECORD: &str = "exec.auth";
+
+/// execd's `GET /exec` without a token, from inside the container: 401 where auth is on, 405 where
+/// it is off (side-effect free). Probed in the same batch as the services.
+pub(crate) fn auth_probe_service(exec: &Service) -> Service {
+    let mut s = exec.clone();
+    s.name = AUTH_RECORD.to_string();
+    s.probe.method = "GET".into();
+    s.probe.path = "/exec".into();
+    s.probe.headers.clear();
+    s
+}
+
 /// Most services probed by one batch line: each can add `(HEADER_CAP + BODY_CAP) * 4 / 3` bytes
 /// to it, and execd passes lines of at most 1 MiB.
 pub(crate) const BATCH_MAX: usize = 24;
@@ -154,7 +170,9 @@ pub(crate) const BATCH_MAX: usize = 24;
 pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> String {
     let mut probes = service_probes(services);
     probes.extend(super::backend::http_probes(services));
-    let batch = (!probes.is_empty() && probes.len() <= BATCH_MAX).then(|| batch(&probes));
+    // Body caps: what each service's fingerprint needs; the back ends' probes keep the most.
+    let caps: Vec<usize> = services.iter().map(|s| body_cap(s)).collect();
+    let batch = (!probes.is_empty() && probes.len() <= BATCH_MAX).then(|| batch(&probes, &caps));
     let section = Section {
         start: super::backend::start(services),
         finish: super::backend::finish(services),
@@ -254,21 +272,22 @@ fn script(
     cmd
 }
 
-/// The batch: one `curl --parallel` for every service, one line out; falls through to the
-/// per-service probes when curl cannot (old curl: exit 2 or no `%{exitcode}` in the `-w` output)
-/// or the files cannot be made. The files are `$TMPDIR/pvediag.PID.RANDOM.*`, each created by
-/// bash with noclobber (O_EXCL: never someone else's file or link) before curl writes it — no
-/// `mktemp` process on the way.
-fn batch(probes: &[ScriptProbe]) -> String {
+/// The batch: one `curl --parallel` for every service, then one record line per service written by
+/// bash itself; falls through to the per-service probes when curl cannot (old curl: exit 2 or no
+/// `%{exitcode}` in the `-w` output) or the files cannot be made. The files are
+/// `$TMPDIR/pvediag.PID.RANDOM.*` (without TMPDIR: in `/dev/shm` where it is writable, memory
+/// rather than disk, else `/tmp`), each created by bash with noclobber (O_EXCL: never someone
+/// else's file or link) before curl writes it — no `mktemp` process on the way.
+///
+/// Lean: the container runs bash, curl and `rm`, nothing else. Bash reads each header dump and each
+/// body (up to [`body_cap`] of the service: what its fingerprint needs) with `read -N`, escapes
+/// it with parameter expansion (`\` `\\`, newline `\n`, CR `\r`, space `\s`) and prints it; at the
+/// end `rm` removes the files in the background (the stream ends without waiting for it).
+/// `caps[i]`: the body bytes kept for `probes[i]`.
+fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
     let n = probes.len();
-    let files = |ext: &str| -> String {
-        (0..n)
-            .map(|i| format!("\"$q.{i}.{ext}\""))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let mut c = String::from(
-        "if [ \"$via\" = curl ]; then\n  q=${TMPDIR:-/tmp}/pvediag.$$.$RANDOM$RANDOM\n  ok=1\n  set -C\n  for f in w",
+        "if [ \"$via\" = curl ]; then\n  qd=${TMPDIR:-/tmp}\n  [ -z \"$TMPDIR\" ] && [ -d /dev/shm ] && [ -w /dev/shm ] && qd=/dev/shm\n  q=$qd/pvediag.$$.$RANDOM$RANDOM\n  ok=1\n  set -C\n  for f in w",
     );
     for i in 0..n {
         c.push_str(&format!(" {i}.b {i}.h"));
@@ -310,109 +329,136 @@ fn batch(probes: &[ScriptProbe]) -> String {
         "    for l in \"${W[@]}\"; do r=${l#* }; r=${r%% *}; case $r in ''|*[!0-9]*) ok=0;; esac; done\n",
     );
     let names: Vec<&str> = probes.iter().map(|s| s.name.as_str()).collect();
-    let all = format!("\"$q.w\" {} {}", files("b"), files("h"));
+    let caps: Vec<String> = (0..n)
+        .map(|i| caps.get(i).copied().unwrap_or(BODY_CAP).to_string())
+        .collect();
     c.push_str(&format!(
-        "    if [ $ok = 1 ]; then\n      printf '@pvediag2 %s %s ' \"$n\" {}\n",
-        shell_quote(&names.join(","))
+        "    if [ $ok = 1 ]; then\n      N=({})\n      C=({})\n",
+        names.join(" "),
+        caps.join(" ")
     ));
+    c.push_str(&RECORDS.replace("__HCAP__", &HEADER_CAP.to_string()));
+    // Its own files, named (no directory scan), removed in the background: the stream's end does
+    // not wait for `rm`.
+    let files: Vec<String> = std::iter::once("\"$q.w\"".to_string())
+        .chain((0..n).flat_map(|i| [format!("\"$q.{i}.b\""), format!("\"$q.{i}.h\"")]))
+        .collect();
+    // The back ends' and units' section ends first (`b_end`, issue 14).
     c.push_str(&format!(
-        "      {{ head -q -c {BODY_CAP} {all} | base64 -w0; }} 2>/dev/null || {{ head -q -c {BODY_CAP} {all} | base64 | tr -d '\\n'; }} 2>/dev/null\n"
+        "      b_end\n      trap - EXIT\n      rm -f -- {} </dev/null >/dev/null 2>&1 &\n      exit 0\n    fi\n  fi\nfi\n",
+        files.join(" ")
     ));
-    c.push_str("      printf ' end\\n'\n      b_end\n      exit 0\n    fi\n  fi\nfi\n");
     c
 }
 
-/// Parses a batch line (`@pvediag2 ...`); `None` when it is not a complete, consistent batch of
-/// this nonce (then the services it names get no record).
-pub(crate) fn parse_batch(line: &str, nonce: &str) -> Option<Vec<Record>> {
-    let rest = line.strip_prefix("@pvediag2 ")?;
-    let mut it = rest.split(' ');
-    if it.next()? != nonce {
-        return None;
+/// Bash (builtins only) that prints one `@pvediagr` record per service of the batch: `N` names,
+/// `C` body caps, `W` curl's `-w` lines, the files `$q.I.h` and `$q.I.b`. `LC_ALL=C`: `read -N`
+/// counts bytes.
+const RECORDS: &str = r#"      LC_ALL=C
+      B='\'
+      esc() { x=${x//"$B"/"$B$B"}; x=${x//$'\n'/"${B}n"}; x=${x//$'\r'/"${B}r"}; x=${x//' '/"${B}s"}; }
+      rd() { x=; { IFS= read -r -d '' -N "$2" x < "$1"; } 2>/dev/null; esc; }
+      for i in "${!N[@]}"; do
+        x=; for l in "${W[@]}"; do case $l in "${N[i]} "*) x=$l; break ;; esac; done
+        esc; w=$x
+        rd "$q.$i.h" __HCAP__; h=$x
+        rd "$q.$i.b" "${C[i]}"
+        printf '@pvediagr %s %s %s %s %s %s end\n' "$n" "${N[i]}" "${C[i]}" "$w" "$h" "$x"
+      done
+"#;
+
+/// Body bytes an internal probe keeps for `s`: what its fingerprint needs to be checked (a whole
+/// body, up to [`BODY_CAP`], when a pattern, a substring or JSON keys are looked for; the prefix
+/// for a prefix), and never less than [`EVIDENCE_CAP`] (what a report shows of a body).
+pub(crate) fn body_cap(s: &Service) -> usize {
+    let f = &s.healthy.fingerprint;
+    if f.body_matches.is_some() || f.body_contains.is_some() || !f.json_keys.is_empty() {
+        return BODY_CAP;
     }
-    let names: Vec<&str> = it.next()?.split(',').collect();
-    let payload = it.next()?;
-    if it.next()? != "end" || it.next().is_some() {
-        return None;
-    }
-    let blob = base64::engine::general_purpose::STANDARD
-        .decode(payload)
-        .ok()?;
-    struct W {
-        rc: i32,
-        code: u16,
-        t: f64,
-        h: usize,
-        b: usize,
-        err: String,
-    }
-    let mut pos = 0;
-    let mut ws: std::collections::HashMap<&str, W> = std::collections::HashMap::new();
-    for _ in 0..names.len() {
-        let end = pos + blob[pos..].iter().position(|&c| c == b'\n')?;
-        let text = String::from_utf8_lossy(&blob[pos..end]).into_owned();
-        pos = end + 1;
-        let mut f = text.splitn(7, ' ');
-        let name = f.next()?;
-        let name = *names.iter().find(|n| **n == name)?;
-        let rc = f.next()?.parse().ok()?;
-        let code = f.next()?.parse().unwrap_or(0);
-        let t = f.next()?.parse().unwrap_or(0.0);
-        let h = f.next()?.parse().ok()?;
-        let b = f.next()?.parse().ok()?;
-        let err = f.next().unwrap_or("").trim().to_string();
-        ws.insert(
-            name,
-            W {
-                rc,
-                code,
-                t,
-                h,
-                b,
-                err,
-            },
-        );
-    }
-    if ws.len() != names.len() {
-        return None;
-    }
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = blob.get(pos..pos + n)?;
-        pos += n;
-        Some(s)
-    };
-    let mut bodies = Vec::with_capacity(names.len());
-    for n in &names {
-        bodies.push(take(ws[n].b.min(BODY_CAP))?.to_vec());
-    }
-    let mut records = Vec::with_capacity(names.len());
-    for (n, body) in names.iter().zip(bodies) {
-        let w = &ws[n];
-        // One `head` caps every file at BODY_CAP; headers are cut to HEADER_CAP here.
-        let h = take(w.h.min(BODY_CAP))?;
-        let h = &h[..h.len().min(HEADER_CAP)];
-        let body = &body[..];
-        let elapsed_ms = (w.t * 1000.0).round().max(0.0) as u64;
-        let probe = if w.rc == 0 && w.code >= 100 {
-            let mut r = response_from(w.code, h, body);
-            r.body_truncated = w.b > BODY_CAP;
-            Probe::Response {
-                response: r,
-                elapsed_ms,
+    f.body_prefix
+        .as_ref()
+        .map_or(0, |p| p.len())
+        .clamp(EVIDENCE_CAP, BODY_CAP)
+}
+
+/// Body bytes kept where the fingerprint needs none: enough for the evidence of a report.
+pub(crate) const EVIDENCE_CAP: usize = 1024;
+
+/// Decodes a field escaped by [`RECORDS`] (`\\`, `\n`, `\r`, `\s`; anything else as it is).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            let c = match b[i + 1] {
+                b'\\' => Some(b'\\'),
+                b'n' => Some(b'\n'),
+                b'r' => Some(b'\r'),
+                b's' => Some(b' '),
+                _ => None,
+            };
+            if let Some(c) = c {
+                out.push(c);
+                i += 2;
+                continue;
             }
-        } else {
-            curl_failure(w.rc, &w.err, elapsed_ms)
-        };
-        records.push(Record {
-            name: n.to_string(),
-            via_bash: false,
-            probe,
-        });
+        }
+        out.push(b[i]);
+        i += 1;
     }
-    if pos != blob.len() {
+    out
+}
+
+/// Parses one `@pvediagr` record line of `nonce` (the batch's); `None` for anything else.
+pub(crate) fn parse_batch_record(line: &str, nonce: &str) -> Option<Record> {
+    let rest = line.strip_prefix("@pvediagr ")?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    if f.len() != 7 || f[0] != nonce || f[6] != "end" {
         return None;
     }
-    Some(records)
+    let name = f[1];
+    if !valid_record_name(name) {
+        return None;
+    }
+    let cap: usize = f[2].parse().ok()?;
+    let w = String::from_utf8_lossy(&unescape(f[3])).into_owned();
+    let header_dump = unescape(f[4]);
+    let body = unescape(f[5]);
+    // curl's -w line: NAME RC CODE TIME HEADER_BYTES BODY_BYTES ERRMSG
+    let mut it = w.splitn(7, ' ');
+    if it.next()? != name {
+        return None;
+    }
+    let rc: i32 = it.next()?.parse().ok()?;
+    let code: u16 = it.next()?.parse().unwrap_or(0);
+    let t: f64 = it.next()?.parse().unwrap_or(0.0);
+    let _h: usize = it.next()?.parse().ok()?;
+    let b: usize = it.next()?.parse().ok()?;
+    let err = it.next().unwrap_or("").trim().to_string();
+    let elapsed_ms = (t * 1000.0).round().max(0.0) as u64;
+    let probe = if rc == 0 && code >= 100 {
+        let h = &header_dump[..header_dump.len().min(HEADER_CAP)];
+        let mut r = response_from(code, h, &body);
+        r.body_truncated = b > cap;
+        Probe::Response {
+            response: r,
+            elapsed_ms,
+        }
+    } else {
+        curl_failure(rc, &err, elapsed_ms)
+    };
+    Some(Record {
+        name: name.to_string(),
+        via_bash: false,
+        probe,
+    })
+}
+
+/// Parses a batch record line (`@pvediagr ...`, one service each) of `nonce`; `None` for any
+/// other line, or a record that is not complete and consistent (then its service gets no record).
+pub(crate) fn parse_batch(line: &str, nonce: &str) -> Option<Vec<Record>> {
+    parse_batch_record(line, nonce).map(|r| vec![r])
 }
 
 /// One decoded record.
@@ -743,42 +789,114 @@ mod tests {
     }
 
     #[test]
-    fn batch_line_round_trip() {
-        // -w lines in completion order, then bodies, then header dumps, in the order of the names.
-        let mut blob = Vec::new();
-        blob.extend_from_slice(
-            b"xterm 7 000 0.001 0 0 Failed to connect to 127.0.0.1 port 39383\n",
+    fn batch_record_round_trip() {
+        let esc = |b: &[u8]| {
+            String::from_utf8(b.to_vec())
+                .unwrap()
+                .replace('\\', "\\\\")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
+                .replace(' ', "\\s")
+        };
+        let h = b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\n\r\n";
+        let line = format!(
+            "@pvediagr n exec 1024 {} {} {} end",
+            esc(b"exec 0 200 0.052 38 2 "),
+            esc(h),
+            esc(b"ok")
         );
-        blob.extend_from_slice(b"exec 0 200 0.052 38 2 \n");
-        blob.extend_from_slice(b"ok");
-        blob.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\n\r\n");
-        let line = format!("@pvediag2 n exec,xterm {} end", b64(&blob));
         let rs = parse_batch(&line, "n").unwrap();
-        assert_eq!(rs.len(), 2);
+        assert_eq!(rs.len(), 1);
         assert_eq!(rs[0].name, "exec");
         let r = rs[0].probe.response().unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "ok"));
         assert_eq!(r.header("content-type"), Some("x/y"));
+        assert!(!r.body_truncated);
         assert!(matches!(
             rs[0].probe,
             Probe::Response { elapsed_ms: 52, .. }
         ));
-        assert_eq!(rs[1].probe.failure(), Some(FailureKind::Refused));
-        // Another nonce, a missing byte, an extra byte, a missing -w line: no records.
-        assert!(parse_batch(&line, "m").is_none());
-        let cut = format!(
-            "@pvediag2 n exec,xterm {} end",
-            b64(&blob[..blob.len() - 1])
+        // A body with every escaped byte, longer than its cap.
+        let body = b"a b\\c\r\nd\\n";
+        let line = format!(
+            "@pvediagr n preview 1024 {} {} {} end",
+            esc(b"preview 0 200 0.001 38 5000 "),
+            esc(h),
+            esc(body)
         );
-        assert!(parse_batch(&cut, "n").is_none());
-        let mut more = blob.clone();
-        more.push(b'x');
-        assert!(parse_batch(&format!("@pvediag2 n exec,xterm {} end", b64(&more)), "n").is_none());
-        assert!(parse_batch(
-            &format!("@pvediag2 n exec,xterm,vnc {} end", b64(&blob)),
-            "n"
-        )
-        .is_none());
+        let r = parse_batch_record(&line, "n").unwrap();
+        let resp = r.probe.response().unwrap();
+        assert_eq!(resp.body.as_bytes(), body);
+        assert!(resp.body_truncated);
+        // A failure: curl's exit code and message.
+        let line = format!(
+            "@pvediagr n xterm 16384 {} \\s {} end",
+            esc(b"xterm 7 000 0.001 0 0 Failed to connect to 127.0.0.1 port 39383"),
+            ""
+        );
+        let r = parse_batch_record(&line, "n").unwrap();
+        assert_eq!(r.probe.failure(), Some(FailureKind::Refused));
+        // Another nonce, a cut line, a -w line of another name, a name that is not one: nothing.
+        let ok = format!(
+            "@pvediagr n exec 1024 {} {} {} end",
+            esc(b"exec 0 200 0.052 38 2 "),
+            esc(h),
+            esc(b"ok")
+        );
+        assert!(parse_batch(&ok, "m").is_none());
+        assert!(parse_batch(&ok[..ok.len() - 4], "n").is_none());
+        assert!(parse_batch(&ok.replace(" exec 1024", " xterm 1024"), "n").is_none());
+        assert!(parse_batch(&ok.replace(" exec 1024", " $(id) 1024"), "n").is_none());
+    }
+
+    #[test]
+    fn the_batch_encodes_bodies_with_bash_builtins_only() {
+        // Run the record section itself over files with every awkward byte, and decode its output.
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("p");
+        let q = q.to_str().unwrap();
+        let body: Vec<u8> = b"line one\r\nline\ttwo \\ back\\slash\n\n  end ".to_vec();
+        std::fs::write(format!("{q}.0.b"), &body).unwrap();
+        std::fs::write(format!("{q}.0.h"), b"HTTP/1.1 200 OK\r\nX: a b\r\n\r\n").unwrap();
+        std::fs::write(format!("{q}.1.b"), vec![b'z'; 3000]).unwrap();
+        std::fs::write(format!("{q}.1.h"), b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap();
+        let script = format!(
+            "n=abc\nq={}\nW=('preview 0 404 0.002 26 3000 ' 'exec 0 200 0.001 30 {} ')\nN=(exec preview)\nC=(16384 1024)\n{}",
+            shell_quote(q),
+            body.len(),
+            RECORDS.replace("__HCAP__", &HEADER_CAP.to_string())
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let recs: Vec<Record> = stdout
+            .lines()
+            .filter_map(|l| parse_batch_record(l, "abc"))
+            .collect();
+        assert_eq!(recs.len(), 2, "{stdout}");
+        let r = recs[0].probe.response().unwrap();
+        assert_eq!(r.body.as_bytes(), &body[..], "{stdout}");
+        assert_eq!(r.header("x"), Some("a b"));
+        assert!(!r.body_truncated);
+        let p = recs[1].probe.response().unwrap();
+        assert_eq!(
+            (p.status, p.body.len(), p.body_truncated),
+            (404, 1024, true)
+        );
+    }
+
+    #[test]
+    fn body_caps_follow_the_fingerprints() {
+        let c = Catalog::embedded();
+        let cap = |n: &str| body_cap(c.get(n).unwrap());
+        assert_eq!(cap("exec"), BODY_CAP); // body_matches
+        assert_eq!(cap("vnc"), BODY_CAP); // body_contains
+        assert_eq!(cap("xterm"), BODY_CAP); // json_keys
+        assert_eq!(cap("worker"), EVIDENCE_CAP); // a short prefix
+        assert_eq!(cap("preview"), EVIDENCE_CAP); // no body check
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Probes: the I/O edge that turns a target into observations.
 //!
 //! For one VMID every probe runs at once: each routed service through its public URL, the origin
-//! check, execd's auth-mode probe, and the one exec round trip that probes every service inside.
-//! A diagnosis therefore takes about as long as its slowest probe.
+//! check (once per run), and the one exec round trip that probes every service inside. The exec
+//! call through the public URL is also the exec service's external probe and the auth-mode probe:
+//! `GET /healthz` and `GET /exec` are sent through the tunnel only when its answer leaves their
+//! question open (no answer from execd). One request per fact: a target costs one request per
+//! routed service. A diagnosis therefore takes about as long as its slowest probe.
 
 pub mod backend;
 pub(crate) mod exec;
@@ -22,8 +25,8 @@ use crate::target::{origin_check_url, UrlTemplate};
 
 /// Everything the probes need, validated.
 #[derive(Debug, Clone)]
-pub(crate) struct ProbeConfig {
-    pub(crate) catalog: Catalog,
+pub struct ProbeConfig {
+    pub catalog: Catalog,
     pub(crate) template: UrlTemplate,
     pub(crate) domain: String,
     /// Per-probe timeout.
@@ -42,9 +45,9 @@ pub(crate) struct ProbeConfig {
     /// stream's way back).
     pub(crate) exec_grace: Duration,
     /// The host vantage (`--on-host`, `--ssh`).
-    pub host: Option<host::HostConfig>,
+    pub(crate) host: Option<host::HostConfig>,
     /// The Cloudflare Access service token, sent with every request to a hostname under `domain`.
-    pub access: Option<AccessToken>,
+    pub(crate) access: Option<AccessToken>,
     /// What other sources (the PVE API) say each target is (see [`crate::identity`]).
     pub(crate) expected_identity:
         std::collections::BTreeMap<u32, Vec<crate::identity::IdentityClaim>>,
@@ -69,7 +72,7 @@ impl ProbeConfig {
 
     /// The Access service token for a request to `url`: only to hostnames under the domain (the
     /// public chain), never to an internal `--exec-url`.
-    pub fn access_for(&self, url: &str) -> Option<&AccessToken> {
+    pub(crate) fn access_for(&self, url: &str) -> Option<&AccessToken> {
         self.access
             .as_ref()
             .filter(|_| crate::http::under_domain(url, &self.domain))
@@ -95,6 +98,31 @@ impl ProbeConfig {
         let exec = self.catalog.exec()?;
         Some((self.public_url(exec, vmid), true))
     }
+}
+
+/// `{public URL}{probe path}` of a routed service.
+fn public_probe_url(cfg: &ProbeConfig, s: &Service, vmid: u32) -> String {
+    format!("{}{}", cfg.public_url(s, vmid), s.probe.path)
+}
+
+/// One external probe, retried while it fails transiently.
+async fn external_with_retries(
+    client: &reqwest::Client,
+    cfg: &ProbeConfig,
+    s: &Service,
+    vmid: u32,
+) -> (String, String, Probe) {
+    let url = public_probe_url(cfg, s, vmid);
+    let access = cfg.access_for(&url);
+    let mut p = external::probe(client, s, &url, cfg.timeout, access).await;
+    for attempt in 0..cfg.retries {
+        if !external::is_transient(&p) {
+            break;
+        }
+        tokio::time::sleep(external::retry_backoff(attempt)).await;
+        p = external::probe(client, s, &url, cfg.timeout, access).await;
+    }
+    (s.name.clone(), url, p)
 }
 
 /// The origin check: a hostname under the domain that no route matches (Caddy answers it itself).
@@ -150,31 +178,40 @@ pub(crate) async fn observe_with(
     host_wide: impl std::future::Future<Output = Option<host::HostWide>>,
 ) -> TargetObservation {
     let client = clients.public;
-    let routed: Vec<&Service> = cfg.catalog.services.iter().filter(|s| s.routed).collect();
-    let externals = futures_util::future::join_all(routed.iter().map(|s| {
-        let url = format!("{}{}", cfg.public_url(s, vmid), s.probe.path);
-        async move {
-            let access = cfg.access_for(&url);
-            let mut p = external::probe(client, s, &url, cfg.timeout, access).await;
-            for attempt in 0..cfg.retries {
-                if !external::is_transient(&p) {
-                    break;
-                }
-                tokio::time::sleep(external::retry_backoff(attempt)).await;
-                p = external::probe(client, s, &url, cfg.timeout, access).await;
-            }
-            (s.name.clone(), url, p)
-        }
-    }));
-
+    // One request per fact: where the exec call goes through the public URL, it is also the exec
+    // service's external probe and the auth-mode probe; those are sent only when its answer leaves
+    // the question open (see `exec_followups`).
     let exec_base = cfg.exec_base(vmid);
+    let exec_public = exec_base
+        .as_ref()
+        .is_some_and(|(_, via_public)| *via_public);
+    let exec_service = cfg.catalog.exec().map(|s| s.name.clone());
+    let skip_external = |s: &Service| exec_public && exec_service.as_deref() == Some(&s.name);
+    let routed: Vec<&Service> = cfg
+        .catalog
+        .services
+        .iter()
+        .filter(|s| s.routed && !skip_external(s))
+        .collect();
+    let externals = futures_util::future::join_all(
+        routed
+            .iter()
+            .map(|s| external_with_retries(client, cfg, s, vmid)),
+    );
+
     let nonce = internal::new_nonce();
     let all: Vec<&Service> = cfg.catalog.services.iter().collect();
-    let command = internal::build_command(&all, &nonce, cfg.timeout);
+    // Inside, execd's own `GET /exec` (no token: 401 auth on, 405 off) rides in the same batch: the
+    // auth mode when the exec call's answer does not tell it (a token was sent and accepted).
+    let auth_inside = cfg.catalog.exec().map(internal::auth_probe_service);
+    let mut probed = all.clone();
+    if let Some(a) = &auth_inside {
+        probed.push(a);
+    }
+    let command = internal::build_command(&probed, &nonce, cfg.timeout);
     let channel = async {
         let Some((base, via_public)) = &exec_base else {
             return (
-                AuthMode::Unknown,
                 exec::ExecResult {
                     run: ExecRun::NotRun {
                         reason: "the catalog has no exec service and no --exec-url was given"
@@ -186,12 +223,13 @@ pub(crate) async fn observe_with(
                 },
                 String::new(),
                 false,
+                0,
             );
         };
         let client = if *via_public { client } else { clients.exec };
         let access = cfg.access_for(base);
-        let auth = exec::auth_mode(client, base, cfg.timeout, access);
-        let run = exec::run(
+        let start = std::time::Instant::now();
+        let result = exec::run(
             client,
             base,
             exec::Credentials {
@@ -202,9 +240,10 @@ pub(crate) async fn observe_with(
             &nonce,
             cfg.timeout + cfg.exec_grace / 2,
             cfg.timeout + cfg.exec_grace,
-        );
-        let ((mode, _), result) = tokio::join!(auth, run);
-        (mode, result, base.clone(), *via_public)
+        )
+        .await;
+        let elapsed_ms = start.elapsed().as_millis() as u64;
+        (result, base.clone(), *via_public, elapsed_ms)
     };
 
     let host_view = async {
@@ -222,8 +261,40 @@ pub(crate) async fn observe_with(
         }
     };
 
-    let (externals, origin, (auth_mode, mut result, exec_url, via_public_url), host_obs) =
+    let (mut externals, origin, (mut result, exec_url, via_public_url, exec_ms), host_obs) =
         tokio::join!(externals, origin, channel, host_view);
+
+    // What the exec call's answer leaves open, asked now (concurrently).
+    let token_sent = cfg.token_for(vmid).is_some();
+    let inside_auth = auth_inside.as_ref().and_then(|a| {
+        let i = result.records.iter().position(|r| r.name == a.name)?;
+        Some(result.records.remove(i).probe)
+    });
+    let known_mode = exec::auth_mode_from_exec(&result.run, token_sent, inside_auth.as_ref());
+    let exec_svc = cfg.catalog.exec().filter(|s| skip_external(s));
+    let healthz = async {
+        match exec_svc {
+            Some(s) => Some(match exec::external_from_exec(&result.run, exec_ms) {
+                Some(p) => (s.name.clone(), public_probe_url(cfg, s, vmid), p),
+                None => external_with_retries(client, cfg, s, vmid).await,
+            }),
+            None => None,
+        }
+    };
+    let auth = async {
+        match (known_mode, &exec_base) {
+            (Some(m), _) => m,
+            (None, Some((base, via_public))) => {
+                let c = if *via_public { client } else { clients.exec };
+                exec::auth_mode(c, base, cfg.timeout, cfg.access_for(base))
+                    .await
+                    .0
+            }
+            (None, None) => AuthMode::Unknown,
+        }
+    };
+    let (healthz, auth_mode) = tokio::join!(healthz, auth);
+    externals.extend(healthz);
 
     // The exec endpoint could not be used: try `pct exec` on the host.
     let mut pct = None;
@@ -300,7 +371,7 @@ pub(crate) async fn observe_with(
             url: exec_url,
             via_public_url,
             auth_mode,
-            token_sent: cfg.token_for(vmid).is_some(),
+            token_sent,
             run: result.run,
             pct,
         },

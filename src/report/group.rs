@@ -10,25 +10,25 @@ use crate::verdict::{Layer, Status, Verdict};
 
 /// What makes two verdicts the same root cause.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CauseKey {
-    pub status: Status,
+pub(crate) struct CauseKey {
+    pub(crate) status: Status,
     /// The pinned layer, when the evidence pins one.
-    pub layer: Option<Layer>,
+    pub(crate) layer: Option<Layer>,
     /// The layers the evidence cannot tell apart (as a set: sorted), when it does not pin one.
-    pub candidates: Vec<Layer>,
+    pub(crate) candidates: Vec<Layer>,
     /// The first verdict's `broken (caddy|service)`, candidates most likely first.
-    pub shown: String,
+    pub(crate) shown: String,
     /// The summary with URLs and numbers set aside ([`shape`]).
-    pub summary: String,
+    pub(crate) summary: String,
     /// The next step, the same way.
-    pub next_step: Option<String>,
+    pub(crate) next_step: Option<String>,
     /// The summary with the service's own name set aside too ([`normalize`]).
-    pub named_summary: String,
-    pub named_next_step: Option<String>,
+    pub(crate) named_summary: String,
+    pub(crate) named_next_step: Option<String>,
 }
 
 impl CauseKey {
-    pub fn of(name: &str, v: &Verdict) -> CauseKey {
+    pub(crate) fn of(name: &str, v: &Verdict) -> CauseKey {
         let mut candidates: Vec<Layer> = v.candidates.iter().map(|c| c.layer).collect();
         candidates.sort();
         candidates.dedup();
@@ -47,7 +47,7 @@ impl CauseKey {
     /// The same root cause: the same status and layer or candidates, and a summary and next step
     /// that say the same once URLs and numbers are set aside (and the service's own name, for
     /// texts that name it; a name like `exec` may also be a plain word of the text).
-    pub fn same_cause(&self, other: &CauseKey) -> bool {
+    pub(crate) fn same_cause(&self, other: &CauseKey) -> bool {
         self.status == other.status
             && self.layer == other.layer
             && self.candidates == other.candidates
@@ -57,7 +57,7 @@ impl CauseKey {
 
     /// `broken (tunnel)`, `inconclusive (tunnel|caddy)`, `inconclusive`: as the first verdict
     /// of the cause says it.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.shown.clone()
     }
 }
@@ -65,33 +65,33 @@ impl CauseKey {
 /// One root cause within a target: the services (indices into the target's verdicts, in order)
 /// and what they share.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    pub key: CauseKey,
-    pub members: Vec<usize>,
+pub(crate) struct Group {
+    pub(crate) key: CauseKey,
+    pub(crate) members: Vec<usize>,
     /// Whether every member's summary is the same text (else each says its own).
-    pub same_summary: bool,
+    pub(crate) same_summary: bool,
     /// Whether every member's next step is the same text.
-    pub same_next_step: bool,
+    pub(crate) same_next_step: bool,
     /// Evidence lines that two or more members have in the same shape, in order of first
     /// appearance: each shown once, as the first member that has it says it.
-    pub shared_evidence: Vec<SharedLine>,
+    pub(crate) shared_evidence: Vec<SharedLine>,
     /// Per member (parallel to `members`): indices of its evidence lines no other member has.
-    pub own_evidence: Vec<Vec<usize>>,
+    pub(crate) own_evidence: Vec<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedLine {
+pub(crate) struct SharedLine {
     /// Positions in `members` of the members that have the line (the first one says it).
-    pub holders: Vec<usize>,
+    pub(crate) holders: Vec<usize>,
     /// Index into the evidence of the first holder.
-    pub index: usize,
+    pub(crate) index: usize,
     /// Every member has exactly this text.
-    pub identical: bool,
+    pub(crate) identical: bool,
 }
 
 /// Groups the not-healthy, not-skipped verdicts of one target by root cause, in the order of each
 /// group's first service. `names[i]` is the name of the service of `verdicts[i]`.
-pub fn group(names: &[&str], verdicts: &[Verdict]) -> Vec<Group> {
+pub(crate) fn group(names: &[&str], verdicts: &[Verdict]) -> Vec<Group> {
     let mut keys: Vec<(CauseKey, Vec<usize>)> = Vec::new();
     for (i, (name, v)) in names.iter().zip(verdicts).enumerate() {
         if matches!(v.status, Status::Healthy | Status::Skipped) {
@@ -162,7 +162,9 @@ pub fn group(names: &[&str], verdicts: &[Verdict]) -> Vec<Group> {
 
 /// Identical causes across targets: each cause with the targets (their VMIDs) that have it, in the
 /// order first seen. `targets` is (vmid, service names, verdicts) per target.
-pub fn across_targets(targets: &[(u32, Vec<&str>, &[Verdict])]) -> Vec<(CauseKey, Vec<u32>)> {
+pub(crate) fn across_targets(
+    targets: &[(u32, Vec<&str>, &[Verdict])],
+) -> Vec<(CauseKey, Vec<u32>)> {
     let mut out: Vec<(CauseKey, Vec<u32>)> = Vec::new();
     for (vmid, names, verdicts) in targets {
         for g in group(names, verdicts) {
@@ -184,12 +186,12 @@ pub fn across_targets(targets: &[(u32, Vec<&str>, &[Verdict])]) -> Vec<(CauseKey
 /// A text's shape: a word with a URL becomes `{url}`, a word with a digit `#` (ports, VMIDs,
 /// durations, ray ids, line numbers). Two texts with the same shape say the same thing about
 /// different services or targets.
-pub fn shape(text: &str) -> String {
+pub(crate) fn shape(text: &str) -> String {
     normalize("", text)
 }
 
 /// [`shape`], and the service's own name becomes `{service}`.
-pub fn normalize(name: &str, text: &str) -> String {
+pub(crate) fn normalize(name: &str, text: &str) -> String {
     text.split(' ')
         .map(|w| {
             if w.contains("://") {

@@ -1,6 +1,6 @@
 //! Reports: how a diagnosis is said. One module per format behind one small trait.
 
-pub mod group;
+pub(crate) mod group;
 pub mod json;
 pub(crate) mod junit;
 pub(crate) mod prometheus;
@@ -21,26 +21,26 @@ pub struct Report {
     /// Caddy's configuration, when it was read.
     pub caddy: Option<CaddyReport>,
     /// Containers the PVE API listed that were not diagnosed (stopped, templates).
-    pub skipped_targets: Vec<SkippedTarget>,
+    pub(crate) skipped_targets: Vec<SkippedTarget>,
     /// The service the operator asked about (a public URL as the target): highlighted, while the
     /// whole sandbox is diagnosed.
     pub focus: Option<Focus>,
     /// `--wait`: how many diagnoses ran and how long the waiting took in all.
-    pub waited: Option<Waited>,
+    pub(crate) waited: Option<Waited>,
 }
 
 /// The service a public URL named.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Focus {
-    pub vmid: u32,
-    pub service: String,
+    pub(crate) vmid: u32,
+    pub(crate) service: String,
 }
 
 /// What `--wait` spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Waited {
-    pub attempts: u32,
-    pub total_ms: u64,
+pub(crate) struct Waited {
+    pub(crate) attempts: u32,
+    pub(crate) total_ms: u64,
 }
 
 /// What Caddy's configuration said, independent of any target.
@@ -157,7 +157,7 @@ impl Report {
     }
 
     /// `0.42 s`, or with `--wait` `3 attempts in 6.01 s (the last 0.42 s)`.
-    pub fn timing_phrase(&self) -> String {
+    pub(crate) fn timing_phrase(&self) -> String {
         let last = format!("{:.2} s", self.duration_ms as f64 / 1000.0);
         match self.waited {
             Some(w) => format!(

@@ -9,12 +9,12 @@ use crate::observation::Probe;
 use crate::verdict::{Status, Verdict};
 
 /// The width when the terminal's is not known.
-pub const DEFAULT_WIDTH: usize = 100;
+pub(crate) const DEFAULT_WIDTH: usize = 100;
 
 pub struct TableFormat {
-    pub color: bool,
+    pub(crate) color: bool,
     /// Columns the text must fit in.
-    pub width: usize,
+    pub(crate) width: usize,
 }
 
 impl TableFormat {
@@ -73,7 +73,7 @@ fn width_of(s: &str) -> usize {
 /// Wraps `text` to `width` at spaces only: the first line starts with `first`, the others with
 /// `rest` (a hanging indent). Hostnames and URLs stay whole; only a word longer than a whole line
 /// is cut.
-pub fn fill(text: &str, width: usize, first: &str, rest: &str) -> Vec<String> {
+pub(crate) fn fill(text: &str, width: usize, first: &str, rest: &str) -> Vec<String> {
     let opts = textwrap::Options::new(width)
         .initial_indent(first)
         .subsequent_indent(rest)
@@ -89,13 +89,17 @@ pub fn fill(text: &str, width: usize, first: &str, rest: &str) -> Vec<String> {
 }
 
 /// A short cell for one probe: `200 · 35 ms`, `502 cloudflare`, `refused`.
-pub fn probe_cell(p: &Probe) -> String {
+pub(crate) fn probe_cell(p: &Probe) -> String {
     probe_cell_in(p, false)
 }
 
 /// A probe's cell; `compact` drops the timing and shortens `cloudflare` to `cf`.
 fn probe_cell_in(p: &Probe, compact: bool) -> String {
     match p {
+        // The exec call through the same public URL answered it (one request per fact).
+        Probe::NotRun { reason } if reason == crate::probe::exec::ANSWERED_BY_EXEC_CALL => {
+            "via exec call".into()
+        }
         Probe::NotRun { .. } => "—".into(),
         Probe::Failed { kind, .. } => kind.as_str().replace('_', " "),
         Probe::Response {
@@ -153,7 +157,7 @@ fn verdict_cell_compact(v: &Verdict) -> String {
 }
 
 /// A next step cut after `; `, ` && `, ` — ` and `on the PVE host: `, outside quotes.
-pub fn next_step_parts(text: &str) -> Vec<String> {
+pub(crate) fn next_step_parts(text: &str) -> Vec<String> {
     const CUTS: [&str; 4] = ["; ", " && ", " — ", "on the PVE host: "];
     let mut parts = Vec::new();
     let mut start = 0;

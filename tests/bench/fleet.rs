@@ -1,6 +1,8 @@
 //! `cargo bench --bench fleet`: pvediag against a fleet of lab containers with latency injected at
-//! every hop, side by side with the seed's manual procedure (sequential curl + exec calls), with
-//! `curl --parallel` doing only the external half, and with the floor computed from the delays.
+//! every hop, side by side with the same work done by hand (one `curl --parallel` with every public
+//! GET and one exec POST per sandbox, each POST running one `curl --parallel` over the container's
+//! ports), with the seed's manual procedure (sequential curl + exec calls), with `curl --parallel`
+//! doing only the external half, and with the floor computed from the delays.
 //! See docs/performance.md.
 //!
 //! Environment (all optional):
@@ -9,6 +11,8 @@
 //! - `PVEDIAG_BENCH_SIZES` (1,10,100): numbers of VMIDs.
 //! - `PVEDIAG_BENCH_SEQ_FULL` (unset): also run the sequential script for 10 VMIDs (slow) instead of
 //!   extrapolating it from 1 VMID.
+//! - `PVEDIAG_BENCH_BIN` (this build's pvediag): measure another pvediag binary (an older build, for
+//!   before/after figures on the same lab; it gets no `--catalog`).
 //!
 //! Everything is on 127.0.0.1; the lab runs in this process, pvediag, bash and curl are children.
 
@@ -20,7 +24,11 @@ use pvediag::catalog::{Catalog, Service};
 use pvediag::lab::{self, Delays, Lab};
 
 const FIRST_VMID: u32 = 1000;
-const PVEDIAG: &str = env!("CARGO_BIN_EXE_pvediag");
+
+/// The pvediag binary measured: this build's, or `PVEDIAG_BENCH_BIN`.
+fn pvediag_bin() -> String {
+    std::env::var("PVEDIAG_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pvediag").into())
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -67,21 +75,20 @@ fn internal_delay(s: &Service, d: &Delays) -> u64 {
 
 /// The floor: the slowest single probe chain of one VMID, with zero CPU and unbounded concurrency.
 /// Every request pays one delay per hop it crosses:
-/// - external probe: edge + caddy + service (execd's `/healthz`: edge + caddy + exec);
+/// - external probe: edge + caddy + service (the routed services but the exec service, whose
+///   public probe is the exec call itself);
 /// - origin check: edge + caddy (Caddy answers it itself);
-/// - auth probe `GET /exec`: edge + caddy + exec;
 /// - exec round trip: edge + caddy + exec, then the slowest internal probe (cmux-proxy: service +
 ///   the execd behind it); internal probes run concurrently.
 fn floor_ms(catalog: &Catalog, d: &Delays) -> (u64, String) {
     let ext = catalog
         .services
         .iter()
-        .filter(|s| s.routed)
+        .filter(|s| s.routed && s.name != "exec")
         .map(|s| d.edge_ms + d.caddy_ms + port_delay(s.port, d))
         .max()
         .unwrap_or(0);
     let origin = d.edge_ms + d.caddy_ms;
-    let auth = d.edge_ms + d.caddy_ms + d.exec_ms;
     let slowest_internal = catalog
         .services
         .iter()
@@ -89,11 +96,11 @@ fn floor_ms(catalog: &Catalog, d: &Delays) -> (u64, String) {
         .max()
         .unwrap_or(0);
     let exec = d.edge_ms + d.caddy_ms + d.exec_ms + slowest_internal;
-    let floor = ext.max(origin).max(auth).max(exec);
+    let floor = ext.max(origin).max(exec);
     (
         floor,
         format!(
-            "max(external {ext}, origin {origin}, auth {auth}, exec round trip {exec} = edge {} + caddy {} + exec {} + slowest internal {slowest_internal})",
+            "max(external {ext}, origin {origin}, exec round trip {exec} = edge {} + caddy {} + exec {} + slowest internal {slowest_internal})",
             d.edge_ms, d.caddy_ms, d.exec_ms
         ),
     )
@@ -303,6 +310,77 @@ fn curl_config_for(
     (s, n)
 }
 
+/// The same work as pvediag, by hand: ONE `curl --parallel` config with every public GET of every
+/// sandbox and one exec POST per sandbox, whose command runs ONE `curl --parallel` over the
+/// container's ports (every catalog service, its probe's method, path and headers), bodies to
+/// /dev/null. Returns the config and the number of requests through the edge per sandbox.
+fn same_work_config(lab: &Lab, catalog: &Catalog, vmids: &[u32], token: &str) -> (String, usize) {
+    let mut inner = String::from("curl --parallel --parallel-immediate");
+    for (i, svc) in catalog.services.iter().enumerate() {
+        if i > 0 {
+            inner.push_str(" --next");
+        }
+        inner.push_str(&format!(
+            " -sS -o /dev/null -w '%{{http_code}}\\n' -X {}",
+            shell_quote(&svc.probe.method)
+        ));
+        for (k, v) in &svc.probe.headers {
+            inner.push_str(&format!(" -H {}", shell_quote(&format!("{k}: {v}"))));
+        }
+        inner.push_str(&format!(
+            " {}",
+            shell_quote(&format!("http://127.0.0.1:{}{}", svc.port, svc.probe.path))
+        ));
+    }
+    let body = serde_json::json!({ "command": inner, "timeout_ms": 10000 }).to_string();
+    // A curl config string: backslash and double quote escaped.
+    let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    // Every transfer is its own group (`next`): per-transfer options do not carry over.
+    let group = |url: &str, extra: &str| {
+        format!(
+            "url = {}\noutput = \"/dev/null\"\nsilent\nshow-error\nfail\nconnect-to = \"::127.0.0.1:{}\"\ncacert = {}\n{extra}next\n",
+            quoted(url),
+            lab.edge_addr.port(),
+            quoted(&lab.ca_cert_path.display().to_string()),
+        )
+    };
+    let mut s = String::new();
+    let mut per_sandbox = 0;
+    for &vmid in vmids {
+        let mut n = 0;
+        for svc in catalog.services.iter().filter(|s| s.routed) {
+            let headers: String = svc
+                .probe
+                .headers
+                .iter()
+                .map(|(k, v)| format!("header = {}\n", quoted(&format!("{k}: {v}"))))
+                .collect();
+            s.push_str(&group(
+                &format!(
+                    "https://{}-{vmid}.{}{}",
+                    svc.name, lab.domain, svc.probe.path
+                ),
+                &headers,
+            ));
+            n += 1;
+        }
+        s.push_str(&group(
+            &format!("https://exec-{vmid}.{}/exec", lab.domain),
+            &format!(
+                "header = {}\nheader = \"content-type: application/json\"\ndata-binary = {}\n",
+                quoted(&format!("authorization: Bearer {token}")),
+                quoted(&body)
+            ),
+        ));
+        per_sandbox = n + 1;
+    }
+    // No empty group after the last transfer.
+    if let Some(t) = s.strip_suffix("next\n") {
+        s.truncate(t.len());
+    }
+    (s, per_sandbox)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
     let delay: u64 = env_or("PVEDIAG_BENCH_DELAY_MS", 50);
@@ -332,7 +410,8 @@ fn main() {
         catalog.services.iter().filter(|s| s.routed).count()
     );
     println!(
-        "pvediag: {PVEDIAG} (default --concurrency {})",
+        "pvediag: {} (default --concurrency {})",
+        pvediag_bin(),
         pvediag::cli::CONCURRENCY
     );
     println!("floor: {floor} ms = {floor_how}");
@@ -402,6 +481,18 @@ fn main() {
         seq_extrapolated: bool,
         lab_cpu: f64,
         container_cpu: f64,
+        /// The same work by hand: one curl --parallel (wall), its --parallel-max.
+        by_hand: Sample,
+        by_hand_par: usize,
+        /// Requests through the edge per sandbox, and per run (names without a VMID: the
+        /// origin check): pvediag, by hand.
+        req: (f64, f64),
+        req_hand: (f64, f64),
+        /// Processes (and programs) started in the container per sandbox: pvediag, by hand.
+        procs: Option<(f64, f64)>,
+        procs_hand: Option<(f64, f64)>,
+        /// CPU ms per run of the same work by hand: curl's own, the lab's servers, containers.
+        hand_cpu: (f64, f64, f64),
     }
     let mut rows = Vec::new();
     let mut seq_one: Option<f64> = None;
@@ -411,6 +502,7 @@ fn main() {
         // pvediag
         let argv = pvediag_argv(&lab, &vmids, &token_file, &dir);
         let before = lab.exec_posts_total();
+        let edge0 = lab.edge_requests();
         let (lab0, kids0) = self_cpu_ms();
         let samples: Vec<Sample> = (0..runs)
             .map(|_| {
@@ -420,11 +512,61 @@ fn main() {
             })
             .collect();
         let posts = lab.exec_posts_total() - before;
+        let req = edge_split(&edge0, &lab.edge_requests(), &vmids, runs);
         let (lab1, kids1) = self_cpu_ms();
         let own: f64 = samples.iter().filter_map(|s| s.cpu_ms).sum();
         let lab_cpu = (lab1 - lab0) / runs as f64;
         let container_cpu = ((kids1 - kids0) - own).max(0.0) / runs as f64;
         let pvediag = median_sample(&samples);
+
+        // The same work by hand: one curl --parallel, every public GET and one exec POST per
+        // sandbox, as many requests in flight as pvediag's default concurrency allows.
+        let (cfg, per_sandbox) = same_work_config(&lab, &catalog, &vmids, &token);
+        let hand_path = dir.join(format!("hand-{n}.cfg"));
+        std::fs::write(&hand_path, cfg).unwrap();
+        let by_hand_par = (per_sandbox * pvediag::cli::CONCURRENCY)
+            .min(per_sandbox * n)
+            .min(300);
+        let hand_argv: Vec<String> = vec![
+            "curl".into(),
+            "--parallel".into(),
+            "--parallel-immediate".into(),
+            "--parallel-max".into(),
+            by_hand_par.to_string(),
+            "-K".into(),
+            hand_path.display().to_string(),
+        ];
+        let edge0 = lab.edge_requests();
+        let (hlab0, hkids0) = self_cpu_ms();
+        let hand_samples: Vec<Sample> = (0..runs)
+            .map(|_| measure(&hand_argv, timed, &dir, &[0]))
+            .collect();
+        let (hlab1, hkids1) = self_cpu_ms();
+        let hand_own: f64 = hand_samples.iter().filter_map(|s| s.cpu_ms).sum();
+        let hand_cpu = (
+            hand_own / runs as f64,
+            (hlab1 - hlab0) / runs as f64,
+            ((hkids1 - hkids0) - hand_own).max(0.0) / runs as f64,
+        );
+        let by_hand = median_sample(&hand_samples);
+        let req_hand = edge_split(&edge0, &lab.edge_requests(), &vmids, runs);
+
+        // Processes in the containers: one more run of each with the lab's process accounting
+        // on (strace: slower, so not timed).
+        let (procs, procs_hand) = if lab.set_process_accounting(true) {
+            let per = |argv: &[String], ok: &[i32]| {
+                let c0 = lab.exec_processes_total();
+                measure(argv, false, &dir, ok);
+                let c = lab.exec_processes_total() - c0;
+                (c.processes as f64 / n as f64, c.programs as f64 / n as f64)
+            };
+            let p = per(&argv, &[0]);
+            let h = per(&hand_argv, &[0]);
+            lab.set_process_accounting(false);
+            (Some(p), Some(h))
+        } else {
+            (None, None)
+        };
 
         // curl --parallel, external half only, same number of transfers in flight as pvediag's
         // external probes (capped at curl's maximum, 300).
@@ -488,6 +630,13 @@ fn main() {
             seq_extrapolated,
             lab_cpu,
             container_cpu,
+            by_hand,
+            by_hand_par,
+            req,
+            req_hand,
+            procs,
+            procs_hand,
+            hand_cpu,
         });
     }
 
@@ -548,6 +697,26 @@ fn main() {
         (n, list, urls, p, c)
     };
 
+    // Without --catalog (and without a Caddyfile or the admin API), pvediag first asks each target
+    // which URL form answers (generation.rs): measured at the largest size.
+    let detection = {
+        let n = max_n;
+        let vmids: Vec<u32> = (0..n as u32).map(|i| FIRST_VMID + i).collect();
+        let argv = pvediag_argv_with(&lab, &vmids, &token_file, &dir, &[]);
+        let edge0 = lab.edge_requests();
+        let p = median_sample(
+            &(0..runs)
+                .map(|_| {
+                    let s = measure(&argv, timed, &dir, &[0]);
+                    check_report(&dir.join("report.json"), n);
+                    s
+                })
+                .collect::<Vec<_>>(),
+        );
+        let req = edge_split(&edge0, &lab.edge_requests(), &vmids, runs);
+        (n, p, req)
+    };
+
     println!();
     println!(
         "| VMIDs | pvediag ms | floor ms | curl --parallel ms (URLs, max) | sequential ms | pvediag/floor | pvediag/curl | sequential/pvediag | pvediag peak RSS MiB | pvediag CPU ms | lab CPU ms: servers + container processes | exec POSTs/VMID |"
@@ -582,6 +751,50 @@ fn main() {
         );
     }
     println!();
+    println!("the same work by hand: one curl --parallel with every public GET and one exec POST per sandbox, each POST running one curl --parallel over the container's ports");
+    println!();
+    println!(
+        "| VMIDs | pvediag ms | by hand ms (max in flight) | pvediag/by hand | requests per sandbox (+ per run): pvediag, by hand | container processes (programs) per sandbox: pvediag, by hand | CPU ms per run, client + lab servers + containers: pvediag, by hand | pvediag peak RSS MiB |"
+    );
+    println!("|---:|---:|---:|---:|---|---|---|---:|");
+    for r in &rows {
+        let procs = |p: Option<(f64, f64)>| {
+            p.map(|(a, b)| format!("{a:.1} ({b:.1})"))
+                .unwrap_or_else(|| "- (no strace)".into())
+        };
+        println!(
+            "| {} | {:.0} | {:.0} ({}) | {:.2} | {:.2} (+{:.2}), {:.2} (+{:.2}) | {}, {} | {} + {:.0} + {:.0}, {:.0} + {:.0} + {:.0} | {} |",
+            r.n,
+            r.pvediag.wall_ms,
+            r.by_hand.wall_ms,
+            r.by_hand_par,
+            r.pvediag.wall_ms / r.by_hand.wall_ms,
+            r.req.0,
+            r.req.1,
+            r.req_hand.0,
+            r.req_hand.1,
+            procs(r.procs),
+            procs(r.procs_hand),
+            r.pvediag
+                .cpu_ms
+                .map(|c| format!("{c:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            r.lab_cpu,
+            r.container_cpu,
+            r.hand_cpu.0,
+            r.hand_cpu.1,
+            r.hand_cpu.2,
+            r.pvediag
+                .rss_kb
+                .map(|k| format!("{:.1}", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    println!(
+        "targets: pvediag <= 1.15 x by hand at every size; peak RSS < 30 MiB at 100; requests per sandbox = routed services ({}) [+ 1 origin check per run]",
+        catalog.services.iter().filter(|s| s.routed).count()
+    );
+    println!();
     println!(
         "targets: 1 VMID <= 1.15 x floor; {max_n} VMIDs <= 1.3 x curl --parallel; peak RSS < 30 MiB; 1 exec POST per VMID"
     );
@@ -600,12 +813,56 @@ fn main() {
             p.wall_ms / c.wall_ms
         );
     }
+    {
+        let (n, p, req) = &detection;
+        println!(
+            "without --catalog (generation detection first), {n} VMIDs: pvediag {:.0} ms, requests per sandbox {:.2} (+{:.2} per run)",
+            p.wall_ms, req.0, req.1
+        );
+    }
     println!("load average at end: {}", machine().load);
     rt.block_on(lab.shutdown());
 }
 
+/// Requests that entered the edge between two snapshots, per sandbox (hosts naming one of `vmids`)
+/// and per run (every other host: the origin check), averaged over `runs`.
+fn edge_split(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    vmids: &[u32],
+    runs: usize,
+) -> (f64, f64) {
+    let mut sandbox = 0u64;
+    let mut other = 0u64;
+    for (host, &c) in after {
+        let d = c - before.get(host).copied().unwrap_or(0);
+        let names_vmid = vmids.iter().any(|v| {
+            let v = v.to_string();
+            host.split(['.', '-']).any(|part| part == v)
+        });
+        if names_vmid {
+            sandbox += d;
+        } else {
+            other += d;
+        }
+    }
+    (
+        sandbox as f64 / (runs * vmids.len()) as f64,
+        other as f64 / runs as f64,
+    )
+}
+
+/// pvediag with the lab's layout named (`--catalog seed`): the same work as by hand, without the
+/// generation detection (measured on its own: `detection` below).
+/// (`PVEDIAG_BENCH_BIN`, an older build, gets no `--catalog`: builds before the 2026 generation had
+/// neither the option nor the detection.)
 fn pvediag_argv(lab: &Lab, vmids: &[u32], token_file: &Path, dir: &Path) -> Vec<String> {
-    pvediag_argv_with(lab, vmids, token_file, dir, &[])
+    let named: &[&str] = if std::env::var_os("PVEDIAG_BENCH_BIN").is_some() {
+        &[]
+    } else {
+        &["--catalog", "seed"]
+    };
+    pvediag_argv_with(lab, vmids, token_file, dir, named)
 }
 
 fn pvediag_argv_with(
@@ -615,7 +872,7 @@ fn pvediag_argv_with(
     dir: &Path,
     extra: &[&str],
 ) -> Vec<String> {
-    let mut v = vec![PVEDIAG.to_string()];
+    let mut v = vec![pvediag_bin()];
     v.extend(extra.iter().map(|s| s.to_string()));
     v.extend(vmids.iter().map(|n| n.to_string()));
     v.extend(

@@ -23,6 +23,7 @@ mod real_caddy;
 mod retries;
 mod secrets;
 mod selection;
+mod serve_cache;
 mod state;
 mod ux;
 mod verdict_trust;

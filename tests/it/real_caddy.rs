@@ -348,7 +348,7 @@ fn real_caddy_with_the_seed_caddyfile_then_fixed() {
     // 2. The same from Caddy's admin API (what is loaded, not what is on disk).
     let admin = format!("http://127.0.0.1:{}", s.caddy.admin);
     let (code, v) = s.pvediag(&["--caddy-admin", &admin]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "{v:#}");
     let route = v["targets"][0]["routes"]
         .as_array()
         .unwrap()

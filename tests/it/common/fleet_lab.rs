@@ -136,6 +136,16 @@ fn add_close(mut bytes: Vec<u8>) -> Vec<u8> {
 
 /// Starts the fake PVE API on 127.0.0.1; returns its base URL.
 pub fn start_pve(rt: &tokio::runtime::Runtime, mode: PveMode) -> String {
+    start_pve_counted(rt, mode).0
+}
+
+/// [`start_pve`], and the number of requests it has read (whatever their answer).
+pub fn start_pve_counted(
+    rt: &tokio::runtime::Runtime,
+    mode: PveMode,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = count.clone();
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
     let addr: SocketAddr = listener.local_addr().unwrap();
     rt.spawn(async move {
@@ -143,11 +153,13 @@ pub fn start_pve(rt: &tokio::runtime::Runtime, mode: PveMode) -> String {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let mut s = BufReader::new(stream);
                 let Ok(Some(req)) = lab::http::read_request(&mut s, 0).await else {
                     return;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let expected = format!("PVEAPIToken={PVE_TOKEN}");
                 let bytes = if req.header("authorization") != Some(expected.as_str()) {
                     lab::http::response_bytes(401, &[("Content-Type", "application/json")], b"")
@@ -192,7 +204,7 @@ pub fn start_pve(rt: &tokio::runtime::Runtime, mode: PveMode) -> String {
             });
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), count)
 }
 
 /// The binary against the lab, with the fake PVE API configured (token in the environment only).
