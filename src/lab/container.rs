@@ -272,20 +272,18 @@ fn write_curl_wrapper(dir: &Path, ports: &BTreeMap<u16, SocketAddr>) -> io::Resu
         }
     }
     // What curl says about the lab's ports is said about the container's: `Failed to connect to
-    // 127.0.0.1 port 39378`, never the lab's mapping (the lab tells the truth). Its messages
-    // come on stderr and in `-w %{errormsg}` on stdout (bodies go to `-o` files).
+    // 127.0.0.1 port 39378`, never the lab's mapping (the lab tells the truth). The lab's execd
+    // translates its output lines back (`unmap_ports`, from this file), so the wrapper stays one
+    // process that execs the real curl and adds nothing to what an exec call costs.
     let mut unmap = String::new();
     for (port, addr) in ports {
-        unmap.push_str(&format!(
-            " -e 's/{} port {}\\([^0-9]\\|$\\)/127.0.0.1 port {port}\\1/g'",
-            addr.ip(),
-            addr.port()
-        ));
+        unmap.push_str(&format!("{} {} {port}\n", addr.ip(), addr.port()));
     }
+    std::fs::write(dir.join("port-unmap"), unmap)?;
     // POSIX sh (dash where there is one: the wrapper should cost little next to curl itself).
     // The first transfer gets the map from `.curlrc`; every `--next` gets it again.
     let script = format!(
-        "#!/bin/sh\n# written by the pvediag lab: the container's loopback ports, for every transfer\nn=$#\nfor x in \"$@\"; do\n  set -- \"$@\" \"$x\"\n  case $x in --next|-:) set -- \"$@\"{map} ;; esac\ndone\nshift \"$n\"\nout=$(mktemp) || exec {real} \"$@\"\nerr=$(mktemp) || exec {real} \"$@\"\n{real} \"$@\" >\"$out\" 2>\"$err\"\nrc=$?\nsed{unmap} \"$out\"\nsed{unmap} \"$err\" >&2\nrm -f \"$out\" \"$err\"\nexit $rc\n",
+        "#!/bin/sh\n# written by the pvediag lab: the container's loopback ports, for every transfer\nn=$#\nfor x in \"$@\"; do\n  set -- \"$@\" \"$x\"\n  case $x in --next|-:) set -- \"$@\"{map} ;; esac\ndone\nshift \"$n\"\nexec {real} \"$@\"\n",
         real = real.display()
     );
     let bin = dir.join("bin");
@@ -966,6 +964,46 @@ fn exec_path(dir: &Path) -> std::ffi::OsString {
     std::env::join_paths(v).unwrap_or_default()
 }
 
+/// The lab's addresses of the container's ports (`<dir>/port-unmap`, written with the curl
+/// wrapper), to say in what a command prints `127.0.0.1 port 39378` where curl dialled the lab's
+/// own socket: plain (`port 41397`) and as the internal command escapes spaces (`\\sport\\s41397`).
+struct PortUnmap {
+    ports: BTreeMap<(String, u16), u16>,
+    re: regex::Regex,
+}
+
+impl PortUnmap {
+    fn read(dir: &Path) -> PortUnmap {
+        let mut ports = BTreeMap::new();
+        for l in std::fs::read_to_string(dir.join("port-unmap"))
+            .unwrap_or_default()
+            .lines()
+        {
+            let f: Vec<&str> = l.split(' ').collect();
+            if let [ip, lab, real] = f[..] {
+                if let (Ok(lab), Ok(real)) = (lab.parse(), real.parse()) {
+                    ports.insert((ip.to_string(), lab), real);
+                }
+            }
+        }
+        let re = regex::Regex::new(r"(\d+\.\d+\.\d+\.\d+)( |\\s)port( |\\s)(\d+)").expect("valid");
+        PortUnmap { ports, re }
+    }
+
+    fn apply<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.ports.is_empty() {
+            return text.into();
+        }
+        self.re.replace_all(text, |c: &regex::Captures| {
+            let lab: u16 = c[4].parse().unwrap_or(0);
+            match self.ports.get(&(c[1].to_string(), lab)) {
+                Some(real) => format!("127.0.0.1{}port{}{real}", &c[2], &c[3]),
+                None => c[0].to_string(),
+            }
+        })
+    }
+}
+
 /// Runs `/bin/bash -c command` and streams its output as JSON lines, chunked, one flush per line.
 async fn run_exec<W>(
     w: &mut W,
@@ -1022,8 +1060,9 @@ where
         }
     };
     let (tx, mut rx) = mpsc::channel::<String>(64);
-    let out = pump(child.stdout.take(), "stdout", tx.clone());
-    let err = pump(child.stderr.take(), "stderr", tx.clone());
+    let unmap = PortUnmap::read(dir);
+    let out = pump(child.stdout.take(), "stdout", tx.clone(), &unmap);
+    let err = pump(child.stderr.take(), "stderr", tx.clone(), &unmap);
     let waiter = async move {
         let tx = tx;
         let status = if timeout_ms > 0 {
@@ -1066,7 +1105,12 @@ where
 }
 
 /// Reads a pipe line by line and sends output events; empty lines are dropped.
-async fn pump<R: AsyncRead + Unpin>(r: Option<R>, stream: &'static str, tx: mpsc::Sender<String>) {
+async fn pump<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    stream: &'static str,
+    tx: mpsc::Sender<String>,
+    unmap: &PortUnmap,
+) {
     let Some(r) = r else { return };
     let mut r = BufReader::new(r);
     let mut line: Vec<u8> = Vec::new();
@@ -1077,7 +1121,7 @@ async fn pump<R: AsyncRead + Unpin>(r: Option<R>, stream: &'static str, tx: mpsc
         if text.is_empty() {
             None
         } else {
-            Some(output_event(stream, text))
+            Some(output_event(stream, &unmap.apply(text)))
         }
     };
     while let Ok(buf) = r.fill_buf().await {
