@@ -2742,7 +2742,7 @@ fn route_identity_row(
 
 #[cfg(test)]
 #[path = "verdict_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "verdict_props.rs"]

@@ -19,6 +19,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::catalog::Catalog;
 use crate::observation::*;
+// The table tests' fixtures: one way to write an answer.
+use super::tests::{failed, resp};
 
 /// A fault outside the services: one at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,29 +165,6 @@ fn identity_of(
                 .then(|| vec![own.1.to_string()]),
         }),
         shared_with: Vec::new(),
-    }
-}
-
-fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Probe {
-    Probe::Response {
-        response: HttpResponse {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.into(),
-            body_truncated: false,
-        },
-        elapsed_ms: 5,
-    }
-}
-
-fn failed(kind: FailureKind) -> Probe {
-    Probe::Failed {
-        kind,
-        message: "x".into(),
-        elapsed_ms: 1,
     }
 }
 

@@ -4,7 +4,7 @@ use super::*;
 use crate::catalog::Catalog;
 use crate::observation::*;
 
-fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Probe {
+pub(crate) fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Probe {
     Probe::Response {
         response: HttpResponse {
             status,
@@ -19,7 +19,7 @@ fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Probe {
     }
 }
 
-fn cf(status: u16, body: &str) -> Probe {
+pub(crate) fn cf(status: u16, body: &str) -> Probe {
     resp(
         status,
         &[("server", "cloudflare"), ("cf-ray", "8f00000000000000-LAB")],
@@ -27,11 +27,11 @@ fn cf(status: u16, body: &str) -> Probe {
     )
 }
 
-fn caddy(status: u16) -> Probe {
+pub(crate) fn caddy(status: u16) -> Probe {
     resp(status, &[("server", "Caddy")], "")
 }
 
-fn failed(kind: FailureKind) -> Probe {
+pub(crate) fn failed(kind: FailureKind) -> Probe {
     Probe::Failed {
         kind,
         message: "x".into(),
@@ -39,7 +39,7 @@ fn failed(kind: FailureKind) -> Probe {
     }
 }
 
-fn healthy_answer(name: &str, through_edge: bool) -> Probe {
+pub(crate) fn healthy_answer(name: &str, through_edge: bool) -> Probe {
     let mut h: Vec<(&str, &str)> = Vec::new();
     if through_edge {
         h.push(("server", "cloudflare"));
@@ -64,7 +64,7 @@ fn healthy_answer(name: &str, through_edge: bool) -> Probe {
     resp(200, &h, body)
 }
 
-fn healthy_target(c: &Catalog) -> TargetObservation {
+pub(crate) fn healthy_target(c: &Catalog) -> TargetObservation {
     TargetObservation {
         vmid: 202,
         exec: ExecChannel {

@@ -2,50 +2,11 @@ use super::store::{parse, Loaded, StateFile, Store, MAX_TRANSITIONS};
 use super::*;
 use crate::catalog::Catalog;
 use crate::observation::*;
+use crate::verdict::tests::resp;
 use crate::verdict::{diagnose, Context, Layout, TargetVerdict};
 
 const T0: i64 = 1_796_047_320; // 2026-11-30 14:02 UTC
 const TOKEN: &str = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
-
-fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Probe {
-    Probe::Response {
-        response: HttpResponse {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.into(),
-            body_truncated: false,
-        },
-        elapsed_ms: 5,
-    }
-}
-
-fn healthy_answer(name: &str, edge: bool) -> Probe {
-    let mut h: Vec<(&str, &str)> = Vec::new();
-    if edge {
-        h.push(("server", "cloudflare"));
-        h.push(("cf-ray", "8f00000000000000-LAB"));
-    }
-    let body = match name {
-        "exec" | "proxy" => "ok",
-        "worker" => r#"0{"sid":"abc"}"#,
-        "vscode" => "0123456789abcdef0123456789abcdef01234567",
-        "vnc" => {
-            h.push(("content-type", "text/html"));
-            "<html><title>noVNC</title></html>"
-        }
-        "cdp" => r#"{"Browser":"Chrome/120","webSocketDebuggerUrl":"ws://x"}"#,
-        "xterm" => {
-            h.push(("content-type", "application/json"));
-            h.push(("access-control-allow-origin", "*"));
-            r#"{"sessions":[]}"#
-        }
-        _ => "<html>vite</html>",
-    };
-    resp(200, &h, body)
-}
 
 fn route(service: &str, port: u16, line: u32) -> RouteObservation {
     RouteObservation {
@@ -58,53 +19,21 @@ fn route(service: &str, port: u16, line: u32) -> RouteObservation {
     }
 }
 
+/// The verdict table tests' healthy target, as a run without an origin check and with the
+/// Caddyfile's routes read sees it.
 fn healthy_target(c: &Catalog) -> TargetObservation {
-    TargetObservation {
-        vmid: 202,
-        exec: ExecChannel {
-            url: "https://exec-202.example.test".into(),
-            via_public_url: true,
-            auth_mode: AuthMode::Off,
-            token_sent: false,
-            run: ExecRun::Completed {
-                exit_code: Some(0),
-                notes: vec![],
-                used_fallback: false,
-                elapsed_ms: 10,
-            },
-            pct: None,
-        },
-        origin: None,
-        services: c
-            .services
-            .iter()
-            .map(|s| ServiceObservation {
-                name: s.name.clone(),
-                port: s.port,
-                url: s
-                    .routed
-                    .then(|| format!("https://{}-202.example.test{}", s.name, s.probe.path)),
-                external: if s.routed {
-                    healthy_answer(&s.name, true)
-                } else {
-                    Probe::not_run("not routed through the tunnel")
-                },
-                internal: healthy_answer(&s.name, false),
-                dial: None,
-            })
-            .collect(),
-        routes: c
-            .services
-            .iter()
-            .filter(|s| s.routed)
-            .enumerate()
-            .map(|(i, s)| route(&s.name, s.port, 3 + 5 * i as u32))
-            .collect(),
-        host: None,
-        inside: None,
-        identity: Default::default(),
-        preflight: None,
-    }
+    let mut t = crate::verdict::tests::healthy_target(c);
+    t.exec.auth_mode = AuthMode::Off;
+    t.exec.token_sent = false;
+    t.origin = None;
+    t.routes = c
+        .services
+        .iter()
+        .filter(|s| s.routed)
+        .enumerate()
+        .map(|(i, s)| route(&s.name, s.port, 3 + 5 * i as u32))
+        .collect();
+    t
 }
 
 fn verdicts(c: &Catalog, t: &TargetObservation) -> TargetVerdict {
