@@ -14,6 +14,11 @@
 //! - `PVEDIAG_BENCH_BIN` (this build's pvediag): measure another pvediag binary (an older build, for
 //!   before/after figures on the same lab; it gets no `--catalog`).
 //!
+//! Also measured at each size (issue 14): the back ends' and units' section of the internal command
+//! on the healthy path, as the same binary on the same lab with two `--checks` copies of the seed
+//! catalog, one as it is and one without any `backend` or `unit` (no back-end probe, no
+//! `systemctl show`, no banner reader), run alternately; row "back ends and units".
+//!
 //! Everything is on 127.0.0.1; the lab runs in this process, pvediag, bash and curl are children.
 
 use std::path::{Path, PathBuf};
@@ -494,6 +499,9 @@ fn main() {
         /// CPU ms per run of the same work by hand: curl's own, the lab's servers, containers.
         hand_cpu: (f64, f64, f64),
     }
+    // The catalogs of the "back ends and units" row: the seed catalog with and without them.
+    let catalogs = SectionCatalogs::write(&dir);
+    let mut sections: Vec<Option<SectionRow>> = Vec::new();
     let mut rows = Vec::new();
     let mut seq_one: Option<f64> = None;
     for &n in &sizes {
@@ -619,6 +627,9 @@ fn main() {
                 (t, false)
             }
         };
+        sections.push(backend_section_row(
+            &lab, &vmids, &token_file, &dir, runs, timed, &catalogs,
+        ));
         rows.push(Row {
             n,
             pvediag,
@@ -820,6 +831,7 @@ fn main() {
             p.wall_ms, req.0, req.1
         );
     }
+    print_sections(&catalogs, &sections);
     println!("load average at end: {}", machine().load);
     rt.block_on(lab.shutdown());
 }
@@ -911,6 +923,241 @@ fn check_report(path: &Path, n: usize) {
             t["status"], "healthy",
             "VMID {} is not healthy: {t}",
             t["vmid"]
+        );
+    }
+}
+
+/// The two `--checks` directories of the "back ends and units" row (issue 14): the seed catalog
+/// (`checks/*.json`) as it is, and the same files without any `backend` or `unit`.
+struct SectionCatalogs {
+    with: PathBuf,
+    without: PathBuf,
+    /// Back ends and units (the services' own and their back ends' with what those need) removed.
+    backends: usize,
+    units: usize,
+    /// Bytes of the internal command each catalog makes (`build_command`, every service).
+    bytes_with: usize,
+    bytes_without: usize,
+}
+
+impl SectionCatalogs {
+    fn write(dir: &Path) -> SectionCatalogs {
+        let with = dir.join("checks-with-backends");
+        let without = dir.join("checks-without-backends");
+        std::fs::create_dir_all(&with).unwrap();
+        std::fs::create_dir_all(&without).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("checks");
+        let mut files_with = Vec::new();
+        let mut files_without = Vec::new();
+        let mut unit_names = std::collections::BTreeSet::new();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&src)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+            .collect();
+        names.sort();
+        for p in names {
+            let file = p.file_name().unwrap().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(&p).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let o = v.as_object_mut().expect("a catalog entry is an object");
+            let b = o.get("backend");
+            let named = [o.get("unit"), b.and_then(|b| b.get("unit"))]
+                .into_iter()
+                .flatten()
+                .chain(b.and_then(|b| b.get("needs")?.as_array()).into_iter().flatten());
+            for u in named.filter_map(|u| u.as_str()).filter(|u| !u.is_empty()) {
+                unit_names.insert(u.to_string());
+            }
+            o.remove("backend");
+            o.remove("unit");
+            let stripped = serde_json::to_string_pretty(&v).unwrap();
+            std::fs::write(with.join(&file), &text).unwrap();
+            std::fs::write(without.join(&file), &stripped).unwrap();
+            files_with.push((file.clone(), text));
+            files_without.push((file, stripped));
+        }
+        let cat_with = Catalog::from_sources("with", &files_with).expect("catalog");
+        let cat_without = Catalog::from_sources("without", &files_without).expect("catalog");
+        // Same services, same probes: only the back ends and units differ.
+        assert_eq!(
+            Catalog::embedded()
+                .services
+                .iter()
+                .map(|s| (&s.name, s.port))
+                .collect::<Vec<_>>(),
+            cat_with
+                .services
+                .iter()
+                .map(|s| (&s.name, s.port))
+                .collect::<Vec<_>>(),
+            "checks/*.json is the built-in seed catalog"
+        );
+        let backends = files_with
+            .iter()
+            .filter(|(_, t)| t.contains("\"backend\""))
+            .count();
+        let units = unit_names.len();
+        let command = |c: &Catalog| {
+            let refs: Vec<&Service> = c.services.iter().collect();
+            pvediag::probe::internal::build_command(
+                &refs,
+                "0123456789abcdef",
+                std::time::Duration::from_secs(10),
+            )
+        };
+        let cmd_with = command(&cat_with);
+        let cmd_without = command(&cat_without);
+        // Without back ends and units the section starts nothing: no systemctl, no banner reader.
+        assert!(cmd_with.contains("systemctl show") && cmd_with.contains("bfd_"));
+        assert!(
+            !cmd_without.contains("systemctl") && !cmd_without.contains("bfd_"),
+            "a catalog without back ends and units still starts the section's processes"
+        );
+        SectionCatalogs {
+            with,
+            without,
+            backends,
+            units,
+            bytes_with: cmd_with.len(),
+            bytes_without: cmd_without.len(),
+        }
+    }
+}
+
+/// One size of the "back ends and units" row: wall times of each run (runs alternate, so run `i`
+/// of each was measured next to the other's), container CPU per run, exec POSTs per VMID, and
+/// processes (programs) per exec call under the lab's accounting.
+struct SectionRow {
+    n: usize,
+    with: Vec<f64>,
+    without: Vec<f64>,
+    cpu_with: Vec<f64>,
+    cpu_without: Vec<f64>,
+    posts: (f64, f64),
+    procs: Option<((f64, f64), (f64, f64))>,
+}
+
+fn backend_section_row(
+    lab: &Lab,
+    vmids: &[u32],
+    token_file: &Path,
+    dir: &Path,
+    runs: usize,
+    timed: bool,
+    catalogs: &SectionCatalogs,
+) -> Option<SectionRow> {
+    // An older binary (PVEDIAG_BENCH_BIN) may not read the `backend` field at all.
+    if std::env::var_os("PVEDIAG_BENCH_BIN").is_some() {
+        return None;
+    }
+    let n = vmids.len();
+    let w = catalogs.with.display().to_string();
+    let wo = catalogs.without.display().to_string();
+    let argv_with = pvediag_argv_with(lab, vmids, token_file, dir, &["--checks", &w]);
+    let argv_without = pvediag_argv_with(lab, vmids, token_file, dir, &["--checks", &wo]);
+    // One run: wall time, the containers' CPU (children of this process, but pvediag's own), and
+    // exec POSTs.
+    let one = |argv: &[String]| {
+        let posts0 = lab.exec_posts_total();
+        let (_, kids0) = self_cpu_ms();
+        let s = measure(argv, timed, dir, &[0]);
+        let (_, kids1) = self_cpu_ms();
+        check_report(&dir.join("report.json"), n);
+        let container = ((kids1 - kids0) - s.cpu_ms.unwrap_or(0.0)).max(0.0);
+        (s.wall_ms, container, lab.exec_posts_total() - posts0)
+    };
+    let mut r = SectionRow {
+        n,
+        with: Vec::new(),
+        without: Vec::new(),
+        cpu_with: Vec::new(),
+        cpu_without: Vec::new(),
+        posts: (0.0, 0.0),
+        procs: None,
+    };
+    let (mut posts_with, mut posts_without) = (0u64, 0u64);
+    for i in 0..runs {
+        // Alternate which goes first, so a drift in the machine's load hits both alike.
+        let order: [bool; 2] = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for with in order {
+            if with {
+                let (t, c, p) = one(&argv_with);
+                r.with.push(t);
+                r.cpu_with.push(c);
+                posts_with += p;
+            } else {
+                let (t, c, p) = one(&argv_without);
+                r.without.push(t);
+                r.cpu_without.push(c);
+                posts_without += p;
+            }
+        }
+    }
+    r.posts = (
+        posts_with as f64 / (runs * n) as f64,
+        posts_without as f64 / (runs * n) as f64,
+    );
+    if lab.set_process_accounting(true) {
+        let per_call = |argv: &[String]| {
+            let c0 = lab.exec_processes_total();
+            measure(argv, false, dir, &[0]);
+            let c = lab.exec_processes_total() - c0;
+            let calls = c.calls.max(1) as f64;
+            (c.processes as f64 / calls, c.programs as f64 / calls)
+        };
+        let a = per_call(&argv_with);
+        let b = per_call(&argv_without);
+        lab.set_process_accounting(false);
+        r.procs = Some((a, b));
+    }
+    Some(r)
+}
+
+fn print_sections(catalogs: &SectionCatalogs, rows: &[Option<SectionRow>]) {
+    println!();
+    println!(
+        "back ends and units on the healthy path (issue 14): the same pvediag on the same lab, --checks with the seed catalog as it is and without its {} back ends and {} units (internal command {} vs {} bytes); the runs alternate",
+        catalogs.backends, catalogs.units, catalogs.bytes_with, catalogs.bytes_without
+    );
+    if rows.iter().all(Option::is_none) {
+        println!("(not measured with PVEDIAG_BENCH_BIN: an older build may not read `backend`)");
+        return;
+    }
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.0}-{hi:.0}")
+    };
+    for r in rows.iter().flatten() {
+        let w = median(r.with.clone());
+        let wo = median(r.without.clone());
+        let d = w - wo;
+        let paired = median(
+            r.with
+                .iter()
+                .zip(&r.without)
+                .map(|(a, b)| a - b)
+                .collect(),
+        );
+        let procs = r
+            .procs
+            .map(|((pa, ga), (pb, gb))| format!("{pa:.1} vs {pb:.1} (programs {ga:.1} vs {gb:.1})"))
+            .unwrap_or_else(|| "- (no strace)".into());
+        println!(
+            "back ends and units, {} VMIDs: with {w:.0} ms, without {wo:.0} ms, {d:+.0} ms ({:+.1} %), processes per exec call {procs}; spread (min-max) with {} ms, without {} ms; median of paired differences {paired:+.0} ms; container CPU per run {:.0} vs {:.0} ms; exec POSTs per VMID {:.2} vs {:.2}",
+            r.n,
+            d / wo * 100.0,
+            spread(&r.with),
+            spread(&r.without),
+            median(r.cpu_with.clone()),
+            median(r.cpu_without.clone()),
+            r.posts.0,
+            r.posts.1,
         );
     }
 }
