@@ -151,12 +151,17 @@ pub(crate) const AUTH_RECORD: &str = "exec.auth";
 
 /// execd's `GET /exec` without a token, from inside the container: 401 where auth is on, 405 where
 /// it is off (side-effect free). Probed in the same batch as the services.
+/// Not a service of its own: no unit and no back end (its 401/405 is not the exec service's
+/// healthy 200, and with `cmux-execd` named here the back ends' section took every healthy run for
+/// a failing execd and read its journal after the probes: one more process, serialised).
 pub(crate) fn auth_probe_service(exec: &Service) -> Service {
     let mut s = exec.clone();
     s.name = AUTH_RECORD.to_string();
     s.probe.method = "GET".into();
     s.probe.path = "/exec".into();
     s.probe.headers.clear();
+    s.unit.clear();
+    s.backend = None;
     s
 }
 

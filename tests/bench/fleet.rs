@@ -628,7 +628,13 @@ fn main() {
             }
         };
         sections.push(backend_section_row(
-            &lab, &vmids, &token_file, &dir, runs, timed, &catalogs,
+            &lab,
+            &vmids,
+            &token_file,
+            &dir,
+            runs,
+            timed,
+            &catalogs,
         ));
         rows.push(Row {
             n,
@@ -965,7 +971,11 @@ impl SectionCatalogs {
             let named = [o.get("unit"), b.and_then(|b| b.get("unit"))]
                 .into_iter()
                 .flatten()
-                .chain(b.and_then(|b| b.get("needs")?.as_array()).into_iter().flatten());
+                .chain(
+                    b.and_then(|b| b.get("needs")?.as_array())
+                        .into_iter()
+                        .flatten(),
+                );
             for u in named.filter_map(|u| u.as_str()).filter(|u| !u.is_empty()) {
                 unit_names.insert(u.to_string());
             }
@@ -1137,13 +1147,7 @@ fn print_sections(catalogs: &SectionCatalogs, rows: &[Option<SectionRow>]) {
         let w = median(r.with.clone());
         let wo = median(r.without.clone());
         let d = w - wo;
-        let paired = median(
-            r.with
-                .iter()
-                .zip(&r.without)
-                .map(|(a, b)| a - b)
-                .collect(),
-        );
+        let paired = median(r.with.iter().zip(&r.without).map(|(a, b)| a - b).collect());
         let procs = r
             .procs
             .map(|((pa, ga), (pb, gb))| format!("{pa:.1} vs {pb:.1} (programs {ga:.1} vs {gb:.1})"))
