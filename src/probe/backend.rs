@@ -7,8 +7,8 @@
 //! - A banner back end (TigerVNC behind cmux-vnc-proxy) is a connect plus `read -t` of the first line
 //!   with bash's `/dev/tcp`: no curl needed, no extra process but the one process substitution
 //!   that bounds it by the probe timeout.
-//! - The units: ONE `systemctl show` for every unit the catalog names, started before the probes
-//!   and read after them; then, only for services that look unhealthy from inside (front or back
+//! - The units: ONE `systemctl show` for every unit the catalog names, started right after curl
+//!   (the probes' batch) and read after the probes; then, only for services that look unhealthy from inside (front or back
 //!   end failed, a unit not active or restarted), `journalctl -n 5` per unit. Where systemctl is
 //!   missing or fails, one record says so.
 //!
@@ -84,8 +84,9 @@ pub(crate) fn unit_id(unit: &str) -> String {
     }
 }
 
-/// The start of the section, right after the command's head: `systemctl show` and the banner reads
-/// run in the background (process substitutions) while the HTTP probes run.
+/// The start of the section (the body of `b_start`, run once curl's batch is started, or before the
+/// per-service probes): `systemctl show` and the banner reads run in the background (process
+/// substitutions) while the HTTP probes run.
 pub(crate) fn start(services: &[&Service]) -> String {
     let units = units(services);
     // `t0`, `tus`: the section's clock (microseconds) and the probe timeout; everything the section

@@ -195,7 +195,9 @@ pub fn build_command(services: &[&Service], nonce: &str, timeout: Duration) -> S
     )
 }
 
-/// Code around the probes: `start` runs before them, `finish` defines `b_end`, run after them.
+/// Code around the probes: `start` becomes `b_start`, run once curl's batch is on its way (or before
+/// the per-service probes), so the section's forks are not on the probes' path; `finish` defines
+/// `b_end`, run after them.
 struct Section {
     start: String,
     finish: String,
@@ -237,10 +239,12 @@ fn script(
     }
     match section {
         Some(sec) => {
+            cmd.push_str("bs=\nb_start() {\n  [ -z \"$bs\" ] || return 0\n  bs=1\n");
             cmd.push_str(&sec.start);
+            cmd.push_str("}\n");
             cmd.push_str(&sec.finish);
         }
-        None => cmd.push_str("b_end() { :; }\n"),
+        None => cmd.push_str("b_start() { :; }\nb_end() { :; }\n"),
     }
     if let Some(b) = batch {
         cmd.push_str(b);
@@ -251,6 +255,8 @@ fn script(
             .replace("__BCAP__", &BODY_CAP.to_string())
             .replace("__RAWCAP__", &(HEADER_CAP + BODY_CAP).to_string()),
     );
+    // The section's start, where the batch did not run it (once only).
+    cmd.push_str("b_start\n");
     for p in probes {
         if !valid_record_name(&p.name) || !valid_host(&p.host) {
             continue;
@@ -326,7 +332,9 @@ fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
             shell_quote(&format!("http://{}:{}{}", s.host, s.port, s.path))
         ));
     }
-    c.push_str(" >\"$q.w\" 2>/dev/null\n");
+    // curl first, then the back ends' and units' section (`b_start`: its forks while curl runs,
+    // not before it starts), then wait for curl.
+    c.push_str(" >\"$q.w\" 2>/dev/null &\n    cp=$!\n    b_start\n    wait $cp\n");
     c.push_str(&format!(
         "    mapfile -t W < \"$q.w\"\n    [ \"${{#W[@]}}\" -eq {n} ] || ok=0\n"
     ));
