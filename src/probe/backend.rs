@@ -139,8 +139,10 @@ fn status_pattern(s: &crate::catalog::Healthy) -> String {
     v.join("|")
 }
 
-/// The function `b_end`, called once the probes' records are out: reads the banners and the units,
-/// prints their records, and fetches the journal of the units of services that look unhealthy.
+/// The functions `b_mid`, called while the probes run (curl's batch, or the per-service probes in the
+/// background): reads the units and the banners and prints their records, once; and `b_end`, called
+/// once the probes' records are out: `b_mid` if it did not run, then the journal of the units of
+/// services that look unhealthy (the only part that needs the probes' results).
 /// `fr NAME` sets `frc`/`fcode` from the batch's `-w` lines (`W`) or the per-service record file.
 pub(crate) fn finish(services: &[&Service]) -> String {
     let mut c = String::from(
@@ -161,9 +163,12 @@ fr() {
   l=${l#* rc=}; frc=${l%% *}
   case $l in *" code="*) l=${l#* code=}; fcode=${l%% *} ;; *) [ "$frc" = 0 ] && fcode=ok ;; esac
 }
-b_end() {
-  local l id ld ac sb nr st ts t u ok ub jn=0 er=
-  declare -A UA UN
+bm=
+b_mid() {
+  [ -z "$bm" ] || return 0
+  bm=1
+  local l id ld ac sb nr st ts t ub er=
+  declare -gA UA=() UN=()
   if [ -n "$ufd" ]; then
     # One read of the whole answer (a line loop reads a pipe a byte at a time).
     rt $((t0 + tus)); ub=; IFS= read -r -d '' -N 65536 -t "$tt" ub <&$ufd; t=$?
@@ -213,7 +218,7 @@ b_end() {
         ));
     }
     // Which services look unhealthy: their units' journals.
-    c.push_str("  local J=()\n");
+    c.push_str("}\nb_end() {\n  local l t u ok jn=0\n  b_mid\n  local J=()\n");
     for s in services {
         let us = s.units();
         if us.is_empty() {

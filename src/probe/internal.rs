@@ -244,7 +244,7 @@ fn script(
             cmd.push_str("}\n");
             cmd.push_str(&sec.finish);
         }
-        None => cmd.push_str("b_start() { :; }\nb_end() { :; }\n"),
+        None => cmd.push_str("b_start() { :; }\nb_mid() { :; }\nb_end() { :; }\n"),
     }
     if let Some(b) = batch {
         cmd.push_str(b);
@@ -279,7 +279,7 @@ fn script(
     if let Some(j) = job {
         cmd.push_str(&format!("(\n{j}) &\n"));
     }
-    cmd.push_str("wait\ncat \"$d\"/*.rec 2>/dev/null\nb_end\nexit 0\n");
+    cmd.push_str("b_mid\nwait\ncat \"$d\"/*.rec 2>/dev/null\nb_end\nexit 0\n");
     cmd
 }
 
@@ -332,9 +332,9 @@ fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
             shell_quote(&format!("http://{}:{}{}", s.host, s.port, s.path))
         ));
     }
-    // curl first, then the back ends' and units' section (`b_start`: its forks while curl runs,
-    // not before it starts), then wait for curl.
-    c.push_str(" >\"$q.w\" 2>/dev/null &\n    cp=$!\n    b_start\n    wait $cp\n");
+    // curl first, then the back ends' and units' section while curl runs (`b_start`: its forks;
+    // `b_mid`: systemd's answer and the banners read and printed), then wait for curl.
+    c.push_str(" >\"$q.w\" 2>/dev/null &\n    cp=$!\n    b_start\n    b_mid\n    wait $cp\n");
     c.push_str(&format!(
         "    mapfile -t W < \"$q.w\"\n    [ \"${{#W[@]}}\" -eq {n} ] || ok=0\n"
     ));
