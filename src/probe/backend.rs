@@ -671,6 +671,38 @@ mod tests {
     }
 
     #[test]
+    fn the_section_runs_while_curl_runs() {
+        // curl's batch is started first; the section's forks (`b_start`) and its reads
+        // (`b_mid`: systemd's answer, the banners) happen while curl runs; after the probes only
+        // `b_end` (the journal decision) is left. The fallback runs them before its `wait`.
+        let c = crate::catalog::Catalog::embedded();
+        let svcs: Vec<&Service> = c.services.iter().collect();
+        let cmd = crate::probe::internal::build_command(
+            &svcs,
+            "feed",
+            std::time::Duration::from_millis(500),
+        );
+        let at = |s: &str, from: usize| {
+            from + cmd[from..]
+                .find(s)
+                .unwrap_or_else(|| panic!("{s:?} after {from}: {cmd}"))
+        };
+        let launch = at(" >\"$q.w\" 2>/dev/null &\n", 0);
+        let start = at("\n    b_start\n", launch);
+        let mid = at("\n    b_mid\n", start);
+        let wait = at("\n    wait $cp\n", mid);
+        let end = at("\n      b_end\n", wait);
+        assert!(launch < start && start < mid && mid < wait && wait < end);
+        // Nothing of the section is started before curl.
+        let head = &cmd[..launch];
+        assert!(!head.contains("\nb_start\n") && !head.contains("\n    b_start\n"));
+        // The fallback: started before the per-service probes, read before their `wait`.
+        let fb = at("\nb_start\n", end);
+        let fb_mid = at("\nb_mid\nwait\n", fb);
+        assert!(fb < fb_mid && cmd[fb..fb_mid].contains("\np 'exec'"));
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let tok = "3f9a1c7e5b2d4086a1e3c5b7d9f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d2f4";
         for line in [
