@@ -180,9 +180,9 @@ pub(crate) fn ipv4_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String>
 
 /// Bash for the host script (uses its `$T` timeout): resolves the target's `.lan` name, and (with `pct`) reads the
 /// container's config and own addresses. Prints `@pvediaglan`, `@pvediagpct` lines of `nonce`.
-/// `lan_name` must be a valid host (see [`crate::probe::internal::valid_host`]); the VMID is a number.
+/// `lan_name` must be a valid host (see [`crate::shell::valid_host`]); the VMID is a number.
 pub(crate) fn host_section(lan_name: &str, vmid: u32, nonce: &str, with_pct: bool) -> String {
-    let q = crate::probe::internal::shell_quote;
+    let q = crate::shell::shell_quote;
     let mut s = format!(
         "pvediag_lan() {{\n  local l a=\n  while read -r l _; do a=$a${{a:+,}}$l; done < <(timeout \"$T\" getent ahostsv4 {name} 2>/dev/null)\n  printf '@pvediaglan %s %s a=%s end\\n' {nonce} {name} \"${{a//[^0-9.,]/_}}\"\n}}\npvediag_lan\n",
         name = q(lan_name),
@@ -278,7 +278,7 @@ pub(crate) fn claim_from_pve_config(data: &serde_json::Value) -> Option<Identity
     let hostname = data
         .get("hostname")
         .and_then(|h| h.as_str())
-        .filter(|h| crate::probe::internal::valid_host(h))
+        .filter(|h| crate::shell::valid_host(h))
         .map(str::to_ascii_lowercase);
     let (mac, ipv4) = parse_net0(data.get("net0").and_then(|n| n.as_str()).unwrap_or(""));
     (hostname.is_some() || mac.is_some()).then_some(IdentityClaim {

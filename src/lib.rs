@@ -29,6 +29,7 @@ pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod settings;
+mod shell;
 mod signal;
 pub mod state;
 pub mod target;

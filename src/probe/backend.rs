@@ -21,7 +21,8 @@
 use serde::Serialize;
 
 use crate::catalog::{BackendCheck, Service};
-use crate::probe::internal::{printable, shell_quote, ScriptProbe};
+use crate::probe::internal::{printable, ScriptProbe};
+use crate::shell::shell_quote;
 
 /// The record name of a service's HTTP back-end probe: `{service}.backend` (a `.` no service name
 /// holds, so it never collides with a service's own record).
