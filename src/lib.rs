@@ -10,6 +10,7 @@ pub mod cli;
 #[cfg(feature = "lab")]
 pub mod demo;
 pub mod docs_command;
+pub mod exit;
 pub mod generation;
 pub mod http;
 mod identity;
