@@ -751,6 +751,28 @@ pub(crate) fn attach_dials(
     }
 }
 
+/// The step after a diagnosis (docs/state.md): records each target of the report in the state
+/// directory `dir` (None: no state), adds what changed since its last healthy run to its verdicts'
+/// evidence and its `state`, and prints the state's notes on stderr (unless quiet).
+pub fn record_state(dir: Option<&std::path::Path>, quiet: bool, report: &mut Report) {
+    let Some(dir) = dir else { return };
+    let mut runs: Vec<crate::state::TargetRun<'_>> = report
+        .targets
+        .iter_mut()
+        .map(|t| crate::state::TargetRun {
+            observation: &t.observation,
+            verdict: &mut t.verdict,
+            record: &t.record,
+            state: &mut t.state,
+        })
+        .collect();
+    for n in crate::state::apply(dir, &report.domain, &mut runs, crate::state::now()) {
+        if !quiet {
+            eprintln!("pvediag: state: {n}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Progress;

@@ -30,8 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::cli::{ColorChoice, OutputArgs, OutputFormat, ServeArgs, UsageError};
+use crate::exit;
 use crate::report::prometheus::{family, labels, Prometheus, CONTENT_TYPE};
-use crate::report::{exit, Format};
+use crate::report::Format;
 use crate::settings::{Environment, Parts, Settings};
 use crate::target::{is_instance_name, TargetRequest};
 
