@@ -7,6 +7,7 @@ use futures_util::FutureExt;
 
 use crate::caddy::RouteTable;
 use crate::cli::UsageError;
+use crate::generation::Generation;
 use crate::http::{build_client, ClientOptions};
 use crate::observation::{
     AuthMode, ExecChannel, ExecRun, Probe, RouteObservation, ServiceObservation, TargetObservation,
@@ -44,16 +45,37 @@ pub async fn resolve_instances(
 /// Diagnoses `targets` with `settings`: once, or with `--wait` until healthy. Within the settings'
 /// deadline.
 pub async fn diagnose(settings: &Settings, targets: &Targets) -> Result<Report, UsageError> {
-    diagnose_within(settings, targets, settings.deadline).await
+    diagnose_within(settings, targets, settings.deadline, &Memory::default()).await
 }
 
-/// [`diagnose`] with the deadline of each attempt given (the exporter's scrape timeout).
+/// The routing generation each target was found with by an earlier diagnosis in this process
+/// (`--wait`'s previous attempt, the exporter's previous scrape), by domain and VMID: the guess
+/// for a target nothing else decides. It changes what a diagnosis costs, never its verdicts.
+#[derive(Debug, Default)]
+pub(crate) struct Memory(std::sync::Mutex<std::collections::BTreeMap<(String, u32), Generation>>);
+
+impl Memory {
+    fn get(&self, domain: &str, vmid: u32) -> Option<Generation> {
+        let m = self.0.lock().ok()?;
+        m.get(&(domain.to_string(), vmid)).copied()
+    }
+
+    fn remember(&self, domain: &str, vmid: u32, g: Generation) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((domain.to_string(), vmid), g);
+        }
+    }
+}
+
+/// [`diagnose`] with the deadline of each attempt given (the exporter's scrape timeout) and what
+/// earlier diagnoses in this process found.
 pub(crate) async fn diagnose_within(
     settings: &Settings,
     targets: &Targets,
     deadline: Duration,
+    memory: &Memory,
 ) -> Result<Report, UsageError> {
-    let once = || diagnose_once(settings, targets, deadline);
+    let once = || diagnose_once(settings, targets, deadline, memory);
     match settings.wait {
         None => once().await,
         Some(wait) => crate::wait::until_healthy(wait, settings.quiet, once).await,
@@ -65,6 +87,7 @@ async fn diagnose_once(
     settings: &Settings,
     targets: &Targets,
     deadline: Duration,
+    memory: &Memory,
 ) -> Result<Report, UsageError> {
     let start = Instant::now();
     // The public URLs' client records what each name resolved to (the dial evidence).
@@ -122,7 +145,12 @@ async fn diagnose_once(
     };
     let layout = layout.as_ref().map(|(l, from)| (l, from.as_str()));
     // Each target's generation before its probes: decided, or a guess its own probes settle.
-    let remembered = remembered_generations(settings, &probe, layout, &targets.vmids);
+    let mut remembered = remembered_generations(settings, &probe, layout, &targets.vmids);
+    for &v in &targets.vmids {
+        if let Some(g) = memory.get(&probe.domain, v) {
+            remembered.insert(v, g);
+        }
+    }
     let plans: std::collections::BTreeMap<u32, crate::generation::Plan> = targets
         .vmids
         .iter()
@@ -193,6 +221,9 @@ async fn diagnose_once(
     let mut per_target = std::collections::BTreeMap::new();
     let mut observations = Vec::with_capacity(observed.len());
     for (o, completion, choice, cfg) in observed {
+        if completion == Completion::InTime {
+            memory.remember(&probe.domain, o.vmid, choice.routing);
+        }
         chosen.insert(o.vmid, choice);
         per_target.insert(o.vmid, cfg);
         observations.push((o, completion));
