@@ -523,12 +523,11 @@ pub(crate) fn settle(
 ) -> Option<Choice> {
     let node_worker =
         || public_answer(o, "worker").is_some_and(|p| answers_as(p, Generation::Seed, "worker"));
+    // The service's public origin (scheme and host: the probe's path says nothing here).
     let url = |name: &str| {
-        o.services
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.url.clone())
-            .unwrap_or_default()
+        let u = o.services.iter().find(|s| s.name == name)?.url.as_deref()?;
+        let u = url::Url::parse(u).ok()?;
+        Some(format!("{}://{}", u.scheme(), u.host_str()?))
     };
     match plan.known {
         Known::Decided => Some(plan.choice.clone()),
@@ -548,19 +547,19 @@ pub(crate) fn settle(
             let exec_url = if o.exec.via_public_url {
                 o.exec.url.clone()
             } else {
-                url(crate::catalog::EXEC_SERVICE)
+                url(crate::catalog::EXEC_SERVICE).unwrap_or_default()
             };
             let why = match g {
                 Generation::Seed if node_worker() => format!(
                     "execd answered at the seed URL {exec_url}, and the Node worker answers behind the seed worker rule ({})",
-                    url("worker")
+                    url("worker").unwrap_or_default()
                 ),
                 Generation::Y2026
                     if public_answer(o, "worker-daemon").is_some_and(is_worker_daemon) =>
                 {
                     format!(
                         "execd answered at the 2026 URL {exec_url}, and the Go worker daemon answers on 39377 ({})",
-                        url("worker-daemon")
+                        url("worker-daemon").unwrap_or_default()
                     )
                 }
                 _ => return None,
