@@ -675,7 +675,7 @@ fn parse_caddy_url(s: &str) -> Result<HostPort, UsageError> {
     };
     let u = url::Url::parse(s).map_err(|_| bad())?;
     let host = u.host_str().ok_or_else(bad)?.to_string();
-    if u.scheme() != "http" || !crate::probe::internal::valid_host(&host) || u.path() != "/" {
+    if u.scheme() != "http" || !crate::shell::valid_host(&host) || u.path() != "/" {
         return Err(bad());
     }
     Ok(HostPort {
@@ -689,9 +689,7 @@ fn parse_upstream_host(s: &str) -> Result<String, UsageError> {
     let sample = s
         .replace("{vmid}", "202")
         .replace("{instance}", "pvelxc-1a2b3c4d");
-    if !(s.contains("{vmid}") || s.contains("{instance}"))
-        || !crate::probe::internal::valid_host(&sample)
-    {
+    if !(s.contains("{vmid}") || s.contains("{instance}")) || !crate::shell::valid_host(&sample) {
         return Err(UsageError::new(format!(
             "--upstream-host {s:?} must be a hostname holding {{vmid}} or {{instance}}, such as cmux-{{vmid}}.lan or {{instance}}.lan"
         )));

@@ -6,9 +6,9 @@
 use std::io::Write;
 
 use crate::cli::{CheckArgs, DemoArgs, HostPort, ReachArgs, UsageError};
+use crate::exit;
 use crate::generation::Generation;
 use crate::lab::{self, Lab};
-use crate::report::exit;
 use crate::settings::{Environment, Parts, Settings};
 use crate::target::{UrlTemplate, DEFAULT_TEMPLATE};
 
@@ -369,7 +369,7 @@ fn run_scenario(
             .map_err(|e| UsageError::new(format!("lab: the lab's PVE API: {e}")))?;
         crate::run::resolve_instances(&settings, &request, &mut targets).await?;
         let mut report = crate::run::diagnose(&settings, &targets).await?;
-        crate::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
+        crate::run::record_state(settings.state_dir.as_deref(), settings.quiet, &mut report);
         let code = if show {
             crate::output::emit(&settings, &targets, &report)?
         } else {

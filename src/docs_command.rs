@@ -7,7 +7,8 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionsArgs, Sandbox, ServiceRef, TargetArg, UsageError};
-use crate::report::{exit, Focus, Report};
+use crate::exit;
+use crate::report::{Focus, Report};
 
 /// What a bare `pvediag` prints: how to start, with what the environment already provides.
 pub fn first_contact() -> String {

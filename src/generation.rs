@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::caddy::{RouteTable, Upstream};
 use crate::catalog::Catalog;
-use crate::observation::Probe;
+use crate::observation::{Probe, TargetObservation};
 use crate::probe::ProbeConfig;
 use crate::target::{UrlTemplate, DEFAULT_TEMPLATE, TEMPLATE_2026};
 
@@ -278,7 +278,7 @@ pub(crate) struct Choice {
 }
 
 impl Choice {
-    fn same(g: Generation, why: String) -> Choice {
+    pub(crate) fn same(g: Generation, why: String) -> Choice {
         Choice {
             routing: g,
             container: g,
@@ -407,6 +407,174 @@ async fn container_behind_seed_rules(
     is_worker_daemon(&p).then_some(url)
 }
 
+/// How far a target's generation is known before its probes run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// By an option (`--checks`, `--catalog`) or the generic rule in Caddy's layout.
+    Decided,
+    /// Seed routing from Caddy's layout; the container's generation is still open (a 2026
+    /// container behind seed rules): the worker's own probe answers it.
+    RoutingOnly,
+    /// Nothing decides it: a guess, which the target's own probes confirm or refute.
+    Guessed,
+}
+
+/// A target's generation before its probes: the choice they are made with, and how far it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) choice: Choice,
+    pub(crate) known: Known,
+}
+
+/// The plan for every target: the option and Caddy's layout where they decide, else a guess (the
+/// seed form, or the 2026 form under a `--url-template` with `{port}`). No request is sent: a
+/// guess costs nothing when the target's probes confirm it ([`settle`]); only a target whose
+/// probes leave it open asks the URL forms ([`choose`]).
+pub(crate) fn plan(
+    base: &ProbeConfig,
+    setting: &GenerationSetting,
+    layout: Option<(&CaddyLayout, &str)>,
+    remembered: Option<Generation>,
+) -> Plan {
+    if setting.checks_dir {
+        let g = if base.template.uses("port") {
+            Generation::Y2026
+        } else {
+            Generation::Seed
+        };
+        let why = format!(
+            "--checks {} (URL form of the template)",
+            base.catalog.origin
+        );
+        return Plan {
+            choice: Choice::same(g, why),
+            known: Known::Decided,
+        };
+    }
+    if let Some((g, why)) = decide_without_probes(setting, layout) {
+        let known = if setting.fixed() || g == Generation::Y2026 {
+            Known::Decided
+        } else {
+            Known::RoutingOnly
+        };
+        return Plan {
+            choice: Choice::same(g, why),
+            known,
+        };
+    }
+    let (g, from) = match remembered {
+        _ if setting.explicit_template => (
+            if base.template.uses("port") {
+                Generation::Y2026
+            } else {
+                Generation::Seed
+            },
+            "the --url-template",
+        ),
+        Some(g) => (g, "the target's last run"),
+        None => (Generation::Seed, "the default"),
+    };
+    Plan {
+        choice: Choice::same(
+            g,
+            format!("assumed {g} ({from}) until the probes tell: no --catalog, and no Caddy configuration to read; give --catalog seed|2026"),
+        ),
+        known: Known::Guessed,
+    }
+}
+
+/// The service `name`'s public answer in `o`, when it was probed.
+fn public_answer<'a>(o: &'a TargetObservation, name: &str) -> Option<&'a Probe> {
+    o.services
+        .iter()
+        .find(|s| s.name == name && s.url.is_some())
+        .map(|s| &s.external)
+}
+
+/// Whether execd answered at the public URL form the probes used: the exec call went through it
+/// and execd (not the edge, not Caddy) answered, or the exec service's public probe did.
+fn execd_answered_publicly(o: &TargetObservation, g: Generation) -> bool {
+    (o.exec.via_public_url && o.exec.run.reached_execd())
+        || public_answer(o, crate::catalog::EXEC_SERVICE)
+            .is_some_and(|p| answers_as(p, g, crate::catalog::EXEC_SERVICE))
+}
+
+/// Whether the exec service's seed URL got Caddy's 2026 catch-all: the exec call through it, or
+/// its public probe. Then the routing is 2026, as [`decide_from_answers`] says.
+fn seed_hit_catch_all(o: &TargetObservation) -> bool {
+    let call = o.exec.via_public_url
+        && matches!(&o.exec.run, crate::observation::ExecRun::Rejected { status: 404, body, from_edge: false }
+            if body.contains("cmux sandbox not found"));
+    call || public_answer(o, crate::catalog::EXEC_SERVICE).is_some_and(is_2026_catch_all)
+}
+
+/// What the target's own probes, made with `plan`, settle about its generation: the final choice,
+/// or None when they leave it open (then [`choose`] asks the URL forms). Pure.
+///
+/// They settle exactly what the URL forms would: a guess of seed holds when execd answered at
+/// the seed URL and the Node worker (Socket.IO) answers behind the seed worker rule, so no Go
+/// worker daemon holds 39377; a guess of 2026 holds when execd answered at the 2026 URL and the
+/// Go worker daemon answers on 39377. Seed routing from Caddy's layout holds its seed catalog on
+/// the same worker answer.
+pub(crate) fn settle(
+    plan: &Plan,
+    o: &TargetObservation,
+    layout: Option<(&CaddyLayout, &str)>,
+) -> Option<Choice> {
+    let node_worker =
+        || public_answer(o, "worker").is_some_and(|p| answers_as(p, Generation::Seed, "worker"));
+    // The service's public origin (scheme and host: the probe's path says nothing here).
+    let url = |name: &str| {
+        let u = o.services.iter().find(|s| s.name == name)?.url.as_deref()?;
+        let u = url::Url::parse(u).ok()?;
+        Some(format!("{}://{}", u.scheme(), u.host_str()?))
+    };
+    match plan.known {
+        Known::Decided => Some(plan.choice.clone()),
+        Known::RoutingOnly => node_worker().then(|| plan.choice.clone()),
+        Known::Guessed if plan.choice.routing == Generation::Seed && seed_hit_catch_all(o) => {
+            let why = format!(
+                "Caddy answered the seed URL {} with its 2026 catch-all (404 \"cmux sandbox not found\")",
+                o.exec.url
+            );
+            Some(Choice::same(Generation::Y2026, why))
+        }
+        Known::Guessed => {
+            let g = plan.choice.routing;
+            if plan.choice.container != g || !execd_answered_publicly(o, g) {
+                return None;
+            }
+            let exec_url = if o.exec.via_public_url {
+                o.exec.url.clone()
+            } else {
+                url(crate::catalog::EXEC_SERVICE).unwrap_or_default()
+            };
+            let why = match g {
+                Generation::Seed if node_worker() => format!(
+                    "execd answered at the seed URL {exec_url}, and the Node worker answers behind the seed worker rule ({})",
+                    url("worker").unwrap_or_default()
+                ),
+                Generation::Y2026
+                    if public_answer(o, "worker-daemon").is_some_and(is_worker_daemon) =>
+                {
+                    format!(
+                        "execd answered at the 2026 URL {exec_url}, and the Go worker daemon answers on 39377 ({})",
+                        url("worker-daemon").unwrap_or_default()
+                    )
+                }
+                _ => return None,
+            };
+            let why = match layout {
+                Some((CaddyLayout::Mixed { .. }, _)) => {
+                    format!("Caddy has rules of both generations; {why}")
+                }
+                _ => why,
+            };
+            Some(Choice::same(g, why))
+        }
+    }
+}
+
 /// Chooses every target's generation: the option, Caddy's layout, else what answers. `layout` is
 /// Caddy's layout and where it was read (a phrase such as "the Caddyfile /etc/caddy/Caddyfile.cmux").
 pub(crate) async fn choose(
@@ -462,33 +630,10 @@ async fn choose_routing(
     vmids: &[u32],
 ) -> BTreeMap<u32, Routed> {
     let mut out = BTreeMap::new();
-    if setting.checks_dir {
-        // A catalog directory: the generation is whatever the template says.
-        let g = if base.template.uses("port") {
-            Generation::Y2026
-        } else {
-            Generation::Seed
-        };
+    let p = plan(base, setting, layout, None);
+    if p.known != Known::Guessed {
         for &v in vmids {
-            out.insert(
-                v,
-                (
-                    Choice::same(
-                        g,
-                        format!(
-                            "--checks {} (URL form of the template)",
-                            base.catalog.origin
-                        ),
-                    ),
-                    None,
-                ),
-            );
-        }
-        return out;
-    }
-    if let Some((g, why)) = decide_without_probes(setting, layout) {
-        for &v in vmids {
-            out.insert(v, (Choice::same(g, why.clone()), None));
+            out.insert(v, (p.choice.clone(), None));
         }
         return out;
     }
@@ -707,6 +852,214 @@ mod tests {
             elapsed_ms: 1,
         };
         assert_eq!(preflight_problem("u", &challenge), None);
+    }
+
+    fn guessed(g: Generation) -> Plan {
+        Plan {
+            choice: Choice::same(g, "assumed".into()),
+            known: Known::Guessed,
+        }
+    }
+
+    fn set_external(o: &mut TargetObservation, name: &str, p: Probe) {
+        let s = o.services.iter_mut().find(|s| s.name == name).unwrap();
+        s.external = p;
+    }
+
+    fn daemon_answer() -> Probe {
+        answer(
+            200,
+            r#"{"authenticated":false,"provider":"e2b","status":"ok"}"#,
+            "application/json",
+        )
+    }
+
+    /// Every way a target's own probes settle its generation, or leave it to the URL forms; each
+    /// settled row is what [`decide_from_answers`] and the seed worker rule's check would say.
+    #[test]
+    fn the_probes_settle_a_guess_or_leave_it_open() {
+        use crate::observation::{ExecRun, FailureKind};
+        use crate::verdict::tests::{failed, healthy_target};
+        let seed = Generation::Seed.catalog();
+        let y = Generation::Y2026.catalog();
+        let settle_g = |p: &Plan, o: &TargetObservation| settle(p, o, None).map(|c| c.routing);
+
+        // Seed guess, execd answered the exec call at the seed URL, the Node worker on 39377.
+        let o = healthy_target(&seed);
+        let c = settle(&guessed(Generation::Seed), &o, None).unwrap();
+        assert_eq!(
+            (c.routing, c.container),
+            (Generation::Seed, Generation::Seed)
+        );
+        assert!(
+            c.why
+                .contains("execd answered at the seed URL https://exec-202"),
+            "{}",
+            c.why
+        );
+        // ... on a host with both kinds of rules, said so.
+        let mixed = CaddyLayout::Mixed {
+            per_service: "a".into(),
+            generic: "b".into(),
+        };
+        let c = settle(&guessed(Generation::Seed), &o, Some((&mixed, "x"))).unwrap();
+        assert!(
+            c.why.starts_with("Caddy has rules of both generations; "),
+            "{}",
+            c.why
+        );
+        // The Go worker daemon (or nothing healthy) behind the seed worker rule: open.
+        let mut d = o.clone();
+        set_external(&mut d, "worker", daemon_answer());
+        assert_eq!(settle_g(&guessed(Generation::Seed), &d), None);
+        let mut d = o.clone();
+        set_external(&mut d, "worker", failed(FailureKind::Timeout));
+        assert_eq!(settle_g(&guessed(Generation::Seed), &d), None);
+        // execd did not answer at the seed URL (the exec call is its public probe): open.
+        let mut d = o.clone();
+        d.exec.run = ExecRun::Failed {
+            kind: FailureKind::Timeout,
+            message: "x".into(),
+        };
+        set_external(&mut d, "exec", failed(FailureKind::Timeout));
+        assert_eq!(settle_g(&guessed(Generation::Seed), &d), None);
+        // A 401 from execd itself still proves the route reaches execd.
+        let mut d = o.clone();
+        d.exec.run = ExecRun::Rejected {
+            status: 401,
+            body: "unauthorized".into(),
+            from_edge: false,
+        };
+        assert_eq!(
+            settle_g(&guessed(Generation::Seed), &d),
+            Some(Generation::Seed)
+        );
+        // Caddy's 2026 catch-all at the seed URL: 2026 (to be probed again in its own form).
+        let mut d = o.clone();
+        d.exec.run = ExecRun::Rejected {
+            status: 404,
+            body: "cmux sandbox not found. Use format: port-{port}-{instanceId}.DOMAIN".into(),
+            from_edge: false,
+        };
+        let c = settle(&guessed(Generation::Seed), &d, None).unwrap();
+        assert_eq!(
+            (c.routing, c.container),
+            (Generation::Y2026, Generation::Y2026)
+        );
+        assert!(c.why.contains("catch-all"), "{}", c.why);
+        // An exec call not through the public URL (--exec-url) proves nothing about the form,
+        // unless the exec service's public probe answered as execd.
+        let mut d = o.clone();
+        d.exec.via_public_url = false;
+        set_external(&mut d, "exec", failed(FailureKind::Timeout));
+        assert_eq!(settle_g(&guessed(Generation::Seed), &d), None);
+        set_external(&mut d, "exec", answer(200, "ok", "text/plain"));
+        assert_eq!(
+            settle_g(&guessed(Generation::Seed), &d),
+            Some(Generation::Seed)
+        );
+
+        // 2026 guess: execd at the 2026 URL and the Go worker daemon on 39377.
+        let mut o = healthy_target(&y);
+        set_external(&mut o, "worker-daemon", daemon_answer());
+        let c = settle(&guessed(Generation::Y2026), &o, None).unwrap();
+        assert_eq!(
+            (c.routing, c.container),
+            (Generation::Y2026, Generation::Y2026)
+        );
+        assert!(
+            c.why.contains("Go worker daemon answers on 39377"),
+            "{}",
+            c.why
+        );
+        // Without the daemon's answer, both URL forms may reach execd: open.
+        let mut d = o.clone();
+        set_external(&mut d, "worker-daemon", failed(FailureKind::Refused));
+        assert_eq!(settle_g(&guessed(Generation::Y2026), &d), None);
+        // The catch-all says nothing about a 2026 guess.
+        let mut d = o.clone();
+        d.exec.run = ExecRun::Rejected {
+            status: 404,
+            body: "cmux sandbox not found".into(),
+            from_edge: false,
+        };
+        set_external(
+            &mut d,
+            "exec",
+            answer(404, "cmux sandbox not found", "text/plain"),
+        );
+        assert_eq!(settle_g(&guessed(Generation::Y2026), &d), None);
+
+        // Decided: whatever the probes say. Seed routing from Caddy's layout: the Node worker
+        // settles the container's catalog; the daemon there leaves it open.
+        let decided = Plan {
+            choice: Choice::same(Generation::Y2026, "--catalog 2026".into()),
+            known: Known::Decided,
+        };
+        let mut broken = healthy_target(&seed);
+        broken.exec.run = ExecRun::Failed {
+            kind: FailureKind::Timeout,
+            message: "x".into(),
+        };
+        assert_eq!(
+            settle(&decided, &broken, None),
+            Some(decided.choice.clone())
+        );
+        let routing_only = Plan {
+            choice: Choice::same(Generation::Seed, "Caddyfile: one rule per service".into()),
+            known: Known::RoutingOnly,
+        };
+        let o = healthy_target(&seed);
+        assert_eq!(
+            settle(&routing_only, &o, None),
+            Some(routing_only.choice.clone())
+        );
+        let mut d = o.clone();
+        set_external(&mut d, "worker", daemon_answer());
+        assert_eq!(settle(&routing_only, &d, None), None);
+    }
+
+    /// Nothing is sent to make a plan; what decides it, and the guess's source.
+    #[test]
+    fn plans() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["pvediag", "202", "--domain", "example.test"])
+            .unwrap();
+        let base = crate::settings::Settings::from_args_reading_env_and_files(&cli.diag)
+            .unwrap()
+            .probe;
+        let none = GenerationSetting::default();
+        let p = plan(&base, &none, None, None);
+        assert_eq!(p.known, Known::Guessed);
+        assert_eq!(p.choice.routing, Generation::Seed);
+        assert!(p.choice.why.contains("(the default)"), "{}", p.choice.why);
+        let p = plan(&base, &none, None, Some(Generation::Y2026));
+        assert_eq!(
+            (p.known, p.choice.routing),
+            (Known::Guessed, Generation::Y2026)
+        );
+        assert!(p.choice.why.contains("last run"), "{}", p.choice.why);
+        let named = GenerationSetting {
+            catalog: Some(Generation::Y2026),
+            ..Default::default()
+        };
+        let p = plan(&base, &named, None, Some(Generation::Seed));
+        assert_eq!(
+            (p.known, p.choice.routing),
+            (Known::Decided, Generation::Y2026)
+        );
+        let seed_rules = CaddyLayout::PerService("Caddyfile:5".into());
+        let p = plan(&base, &none, Some((&seed_rules, "the Caddyfile")), None);
+        assert_eq!(
+            (p.known, p.choice.routing),
+            (Known::RoutingOnly, Generation::Seed)
+        );
+        let generic = CaddyLayout::Generic("Caddyfile:13".into());
+        let p = plan(&base, &none, Some((&generic, "the Caddyfile")), None);
+        assert_eq!(
+            (p.known, p.choice.routing),
+            (Known::Decided, Generation::Y2026)
+        );
     }
 
     #[test]

@@ -15,14 +15,13 @@
 //! - **host**: with the host vantage, what `{name}.lan` resolves to on the host and the container's
 //!   own addresses (`pct exec VMID -- ip -4 -o addr show scope global`).
 //!
-//! [`assess`] compares them (pure). [`verdict`] turns the comparison into the identity rows of the
-//! decision table (docs/diagnosis.md); the verdict engine applies them over every service.
+//! [`assess`] compares them (pure). The verdict engine's `verdict_identity.rs` turns the comparison
+//! into the identity rows of the decision table (docs/diagnosis.md) and applies them over every
+//! service.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-
-use crate::verdict::{Layer, Status};
 
 // ---------------------------------------------------------------------------------------------
 // Observations
@@ -180,9 +179,9 @@ pub(crate) fn ipv4_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String>
 
 /// Bash for the host script (uses its `$T` timeout): resolves the target's `.lan` name, and (with `pct`) reads the
 /// container's config and own addresses. Prints `@pvediaglan`, `@pvediagpct` lines of `nonce`.
-/// `lan_name` must be a valid host (see [`crate::probe::internal::valid_host`]); the VMID is a number.
+/// `lan_name` must be a valid host (see [`crate::shell::valid_host`]); the VMID is a number.
 pub(crate) fn host_section(lan_name: &str, vmid: u32, nonce: &str, with_pct: bool) -> String {
-    let q = crate::probe::internal::shell_quote;
+    let q = crate::shell::shell_quote;
     let mut s = format!(
         "pvediag_lan() {{\n  local l a=\n  while read -r l _; do a=$a${{a:+,}}$l; done < <(timeout \"$T\" getent ahostsv4 {name} 2>/dev/null)\n  printf '@pvediaglan %s %s a=%s end\\n' {nonce} {name} \"${{a//[^0-9.,]/_}}\"\n}}\npvediag_lan\n",
         name = q(lan_name),
@@ -278,7 +277,7 @@ pub(crate) fn claim_from_pve_config(data: &serde_json::Value) -> Option<Identity
     let hostname = data
         .get("hostname")
         .and_then(|h| h.as_str())
-        .filter(|h| crate::probe::internal::valid_host(h))
+        .filter(|h| crate::shell::valid_host(h))
         .map(str::to_ascii_lowercase);
     let (mac, ipv4) = parse_net0(data.get("net0").and_then(|n| n.as_str()).unwrap_or(""));
     (hostname.is_some() || mac.is_some()).then_some(IdentityClaim {
@@ -379,7 +378,7 @@ pub(crate) fn disagreements(o: &IdentityObservation, vmid: u32) -> Vec<String> {
 
 /// The sandbox name of a hostname (`cmux-202.lan` → `cmux-202`); an expected identity that carries
 /// its address (`cmux-202 (10.0.0.5)`, a clone told apart by it) gives its name too.
-fn short_host(h: &str) -> &str {
+pub(crate) fn short_host(h: &str) -> &str {
     h.split(['.', ' ']).next().unwrap_or(h)
 }
 
@@ -464,226 +463,8 @@ pub(crate) fn shared(reports: &[(u32, &ReportedIdentity)]) -> BTreeMap<u32, Vec<
     out
 }
 
-// ---------------------------------------------------------------------------------------------
-// Verdict rows (pure): applied over every service of a target by the verdict engine
-
-/// An identity row of the decision table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct IdentityRow {
-    pub(crate) status: Status,
-    pub(crate) layer: Option<Layer>,
-    pub(crate) candidates: Vec<Layer>,
-    pub(crate) rule: &'static str,
-    pub(crate) summary: String,
-    pub(crate) evidence: Vec<String>,
-    pub(crate) next_step: String,
-}
-
-/// The row that overrides every service verdict of a target whose exec call reached another
-/// sandbox; `None` when identity is not contradicted. `exec_route` is the upstream host Caddy's
-/// route dials for the exec hostname (when the route table was read).
-pub(crate) fn verdict(
-    o: &IdentityObservation,
-    vmid: u32,
-    exec_route: Option<&str>,
-    via_public_url: bool,
-) -> Option<IdentityRow> {
-    let Assessment::Contradicted {
-        expected,
-        expected_from,
-        reached,
-        how,
-    } = assess(o, vmid)
-    else {
-        return None;
-    };
-    let mut evidence = vec![format!(
-        "identity: expected {expected} (from {expected_from}); {how}"
-    )];
-    evidence.extend(
-        disagreements(o, vmid)
-            .into_iter()
-            .map(|d| format!("identity sources disagree: {d}")),
-    );
-    let lan = o.host.as_ref();
-    let lan_name = lan
-        .map(|h| h.lan_name.clone())
-        .unwrap_or_else(|| format!("{}.lan", short_host(&expected)));
-    let summary_head = if via_public_url {
-        format!(
-            "the exec call for {vmid} ran in {reached}, not in {}: users of {vmid} reach another sandbox",
-            short_host(&expected)
-        )
-    } else {
-        // --exec-url: not the public chain, but the name or address it dials leads elsewhere.
-        format!(
-            "the exec call for {vmid} (--exec-url) ran in {reached}, not in {}: the internal view is another sandbox's",
-            short_host(&expected)
-        )
-    };
-    // Caddy's route names another sandbox's host.
-    if let Some(up) = exec_route {
-        if let Some(other) = sandbox_of_upstream(up) {
-            if other != short_host(&expected).to_ascii_lowercase() {
-                evidence.push(format!(
-                    "Caddy's route for {vmid}'s exec hostname dials {up}"
-                ));
-                return Some(IdentityRow {
-                    status: Status::Broken,
-                    layer: Some(Layer::Caddy),
-                    candidates: Vec::new(),
-                    rule: "identity-route-names-other-sandbox",
-                    summary: format!("{summary_head}; Caddy's route dials {up}"),
-                    evidence,
-                    next_step: format!(
-                        "on the PVE host: grep -n '{up}' /etc/caddy/Caddyfile.cmux — the route must dial {}.lan (cmux-{{re.vmid.1}}.lan or {{re.service.2}}.lan), then systemctl reload caddy-cmux",
-                        short_host(&expected)
-                    ),
-                });
-            }
-        }
-    }
-    // The host vantage: the name resolves somewhere else than the container's own address.
-    if let Some(h) = lan {
-        if let (Some(lan_ip), Some(own)) = (&h.lan_ipv4, &h.own_ipv4) {
-            if !lan_ip.is_empty() && !own.is_empty() && !lan_ip.iter().any(|a| own.contains(a)) {
-                evidence.push(format!(
-                    "on the host {} resolves to {}; container {vmid}'s own address is {} (pct exec {vmid} -- ip -4 addr)",
-                    h.lan_name,
-                    lan_ip.join(", "),
-                    own.join(", ")
-                ));
-                return Some(IdentityRow {
-                    status: Status::Broken,
-                    layer: Some(Layer::Container),
-                    candidates: Vec::new(),
-                    rule: "identity-lan-name-elsewhere",
-                    summary: format!(
-                        "{summary_head}: {} resolves to {} on the host, but {vmid}'s address is {} (a stale DHCP lease or DNS record)",
-                        h.lan_name,
-                        lan_ip.join(", "),
-                        own.join(", ")
-                    ),
-                    evidence,
-                    next_step: format!(
-                        "on the router (DHCP/DNS): fix the record of {} to {}; on the PVE host: getent hosts {}; pct config {vmid} | grep -E 'hostname|net0'; check no other container uses the hostname {}",
-                        h.lan_name,
-                        own.join(", "),
-                        h.lan_name,
-                        short_host(&expected)
-                    ),
-                });
-            }
-        }
-    }
-    Some(IdentityRow {
-        status: Status::Broken,
-        layer: None,
-        candidates: vec![Layer::Caddy, Layer::Container],
-        rule: "identity-wrong-sandbox",
-        summary: summary_head,
-        evidence,
-        next_step: format!(
-            "on the PVE host: getent hosts {lan_name} and compare with pct exec {vmid} -- ip -4 addr (a stale lease or DNS record); grep -n 'reverse_proxy' /etc/caddy/Caddyfile.cmux (a route naming another sandbox); --on-host pins it"
-        ),
-    })
-}
-
-/// The route row: Caddy's route for this service's hostname dials another host than the one the
-/// request's own VMID/instance gives. `None` when it dials the expected host (or is unknown).
-pub(crate) fn route_row(
-    service: &str,
-    public_host: &str,
-    vmid: u32,
-    upstream_host: &str,
-    source: Option<&str>,
-) -> Option<IdentityRow> {
-    let want = format!("{}.lan", instance_of_host(public_host, vmid));
-    if upstream_host.eq_ignore_ascii_case(&want) {
-        return None;
-    }
-    // Only a host that names another sandbox (`cmux-203.lan`, `pvelxc-….lan`): other wrong names
-    // (a `.local` suffix, a typo) reach nothing and are the gateway rows' (caddy-dials-other-host).
-    let other = sandbox_of_upstream(upstream_host)?;
-    let at = source.map(|s| format!(" ({s})")).unwrap_or_default();
-    let (loc, grep) = match source.and_then(|s| s.rsplit_once(':')) {
-        Some((file, line)) if line.parse::<usize>().is_ok() => (
-            format!("{file} line {line}"),
-            format!("sed -n '{line}p' {file}"),
-        ),
-        _ => (
-            "Caddy's config".to_string(),
-            format!("grep -n '{upstream_host}' /etc/caddy/Caddyfile.cmux"),
-        ),
-    };
-    Some(IdentityRow {
-        status: Status::Broken,
-        layer: Some(Layer::Caddy),
-        candidates: Vec::new(),
-        rule: "route-names-other-sandbox",
-        summary: format!(
-            "Caddy's route for {public_host} dials {upstream_host}{at}: {service} of {vmid} is served by sandbox {other}"
-        ),
-        evidence: vec![format!(
-            "identity: the route for {public_host} must dial {want} (the request's own sandbox); it dials {upstream_host}"
-        )],
-        next_step: format!(
-            "edit {loc}: the upstream must be {} (not a literal host); on the PVE host: {grep}; then systemctl reload caddy-cmux",
-            if public_host.starts_with("port-") {
-                "{re.service.2}.lan:{re.service.1}"
-            } else {
-                "cmux-{re.vmid.1}.lan"
-            }
-        ),
-    })
-}
-
-/// The note for the exec-channel line.
-pub(crate) fn channel_note(
-    o: &IdentityObservation,
-    vmid: u32,
-    internal_ran: bool,
-) -> Option<String> {
-    let mut note = match assess(o, vmid) {
-        Assessment::Confirmed { name, how } => format!("ran in {name} ({how})"),
-        Assessment::Contradicted {
-            expected,
-            reached,
-            how,
-            ..
-        } => format!("WRONG SANDBOX: ran in {reached}, expected {expected} ({how})"),
-        Assessment::Unknown { why } if internal_ran => {
-            format!("the sandbox's identity could not be established ({why})")
-        }
-        Assessment::Unknown { .. } => return None,
-    };
-    let disagree = disagreements(o, vmid);
-    if !disagree.is_empty() {
-        note.push_str(&format!(
-            "; identity sources disagree: {}",
-            disagree.join(", ")
-        ));
-    }
-    if !o.shared_with.is_empty() {
-        let who = o
-            .reported
-            .as_ref()
-            .and_then(|r| r.hostname.clone())
-            .unwrap_or_default();
-        note.push_str(&format!(
-            "; the exec call of {} also reached this sandbox ({who}): two targets, one sandbox",
-            o.shared_with
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    Some(note)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -805,29 +586,10 @@ mod tests {
             Some("pvelxc-1a2b3c4d")
         );
         assert_eq!(sandbox_of_upstream("localhost"), None);
-        assert!(route_row("xterm", "xterm-202.example.test", 202, "cmux-202.lan", None).is_none());
-        assert!(route_row(
-            "vscode",
-            "port-39378-pvelxc-1a2b3c4d.example.test",
-            207,
-            "pvelxc-1a2b3c4d.lan",
-            None
-        )
-        .is_none());
-        let r = route_row(
-            "xterm",
-            "xterm-202.example.test",
-            202,
-            "cmux-203.lan",
-            Some("/etc/caddy/Caddyfile.cmux:12"),
-        )
-        .unwrap();
-        assert_eq!(r.rule, "route-names-other-sandbox");
-        assert!(r.summary.contains("cmux-203"), "{}", r.summary);
-        assert!(r.next_step.contains("line 12"), "{}", r.next_step);
     }
 
-    fn obs(got: &str, ip: &str) -> IdentityObservation {
+    /// A target's identity as the exec call reported it, expected by the naming convention.
+    pub(crate) fn obs(got: &str, ip: &str) -> IdentityObservation {
         IdentityObservation {
             reported: Some(ReportedIdentity {
                 hostname: Some(got.into()),
@@ -876,27 +638,6 @@ mod tests {
         let mut o = obs("x", "");
         o.reported.as_mut().unwrap().hostname = None;
         assert!(matches!(assess(&o, 202), Assessment::Unknown { .. }));
-    }
-
-    #[test]
-    fn disagreeing_sources_are_named_on_the_channel_line() {
-        let mut o = obs("web-1", "10.0.0.2");
-        o.expected.push(IdentityClaim {
-            source: IdentitySource::PveApi,
-            hostname: Some("web-1".into()),
-            ipv4: vec![],
-            mac: None,
-        });
-        let note = channel_note(&o, 202, true).unwrap();
-        assert!(note.starts_with("ran in web-1"), "{note}");
-        assert!(
-            note.contains("the PVE API's config of 202 says web-1")
-                && note.contains("the naming convention says cmux-202"),
-            "{note}"
-        );
-        // Sources that agree: no such note.
-        let note = channel_note(&obs("cmux-202", "10.0.0.2"), 202, true).unwrap();
-        assert!(!note.contains("disagree"), "{note}");
     }
 
     #[test]

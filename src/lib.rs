@@ -10,6 +10,7 @@ pub mod cli;
 #[cfg(feature = "lab")]
 pub mod demo;
 pub mod docs_command;
+pub mod exit;
 pub mod generation;
 pub mod http;
 mod identity;
@@ -29,6 +30,7 @@ pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod settings;
+mod shell;
 mod signal;
 pub mod state;
 pub mod target;

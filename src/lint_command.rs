@@ -2,8 +2,8 @@
 //! Exit 0 clean, 1 findings, 2 unreadable input.
 
 use crate::cli::{LintArgs, LintFormat, UsageError};
+use crate::exit;
 use crate::lint::{lint, parse_setup_script, render_json, render_text, ScriptFile};
-use crate::report::exit;
 use crate::settings::{catalog_reading_dir, read_caddyfile, read_text};
 
 pub fn run(args: &LintArgs) -> Result<u8, UsageError> {

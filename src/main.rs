@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use pvediag::cli::{refusal_line, value_error_line, Cli, Command, UsageError};
-use pvediag::report::exit;
+use pvediag::exit;
 use pvediag::settings::Settings;
 
 fn main() -> ExitCode {
@@ -97,7 +97,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
                 &mut targets,
             ))?;
             let mut report = rt.block_on(pvediag::run::diagnose(&settings, &targets))?;
-            pvediag::state::record_run(settings.state_dir.as_deref(), settings.quiet, &mut report);
+            pvediag::run::record_state(settings.state_dir.as_deref(), settings.quiet, &mut report);
             report.focus = pvediag::docs_command::focus(&cli.targets, &report);
             pvediag::output::emit(&settings, &targets, &report)
         }

@@ -384,7 +384,87 @@ pub struct TargetObservation {
 // ---------------------------------------------------------------------------------------------
 // Behind the fronts (issue 14)
 
-pub(crate) use crate::probe::backend::{SystemdView, UnitState};
+/// One unit as `systemctl show` reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitState {
+    /// `cmux-devtools.service`.
+    pub id: String,
+    /// `loaded`, `not-found`, ...
+    pub(crate) load_state: String,
+    /// `active`, `activating`, `failed`, `inactive`, ...
+    pub active_state: String,
+    /// `running`, `auto-restart`, `dead`, `exited`, ...
+    pub(crate) sub_state: String,
+    /// Automatic restarts since the unit was last started by hand (or at boot).
+    pub(crate) restarts: Option<u32>,
+    /// Exit status of the main process's last run (Chrome's 21: its profile lock).
+    pub(crate) exit_status: Option<i32>,
+    /// When the main process last exited, as systemd writes it (`Mon 2026-11-30 20:01:13 UTC`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_exit: Option<String>,
+    /// The last journal lines, fetched only when the service looked unhealthy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) journal: Vec<String>,
+}
+
+impl UnitState {
+    /// `failed (exit-code)`, `activating (auto-restart)`, ...
+    pub(crate) fn describe(&self) -> String {
+        let mut s = format!("{} is {} ({})", self.id, self.active_state, self.sub_state);
+        if self.load_state != "loaded" {
+            s.push_str(&format!(", load state {}", self.load_state));
+        }
+        if let Some(n) = self.restarts.filter(|n| *n > 0) {
+            s.push_str(&format!(
+                ", restarted {n} time{} by systemd",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(st) = self.exit_status.filter(|s| *s != 0) {
+            s.push_str(&format!(", last exit status {st}"));
+        }
+        if let Some(t) = &self.last_exit {
+            s.push_str(&format!(" at {t}"));
+        }
+        s
+    }
+
+    /// Running as it should.
+    pub fn is_running(&self) -> bool {
+        self.active_state == "active" && (self.sub_state == "running" || self.sub_state == "-")
+    }
+
+    /// The unit is not there at all (an older image).
+    pub(crate) fn not_found(&self) -> bool {
+        self.load_state == "not-found"
+    }
+}
+
+/// The systemd view of one exec round trip, assembled from its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct SystemdView {
+    /// Every unit systemd reported, in the order asked.
+    pub(crate) units: Vec<UnitState>,
+    /// Why there is no unit state (no systemctl, not booted with systemd, ...); said once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) unavailable: Option<String>,
+}
+
+impl SystemdView {
+    pub(crate) fn unit(&self, unit: &str) -> Option<&UnitState> {
+        let id = unit_id(unit);
+        self.units.iter().find(|u| u.id == id)
+    }
+}
+
+/// The key systemd reports a unit under (`Id=`): a bare name is a `.service`.
+pub(crate) fn unit_id(unit: &str) -> String {
+    if unit.contains('.') && !unit.ends_with('.') {
+        unit.to_string()
+    } else {
+        format!("{unit}.service")
+    }
+}
 
 /// What the exec round trip saw behind the fronts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cli::UsageError;
-use crate::report::exit;
+use crate::exit;
 use crate::secret::Secret;
 use crate::target::{is_instance_name, SkippedTarget, TargetRequest, Targets};
 

@@ -7,6 +7,7 @@ use futures_util::FutureExt;
 
 use crate::caddy::RouteTable;
 use crate::cli::UsageError;
+use crate::generation::Generation;
 use crate::http::{build_client, ClientOptions};
 use crate::observation::{
     AuthMode, ExecChannel, ExecRun, Probe, RouteObservation, ServiceObservation, TargetObservation,
@@ -44,16 +45,37 @@ pub async fn resolve_instances(
 /// Diagnoses `targets` with `settings`: once, or with `--wait` until healthy. Within the settings'
 /// deadline.
 pub async fn diagnose(settings: &Settings, targets: &Targets) -> Result<Report, UsageError> {
-    diagnose_within(settings, targets, settings.deadline).await
+    diagnose_within(settings, targets, settings.deadline, &Memory::default()).await
 }
 
-/// [`diagnose`] with the deadline of each attempt given (the exporter's scrape timeout).
+/// The routing generation each target was found with by an earlier diagnosis in this process
+/// (`--wait`'s previous attempt, the exporter's previous scrape), by domain and VMID: the guess
+/// for a target nothing else decides. It changes what a diagnosis costs, never its verdicts.
+#[derive(Debug, Default)]
+pub(crate) struct Memory(std::sync::Mutex<std::collections::BTreeMap<(String, u32), Generation>>);
+
+impl Memory {
+    fn get(&self, domain: &str, vmid: u32) -> Option<Generation> {
+        let m = self.0.lock().ok()?;
+        m.get(&(domain.to_string(), vmid)).copied()
+    }
+
+    fn remember(&self, domain: &str, vmid: u32, g: Generation) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((domain.to_string(), vmid), g);
+        }
+    }
+}
+
+/// [`diagnose`] with the deadline of each attempt given (the exporter's scrape timeout) and what
+/// earlier diagnoses in this process found.
 pub(crate) async fn diagnose_within(
     settings: &Settings,
     targets: &Targets,
     deadline: Duration,
+    memory: &Memory,
 ) -> Result<Report, UsageError> {
-    let once = || diagnose_once(settings, targets, deadline);
+    let once = || diagnose_once(settings, targets, deadline, memory);
     match settings.wait {
         None => once().await,
         Some(wait) => crate::wait::until_healthy(wait, settings.quiet, once).await,
@@ -65,6 +87,7 @@ async fn diagnose_once(
     settings: &Settings,
     targets: &Targets,
     deadline: Duration,
+    memory: &Memory,
 ) -> Result<Report, UsageError> {
     let start = Instant::now();
     // The public URLs' client records what each name resolved to (the dial evidence).
@@ -120,37 +143,39 @@ async fn diagnose_once(
         )),
         _ => None,
     };
-    let chosen = crate::generation::choose(
-        &client,
-        &probe,
-        &settings.generation,
-        layout.as_ref().map(|(l, from)| (l, from.as_str())),
-        &targets.vmids,
-    )
-    .await;
-    // Each target's probes: its generation's catalog, URL template and upstream.
-    let per_target: std::collections::BTreeMap<u32, crate::probe::ProbeConfig> = chosen
+    let layout = layout.as_ref().map(|(l, from)| (l, from.as_str()));
+    // Each target's generation before its probes: decided, or a guess its own probes settle.
+    let mut remembered = remembered_generations(settings, &probe, layout, &targets.vmids);
+    for &v in &targets.vmids {
+        if let Some(g) = memory.get(&probe.domain, v) {
+            remembered.insert(v, g);
+        }
+    }
+    let plans: std::collections::BTreeMap<u32, crate::generation::Plan> = targets
+        .vmids
         .iter()
-        .map(|(&v, c)| {
-            (
-                v,
-                crate::generation::config_for(&probe, &settings.generation, c),
-            )
+        .map(|&v| {
+            let r = remembered.get(&v).copied();
+            let p = crate::generation::plan(&probe, &settings.generation, layout, r);
+            (v, p)
         })
         .collect();
-    let probe_of = |vmid: u32| per_target.get(&vmid).unwrap_or(&probe);
-    // The 2026 layout answers CORS preflights in Caddy: one OPTIONS for the run, with the probes.
-    let preflight = async {
-        let any_2026 = chosen
-            .values()
-            .any(|c| c.routing == crate::generation::Generation::Y2026);
-        match per_target.values().find(|p| p.template.uses("port")) {
-            Some(p) if any_2026 && !p.no_origin_check => {
-                Some(crate::generation::preflight(&client, p).await)
-            }
-            _ => None,
+    // The 2026 layout answers CORS preflights in Caddy: one OPTIONS for the run, sent with the
+    // probes of the first target that goes to the 2026 URL form (a lazy shared future).
+    let preflight_cfg = crate::generation::config_for(
+        &probe,
+        &settings.generation,
+        &crate::generation::Choice::same(crate::generation::Generation::Y2026, String::new()),
+    );
+    let preflight_client = &client;
+    let preflight = async move {
+        match preflight_cfg.template.uses("port") && !preflight_cfg.no_origin_check {
+            true => Some(crate::generation::preflight(preflight_client, &preflight_cfg).await),
+            false => None,
         }
-    };
+    }
+    .boxed()
+    .shared();
     let n = targets.vmids.len();
     // Targets in flight: up to --concurrency, as many as the chain takes without slowing down.
     let gate = crate::adaptive::Gate::new(settings.concurrency, n, deadline);
@@ -158,32 +183,61 @@ async fn diagnose_once(
         n,
         !settings.quiet && n > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
-    let observations = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
-        let (clients, probe, gate, origin, host_wide, progress) = (
-            clients,
-            probe_of(vmid),
-            &gate,
-            origin.clone(),
-            host_wide.clone(),
-            &progress,
-        );
+    let run = Run {
+        clients,
+        base: &probe,
+        settings,
+        layout,
+        origin,
+        host_wide,
+        preflight,
+    };
+    let base = &probe;
+    let observed = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
+        let (run, plan, gate, progress) = (&run, &plans[&vmid], &gate, &progress);
         async move {
             let remaining = deadline.saturating_sub(start.elapsed());
             let work = async {
                 let permit = gate.acquire().await;
-                let o = crate::probe::observe_with(clients, probe, vmid, origin, host_wide).await;
+                let o = run.observe(plan, vmid).await;
                 permit.done();
                 o
             };
             let o = match tokio::time::timeout(remaining, work).await {
-                Ok(o) => (o, Completion::InTime),
-                Err(_) => (unfinished(probe, vmid, deadline), Completion::CutByDeadline),
+                Ok((o, choice, cfg)) => (o, Completion::InTime, choice, cfg),
+                Err(_) => {
+                    let cfg =
+                        crate::generation::config_for(base, &settings.generation, &plan.choice);
+                    let o = unfinished(&cfg, vmid, deadline);
+                    (o, Completion::CutByDeadline, plan.choice.clone(), cfg)
+                }
             };
             progress.done();
             o
         }
-    }));
-    let (mut observations, preflight) = tokio::join!(observations, preflight);
+    }))
+    .await;
+    let mut chosen = std::collections::BTreeMap::new();
+    let mut per_target = std::collections::BTreeMap::new();
+    let mut observations = Vec::with_capacity(observed.len());
+    for (o, completion, choice, cfg) in observed {
+        if completion == Completion::InTime {
+            memory.remember(&probe.domain, o.vmid, choice.routing);
+        }
+        chosen.insert(o.vmid, choice);
+        per_target.insert(o.vmid, cfg);
+        observations.push((o, completion));
+    }
+    let probe_of = |vmid: u32| per_target.get(&vmid).unwrap_or(&probe);
+    // The preflight's answer when a target goes to the 2026 URL form (already there: it was sent
+    // with that target's probes).
+    let preflight = match chosen
+        .values()
+        .any(|c| c.routing == crate::generation::Generation::Y2026)
+    {
+        true => run.preflight.clone().await,
+        false => None,
+    };
     progress.finish();
     // A Caddy source without a single cmux route (the wrong file?) is a finding, not evidence:
     // its "no route for every hostname" would pin Caddy on a file Caddy may not even load.
@@ -314,6 +368,114 @@ async fn diagnose_once(
         focus: None,
         waited: None,
     })
+}
+
+/// The routing generation each target had in its last recorded run (the state directory), when
+/// nothing else decides it: the guess its probes then confirm. Only what it costs depends on it:
+/// a wrong guess is refuted by the same probes and the URL forms are asked.
+fn remembered_generations(
+    settings: &Settings,
+    probe: &crate::probe::ProbeConfig,
+    layout: Option<(&crate::generation::CaddyLayout, &str)>,
+    vmids: &[u32],
+) -> std::collections::BTreeMap<u32, crate::generation::Generation> {
+    let undecided = crate::generation::plan(probe, &settings.generation, layout, None).known
+        == crate::generation::Known::Guessed;
+    let Some(dir) = settings.state_dir.as_deref().filter(|_| undecided) else {
+        return Default::default();
+    };
+    let store = crate::state::store::Store::new(dir);
+    vmids
+        .iter()
+        .filter_map(|&v| match store.load(&probe.domain, v) {
+            crate::state::store::Loaded::Ok(f) => {
+                let port = crate::target::UrlTemplate::parse(&f.last.facts.url_template)
+                    .is_ok_and(|t| t.uses("port"));
+                Some((
+                    v,
+                    match port {
+                        true => crate::generation::Generation::Y2026,
+                        false => crate::generation::Generation::Seed,
+                    },
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+type SharedRunWide<'a, T> = futures_util::future::Shared<futures_util::future::BoxFuture<'a, T>>;
+
+/// What every target's probes share in one run.
+struct Run<'a, 'f> {
+    clients: crate::probe::Clients<'a>,
+    base: &'a crate::probe::ProbeConfig,
+    settings: &'a Settings,
+    layout: Option<(&'a crate::generation::CaddyLayout, &'a str)>,
+    origin: SharedRunWide<'f, Option<crate::observation::OriginCheck>>,
+    host_wide: SharedRunWide<'f, Option<crate::probe::host::HostWide>>,
+    preflight: SharedRunWide<'f, Option<(String, Probe)>>,
+}
+
+impl Run<'_, '_> {
+    /// Probes one target with its plan's generation and settles the generation: the probes
+    /// confirm the plan (nothing more is sent), or the URL forms are asked; a target that turns
+    /// out to be of the other generation is probed again with its own catalog and URL form.
+    async fn observe(
+        &self,
+        plan: &crate::generation::Plan,
+        vmid: u32,
+    ) -> (
+        TargetObservation,
+        crate::generation::Choice,
+        crate::probe::ProbeConfig,
+    ) {
+        use crate::generation::{config_for, Generation};
+        let setting = &self.settings.generation;
+        let cfg = config_for(self.base, setting, &plan.choice);
+        let o = self
+            .probe(&cfg, vmid, plan.choice.routing == Generation::Y2026)
+            .await;
+        let c = match crate::generation::settle(plan, &o, self.layout) {
+            Some(c) => c,
+            None => crate::generation::choose(
+                self.clients.public,
+                self.base,
+                setting,
+                self.layout,
+                &[vmid],
+            )
+            .await
+            .remove(&vmid)
+            .unwrap_or_else(|| plan.choice.clone()),
+        };
+        if (c.routing, c.container) == (plan.choice.routing, plan.choice.container) {
+            return (o, c, cfg);
+        }
+        let cfg = config_for(self.base, setting, &c);
+        let o = self.probe(&cfg, vmid, c.routing == Generation::Y2026).await;
+        (o, c, cfg)
+    }
+
+    /// One target's probes; with the run's CORS preflight alongside when they go to the 2026 form.
+    async fn probe(
+        &self,
+        cfg: &crate::probe::ProbeConfig,
+        vmid: u32,
+        preflight: bool,
+    ) -> TargetObservation {
+        let observe = crate::probe::observe_with(
+            self.clients,
+            cfg,
+            vmid,
+            self.origin.clone(),
+            self.host_wide.clone(),
+        );
+        match preflight {
+            true => tokio::join!(observe, self.preflight.clone()).0,
+            false => observe.await,
+        }
+    }
 }
 
 /// Two targets whose exec calls ran in one sandbox: each gets the other's VMID (see
@@ -617,6 +779,28 @@ pub(crate) fn attach_dials(
                 None => None,
             },
         };
+    }
+}
+
+/// The step after a diagnosis (docs/state.md): records each target of the report in the state
+/// directory `dir` (None: no state), adds what changed since its last healthy run to its verdicts'
+/// evidence and its `state`, and prints the state's notes on stderr (unless quiet).
+pub fn record_state(dir: Option<&std::path::Path>, quiet: bool, report: &mut Report) {
+    let Some(dir) = dir else { return };
+    let mut runs: Vec<crate::state::TargetRun<'_>> = report
+        .targets
+        .iter_mut()
+        .map(|t| crate::state::TargetRun {
+            observation: &t.observation,
+            verdict: &mut t.verdict,
+            record: &t.record,
+            state: &mut t.state,
+        })
+        .collect();
+    for n in crate::state::apply(dir, &report.domain, &mut runs, crate::state::now()) {
+        if !quiet {
+            eprintln!("pvediag: state: {n}");
+        }
     }
 }
 

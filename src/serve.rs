@@ -30,8 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::cli::{ColorChoice, OutputArgs, OutputFormat, ServeArgs, UsageError};
+use crate::exit;
 use crate::report::prometheus::{family, labels, Prometheus, CONTENT_TYPE};
-use crate::report::{exit, Format};
+use crate::report::Format;
 use crate::settings::{Environment, Parts, Settings};
 use crate::target::{is_instance_name, TargetRequest};
 
@@ -88,6 +89,8 @@ struct State {
     sem: Semaphore,
     stats: Mutex<Stats>,
     limits: Limits,
+    /// Each target's routing generation as the last scrape found it: the next scrape's guess.
+    memory: crate::run::Memory,
 }
 
 /// The exporter's settings: its options, the environment and the files they name.
@@ -158,6 +161,7 @@ pub(crate) async fn serve(
         base,
         stats: Mutex::new(Stats::default()),
         limits,
+        memory: Default::default(),
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -370,10 +374,11 @@ async fn probe(state: &State, req: &Asked<'_>) -> (u16, &'static str, String) {
         return (400, TEXT, format!("{e}\n"));
     }
     let deadline = deadline.saturating_sub(start.elapsed()).max(MIN_DEADLINE);
-    let report = match crate::run::diagnose_within(&state.base, &targets, deadline).await {
-        Ok(r) => r,
-        Err(e) => return (500, TEXT, format!("{e}\n")),
-    };
+    let report =
+        match crate::run::diagnose_within(&state.base, &targets, deadline, &state.memory).await {
+            Ok(r) => r,
+            Err(e) => return (500, TEXT, format!("{e}\n")),
+        };
     if let Ok(mut st) = state.stats.lock() {
         st.probes += 1;
         st.probe_seconds += start.elapsed().as_secs_f64();

@@ -2554,8 +2554,13 @@ fn evidence_of(x: &Subject, r: &Row) -> Vec<String> {
     evidence
 }
 
+// Behind the fronts (verdict_inside.rs) and who answered (verdict_identity.rs: the identity rows).
+#[path = "verdict_identity.rs"]
+mod identity_rows;
 #[path = "verdict_inside.rs"]
 mod inside;
+use identity_rows::{identity_channel, identity_row, with_identity};
+
 // ---------------------------------------------------------------------------------------------
 // The 2026 layout's CORS preflight (docs/diagnosis.md, `caddy-preflight-unanswered`)
 
@@ -2632,112 +2637,6 @@ fn with_preflight(r: Row, x: &Subject) -> Row {
             .with_status(Status::Degraded)
     };
     r.next(next)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Identity rows (docs/diagnosis.md, "Who answered"): see crate::identity
-
-/// The target's identity row, else the service's route row, replaces the decided row; returns the
-/// row and the identity evidence lines it adds.
-fn with_identity(
-    r: Row,
-    identity: &Option<crate::identity::IdentityRow>,
-    t: &TargetObservation,
-    service: &str,
-    ctx: &Context,
-) -> (Row, Vec<String>) {
-    // Caddy's exec route names another sandbox, and this failing service's own route is read to
-    // dial its own: it fails for its own reason; its row, decided without the other sandbox's
-    // internal answers, stands, with the identity evidence. A healthy answer takes the identity
-    // row: healthy means the right sandbox answered.
-    if let Some(id) = identity
-        .as_ref()
-        .filter(|_| matches!(r.status, Status::Broken | Status::Degraded))
-    {
-        let own = format!("{}.lan", ctx.instance_name(t.vmid));
-        let own_route = route_for(t, service)
-            .and_then(|r| r.upstream_host.as_deref())
-            .is_some_and(|h| h.eq_ignore_ascii_case(&own));
-        if service != "exec" && own_route && id.rule == "identity-route-names-other-sandbox" {
-            return (r, id.evidence.clone());
-        }
-    }
-    match identity.clone().or_else(|| route_identity_row(t, service)) {
-        Some(id) => (
-            Row {
-                status: id.status,
-                layer: id.layer,
-                candidates: id.candidates,
-                summary: id.summary,
-                next_step: Some(id.next_step),
-                rule: id.rule,
-            },
-            id.evidence,
-        ),
-        None => (r, Vec::new()),
-    }
-}
-
-/// The identity note of the exec-channel line; a contradicted or shared identity makes it broken.
-fn identity_channel(
-    exec: &mut ChannelVerdict,
-    t: &TargetObservation,
-    identity: Option<crate::identity::IdentityRow>,
-) {
-    let Some(note) = crate::identity::channel_note(&t.identity, t.vmid, t.exec.internal_ran())
-    else {
-        return;
-    };
-    exec.summary.push_str(&format!("; {note}"));
-    if identity.is_some() || !t.identity.shared_with.is_empty() {
-        exec.status = Status::Broken;
-        exec.next_step = identity.map(|r| r.next_step).or_else(|| {
-            let names: Vec<String> = t
-                .identity
-                .shared_with
-                .iter()
-                .map(|v| format!("cmux-{v}.lan"))
-                .collect();
-            Some(format!(
-                "two targets reach one sandbox: on the PVE host: getent hosts {} (where their names lead); diagnose them with --on-host",
-                names.join(" ")
-            ))
-        });
-    }
-}
-
-/// The identity row of the whole target: the exec call reached another sandbox.
-fn identity_row(t: &TargetObservation) -> Option<crate::identity::IdentityRow> {
-    let route = route_for(t, "exec");
-    let exec_route = route.and_then(|r| r.upstream_host.as_deref());
-    let mut row = crate::identity::verdict(&t.identity, t.vmid, exec_route, t.exec.via_public_url)?;
-    // What Caddy runs (its admin API) dials the exec hostname's own name: Caddy is ruled out,
-    // the name leads elsewhere (a route read from a file leaves Caddy a candidate).
-    if row.rule == "identity-wrong-sandbox"
-        && route.is_some_and(|r| r.from == Some(RouteFrom::AdminApi) && r.upstream_port.is_some())
-    {
-        row.candidates.retain(|&l| l != Layer::Caddy);
-        if row.candidates.len() == 1 {
-            row.layer = row.candidates.pop();
-        }
-    }
-    Some(row)
-}
-
-/// The identity row of one service: Caddy's route for its hostname names another host.
-fn route_identity_row(
-    t: &TargetObservation,
-    service: &str,
-) -> Option<crate::identity::IdentityRow> {
-    let r = route_for(t, service)?;
-    r.upstream_port?;
-    crate::identity::route_row(
-        service,
-        &r.host,
-        t.vmid,
-        r.upstream_host.as_deref()?,
-        r.source.as_deref(),
-    )
 }
 
 #[cfg(test)]

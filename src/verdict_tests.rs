@@ -1582,15 +1582,7 @@ fn inside_healthy(t: &mut TargetObservation) {
         systemd: Some(SystemdView {
             units: units
                 .iter()
-                .map(|u| {
-                    unit_state(
-                        &crate::probe::backend::unit_id(u),
-                        "active",
-                        "running",
-                        0,
-                        0,
-                    )
-                })
+                .map(|u| unit_state(&crate::observation::unit_id(u), "active", "running", 0, 0))
                 .collect(),
             unavailable: None,
         }),
@@ -1787,7 +1779,7 @@ fn every_broken_service_verdict_carries_the_unit_state() {
             set_unit(
                 &mut t,
                 unit_state(
-                    &crate::probe::backend::unit_id(&s.unit),
+                    &crate::observation::unit_id(&s.unit),
                     "failed",
                     "failed",
                     4,

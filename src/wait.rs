@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use crate::cli::UsageError;
-use crate::report::{exit, Report};
+use crate::exit;
+use crate::report::Report;
 
 /// The first pause between attempts; it doubles up to [`MAX_BACKOFF`].
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(500);

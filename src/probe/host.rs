@@ -72,7 +72,7 @@ pub(crate) fn valid_ssh_dest(d: &str) -> bool {
             && u.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
     });
-    user_ok && internal::valid_host(host)
+    user_ok && crate::shell::valid_host(host)
 }
 
 /// What a script run gave.
@@ -304,7 +304,7 @@ async fn run_probes(
     // The target's identity (its `.lan` name on the host, `pct config`, its own address) in the
     // same script, next to the probes.
     let script = match identity_of {
-        Some((lan_name, vmid)) if internal::valid_host(lan_name) => {
+        Some((lan_name, vmid)) if crate::shell::valid_host(lan_name) => {
             let job = crate::identity::host_section(lan_name, vmid, &nonce, cfg.pct_fallback);
             internal::build_script_with_job(probes, &nonce, timeout, &job)
         }

@@ -26,16 +26,12 @@ use base64::Engine as _;
 
 use crate::catalog::Service;
 use crate::observation::{FailureKind, HttpResponse, Probe};
+use crate::shell::{shell_quote, valid_host};
 
 /// Body bytes kept per internal probe.
 pub const BODY_CAP: usize = 16 * 1024;
 /// Header bytes kept per internal probe.
 pub(crate) const HEADER_CAP: usize = 8 * 1024;
-
-/// Quotes a string for bash: `'...'` with every `'` written as `'\''`.
-pub(crate) fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
 
 /// A fresh random nonce (hex), so records cannot be faked by other output.
 pub fn new_nonce() -> String {
@@ -112,15 +108,6 @@ pub struct ScriptProbe {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
-}
-
-/// A host a script may dial: a DNS name or an IPv4 address, nothing a shell or URL could misread.
-pub(crate) fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && !h.starts_with('-')
-        && h.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
 }
 
 fn valid_record_name(n: &str) -> bool {
@@ -680,13 +667,6 @@ mod tests {
             let s = build_script(std::slice::from_ref(&p), "n", Duration::from_secs(1));
             assert!(!s.contains("p 'caddy.xterm'"), "{host}");
         }
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

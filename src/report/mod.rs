@@ -7,6 +7,7 @@ pub(crate) mod prometheus;
 pub mod table;
 
 use crate::catalog::Catalog;
+use crate::exit;
 use crate::observation::TargetObservation;
 use crate::verdict::{Status, TargetVerdict};
 
@@ -132,14 +133,6 @@ pub(crate) enum Completion {
     InTime,
     /// The run's deadline came first: the checks not run are marked so.
     CutByDeadline,
-}
-
-/// Exit codes: stable contract (docs/diagnosis.md, README).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub(crate) const BROKEN: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub(crate) const INCONCLUSIVE: u8 = 3;
 }
 
 impl Report {

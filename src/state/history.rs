@@ -141,10 +141,10 @@ pub(crate) fn run(
         return (
             if json { out } else { String::new() },
             notes,
-            crate::report::exit::USAGE,
+            crate::exit::USAGE,
         );
     }
-    (out, notes, crate::report::exit::OK)
+    (out, notes, crate::exit::OK)
 }
 
 /// `pvediag history` from its arguments: prints and returns the exit code.

@@ -8,6 +8,8 @@
 //! - [`history`] — `pvediag history VMID`.
 //!
 //! [`next_state`] and [`assess`] are pure; [`apply`] is the thin edge that reads and writes files.
+//! State knows observations, verdicts and its own records, not the report: `run::record_state`
+//! hands it each target of a report.
 
 pub(crate) mod diff;
 pub mod history;
@@ -18,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::report::{Report, TargetReport};
-use crate::verdict::Status;
+use crate::observation::TargetObservation;
+use crate::verdict::{Status, TargetVerdict};
 use diff::{Change, VerdictView};
 use record::{is_healthy, Record};
 use store::{Loaded, StateFile, Store, Transition, MAX_TRANSITIONS};
@@ -178,13 +180,23 @@ impl SinceHealthy {
     }
 }
 
+/// One target of this run as the state directory sees it: what was observed, its verdicts (what
+/// changed since the last healthy run is added to their evidence) and the record to keep.
+pub(crate) struct TargetRun<'a> {
+    pub(crate) observation: &'a TargetObservation,
+    pub(crate) verdict: &'a mut TargetVerdict,
+    pub(crate) record: &'a Record,
+    /// Set when the run is recorded: what the state directory says about the target.
+    pub(crate) state: &'a mut Option<TargetState>,
+}
+
 /// The verdict views of a target, for the relevance test.
-fn views(t: &TargetReport) -> Vec<VerdictView<'_>> {
-    let internal_missing = !t.observation.exec.internal_ran();
-    t.observation
+fn views<'t>(observation: &'t TargetObservation, verdict: &TargetVerdict) -> Vec<VerdictView<'t>> {
+    let internal_missing = !observation.exec.internal_ran();
+    observation
         .services
         .iter()
-        .zip(&t.verdict.services)
+        .zip(&verdict.services)
         .map(|(s, v)| VerdictView {
             service: &s.name,
             port: s.port,
@@ -357,16 +369,15 @@ pub fn next_state(
 }
 
 /// Adds the diff to the evidence of each verdict it bears on.
-pub(crate) fn attach(t: &mut TargetReport, state: &TargetState) {
+pub(crate) fn attach(
+    observation: &TargetObservation,
+    verdict: &mut TargetVerdict,
+    state: &TargetState,
+) {
     let Some(since) = &state.since_last_healthy else {
         return;
     };
-    for (s, v) in t
-        .observation
-        .services
-        .iter()
-        .zip(t.verdict.services.iter_mut())
-    {
+    for (s, v) in observation.services.iter().zip(verdict.services.iter_mut()) {
         if matches!(v.status, Status::Healthy | Status::Skipped) {
             continue;
         }
@@ -375,24 +386,28 @@ pub(crate) fn attach(t: &mut TargetReport, state: &TargetState) {
     }
 }
 
-/// Records this run in the state directory and adds what changed since the last healthy run to
-/// each target of the report. Returns notes for stderr (unreadable files, lock or write failures).
-/// Never fails the run: the diagnosis stands without its history.
-pub(crate) fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
+/// Records this run's targets (diagnosed under `domain`) in the state directory and adds what
+/// changed since the last healthy run to each target's verdicts. Returns notes for stderr
+/// (unreadable files, lock or write failures). Never fails the run: the diagnosis stands without
+/// its history.
+pub(crate) fn apply(
+    dir: &Path,
+    domain: &str,
+    targets: &mut [TargetRun<'_>],
+    at: i64,
+) -> Vec<String> {
     let store = Store::new(dir);
     let mut notes = Vec::new();
     if let Err(e) = store.ensure() {
         notes.push(format!("state directory {e}; nothing recorded"));
         return notes;
     }
-    let domain = report.domain.clone();
     // Each record is fsynced before its rename: a few threads keep a fleet's run short.
-    let workers = report.targets.len().clamp(1, 8);
-    let chunk = report.targets.len().div_ceil(workers).max(1);
-    let (store, domain) = (&store, &domain);
+    let workers = targets.len().clamp(1, 8);
+    let chunk = targets.len().div_ceil(workers).max(1);
+    let store = &store;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = report
-            .targets
+        let handles: Vec<_> = targets
             .chunks_mut(chunk)
             .map(|targets| {
                 scope.spawn(move || {
@@ -416,12 +431,12 @@ pub(crate) fn apply(dir: &Path, report: &mut Report, at: i64) -> Vec<String> {
 }
 
 /// Records one target and attaches what changed since its last healthy run.
-fn record_target(store: &Store, domain: &str, t: &mut TargetReport, at: i64) -> Vec<String> {
+fn record_target(store: &Store, domain: &str, t: &mut TargetRun<'_>, at: i64) -> Vec<String> {
     let rec = Record {
         at,
         ..t.record.clone()
     };
-    let views = views(t);
+    let views = views(t.observation, t.verdict);
     let vmid = t.observation.vmid;
     let mut state = None;
     let notes = store.update(domain, vmid, |loaded| {
@@ -441,21 +456,10 @@ fn record_target(store: &Store, domain: &str, t: &mut TargetReport, at: i64) -> 
         next
     });
     if let Some(st) = state {
-        attach(t, &st);
-        t.state = Some(st);
+        attach(t.observation, t.verdict, &st);
+        *t.state = Some(st);
     }
     notes
-}
-
-/// The edge the commands call after a diagnosis: records the run in `dir` (None: no state) and
-/// prints the notes on stderr (unless quiet).
-pub fn record_run(dir: Option<&Path>, quiet: bool, report: &mut Report) {
-    let Some(dir) = dir else { return };
-    for n in apply(dir, report, now()) {
-        if !quiet {
-            eprintln!("pvediag: state: {n}");
-        }
-    }
 }
 
 #[cfg(test)]

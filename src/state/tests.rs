@@ -50,20 +50,22 @@ fn verdicts(c: &Catalog, t: &TargetObservation) -> TargetVerdict {
     diagnose(&ctx, t)
 }
 
-fn report_of(c: &Catalog, o: TargetObservation) -> TargetReport {
-    let verdict = verdicts(c, &o);
-    TargetReport {
-        record: record::record(0, c, "https://{service}-{vmid}.{domain}", &o, &verdict),
-        verdict,
+/// One target of a run as the state sees it (what `run::record_state` hands it from a report).
+struct Target {
+    observation: TargetObservation,
+    verdict: TargetVerdict,
+    state: Option<TargetState>,
+}
+
+fn target_of(c: &Catalog, o: TargetObservation) -> Target {
+    Target {
+        verdict: verdicts(c, &o),
         observation: o,
         state: None,
-        completion: crate::report::Completion::InTime,
-        routing: None,
-        catalog: c.clone(),
     }
 }
 
-fn rec(c: &Catalog, at: i64, t: &TargetReport) -> Record {
+fn rec(c: &Catalog, at: i64, t: &Target) -> Record {
     record::record(
         at,
         c,
@@ -93,13 +95,13 @@ fn step(
     prev: Option<StateFile>,
     at: i64,
     o: TargetObservation,
-) -> (StateFile, TargetReport) {
-    let mut t = report_of(c, o);
+) -> (StateFile, Target) {
+    let mut t = target_of(c, o);
     let r = rec(c, at, &t);
-    let v = views(&t);
+    let v = views(&t.observation, &t.verdict);
     let st = assess(prev.as_ref(), &r, &v);
     let next = next_state(prev, "example.test", 202, r, st.since_last_healthy.as_ref());
-    attach(&mut t, &st);
+    attach(&t.observation, &mut t.verdict, &st);
     t.state = Some(st);
     (next, t)
 }

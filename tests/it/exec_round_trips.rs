@@ -31,15 +31,20 @@ fn config(lab: &Lab, vmids: &[u32], extra: &[&str]) -> crate::common::servers::C
         &token.display().to_string(),
         "--timeout",
         "20s",
-        // The lab's layout, named: these tests count and time the probes, not the generation
-        // detection (which, without a Caddyfile, the admin API or --catalog, asks each target's
-        // URL forms first: generation.rs).
-        "--catalog",
-        "seed",
     ] {
         argv.push(a.to_string());
     }
-    argv.extend(extra.iter().map(|s| s.to_string()));
+    // The lab's layout, named, unless the test says `--detect` (then nothing names it: no
+    // Caddyfile, no admin API, no --catalog; the probes settle it, see generation.rs).
+    if !extra.contains(&"--detect") {
+        argv.extend(["--catalog".to_string(), "seed".to_string()]);
+    }
+    argv.extend(
+        extra
+            .iter()
+            .filter(|s| **s != "--detect")
+            .map(|s| s.to_string()),
+    );
     let argv: Vec<&str> = argv.iter().map(|s| s.as_str()).collect();
     crate::common::servers::config(&argv[1..]).unwrap()
 }
@@ -151,7 +156,8 @@ fn routed(cfg: &crate::common::servers::Config) -> u64 {
 
 /// One request per fact: per sandbox, one public GET per routed service except the exec service,
 /// whose public probe and auth-mode probe are the exec POST itself; plus one origin check per run.
-/// So a run of N sandboxes sends N x routed services + 1 requests through the edge.
+/// So a run of N sandboxes sends N x routed services + 1 requests through the edge, with the
+/// generation named or, when nothing names it, settled by those same probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_one_request_per_fact_at_the_edge() {
     if !curl_present() {
@@ -172,6 +178,9 @@ async fn fleet_one_request_per_fact_at_the_edge() {
         (&vmids[..], &[][..]),
         (&vmids[..], &["--concurrency", "5"][..]),
         (&vmids[..], &["--services", "exec,xterm"][..]),
+        // Nothing names the generation: the probes confirm the guess, no URL form is asked.
+        (&vmids[..1], &["--detect"][..]),
+        (&vmids[..], &["--detect"][..]),
     ] {
         let before: Vec<u64> = targets
             .iter()
@@ -188,6 +197,11 @@ async fn fleet_one_request_per_fact_at_the_edge() {
         for t in v["targets"].as_array().unwrap() {
             // The auth mode still comes out: execd's own `GET /exec`, asked inside the container.
             assert_eq!(t["exec"]["auth_mode"], "required", "{t:#}");
+            assert_eq!(t["routing"]["generation"], "seed", "{t:#}");
+            if extra.contains(&"--detect") {
+                let why = t["routing"]["why"].as_str().unwrap();
+                assert!(why.starts_with("execd answered at the seed URL"), "{why}");
+            }
         }
         for (&vmid, b) in targets.iter().zip(before) {
             assert_eq!(

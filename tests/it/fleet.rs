@@ -365,3 +365,66 @@ fn serve_stops_on_sigterm() {
     assert!(rest.contains("pvediag serve: stopping"), "{rest}");
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+/// The exporter remembers each target's routing generation from one scrape to the next: on a
+/// 2026 host without Caddy's configuration, the first scrape's seed guess is refuted (and costs
+/// the seed form's requests), every later scrape's guess is right and sends only its own probes.
+#[test]
+fn serve_remembers_each_targets_generation_between_scrapes() {
+    if !crate::common::curl_present() {
+        return;
+    }
+    let rt = runtime();
+    let lab = start_lab(
+        &rt,
+        pvediag::lab::fleet_2026(1, 202, None, pvediag::lab::Delays::default()),
+    );
+    let mut child = Child(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("pvediag"))
+            .env_clear()
+            .env("PVE_API_URL", lab.pve_url.clone().unwrap())
+            .env("PVE_API_TOKEN", pvediag::lab::pve::TOKEN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(lab_reach_args(&lab))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("pvediag serve: listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let scrape = || {
+        let before = lab.edge_requests_total();
+        let body = rt.block_on(async {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .get(format!("{base}/probe?target=202"))
+                .header("X-Prometheus-Scrape-Timeout-Seconds", "20")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        let s = parse_prometheus(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        assert_eq!(find(&s, "pvediag_exit_code", &[])[0].value, 0.0, "{body}");
+        lab.edge_requests_total() - before
+    };
+    let (first, second, third) = (scrape(), scrape(), scrape());
+    assert_eq!(second, third, "{first} {second} {third}");
+    assert!(
+        first >= second + 5,
+        "the seed form's probes are sent once: {first} {second} {third}"
+    );
+    drop(child);
+}

@@ -404,10 +404,9 @@ fn hostname_and_vmid_targets_give_the_same_result() {
     };
     assert_eq!(strip(&by_vmid), strip(&by_name));
     assert_eq!(by_vmid["targets"][0]["routing"]["generation"], "2026");
-    assert!(by_vmid["targets"][0]["routing"]["why"]
-        .as_str()
-        .unwrap()
-        .contains("execd answered at the 2026 URL"));
+    // Told by what answered: the seed URL (the default guess) got Caddy's 2026 catch-all.
+    let why = by_vmid["targets"][0]["routing"]["why"].as_str().unwrap();
+    assert!(why.contains("with its 2026 catch-all"), "{why}");
     assert_eq!(
         not_healthy(&by_vmid, 0),
         vec![(
@@ -531,4 +530,188 @@ fn options_unanswered_is_a_verdict_naming_the_options_handler() {
     // The fixed layout answers it: nothing degraded.
     let (code, _, err) = demo_2026(&["--scenario", "healthy"]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// (generation, container, [(service, status, layer, candidates, rule)]) of every target.
+type Known = Vec<(
+    String,
+    String,
+    Vec<(String, String, String, String, String)>,
+)>;
+
+fn what_is_known(v: &Value) -> Known {
+    v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let services = t["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let v = &s["verdict"];
+                    (
+                        s["name"].as_str().unwrap().to_string(),
+                        v["status"].to_string(),
+                        v["layer"].to_string(),
+                        v["candidates"].to_string(),
+                        v["rule"].to_string(),
+                    )
+                })
+                .collect();
+            (
+                t["routing"]["generation"].to_string(),
+                t["routing"]["container"].to_string(),
+                services,
+            )
+        })
+        .collect()
+}
+
+/// Without `--catalog` or Caddy's configuration, each target's probes are made with a guess (the
+/// default, or its last run's generation) and settle it. The guess changes what it costs, never
+/// what is known: with a guess of seed and a guess of 2026, every scenario of both layouts gives
+/// the same exit code, generations and verdicts.
+#[test]
+fn the_guess_changes_the_cost_not_the_verdicts() {
+    use std::io::BufRead;
+    if !curl_present() {
+        return;
+    }
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "seed",
+            &[
+                "healthy",
+                "seed",
+                "service-down",
+                "container-down",
+                "tunnel-down",
+                "caddy-down",
+                "exec-unauthorized",
+            ],
+        ),
+        (
+            "2026",
+            &[
+                "healthy",
+                "service-down",
+                "container-down",
+                "tunnel-down",
+                "worker-daemon",
+                "mixed-host",
+                "exec-unauthorized",
+            ],
+        ),
+    ];
+    for (layout, scenarios) in cases {
+        for scenario in *scenarios {
+            let mut child = Killed(
+                std::process::Command::new(env!("CARGO_BIN_EXE_pvediag"))
+                    .args([
+                        "demo",
+                        "--serve",
+                        "--layout",
+                        layout,
+                        "--scenario",
+                        scenario,
+                    ])
+                    .env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+            let mut after = false;
+            let mut command = None;
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                if line.starts_with("diagnose it with:") {
+                    after = true;
+                    continue;
+                }
+                if after {
+                    command = Some(line.trim().to_string());
+                    break;
+                }
+            }
+            let command = command.expect("demo --serve prints the command").replacen(
+                "pvediag ",
+                &format!("{} ", env!("CARGO_BIN_EXE_pvediag")),
+                1,
+            );
+            assert!(!command.contains("--catalog"), "{command}");
+            // Without Caddy's configuration: nothing but the probes tells the generation.
+            let command = match command.split_once(" --caddyfile ") {
+                Some((a, b)) => format!("{a} {}", b.split_once(' ').map_or("", |x| x.1)),
+                None => command,
+            };
+            let state = tempfile::tempdir().unwrap();
+            let run = |extra: &str, no_state: bool| {
+                let mut c = std::process::Command::new("bash");
+                c.args([
+                    "-c",
+                    &format!("{command} --format json --timeout 3s {extra}"),
+                ])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default());
+                if no_state {
+                    c.env("PVEDIAG_NO_STATE", "1");
+                }
+                let out = c.output().unwrap();
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                    panic!(
+                        "{layout} {scenario}: {e}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                });
+                (out.status.code(), v)
+            };
+            // The default guess (seed), then the last run's (2026): a run that named 2026
+            // leaves it in the state directory. One of the two guesses is wrong in each layout.
+            let (code_a, a) = run("", true);
+            let dir = state.path().display().to_string();
+            run(&format!("--catalog 2026 --state-dir {dir}"), false);
+            let (code_b, b) = run(&format!("--state-dir {dir}"), false);
+            if *scenario == "healthy" {
+                // The two runs took different paths: the right guess is confirmed by the probes,
+                // the wrong one refuted (and the 2026 form reached in its own probes).
+                let why = |v: &Value| {
+                    v["targets"][0]["routing"]["why"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                };
+                let (wa, wb) = (why(&a), why(&b));
+                assert_ne!(wa, wb, "{layout}: the state's guess was not used");
+                let (right, wrong) = if *layout == "seed" {
+                    (&wa, &wb)
+                } else {
+                    (&wb, &wa)
+                };
+                assert!(right.starts_with("execd answered at the"), "{right}");
+                assert!(right.contains(", and the "), "{right}");
+                assert!(!wrong.contains(", and the "), "{wrong}");
+            }
+            assert_eq!(code_a, code_b, "{layout} {scenario}");
+            assert_eq!(
+                what_is_known(&a),
+                what_is_known(&b),
+                "{layout} {scenario}:\n{a:#}\n{b:#}"
+            );
+        }
+    }
+}
+
+/// A child process killed when dropped (also when an assertion fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
