@@ -9,13 +9,13 @@ use crate::report::{
 };
 use crate::settings::Settings;
 
-/// Renders the report in the configured format.
-pub(crate) fn render(cfg: &Settings, report: &Report) -> String {
+/// The configured format.
+fn format(cfg: &Settings) -> Box<dyn Format> {
     match cfg.format {
-        OutputFormat::Table => TableFormat::new(cfg.color, cfg.width).render(report),
-        OutputFormat::Json => Json.render(report),
-        OutputFormat::Junit => Junit.render(report),
-        OutputFormat::Prometheus => Prometheus.render(report),
+        OutputFormat::Table => Box::new(TableFormat::new(cfg.color, cfg.width)),
+        OutputFormat::Json => Box::new(Json),
+        OutputFormat::Junit => Box::new(Junit),
+        OutputFormat::Prometheus => Box::new(Prometheus),
     }
 }
 
@@ -35,14 +35,15 @@ pub fn emit(
     report: &Report,
 ) -> Result<u8, UsageError> {
     print_warnings(cfg.quiet, cfg.warnings.iter().chain(&targets.warnings));
-    let text = render(cfg, report);
+    // Written as it is rendered (a fleet's JSON is never held whole in memory).
+    let f = format(cfg);
     match &cfg.output {
-        Some(path) => write_atomically(path, text.as_bytes())
+        Some(path) => write_atomically(path, |w| f.write(report, w))
             .map_err(|e| UsageError::new(format!("-o {}: {e}", path.display())))?,
         None if !cfg.quiet => {
-            let mut out = std::io::stdout().lock();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             // A closed pipe (| head) is not an error worth a message.
-            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+            let _ = f.write(report, &mut out).and_then(|_| out.flush());
         }
         None => {}
     }
@@ -50,19 +51,24 @@ pub fn emit(
 }
 
 /// Writes `NAME.tmp` next to the file, then renames it over the file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("not a file path"))?;
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    let written = (|| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })();
+    written
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }

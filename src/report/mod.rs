@@ -236,6 +236,11 @@ pub(crate) fn exit_code_for(worst: Status) -> u8 {
 /// One output format.
 pub trait Format {
     fn render(&self, report: &Report) -> String;
+
+    /// Writes what [`Format::render`] returns (a format may write it without holding it whole).
+    fn write(&self, report: &Report, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        w.write_all(self.render(report).as_bytes())
+    }
 }
 
 #[cfg(test)]

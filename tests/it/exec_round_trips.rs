@@ -50,7 +50,13 @@ fn config(lab: &Lab, vmids: &[u32], extra: &[&str]) -> crate::common::servers::C
 }
 
 fn assert_healthy(report: &pvediag::report::Report) {
+    use pvediag::report::Format;
     let v = pvediag::report::json::to_value(report);
+    // `--format json` writes one target at a time: the same bytes as the whole document.
+    assert_eq!(
+        pvediag::report::json::Json.render(report),
+        serde_json::to_string_pretty(&v).unwrap() + "\n"
+    );
     for t in v["targets"].as_array().unwrap() {
         assert_eq!(t["status"], "healthy", "{t:#}");
     }
