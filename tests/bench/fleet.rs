@@ -1,7 +1,8 @@
 //! `cargo bench --bench fleet`: pvediag against a fleet of lab containers with latency injected at
 //! every hop, side by side with the same work done by hand (one `curl --parallel` with every public
 //! GET and one exec POST per sandbox, each POST running one `curl --parallel` over the container's
-//! ports), with the seed's manual procedure (sequential curl + exec calls), with `curl --parallel`
+//! ports and HTTP back ends, one `systemctl show` for the catalog's units and a read of each banner
+//! back end: the facts pvediag gathers), with the seed's manual procedure (sequential curl + exec calls), with `curl --parallel`
 //! doing only the external half, and with the floor computed from the delays.
 //! See docs/performance.md.
 //!
@@ -315,28 +316,146 @@ fn curl_config_for(
     (s, n)
 }
 
+/// What the catalog (`checks/*.json`) asks inside the container beyond its services' own probes
+/// (issue 14): the HTTP back ends (port, method, path, headers), the banner back ends' ports, and
+/// every unit the services, their back ends and what those need name.
+struct BackWork {
+    http: Vec<(u16, String, String, Vec<(String, String)>)>,
+    banners: Vec<u16>,
+    units: Vec<String>,
+}
+
+fn back_work() -> BackWork {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checks");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut w = BackWork {
+        http: Vec::new(),
+        banners: Vec::new(),
+        units: Vec::new(),
+    };
+    let unit = |u: &serde_json::Value, w: &mut BackWork| {
+        if let Some(u) = u.as_str().filter(|u| !u.is_empty()) {
+            if !w.units.iter().any(|x| x == u) {
+                w.units.push(u.to_string());
+            }
+        }
+    };
+    for f in files {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        unit(&v["unit"], &mut w);
+        let b = &v["backend"];
+        if b.is_null() {
+            continue;
+        }
+        unit(&b["unit"], &mut w);
+        for n in b["needs"].as_array().into_iter().flatten() {
+            unit(n, &mut w);
+        }
+        let port = b["port"].as_u64().unwrap_or(0) as u16;
+        if b["check"]["banner"].is_string() {
+            w.banners.push(port);
+        } else if let Some(h) = b["check"]["http"].as_object() {
+            let headers = h
+                .get("headers")
+                .and_then(|x| x.as_object())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            w.http.push((
+                port,
+                h["method"].as_str().unwrap_or("GET").to_string(),
+                h["path"].as_str().unwrap_or("/").to_string(),
+                headers,
+            ));
+        }
+    }
+    w
+}
+
+/// The reference really does the work: its exec call's answer (execd's JSON lines) carries
+/// every unit's state, every banner and one status line per request, all as pvediag would see them.
+fn check_same_work(lab: &Lab, vmid: u32, token: &str, inner: &str, back: &BackWork) {
+    let body = serde_json::json!({ "command": inner, "timeout_ms": 10000 }).to_string();
+    let out = Command::new("curl")
+        .args(["-sS", "--connect-to"])
+        .arg(format!("::127.0.0.1:{}", lab.edge_addr.port()))
+        .arg("--cacert")
+        .arg(&lab.ca_cert_path)
+        .arg("-H")
+        .arg(format!("authorization: Bearer {token}"))
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(&body)
+        .arg(format!("https://exec-{vmid}.{}/exec", lab.domain))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines = |needle: &str| text.matches(needle).count();
+    assert_eq!(lines("ActiveState="), back.units.len(), "units: {text}");
+    assert!(lines("RFB 003.") >= back.banners.len(), "banners: {text}");
+    assert!(
+        !text.contains("\"000"),
+        "a request of the reference failed: {text}"
+    );
+}
+
 /// The same work as pvediag, by hand: ONE `curl --parallel` config with every public GET of every
 /// sandbox and one exec POST per sandbox, whose command runs ONE `curl --parallel` over the
 /// container's ports (every catalog service, its probe's method, path and headers), bodies to
 /// /dev/null. Returns the config and the number of requests through the edge per sandbox.
 fn same_work_config(lab: &Lab, catalog: &Catalog, vmids: &[u32], token: &str) -> (String, usize) {
-    let mut inner = String::from("curl --parallel --parallel-immediate");
-    for (i, svc) in catalog.services.iter().enumerate() {
+    let back = back_work();
+    // The units' state and the banners, in the background while curl runs (as pvediag does).
+    let mut inner = String::new();
+    if !back.units.is_empty() {
+        inner.push_str(&format!(
+            "systemctl show --no-pager -p Id,LoadState,ActiveState,SubState,NRestarts,ExecMainStatus,ExecMainExitTimestamp -- {} 2>&1 & ",
+            back.units.iter().map(|u| shell_quote(u)).collect::<Vec<_>>().join(" ")
+        ));
+    }
+    for port in &back.banners {
+        inner.push_str(&format!(
+            "(exec 3<>/dev/tcp/127.0.0.1/{port} && IFS= read -r -t 10 -n 64 l <&3; echo \"$l\") 2>/dev/null & "
+        ));
+    }
+    inner.push_str("curl --parallel --parallel-immediate");
+    let requests = catalog
+        .services
+        .iter()
+        .map(|svc| {
+            (
+                svc.port,
+                &svc.probe.method,
+                &svc.probe.path,
+                &svc.probe.headers,
+            )
+        })
+        .chain(back.http.iter().map(|(port, m, p, h)| (*port, m, p, h)));
+    for (i, (port, method, path, headers)) in requests.enumerate() {
         if i > 0 {
             inner.push_str(" --next");
         }
         inner.push_str(&format!(
             " -sS -o /dev/null -w '%{{http_code}}\\n' -X {}",
-            shell_quote(&svc.probe.method)
+            shell_quote(method)
         ));
-        for (k, v) in &svc.probe.headers {
+        for (k, v) in headers {
             inner.push_str(&format!(" -H {}", shell_quote(&format!("{k}: {v}"))));
         }
         inner.push_str(&format!(
             " {}",
-            shell_quote(&format!("http://127.0.0.1:{}{}", svc.port, svc.probe.path))
+            shell_quote(&format!("http://127.0.0.1:{port}{path}"))
         ));
     }
+    inner.push_str("; wait");
+    check_same_work(lab, vmids[0], token, &inner, &back);
     let body = serde_json::json!({ "command": inner, "timeout_ms": 10000 }).to_string();
     // A curl config string: backslash and double quote escaped.
     let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
@@ -714,8 +833,9 @@ fn main() {
         (n, list, urls, p, c)
     };
 
-    // Without --catalog (and without a Caddyfile or the admin API), pvediag first asks each target
-    // which URL form answers (generation.rs): measured at the largest size.
+    // Without --catalog (and without a Caddyfile or the admin API), each target's own probes settle
+    // its generation (generation.rs; the URL forms are asked only when they leave it open):
+    // measured at the largest size.
     let detection = {
         let n = max_n;
         let vmids: Vec<u32> = (0..n as u32).map(|i| FIRST_VMID + i).collect();
@@ -768,7 +888,7 @@ fn main() {
         );
     }
     println!();
-    println!("the same work by hand: one curl --parallel with every public GET and one exec POST per sandbox, each POST running one curl --parallel over the container's ports");
+    println!("the same work by hand: one curl --parallel with every public GET and one exec POST per sandbox, each POST running one systemctl show for the catalog's units and a read of each banner back end while one curl --parallel goes over the container's ports and HTTP back ends");
     println!();
     println!(
         "| VMIDs | pvediag ms | by hand ms (max in flight) | pvediag/by hand | requests per sandbox (+ per run): pvediag, by hand | container processes (programs) per sandbox: pvediag, by hand | CPU ms per run, client + lab servers + containers: pvediag, by hand | pvediag peak RSS MiB |"
@@ -833,7 +953,7 @@ fn main() {
     {
         let (n, p, req) = &detection;
         println!(
-            "without --catalog (generation detection first), {n} VMIDs: pvediag {:.0} ms, requests per sandbox {:.2} (+{:.2} per run)",
+            "without --catalog (the generation settled by the probes), {n} VMIDs: pvediag {:.0} ms, requests per sandbox {:.2} (+{:.2} per run)",
             p.wall_ms, req.0, req.1
         );
     }
