@@ -162,11 +162,15 @@ async fn diagnose_once(
         .collect();
     // The 2026 layout answers CORS preflights in Caddy: one OPTIONS for the run, sent with the
     // probes of the first target that goes to the 2026 URL form (a lazy shared future).
-    let preflight_cfg = crate::generation::config_for(
-        &probe,
-        &settings.generation,
-        &crate::generation::Choice::same(crate::generation::Generation::Y2026, String::new()),
-    );
+    // The probe configs a target can get: one per (routing, container) generation, shared by
+    // every target that gets it (a config holds the whole fleet's tokens and names).
+    let configs = Configs::new(&probe, &settings.generation);
+    let preflight_cfg = configs
+        .get(&crate::generation::Choice::same(
+            Generation::Y2026,
+            String::new(),
+        ))
+        .clone();
     let preflight_client = &client;
     let preflight = async move {
         match preflight_cfg.template.uses("port") && !preflight_cfg.no_origin_check {
@@ -188,11 +192,11 @@ async fn diagnose_once(
         base: &probe,
         settings,
         layout,
+        configs: &configs,
         origin,
         host_wide,
         preflight,
     };
-    let base = &probe;
     let observed = futures_util::future::join_all(targets.vmids.iter().map(|&vmid| {
         let (run, plan, gate, progress) = (&run, &plans[&vmid], &gate, &progress);
         async move {
@@ -204,12 +208,10 @@ async fn diagnose_once(
                 o
             };
             let o = match tokio::time::timeout(remaining, work).await {
-                Ok((o, choice, cfg)) => (o, Completion::InTime, choice, cfg),
+                Ok((o, choice)) => (o, Completion::InTime, choice),
                 Err(_) => {
-                    let cfg =
-                        crate::generation::config_for(base, &settings.generation, &plan.choice);
-                    let o = unfinished(&cfg, vmid, deadline);
-                    (o, Completion::CutByDeadline, plan.choice.clone(), cfg)
+                    let o = unfinished(run.configs.get(&plan.choice), vmid, deadline);
+                    (o, Completion::CutByDeadline, plan.choice.clone())
                 }
             };
             progress.done();
@@ -218,17 +220,16 @@ async fn diagnose_once(
     }))
     .await;
     let mut chosen = std::collections::BTreeMap::new();
-    let mut per_target = std::collections::BTreeMap::new();
+
     let mut observations = Vec::with_capacity(observed.len());
-    for (o, completion, choice, cfg) in observed {
+    for (o, completion, choice) in observed {
         if completion == Completion::InTime {
             memory.remember(&probe.domain, o.vmid, choice.routing);
         }
         chosen.insert(o.vmid, choice);
-        per_target.insert(o.vmid, cfg);
         observations.push((o, completion));
     }
-    let probe_of = |vmid: u32| per_target.get(&vmid).unwrap_or(&probe);
+    let probe_of = |vmid: u32| chosen.get(&vmid).map_or(&probe, |c| configs.get(c));
     // The preflight's answer when a target goes to the 2026 URL form (already there: it was sent
     // with that target's probes).
     let preflight = match chosen
@@ -404,6 +405,37 @@ fn remembered_generations(
         .collect()
 }
 
+/// The probe config of each (routing, container) generation pair, made once per run.
+struct Configs(std::collections::BTreeMap<(Generation, Generation), crate::probe::ProbeConfig>);
+
+impl Configs {
+    fn new(
+        base: &crate::probe::ProbeConfig,
+        setting: &crate::generation::GenerationSetting,
+    ) -> Configs {
+        let mut m = std::collections::BTreeMap::new();
+        for routing in Generation::ALL {
+            for container in Generation::ALL {
+                let c = crate::generation::Choice {
+                    routing,
+                    container,
+                    why: String::new(),
+                };
+                m.insert(
+                    (routing, container),
+                    crate::generation::config_for(base, setting, &c),
+                );
+            }
+        }
+        Configs(m)
+    }
+
+    /// The config a target with this choice is probed with.
+    fn get(&self, c: &crate::generation::Choice) -> &crate::probe::ProbeConfig {
+        &self.0[&(c.routing, c.container)]
+    }
+}
+
 type SharedRunWide<'a, T> = futures_util::future::Shared<futures_util::future::BoxFuture<'a, T>>;
 
 /// What every target's probes share in one run.
@@ -412,6 +444,7 @@ struct Run<'a, 'f> {
     base: &'a crate::probe::ProbeConfig,
     settings: &'a Settings,
     layout: Option<(&'a crate::generation::CaddyLayout, &'a str)>,
+    configs: &'a Configs,
     origin: SharedRunWide<'f, Option<crate::observation::OriginCheck>>,
     host_wide: SharedRunWide<'f, Option<crate::probe::host::HostWide>>,
     preflight: SharedRunWide<'f, Option<(String, Probe)>>,
@@ -425,16 +458,14 @@ impl Run<'_, '_> {
         &self,
         plan: &crate::generation::Plan,
         vmid: u32,
-    ) -> (
-        TargetObservation,
-        crate::generation::Choice,
-        crate::probe::ProbeConfig,
-    ) {
-        use crate::generation::{config_for, Generation};
+    ) -> (TargetObservation, crate::generation::Choice) {
         let setting = &self.settings.generation;
-        let cfg = config_for(self.base, setting, &plan.choice);
         let o = self
-            .probe(&cfg, vmid, plan.choice.routing == Generation::Y2026)
+            .probe(
+                self.configs.get(&plan.choice),
+                vmid,
+                plan.choice.routing == Generation::Y2026,
+            )
             .await;
         let c = match crate::generation::settle(plan, &o, self.layout) {
             Some(c) => c,
@@ -450,11 +481,12 @@ impl Run<'_, '_> {
             .unwrap_or_else(|| plan.choice.clone()),
         };
         if (c.routing, c.container) == (plan.choice.routing, plan.choice.container) {
-            return (o, c, cfg);
+            return (o, c);
         }
-        let cfg = config_for(self.base, setting, &c);
-        let o = self.probe(&cfg, vmid, c.routing == Generation::Y2026).await;
-        (o, c, cfg)
+        let o = self
+            .probe(self.configs.get(&c), vmid, c.routing == Generation::Y2026)
+            .await;
+        (o, c)
     }
 
     /// One target's probes; with the run's CORS preflight alongside when they go to the 2026 form.

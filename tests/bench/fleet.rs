@@ -320,10 +320,13 @@ fn curl_config_for(
 /// (issue 14): the HTTP back ends (port, method, path, headers), the banner back ends' ports, and
 /// every unit the services, their back ends and what those need name.
 struct BackWork {
-    http: Vec<(u16, String, String, Vec<(String, String)>)>,
+    http: Vec<HttpBackEnd>,
     banners: Vec<u16>,
     units: Vec<String>,
 }
+
+/// An HTTP back end's port, method, path and headers.
+type HttpBackEnd = (u16, String, String, Vec<(String, String)>);
 
 fn back_work() -> BackWork {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checks");
