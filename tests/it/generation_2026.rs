@@ -285,21 +285,25 @@ fn the_printed_serve_command_diagnoses_2026_scenarios() {
         return;
     }
     for scenario in ["cors-doubled", "worker-daemon", "service-down"] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pvediag"))
-            .args([
-                "demo",
-                "--serve",
-                "--layout",
-                "2026",
-                "--scenario",
-                scenario,
-            ])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // Killed when dropped: also when an assertion below fails.
+        let mut child = Killed(
+            std::process::Command::new(env!("CARGO_BIN_EXE_pvediag"))
+                .args([
+                    "demo",
+                    "--serve",
+                    "--layout",
+                    "2026",
+                    "--scenario",
+                    scenario,
+                ])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
         let mut after = false;
         let mut command = None;
         for line in lines.by_ref() {
@@ -348,10 +352,6 @@ fn the_printed_serve_command_diagnoses_2026_scenarios() {
             v["targets"][0]["routing"]["instance"],
             lab::pvelxc_hostname(202).as_str()
         );
-        let _ = std::process::Command::new("kill")
-            .arg(child.id().to_string())
-            .status();
-        let _ = child.wait();
     }
 }
 
