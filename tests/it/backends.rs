@@ -38,14 +38,15 @@ fn vnc_server_down_names_the_vnc_server_port_and_unit() {
         .as_str()
         .unwrap()
         .contains("systemctl status cmux-tigervnc"));
-    // The journal was read for the failing service's units, and only for them.
+    // The journal was read for the failing service's units (the front's and its back end's), and
+    // only for them (every lab unit has journal lines: a running one its start).
     let units = v["targets"][0]["inside"]["systemd"]["units"]
         .as_array()
         .unwrap();
     for u in units {
         let id = u["id"].as_str().unwrap();
         let has_journal = u.get("journal").is_some();
-        let vnc_unit = id == "cmux-tigervnc.service";
+        let vnc_unit = id == "cmux-tigervnc.service" || id == "cmux-vnc-proxy.service";
         assert_eq!(has_journal, vnc_unit, "{id}: {u}");
     }
     let back = &v["targets"][0]["inside"]["backends"];
