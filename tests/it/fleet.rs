@@ -240,26 +240,22 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn serve_answers_probes_health_and_its_own_metrics() {
-    if !crate::common::curl_present() {
-        return;
-    }
-    let rt = runtime();
-    let lab = start_lab(&rt, pvediag::lab::LabConfig::default());
+/// `pvediag serve` on a free port of 127.0.0.1, pointed at the lab, with `env`: the process (killed
+/// when dropped) and its base URL, read from the line it prints once listening.
+fn serve(lab: &pvediag::lab::Lab, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Child(
         std::process::Command::new(assert_cmd::cargo::cargo_bin("pvediag"))
             .env_clear()
+            .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(lab_reach_args(&lab))
+            .args(lab_reach_args(lab))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let stderr = child.0.stderr.take().unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(stderr)
+    std::io::BufReader::new(child.0.stderr.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let base = line
@@ -267,6 +263,17 @@ fn serve_answers_probes_health_and_its_own_metrics() {
         .strip_prefix("pvediag serve: listening on ")
         .unwrap_or_else(|| panic!("{line}"))
         .to_string();
+    (child, base)
+}
+
+#[test]
+fn serve_answers_probes_health_and_its_own_metrics() {
+    if !crate::common::curl_present() {
+        return;
+    }
+    let rt = runtime();
+    let lab = start_lab(&rt, pvediag::lab::LabConfig::default());
+    let (child, base) = serve(&lab, &[]);
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     rt.block_on(async {
@@ -379,27 +386,14 @@ fn serve_remembers_each_targets_generation_between_scrapes() {
         &rt,
         pvediag::lab::fleet_2026(1, 202, None, pvediag::lab::Delays::default()),
     );
-    let mut child = Child(
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("pvediag"))
-            .env_clear()
-            .env("PVE_API_URL", lab.pve_url.clone().unwrap())
-            .env("PVE_API_TOKEN", pvediag::lab::pve::TOKEN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(lab_reach_args(&lab))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let pve = lab.pve_url.clone().unwrap();
+    let (child, base) = serve(
+        &lab,
+        &[
+            ("PVE_API_URL", pve.as_str()),
+            ("PVE_API_TOKEN", pvediag::lab::pve::TOKEN),
+        ],
     );
-    let mut line = String::new();
-    std::io::BufReader::new(child.0.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("pvediag serve: listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
     let scrape = || {
         let before = lab.edge_requests_total();
         let body = rt.block_on(async {

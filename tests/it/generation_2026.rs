@@ -280,44 +280,12 @@ fn a_mixed_host_is_diagnosed_per_target() {
 /// catalog) that diagnoses the 2026 lab exactly as `demo` does.
 #[test]
 fn the_printed_serve_command_diagnoses_2026_scenarios() {
-    use std::io::BufRead;
     if !curl_present() {
         return;
     }
     for scenario in ["cors-doubled", "worker-daemon", "service-down"] {
-        // Killed when dropped: also when an assertion below fails.
-        let mut child = Killed(
-            std::process::Command::new(env!("CARGO_BIN_EXE_pvediag"))
-                .args([
-                    "demo",
-                    "--serve",
-                    "--layout",
-                    "2026",
-                    "--scenario",
-                    scenario,
-                ])
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
-        let mut after = false;
-        let mut command = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if line.starts_with("diagnose it with:") {
-                after = true;
-                continue;
-            }
-            if after {
-                command = Some(line.trim().to_string());
-                break;
-            }
-        }
-        let command = command.expect("demo --serve prints the command");
+        // The lab is killed when `_lab` is dropped: also when an assertion below fails.
+        let (_lab, command) = serve_lab("2026", scenario);
         assert!(!command.contains("--url-template"), "{command}");
         assert!(!command.contains("--catalog"), "{command}");
         assert!(
@@ -575,7 +543,6 @@ fn what_is_known(v: &Value) -> Known {
 /// the same exit code, generations and verdicts.
 #[test]
 fn the_guess_changes_the_cost_not_the_verdicts() {
-    use std::io::BufRead;
     if !curl_present() {
         return;
     }
@@ -607,38 +574,8 @@ fn the_guess_changes_the_cost_not_the_verdicts() {
     ];
     for (layout, scenarios) in cases {
         for scenario in *scenarios {
-            let mut child = Killed(
-                std::process::Command::new(env!("CARGO_BIN_EXE_pvediag"))
-                    .args([
-                        "demo",
-                        "--serve",
-                        "--layout",
-                        layout,
-                        "--scenario",
-                        scenario,
-                    ])
-                    .env_clear()
-                    .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
-            let mut after = false;
-            let mut command = None;
-            for line in lines.by_ref() {
-                let line = line.unwrap();
-                if line.starts_with("diagnose it with:") {
-                    after = true;
-                    continue;
-                }
-                if after {
-                    command = Some(line.trim().to_string());
-                    break;
-                }
-            }
-            let command = command.expect("demo --serve prints the command").replacen(
+            let (_lab, command) = serve_lab(layout, scenario);
+            let command = command.replacen(
                 "pvediag ",
                 &format!("{} ", env!("CARGO_BIN_EXE_pvediag")),
                 1,
@@ -708,6 +645,40 @@ fn the_guess_changes_the_cost_not_the_verdicts() {
 
 /// A child process killed when dropped (also when an assertion fails).
 struct Killed(std::process::Child);
+
+/// `pvediag demo --serve --layout LAYOUT --scenario SCENARIO`: the running lab and the command it
+/// prints to diagnose it by hand.
+fn serve_lab(layout: &str, scenario: &str) -> (Killed, String) {
+    use std::io::BufRead;
+    let mut child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pvediag"))
+            .args([
+                "demo",
+                "--serve",
+                "--layout",
+                layout,
+                "--scenario",
+                scenario,
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let command = lines
+        .by_ref()
+        .skip_while(|l| !l.starts_with("diagnose it with:"))
+        .nth(1)
+        .expect("demo --serve prints the command");
+    // The rest of what the lab prints is read (and dropped) until it is killed.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, command.trim().to_string())
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
