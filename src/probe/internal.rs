@@ -288,7 +288,7 @@ fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
         "if [ \"$via\" = curl ]; then\n  qd=${TMPDIR:-/tmp}\n  [ -z \"$TMPDIR\" ] && [ -d /dev/shm ] && [ -w /dev/shm ] && qd=/dev/shm\n  q=$qd/pvediag.$$.$RANDOM$RANDOM\n  ok=1\n  set -C\n  for f in w",
     );
     for i in 0..n {
-        c.push_str(&format!(" {i}.b {i}.h"));
+        c.push_str(&format!(" {i}"));
     }
     c.push_str("; do { : >\"$q.$f\"; } 2>/dev/null || ok=0; done\n  set +C\n");
     c.push_str(&format!(
@@ -304,7 +304,7 @@ fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
             format!("-X {}", shell_quote(&s.method))
         };
         c.push_str(&format!(
-            " -s --max-time \"$T\" -o \"$q.{i}.b\" -D \"$q.{i}.h\" -w {} {method}",
+            " -s --max-time \"$T\" -i -o \"$q.{i}\" -w {} {method}",
             // Names are [a-z0-9-.]: nothing for -w to interpret.
             shell_quote(&format!(
                 "{} %{{exitcode}} %{{http_code}} %{{time_total}} %{{size_header}} %{{size_download}} %{{errormsg}}\\n",
@@ -341,7 +341,7 @@ fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
     // Its own files, named (no directory scan), removed in the background: the stream's end does
     // not wait for `rm`.
     let files: Vec<String> = std::iter::once("\"$q.w\"".to_string())
-        .chain((0..n).flat_map(|i| [format!("\"$q.{i}.b\""), format!("\"$q.{i}.h\"")]))
+        .chain((0..n).map(|i| format!("\"$q.{i}\"")))
         .collect();
     // The back ends' and units' section ends first (`b_end`, issue 14).
     c.push_str(&format!(
@@ -352,17 +352,24 @@ fn batch(probes: &[ScriptProbe], caps: &[usize]) -> String {
 }
 
 /// Bash (builtins only) that prints one `@pvediagr` record per service of the batch: `N` names,
-/// `C` body caps, `W` curl's `-w` lines, the files `$q.I.h` and `$q.I.b`. `LC_ALL=C`: `read -N`
-/// counts bytes.
+/// `C` body caps, `W` curl's `-w` lines, the file `$q.I` (curl's `-i`: the header dump, then the
+/// body; its `-w` line's 5th field is the header dump's size). `LC_ALL=C`: `read -N` counts bytes.
+/// One file per answer instead of two (`-D`): what curl and `rm` do in the container is less.
 const RECORDS: &str = r#"      LC_ALL=C
       B='\'
       esc() { x=${x//"$B"/"$B$B"}; x=${x//$'\n'/"${B}n"}; x=${x//$'\r'/"${B}r"}; x=${x//' '/"${B}s"}; }
-      rd() { x=; { IFS= read -r -d '' -N "$2" x < "$1"; } 2>/dev/null; esc; }
       for i in "${!N[@]}"; do
         x=; for l in "${W[@]}"; do case $l in "${N[i]} "*) x=$l; break ;; esac; done
+        hs=${x#* }; hs=${hs#* }; hs=${hs#* }; hs=${hs#* }; hs=${hs%% *}
+        case $hs in ''|*[!0-9]*) hs=0 ;; esac
+        hk=$(( hs < __HCAP__ ? hs : __HCAP__ ))
         esc; w=$x
-        rd "$q.$i.h" __HCAP__; h=$x
-        rd "$q.$i.b" "${C[i]}"
+        h=; x=
+        {
+          [ $hk -gt 0 ] && { IFS= read -r -d '' -N $hk h; [ $hs -gt $hk ] && IFS= read -r -d '' -N $(( hs - hk )) x; }
+          x=; IFS= read -r -d '' -N "${C[i]}" x
+        } < "$q.$i" 2>/dev/null
+        b=$x; x=$h; esc; h=$x; x=$b; esc
         printf '@pvediagr %s %s %s %s %s %s end\n' "$n" "${N[i]}" "${C[i]}" "$w" "$h" "$x"
       done
 "#;
@@ -848,15 +855,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("p");
         let q = q.to_str().unwrap();
-        let body: Vec<u8> = b"line one\r\nline\ttwo \\ back\\slash\n\n  end ".to_vec();
-        std::fs::write(format!("{q}.0.b"), &body).unwrap();
-        std::fs::write(format!("{q}.0.h"), b"HTTP/1.1 200 OK\r\nX: a b\r\n\r\n").unwrap();
-        std::fs::write(format!("{q}.1.b"), vec![b'z'; 3000]).unwrap();
-        std::fs::write(format!("{q}.1.h"), b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap();
+        // curl's `-i`: the header dump, then the body, in one file; the `-w` line's 5th field is
+        // the dump's size. A body that starts like headers stays the body.
+        let body: Vec<u8> =
+            b"HTTP/1.1 200 OK\r\n\r\nline one\r\nline\ttwo \\ back\\slash\n\n  end ".to_vec();
+        let head0: &[u8] = b"HTTP/1.1 200 OK\r\nX: a b\r\n\r\n";
+        std::fs::write(format!("{q}.0"), [head0, &body].concat()).unwrap();
+        let head1: &[u8] = b"HTTP/1.1 404 Not Found\r\n\r\n";
+        std::fs::write(format!("{q}.1"), [head1, &vec![b'z'; 3000]].concat()).unwrap();
+        // Headers longer than the cap: the first HEADER_CAP bytes kept, the body still found.
+        let long = format!(
+            "HTTP/1.1 200 OK\r\nX-Long: {}\r\n\r\n",
+            "y".repeat(HEADER_CAP + 100)
+        );
+        std::fs::write(format!("{q}.2"), [long.as_bytes(), b"ok"].concat()).unwrap();
         let script = format!(
-            "n=abc\nq={}\nW=('preview 0 404 0.002 26 3000 ' 'exec 0 200 0.001 30 {} ')\nN=(exec preview)\nC=(16384 1024)\n{}",
+            "n=abc\nq={}\nW=('preview 0 404 0.002 {} 3000 ' 'exec 0 200 0.001 {} {} ' 'proxy 0 200 0.001 {} 2 ')\nN=(exec preview proxy)\nC=(16384 1024 1024)\n{}",
             shell_quote(q),
+            head1.len(),
+            head0.len(),
             body.len(),
+            long.len(),
             RECORDS.replace("__HCAP__", &HEADER_CAP.to_string())
         );
         let out = std::process::Command::new("bash")
@@ -869,7 +888,7 @@ mod tests {
             .lines()
             .filter_map(|l| parse_batch_record(l, "abc"))
             .collect();
-        assert_eq!(recs.len(), 2, "{stdout}");
+        assert_eq!(recs.len(), 3, "{stdout}");
         let r = recs[0].probe.response().unwrap();
         assert_eq!(r.body.as_bytes(), &body[..], "{stdout}");
         assert_eq!(r.header("x"), Some("a b"));
@@ -879,6 +898,8 @@ mod tests {
             (p.status, p.body.len(), p.body_truncated),
             (404, 1024, true)
         );
+        let l = recs[2].probe.response().unwrap();
+        assert_eq!((l.status, l.body.as_str()), (200, "ok"), "{stdout}");
     }
 
     #[test]

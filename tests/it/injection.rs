@@ -173,6 +173,7 @@ fn check_transfer(
         "-sS",
         "-S",
         "-I",
+        "-i",
         "--parallel",
         "--parallel-immediate",
         "--no-progress-meter",
