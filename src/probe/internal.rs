@@ -277,8 +277,10 @@ fn script(
 /// rather than disk, else `/tmp`), each created by bash with noclobber (O_EXCL: never someone
 /// else's file or link) before curl writes it — no `mktemp` process on the way.
 ///
-/// Lean: the container runs bash, curl and `rm`, nothing else. Bash reads each header dump and each
-/// body (up to [`body_cap`] of the service: what its fingerprint needs) with `read -N`, escapes
+/// Lean: the container runs bash, curl and `rm`, nothing else, and curl writes one file per answer
+/// (`-i`: the header dump, then the body; the `-w` line's header size splits them). Bash reads each
+/// header dump and each body (up to [`body_cap`] of the service: what its fingerprint needs) with
+/// `read -N`, escapes
 /// it with parameter expansion (`\` `\\`, newline `\n`, CR `\r`, space `\s`) and prints it; at the
 /// end `rm` removes the files in the background (the stream ends without waiting for it).
 /// `caps[i]`: the body bytes kept for `probes[i]`.
