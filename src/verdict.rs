@@ -266,6 +266,16 @@ impl Answer {
 }
 
 /// Classifies one probe outcome against the service it was meant for.
+/// [`classify`] for an answer no Caddy stands in front of (the internal probe at `127.0.0.1`, the
+/// host's probe of the upstream): an empty 502/504 there is the service's own (a front such as
+/// cmux-cdp-proxy, Go's reverse proxy, answers its back end's death so), never Caddy's.
+pub(crate) fn classify_direct(service: &Service, probe: &Probe) -> Answer {
+    match classify(service, probe) {
+        Answer::CaddyBadGateway(st) => Answer::BadStatus(st),
+        a => a,
+    }
+}
+
 pub(crate) fn classify(service: &Service, probe: &Probe) -> Answer {
     let r = match probe {
         Probe::NotRun { .. } => return Answer::NotRun,
@@ -2201,7 +2211,7 @@ fn decide_host(x: &Subject) -> Option<Row> {
     let ct = x.ctx.instance_name(vmid);
     let hs = h.services.iter().find(|hs| hs.name == s.name)?;
     let c = classify(s, &hs.caddy);
-    let u = classify(s, &hs.upstream);
+    let u = classify_direct(s, &hs.upstream);
     let edge_side = matches!(
         x.e,
         Answer::TunnelDown | Answer::EdgeError { .. } | Answer::NoIngress
@@ -2399,7 +2409,7 @@ pub(crate) fn diagnose(ctx: &Context, t: &TargetObservation) -> TargetVerdict {
         let i = if int_cut {
             Answer::NotRun
         } else {
-            classify(s, &so.internal)
+            classify_direct(s, &so.internal)
         };
         let cut = ext_cut || (int_cut && e == Answer::NotRun);
         let x = Subject {

@@ -278,6 +278,17 @@ pub(super) fn identity_channel(
         return;
     };
     exec.summary.push_str(&format!("; {note}"));
+    // The exec call proves who answers at exec's URL only. Without Caddy's routes (or the host's
+    // view) nothing traces the other public URLs to this sandbox: a route to another sandbox
+    // answers exactly like this one, so "healthy" says no more than that.
+    if t.routes.is_empty()
+        && t.host.is_none()
+        && matches!(assess(&t.identity, t.vmid), Assessment::Confirmed { .. })
+    {
+        exec.summary.push_str(
+            "; the other public URLs are not traced to this sandbox: Caddy's routes were not read (--caddyfile, --caddy-admin or --on-host read them)",
+        );
+    }
     if identity.is_some() || !t.identity.shared_with.is_empty() {
         exec.status = Status::Broken;
         exec.next_step = identity.map(|r| r.next_step).or_else(|| {

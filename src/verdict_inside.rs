@@ -40,7 +40,7 @@ fn back_state<'a>(
         BackendCheck::PortHeader { .. } => {
             let entry = ctx.catalog.by_port(b.port)?;
             let so = t.service(&entry.name)?;
-            match classify(entry, &so.internal) {
+            match classify_direct(entry, &so.internal) {
                 Answer::Healthy | Answer::MissingHeaders(_) => Some(Back::Alive),
                 Answer::NotRun => None,
                 a @ (Answer::Unreachable(_)
@@ -148,7 +148,7 @@ fn backend_next(vmid: u32, unit: &str, state: Option<&UnitState>) -> String {
 
 /// The front's own answer is the back end's absence: a proxy's 502/503/504 made by the front.
 fn front_reports_gateway(i: &Answer) -> bool {
-    matches!(i, Answer::BadStatus(502..=504) | Answer::CaddyBadGateway(_))
+    matches!(i, Answer::BadStatus(502..=504))
 }
 
 /// Refines one service's verdict with what was seen behind its front.

@@ -1666,6 +1666,17 @@ const INSIDE_CASES: &[Case] = &[
     ),
     // cmux-cdp-proxy's own 502: the proxy is fine, Chrome is not.
     case("backend-down", "cdp", chrome_down, Broken, Some(Service)),
+    // ... also when it is empty (Go's reverse proxy's default): inside, no Caddy made it.
+    case(
+        "backend-down",
+        "cdp",
+        |t| {
+            chrome_down(t);
+            set_int(t, "cdp", resp(502, &[], ""));
+        },
+        Broken,
+        Some(Service),
+    ),
     // cmux-proxy's back end is the port it is asked for (execd here).
     case(
         "backend-down",
@@ -2255,6 +2266,44 @@ fn identity_confirmed_keeps_healthy_targets_healthy_in_both_generations() {
             tv.exec.summary
         );
     }
+}
+
+/// The exec call proves who answers at exec's URL; without Caddy's routes or the host view the
+/// exec line says the other public URLs are not traced to the sandbox (a route to another sandbox
+/// would answer the same), and says nothing of it once a route was read.
+#[test]
+fn identity_without_routes_says_what_it_does_not_prove() {
+    let c = Catalog::embedded();
+    let ctx = Context {
+        access_token_sent: false,
+        catalog: &c,
+        layout: Layout::PerService,
+        caddyfile: None,
+        instance: None,
+        connect_to: None,
+        deadline: None,
+        target_cut: false,
+    };
+    let mut t = healthy_target(&c);
+    reported(&mut t, "cmux-202", "10.10.0.202");
+    let tv = diagnose(&ctx, &t);
+    assert!(tv.services.iter().all(|v| v.status == Healthy));
+    assert!(
+        tv.exec.summary.contains("ran in cmux-202")
+            && tv.exec.summary.contains("not traced to this sandbox"),
+        "{}",
+        tv.exec.summary
+    );
+    t.routes.push(RouteObservation {
+        service: "xterm".into(),
+        host: "xterm-202.example.test".into(),
+        upstream_host: Some("cmux-202.lan".into()),
+        upstream_port: Some(39383),
+        source: None,
+        from: Some(RouteFrom::AdminApi),
+    });
+    let tv = diagnose(&ctx, &t);
+    assert!(!tv.exec.summary.contains("not traced"), "{}", tv.exec.summary);
 }
 
 #[test]

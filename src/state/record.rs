@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::observation::{AuthMode, Probe, TargetObservation};
-use crate::verdict::{classify, Answer, Layer, Status, TargetVerdict, Verdict};
+use crate::verdict::{classify, classify_direct, Answer, Layer, Status, TargetVerdict, Verdict};
 
 /// The `format` field of every state file: a file without it is not pvediag's.
 pub(crate) const FORMAT: &str = "pvediag-state";
@@ -224,7 +224,7 @@ pub(crate) fn record(
             continue;
         };
         if !matches!(s.internal, Probe::NotRun { .. }) {
-            let a = classify(svc, &s.internal);
+            let a = classify_direct(svc, &s.internal);
             let answers_as = match a {
                 Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_) => None,
                 _ => catalog
@@ -234,7 +234,7 @@ pub(crate) fn record(
                     .filter(|other| !other.healthy.fingerprint.is_empty())
                     .find(|other| {
                         matches!(
-                            classify(other, &s.internal),
+                            classify_direct(other, &s.internal),
                             Answer::Healthy | Answer::MissingHeaders(_) | Answer::DoubledHeaders(_)
                         )
                     })
