@@ -59,7 +59,8 @@ fn run_202_in(sc: lab::Scenario, extra: &[&str]) -> (i32, Value) {
     std::fs::write(&token, sc.client_token.unwrap()).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut cmd = Command::cargo_bin("pvediag").unwrap();
-    cmd.env_clear();
+    // Tests never write a state directory (as root the default is /var/lib/pvediag).
+    cmd.env_clear().env("PVEDIAG_NO_STATE", "1");
     for (k, v) in lab.host_env() {
         cmd.env(k, v);
     }

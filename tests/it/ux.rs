@@ -16,8 +16,10 @@ use crate::common::curl_present;
 
 fn bin() -> Command {
     let mut c = Command::cargo_bin("pvediag").unwrap();
+    // Tests never write a state directory (as root the default is /var/lib/pvediag).
     c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PVEDIAG_NO_STATE", "1");
     c
 }
 
