@@ -1,7 +1,6 @@
 //! Writing a report where it goes: stdout or a file (atomically: temporary file, then rename).
 
 use std::io::Write;
-use std::path::Path;
 
 use crate::cli::{OutputFormat, UsageError};
 use crate::report::{
@@ -38,8 +37,10 @@ pub fn emit(
     // Written as it is rendered (a fleet's JSON is never held whole in memory).
     let f = format(cfg);
     match &cfg.output {
-        Some(path) => write_atomically(path, |w| f.write(report, w))
-            .map_err(|e| UsageError::new(format!("-o {}: {e}", path.display())))?,
+        Some(path) => {
+            crate::state::store::write_atomically_with(path, false, false, |w| f.write(report, w))
+        }
+        .map_err(|e| UsageError::new(format!("-o {}: {e}", path.display())))?,
         None if !cfg.quiet => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             // A closed pipe (| head) is not an error worth a message.
@@ -48,27 +49,4 @@ pub fn emit(
         None => {}
     }
     Ok(report.exit_code())
-}
-
-/// Writes `NAME.tmp` next to the file, then renames it over the file.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let written = (|| {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write(&mut f)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()
-    })();
-    written
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
 }

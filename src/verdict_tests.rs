@@ -2303,7 +2303,11 @@ fn identity_without_routes_says_what_it_does_not_prove() {
         from: Some(RouteFrom::AdminApi),
     });
     let tv = diagnose(&ctx, &t);
-    assert!(!tv.exec.summary.contains("not traced"), "{}", tv.exec.summary);
+    assert!(
+        !tv.exec.summary.contains("not traced"),
+        "{}",
+        tv.exec.summary
+    );
 }
 
 #[test]

@@ -324,17 +324,29 @@ fn remove_stale_temps(dir: &Path, vmid: u32) {
 /// `path`: `path` is always the old or the new content, whole. With `sync_dir` the directory is
 /// synced too (the rename survives a power loss); [`Store::sync`] does that once for many files.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8], sync_dir: bool) -> std::io::Result<()> {
+    write_atomically_with(path, true, sync_dir, |w| w.write_all(bytes))
+}
+
+/// [`write_atomically`], the content written by `write` through a buffer; `private`: mode 0600
+/// (state files), else the process's umask decides (reports other programs read).
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    private: bool,
+    sync_dir: bool,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut o = OpenOptions::new();
         o.write(true).create_new(true);
         #[cfg(unix)]
-        {
+        if private {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(0o600);
         }
-        let mut f = o.open(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = std::io::BufWriter::new(o.open(&tmp)?);
+        write(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
