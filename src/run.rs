@@ -117,7 +117,7 @@ async fn diagnose_once(
     };
     let probe = probe_config(settings, targets, deadline);
     // Caddy's routes first: their layout chooses each target's routing generation.
-    let (table, mut caddy) = read_caddy(settings).await;
+    let (table, mut caddy) = read_caddy(settings, probe.timeout).await;
     // The origin check names no VMID: one request serves every target.
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
     // Likewise the host's cloudflared readiness and Caddy's loaded routes.
@@ -145,12 +145,19 @@ async fn diagnose_once(
     };
     let layout = layout.as_ref().map(|(l, from)| (l, from.as_str()));
     // Each target's generation before its probes: decided, or a guess its own probes settle.
-    let mut remembered = remembered_generations(settings, &probe, layout, &targets.vmids);
-    for &v in &targets.vmids {
-        if let Some(g) = memory.get(&probe.domain, v) {
-            remembered.insert(v, g);
-        }
-    }
+    // What this process found last, else (only for the others) the state directory's last run.
+    let mut remembered: std::collections::BTreeMap<u32, Generation> = targets
+        .vmids
+        .iter()
+        .filter_map(|&v| Some((v, memory.get(&probe.domain, v)?)))
+        .collect();
+    let unknown: Vec<u32> = targets
+        .vmids
+        .iter()
+        .copied()
+        .filter(|v| !remembered.contains_key(v))
+        .collect();
+    remembered.extend(remembered_generations(settings, &probe, layout, &unknown));
     let plans: std::collections::BTreeMap<u32, crate::generation::Plan> = targets
         .vmids
         .iter()
@@ -182,7 +189,12 @@ async fn diagnose_once(
     .shared();
     let n = targets.vmids.len();
     // Targets in flight: up to --concurrency, as many as the chain takes without slowing down.
-    let gate = crate::adaptive::Gate::new(settings.concurrency, n, deadline);
+    // What is left of the deadline once Caddy's routes and the host's view were read.
+    let gate = crate::adaptive::Gate::new(
+        settings.concurrency,
+        n,
+        deadline.saturating_sub(start.elapsed()),
+    );
     let progress = Progress::new(
         n,
         !settings.quiet && n > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -380,8 +392,10 @@ fn remembered_generations(
     layout: Option<(&crate::generation::CaddyLayout, &str)>,
     vmids: &[u32],
 ) -> std::collections::BTreeMap<u32, crate::generation::Generation> {
+    // Decided, or guessed from the URL template: a remembered generation would not be used.
     let undecided = crate::generation::plan(probe, &settings.generation, layout, None).known
-        == crate::generation::Known::Guessed;
+        == crate::generation::Known::Guessed
+        && !settings.generation.explicit_template;
     let Some(dir) = settings.state_dir.as_deref().filter(|_| undecided) else {
         return Default::default();
     };
@@ -580,13 +594,16 @@ fn host_admin_routes(
 }
 
 /// Reads Caddy's routes (the Caddyfile was parsed up front; the admin API is asked now).
-async fn read_caddy(settings: &Settings) -> (Option<RouteTable>, Option<CaddyReport>) {
+/// `timeout`: the run's per-probe timeout (shortened to fit the deadline): the admin API is read
+/// before the probes, so it must leave them their time.
+async fn read_caddy(
+    settings: &Settings,
+    timeout: Duration,
+) -> (Option<RouteTable>, Option<CaddyReport>) {
     let (source, table) = match &settings.caddy {
         None => return (None, None),
         Some(CaddySource::File { path, table }) => (path.display().to_string(), Ok(table.clone())),
-        Some(CaddySource::Admin(url)) => {
-            (url.clone(), fetch_admin(url, settings.probe.timeout).await)
-        }
+        Some(CaddySource::Admin(url)) => (url.clone(), fetch_admin(url, timeout).await),
     };
     let catalog = match (&table, settings.generation.fixed()) {
         (Ok(t), false) => lint_catalog(&settings.probe, t),

@@ -232,6 +232,55 @@ fn deadline_bounds_a_run_against_a_silent_edge() {
     }
 }
 
+/// Caddy's admin API is read before the probes: one that accepts and never answers takes its
+/// share of the deadline, not the probes' (the run ends within its deadline, the lab's healthy
+/// services are diagnosed, not cut).
+#[test]
+fn a_silent_caddy_admin_api_leaves_the_probes_their_time() {
+    if !crate::common::curl_present() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let rt = runtime();
+    let lab = start_lab(&rt, pvediag::lab::LabConfig::default());
+    let start = Instant::now();
+    let o = pvediag()
+        .args(lab_args(&lab))
+        .args([
+            "202",
+            "--format",
+            "json",
+            "--timeout",
+            "30s",
+            "--deadline",
+            "6s",
+        ])
+        .arg("--caddy-admin")
+        .arg(format!("http://{addr}"))
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let xterm = v["targets"][0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "xterm")
+        .unwrap()
+        .clone();
+    assert_eq!(xterm["verdict"]["status"], "healthy", "{xterm:#}");
+    assert!(v["caddy"]["error"].is_string(), "{:#}", v["caddy"]);
+}
+
 struct Child(std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
