@@ -1106,7 +1106,6 @@ fn route_src(r: &RouteObservation) -> String {
 /// The decision for one service.
 fn decide(x: &Subject) -> Row {
     let (s, vmid, p) = (x.s, x.vmid(), x.port());
-    let ct = x.ctx.instance_name(vmid);
     let (label, host) = (x.label(), x.host());
 
     // A flapping tunnel: this answer (healthy or 530) was luck of the draw; users get either.
@@ -1280,15 +1279,7 @@ fn decide(x: &Subject) -> Row {
     let inner_failure =
         x.e.is_gateway_error() || matches!(x.e, Answer::Unreachable(_) | Answer::NotRun);
     if let (Some(why), true, false) = (&x.f.host_lost_container, inner_failure, x.outer_down()) {
-        return row(
-            Status::Broken,
-            Some(Layer::Container),
-            "host-container-unreachable",
-            why.clone(),
-        )
-        .next(format!(
-            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts {ct}.lan"
-        ));
+        return host_lost_row(x, why);
     }
 
     // Optional services that simply are not running.
@@ -1612,25 +1603,31 @@ fn outer_down_row(x: &Subject) -> Row {
     )
 }
 
+/// `host-container-unreachable`: the host reaches no port of the container (`why` says how).
+fn host_lost_row(x: &Subject, why: &str) -> Row {
+    let (vmid, ct) = (x.vmid(), x.ctx.instance_name(x.vmid()));
+    row(
+        Status::Broken,
+        Some(Layer::Container),
+        "host-container-unreachable",
+        why.to_string(),
+    )
+    .next(format!(
+        "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts {ct}.lan"
+    ))
+}
+
 /// The public answer was made by a gate of the edge: nothing behind it was observed from outside.
 /// What was observed from inside (the internal view, the host vantage) still decides what it can.
 fn decide_gate(x: &Subject, g: &Gate) -> Row {
-    let (s, vmid) = (x.s, x.vmid());
+    let s = x.s;
     let stopped = format!("its public URL gets {} at the edge", g.name());
     if let Some(mut r) = service_fault(x) {
         r.summary.push_str(&format!(" ({stopped})"));
         return r;
     }
     if let Some(why) = &x.f.host_lost_container {
-        return row(
-            Status::Broken,
-            Some(Layer::Container),
-            "host-container-unreachable",
-            why.clone(),
-        )
-        .next(format!(
-            "on the PVE host: pct status {vmid}; pct start {vmid}; getent hosts cmux-{vmid}.lan"
-        ));
+        return host_lost_row(x, why);
     }
     // The host vantage sees Caddy's answer for the public hostname, behind the edge.
     let behind_caddy_ok =
@@ -2590,8 +2587,8 @@ pub(crate) struct PreflightFault {
 /// own 5xx: the edge or tunnel being down is the other rows' business).
 pub(crate) fn preflight_fault(p: &Probe) -> Option<PreflightFault> {
     let r = p.response()?;
-    // Cloudflare's own 5xx, or a gate of the edge (challenge, Access) answering before Caddy.
-    if (made_by_cloudflare(r) && r.status >= 500) || crate::made_by::made_by_edge(r) {
+    // Cloudflare's own answer, or a gate of the edge (challenge, Access) answering before Caddy.
+    if crate::made_by::made_by_edge(r) {
         return None;
     }
     if r.status == 204 && r.header("access-control-allow-origin").is_some() {
