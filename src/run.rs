@@ -122,14 +122,16 @@ async fn diagnose_once(
     let origin = crate::probe::origin_check(&client, &probe).boxed().shared();
     // Likewise the host's cloudflared readiness and Caddy's loaded routes.
     let host_wide = crate::probe::host_wide(&probe).boxed().shared();
-    let host_table = match (&table, settings.caddy.is_none(), &probe.host) {
+    // Read once for the run: every target's host view carries the same run-wide answer.
+    let host_admin = match (&table, settings.caddy.is_none(), &probe.host) {
         (None, true, Some(_)) => host_wide
             .clone()
             .await
-            .and_then(|h| host_admin_table(&h.caddy_config).ok()),
+            .map(|h| host_admin_table(&h.caddy_config)),
         _ => None,
     };
-    let layout = match (&table, &host_table) {
+    let host_table = host_admin.as_ref().and_then(|r| r.as_ref().ok());
+    let layout = match (&table, host_table) {
         (Some(t), _) => Some((
             crate::generation::caddy_layout(t),
             format!(
@@ -271,9 +273,9 @@ async fn diagnose_once(
         for (o, _) in &mut observations {
             o.routes = routes_for(probe_of(o.vmid), table, o.vmid);
         }
-    } else if settings.caddy.is_none() {
+    } else if let Some(admin) = &host_admin {
         for (o, _) in &mut observations {
-            host_admin_routes(probe_of(o.vmid), o, &mut caddy);
+            host_admin_routes(probe_of(o.vmid), o, admin, &mut caddy);
         }
     }
 
@@ -568,10 +570,11 @@ fn probe_config(
 }
 
 /// With the host vantage and no Caddy source given: what Caddy has loaded, from its admin API on
-/// the host. The first target's answer makes the run's Caddy report.
+/// the host (read once for the run). The first target with a host view makes the run's Caddy report.
 fn host_admin_routes(
     probe: &crate::probe::ProbeConfig,
     o: &mut TargetObservation,
+    table: &Result<RouteTable, String>,
     caddy: &mut Option<CaddyReport>,
 ) {
     let Some(h) = &o.host else { return };
@@ -580,16 +583,15 @@ fn host_admin_routes(
         h.vantage,
         crate::probe::host::CADDY_ADMIN_PATH
     );
-    let table = host_admin_table(&h.caddy_config);
-    if let Ok(t) = &table {
+    if let Ok(t) = table {
         o.routes = routes_for(probe, t, o.vmid);
     }
     if caddy.is_none() {
-        let catalog = match &table {
+        let catalog = match table {
             Ok(t) => lint_catalog(probe, t),
             Err(_) => probe.catalog.clone(),
         };
-        *caddy = Some(CaddyReport::new(source, &table, &catalog));
+        *caddy = Some(CaddyReport::new(source, table, &catalog));
     }
 }
 
